@@ -1,0 +1,147 @@
+"""`warmgen` command line: train | eval | generate | demo.
+
+    warmgen train --config configs/g2p-t5.yaml --warmup.num_warmups 8
+    warmgen train --config configs/g2p-t5.yaml --output_dir runs/x --resume
+    warmgen eval runs/x --split test
+    warmgen generate runs/x warmup hello
+    warmgen demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config, parse_overrides, set_value, validate
+from .records import DataError
+
+
+def _checkpoint_folder(path: Path) -> Path:
+    """A run directory's best (else last) checkpoint, or the checkpoint folder itself."""
+    from .train import CONFIG_NAME
+
+    if (path / CONFIG_NAME).is_file():
+        return path
+    for name in ("best", "last"):
+        if (path / "checkpoints" / name / CONFIG_NAME).is_file():
+            return path / "checkpoints" / name
+    raise ConfigError(f"{path} is neither a checkpoint folder nor a run directory with checkpoints/best or checkpoints/last")
+
+
+def _load(path: str, overrides: list[str]):
+    from .layout import make_layout
+    from .train import load_checkpoint
+
+    folder = _checkpoint_folder(Path(path))
+    model, tokenizer, sep_id, config = load_checkpoint(folder)
+    for key, value in parse_overrides(overrides):
+        set_value(config, key, value)
+    validate(config)
+    return folder, model, make_layout(model, tokenizer, sep_id, config), config
+
+
+def cmd_train(args, overrides: list[str]) -> None:
+    from .train import train
+
+    config = load_config(args.config, parse_overrides(overrides))
+    results = train(config, resume=args.resume)
+    print(json.dumps({split: {k: v for k, v in s.items() if not k.endswith("signature")} for split, s in results["splits"].items()}, indent=2))
+    print(f"run directory: {config.output_dir}")
+
+
+def cmd_eval(args, overrides: list[str]) -> None:
+    from .tasks import load_task
+    from .train import evaluate, write_eval
+
+    folder, model, layout, config = _load(args.path, overrides)
+    task = load_task(config)
+    scores, predictions = evaluate(model, layout, task, args.split, config, use_warmup=config.method == "warmup")
+    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder
+    output = Path(args.output) if args.output else run_dir / "eval" / args.split
+    write_eval(output, scores, predictions, {"checkpoint": str(folder), "split": args.split, "config": config.to_dict()})
+    print(json.dumps(scores, indent=2))
+    print(f"wrote {output / 'results.json'} and {output / 'predictions.jsonl'}")
+
+
+def cmd_generate(args, overrides: list[str]) -> None:
+    from .decode import decode
+
+    _, model, layout, config = _load(args.path, overrides)
+    inputs = list(args.inputs)
+    if args.file:
+        inputs += [line.rstrip("\n") for line in open(args.file, encoding="utf-8") if line.strip()]
+    if not inputs:
+        raise ConfigError("generate: give inputs as arguments or with --file")
+    model.eval()
+    use_warmup = config.method == "warmup"
+    for start in range(0, len(inputs), config.decode.batch_size):
+        chunk = inputs[start : start + config.decode.batch_size]
+        generations = decode(model, layout, [layout.source_ids(text)[0] for text in chunk], use_warmup, config)
+        for text, generation in zip(chunk, generations):
+            warmup = None if generation.warmup is None else layout.tokenizer.decode(generation.warmup)
+            output = layout.tokenizer.decode(generation.target, skip_special_tokens=True).strip()
+            if args.json:
+                print(json.dumps({"input": text, "warmup": warmup, "output": output}, ensure_ascii=False))
+            else:
+                print(text)
+                if warmup is not None:
+                    print(f"  warmup: {warmup}")
+                print(f"  output: {output}")
+
+
+def cmd_demo(args, overrides: list[str]) -> None:
+    from .demo import run_demo
+
+    run_demo(args.output_dir, parse_overrides(overrides))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="warmgen", description="Warmup Generations vs SFT: train, evaluate, generate.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (SFT or warmup); extra --section.key value pairs override the config")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run directory or checkpoint on a split; writes results.json")
+    p.add_argument("path")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p.add_argument("--output", help="folder for results.json and predictions.jsonl (default RUN/eval/SPLIT)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("generate", help="print the warmup and output for inputs")
+    p.add_argument("path", help="run directory or checkpoint folder")
+    p.add_argument("inputs", nargs="*", help="input texts")
+    p.add_argument("--file", help="a file with one input per line")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 10 minutes on 2 CPU cores)")
+    p.add_argument("--output_dir", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+
+    args, rest = parser.parse_known_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per checkpoint save/load drowns the training bar
+    debug = args.debug or "--debug" in rest
+    rest = [r for r in rest if r != "--debug"]
+    try:
+        args.func(args, rest)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        if debug:
+            raise
+        print(f"warmgen: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("warmgen: interrupted; resume training with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""Run configuration: grouped dataclasses, YAML loading, `--section.key value` overrides.
+
+A run is described by one `Config`. YAML files mirror its sections:
+
+    method: warmup
+    model: {name: t5-mini}
+    data: {task: g2p, max_train_examples: 4000}
+    warmup: {objective: best_of_k, num_warmups: 4}
+    train: {learning_rate: 1.0e-3, epochs: 4}
+
+Every field can be overridden from the command line as `--warmup.num_warmups 8` (or, when the
+field name is unique across sections, `--num_warmups 8`). Unknown keys and wrong types raise
+`ConfigError` listing what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message says where and how."""
+
+
+@dataclass
+class ModelConfig:
+    """Which model to train and how to build it.
+
+    `name` is one of: a preset built from scratch (`t5-tiny`, `t5-mini`, `t5-small-scratch`,
+    `llama-tiny`, `gpt2-tiny`; see `warmgen.models.PRESETS`), `smollm2-135m` (the offline
+    SmolLM2-135M-Instruct GGUF), a local folder saved with `save_pretrained`, or a hub id.
+    """
+
+    name: str = "t5-mini"
+    # Presets train a byte-level BPE tokenizer on the training split with this many tokens.
+    vocab_size: int = 512
+    # Causal models only: how the input is written before the warmup. `{source}` is replaced.
+    prompt_template: str = "Input: {source}\nOutput:\n"
+    # Causal models only: wrap the input with the tokenizer's chat template (instruct models).
+    use_chat_template: bool = False
+    # Off unless you trust the model's repository: it runs that repository's Python code.
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where examples come from and how long they may be.
+
+    `task` selects the reader and metrics: `g2p` (built-in CMUdict grapheme-to-phoneme, needs no
+    files) or `seq2seq` (your files: JSONL, TSV, or a pair of line-aligned text files).
+    Relative paths are resolved against the config file's folder, then the data root
+    (`$WARMGEN_DATA_ROOT`, default `../shared/data`).
+    """
+
+    task: str = "g2p"
+    train_file: Optional[str] = None
+    dev_file: Optional[str] = None
+    test_file: Optional[str] = None
+    # `auto` picks from the extension: .jsonl/.json, .tsv; for parallel text give the path
+    # without extension plus `source_suffix`/`target_suffix` (e.g. train + .deu/.eng).
+    format: Literal["auto", "jsonl", "tsv", "parallel"] = "auto"
+    source_field: str = "input"
+    target_field: str = "target"
+    source_suffix: str = ".src"
+    target_suffix: str = ".tgt"
+    # Longer inputs/targets are truncated (and counted in the run log).
+    max_source_length: int = 64
+    max_target_length: int = 64
+    # Use only the first N examples of a split after shuffling (0 = all). For quick runs.
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    # g2p: held-out words per split; the split is a seeded shuffle of the dictionary.
+    g2p_dev_size: int = 2000
+    g2p_test_size: int = 2000
+    g2p_split_seed: int = 0
+    # Metrics to report; empty = the task's defaults.
+    metrics: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WarmupConfig:
+    """Warmup Generations: sampling k warmups, scoring them, and the objective.
+
+    Only read when `method: warmup`.
+    """
+
+    objective: Literal["best_of_k", "marginal", "rloo"] = "best_of_k"
+    # k: warmups sampled per training example.
+    num_warmups: int = 4
+    # Warmup tokens before <sep> is forced; a warmup that reaches it counts as truncated.
+    max_warmup_length: int = 8
+    # <sep> is masked until the warmup has this many tokens (training and inference).
+    min_warmup_length: int = 0
+    # Sampling of training warmups. top_k 0 and top_p 1.0 mean off (pure sampling).
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    # Weight of the log P(c|x) term; 0 = warmups are only selected, never imitated.
+    warmup_loss_weight: float = 1.0
+    # Make the empty warmup one of the k candidates: a warmup must beat "no warmup" to win.
+    no_warmup_candidate: bool = False
+    # Optimizer steps of plain SFT (`y </s>`) before warmup sampling starts.
+    sft_warm_start_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule, batching, evaluation and logging."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    # Linear learning-rate warmup (not to be confused with warmup *generations*), then linear decay.
+    lr_warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    # Examples per micro-batch; warmup runs score batch_size * num_warmups sequences.
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    epochs: float = 1.0
+    # Optimizer steps; 0 = derive from epochs.
+    max_steps: int = 0
+    # Evaluate on dev and save `best`/`last` every N optimizer steps (0 = once per epoch).
+    eval_every: int = 0
+    log_every: int = 10
+    # Write a table of sampled warmups to samples.jsonl every N steps (0 = never).
+    samples_every: int = 100
+
+
+@dataclass
+class DecodeConfig:
+    """Inference: warmup first (greedy or sampled), then the target (greedy or beam).
+
+    Targets are cut at `data.max_target_length` tokens; warmups at `warmup.max_warmup_length`.
+    """
+
+    warmup_strategy: Literal["greedy", "sample"] = "greedy"
+    num_beams: int = 1
+    batch_size: int = 64
+
+
+@dataclass
+class Config:
+    """Everything one run needs; saved as `config.yaml` in the run directory."""
+
+    method: Literal["sft", "warmup"] = "warmup"
+    seed: int = 0
+    output_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    # Folder of the YAML file the config came from; relative data paths start here.
+    config_dir: str = "."
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("config_dir")
+        return data
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "warmup": WarmupConfig,
+    "train": TrainConfig,
+    "decode": DecodeConfig,
+}
+TOP_LEVEL = ("method", "seed", "output_dir")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _check_type(value: Any, expected: Any, key: str) -> Any:
+    """Return `value` converted to `expected`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(expected)
+    args = typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def _valid_keys() -> str:
+    keys = list(TOP_LEVEL)
+    for section, cls in SECTIONS.items():
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return ", ".join(keys)
+
+
+def set_value(config: Config, dotted_key: str, value: Any) -> None:
+    """Set one field, `section.name` or a unique bare `name`, checking its type."""
+    parts = dotted_key.split(".")
+    if len(parts) == 1 and parts[0] not in TOP_LEVEL:
+        owners = [s for s, cls in SECTIONS.items() if parts[0] in _field_types(cls)]
+        if len(owners) == 1:
+            parts = [owners[0], parts[0]]
+        elif len(owners) > 1:
+            raise ConfigError(
+                f"'{dotted_key}' is ambiguous: use one of {', '.join(f'{o}.{parts[0]}' for o in owners)}"
+            )
+    if len(parts) == 1 and parts[0] in TOP_LEVEL:
+        types_ = _field_types(Config)
+        setattr(config, parts[0], _check_type(value, types_[parts[0]], parts[0]))
+        return
+    if len(parts) == 2 and parts[0] in SECTIONS:
+        section = getattr(config, parts[0])
+        types_ = _field_types(SECTIONS[parts[0]])
+        if parts[1] in types_:
+            setattr(section, parts[1], _check_type(value, types_[parts[1]], dotted_key))
+            return
+    raise ConfigError(f"unknown config key '{dotted_key}'. Valid keys: {_valid_keys()}")
+
+
+def apply_mapping(config: Config, mapping: dict[str, Any], origin: str) -> None:
+    """Apply a nested YAML mapping; errors name `origin` (the file) and the key."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{origin}: expected a mapping of config sections, got {type(mapping).__name__}")
+    for key, value in mapping.items():
+        try:
+            if key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+                for sub_key, sub_value in value.items():
+                    set_value(config, f"{key}.{sub_key}", sub_value)
+            else:
+                set_value(config, str(key), value)
+        except ConfigError as err:
+            raise ConfigError(f"{origin}: {err}") from None
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """`['--warmup.num_warmups', '8', '--method=sft']` -> [('warmup.num_warmups', 8), ('method', 'sft')].
+
+    Values are read as YAML scalars, so `8` is an int, `true` a bool and `[a, b]` a list.
+    """
+    pairs: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument '{arg}': overrides look like --section.key value")
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override '{arg}' has no value")
+            key, raw = arg[2:], args[i + 1]
+            i += 2
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        if value is None and raw.strip() not in ("null", "~", "None"):
+            value = raw
+        pairs.append((key, value))
+    return pairs
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str, Any]] = ()) -> Config:
+    """Defaults, then the YAML file, then overrides (later wins); validated."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            mapping = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        apply_mapping(config, mapping, str(path))
+        config.config_dir = str(path.resolve().parent)
+    for key, value in overrides:
+        try:
+            set_value(config, key, value)
+        except ConfigError as err:
+            raise ConfigError(f"command line: {err}") from None
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that a type cannot express."""
+    w, t = config.warmup, config.train
+    checks = [
+        (w.num_warmups >= 1, "warmup.num_warmups must be at least 1"),
+        (w.objective != "rloo" or w.num_warmups >= 2, "warmup.objective rloo needs warmup.num_warmups >= 2 (the baseline leaves one out)"),
+        (not w.no_warmup_candidate or w.num_warmups >= 2, "warmup.no_warmup_candidate needs warmup.num_warmups >= 2"),
+        (w.max_warmup_length >= 1, "warmup.max_warmup_length must be at least 1"),
+        (0 <= w.min_warmup_length <= w.max_warmup_length, "warmup.min_warmup_length must be between 0 and warmup.max_warmup_length"),
+        (w.temperature > 0, "warmup.temperature must be > 0"),
+        (0 < w.top_p <= 1, "warmup.top_p must be in (0, 1]"),
+        (w.top_k >= 0, "warmup.top_k must be >= 0 (0 = off)"),
+        (w.warmup_loss_weight >= 0, "warmup.warmup_loss_weight must be >= 0"),
+        (t.batch_size >= 1, "train.batch_size must be at least 1"),
+        (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),
+        (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),
+        (t.learning_rate > 0, "train.learning_rate must be > 0"),
+        (config.decode.num_beams >= 1, "decode.num_beams must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("WARMGEN_DATA_ROOT", "../shared/data"))
+
+
+def resolve_path(config: Config, path: str) -> Path:
+    """A data path from a config: absolute, else next to the config file, else under the data root."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute():
+        return candidate
+    beside_config = Path(config.config_dir) / candidate
+    if beside_config.exists() or beside_config.with_name(beside_config.name + config.data.source_suffix).exists():
+        return beside_config
+    return data_root() / candidate

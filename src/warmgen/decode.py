@@ -1,0 +1,146 @@
+"""Inference: generate the warmup c up to <sep>, then the target y. Metrics score y alone.
+
+Greedy warmup + greedy target is one `generate` call (the logits processor below keeps the
+`c <sep> y </s>` shape). A sampled warmup or beam search on the target takes two calls: the
+warmup first, then the target continued from each `c <sep>` (grouped by warmup length, so no
+padding sits between the input and the prefix).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor
+
+
+class WarmupLogitsProcessor(LogitsProcessor):
+    """Keeps generated text in the shape `c <sep> y`.
+
+    While a row is in its warmup: end-of-sequence and padding are banned, <sep> is banned until
+    `min_length` warmup tokens and forced once there are `max_length`. After <sep>, <sep> is banned.
+    `prefix_length` is where generated tokens start in `input_ids`.
+    """
+
+    def __init__(self, prefix_length: int, sep_id: int, min_length: int, max_length: int, banned_in_warmup: list[int]):
+        self.prefix_length = prefix_length
+        self.sep_id = sep_id
+        self.min_length = min_length
+        self.max_length = max_length
+        self.banned = sorted(set(banned_in_warmup) - {sep_id})
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prefix_length :]
+        length = generated.shape[1]  # warmup length so far, for rows still in their warmup
+        in_warmup = ~(generated == self.sep_id).any(dim=1)
+        scores = scores.clone()
+        warm = scores[in_warmup]
+        warm[:, self.banned] = -float("inf")
+        if length < self.min_length:
+            warm[:, self.sep_id] = -float("inf")
+        if length >= self.max_length:
+            warm.fill_(-float("inf"))
+            warm[:, self.sep_id] = 0.0
+        scores[in_warmup] = warm
+        scores[~in_warmup, self.sep_id] = -float("inf")
+        return scores
+
+
+def split_at(row: list[int], stop_id: int) -> tuple[list[int], bool]:
+    """Tokens before the first `stop_id`, and whether it was found."""
+    if stop_id in row:
+        return row[: row.index(stop_id)], True
+    return row, False
+
+
+@dataclass
+class Generation:
+    warmup: list[int] | None  # None for models trained without warmups
+    target: list[int]
+
+
+def _generation_config(layout, **kwargs) -> GenerationConfig:
+    # Built from scratch so a model's own defaults (top_k=50, penalties...) never leak in.
+    return GenerationConfig(pad_token_id=layout.pad_id, bos_token_id=None, **kwargs)
+
+
+def _on_device(model, inputs: dict) -> dict:
+    return {name: tensor.to(model.device) for name, tensor in inputs.items()}
+
+
+def _decoder_start(model) -> dict:
+    return {"decoder_start_token_id": model.config.decoder_start_token_id} if model.config.is_encoder_decoder else {}
+
+
+@torch.no_grad()
+def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, min_length: int, max_length: int,
+                     do_sample: bool, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    """num_warmups warmups per source (rows grouped by source), each a token list without <sep>.
+
+    Returns (warmups, truncated): truncated rows reached `max_length` and had <sep> forced.
+    """
+    inputs, prefix_length = layout.generation_inputs(sources)
+    processor = WarmupLogitsProcessor(prefix_length, layout.sep_id, min_length, max_length, [layout.eos_id, layout.pad_id])
+    sampling = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None) if do_sample else {}
+    config = _generation_config(
+        layout, do_sample=do_sample, num_return_sequences=num_warmups, max_new_tokens=max_length + 1,
+        eos_token_id=layout.sep_id, **sampling, **_decoder_start(model),
+    )
+    output = model.generate(**_on_device(model, inputs), generation_config=config, logits_processor=[processor])
+    warmups = [split_at(row, layout.sep_id)[0] for row in output[:, prefix_length:].tolist()]
+    truncated = [len(w) >= max_length for w in warmups]
+    return warmups, truncated
+
+
+@torch.no_grad()
+def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) -> list[Generation]:
+    """Generate (warmup, target) token lists for a batch of tokenised sources."""
+    if not use_warmup:
+        inputs, start = layout.generation_inputs(sources)
+        output = model.generate(**_on_device(model, inputs), generation_config=_target_config(model, layout, config))
+        return [Generation(None, split_at(row, layout.eos_id)[0]) for row in output[:, start:].tolist()]
+    if config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
+        return decode_one_pass(model, layout, sources, config)
+    return decode_two_stage(model, layout, sources, config)
+
+
+def _target_config(model, layout, config) -> GenerationConfig:
+    """Greedy or beam search for the target, with <sep> suppressed."""
+    return _generation_config(layout, num_beams=config.decode.num_beams, max_new_tokens=config.data.max_target_length + 1,
+                              eos_token_id=layout.eos_id, suppress_tokens=[layout.sep_id], **_decoder_start(model))
+
+
+def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Generation]:
+    """Greedy `c <sep> y </s>` in a single generate call."""
+    w = config.warmup
+    inputs, start = layout.generation_inputs(sources)
+    processor = WarmupLogitsProcessor(start, layout.sep_id, w.min_warmup_length, w.max_warmup_length, [layout.eos_id, layout.pad_id])
+    gen = _generation_config(layout, max_new_tokens=w.max_warmup_length + 1 + config.data.max_target_length + 1,
+                             eos_token_id=layout.eos_id, **_decoder_start(model))
+    output = model.generate(**_on_device(model, inputs), generation_config=gen, logits_processor=[processor])
+    results = []
+    for row in output[:, start:].tolist():
+        warmup, _ = split_at(row, layout.sep_id)
+        results.append(Generation(warmup, split_at(row[len(warmup) + 1 :], layout.eos_id)[0]))
+    return results
+
+
+def decode_two_stage(model, layout, sources: list[list[int]], config) -> list[Generation]:
+    """Warmup (greedy or sampled) first; then the target after each `c <sep>`, grouped by warmup length."""
+    w = config.warmup
+    warmups, _ = generate_warmups(
+        model, layout, sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=config.decode.warmup_strategy == "sample",
+        temperature=w.temperature, top_k=w.top_k, top_p=w.top_p,
+    )
+    by_length = defaultdict(list)
+    for i, warmup in enumerate(warmups):
+        by_length[len(warmup)].append(i)
+    targets: list[list[int]] = [[] for _ in sources]
+    for indices in by_length.values():
+        prefixes = [warmups[i] + [layout.sep_id] for i in indices]
+        inputs, start = layout.continuation_inputs([sources[i] for i in indices], prefixes)
+        output = model.generate(**_on_device(model, inputs), generation_config=_target_config(model, layout, config))
+        for i, row in zip(indices, output[:, start:].tolist()):
+            targets[i] = split_at(row, layout.eos_id)[0]
+    return [Generation(warmup, target) for warmup, target in zip(warmups, targets)]

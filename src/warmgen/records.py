@@ -1,0 +1,98 @@
+"""Readers for JSONL, TSV and line-aligned parallel text. Every error names file, line and field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """Malformed input data; the message names the file, the line and the field."""
+
+
+@dataclass
+class Example:
+    """One (x, y) pair. `id` is stable across runs so predictions can be paired by example."""
+
+    id: str
+    source: str
+    target: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {err.start}); re-encode the file as UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # trailing newline; a last line without one is still a record
+    return [line.rstrip("\r") for line in lines]
+
+
+def _text_field(record: dict, name: str, path: Path, line: int) -> str:
+    if name not in record:
+        raise DataError(f"{path}:{line}: field '{name}' is missing (fields present: {', '.join(record) or 'none'})")
+    value = record[name]
+    if not isinstance(value, str):
+        raise DataError(f"{path}:{line}: field '{name}' must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{path}:{line}: field '{name}' is empty")
+    return value
+
+
+def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example]:
+    examples = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        example_id = str(record.get("id", f"{path.name}:{number}"))
+        examples.append(
+            Example(example_id, _text_field(record, source_field, path, number), _text_field(record, target_field, path, number))
+        )
+    return examples
+
+
+def read_tsv(path: Path) -> list[Example]:
+    """Two tab-separated columns, source then target; no header."""
+    examples = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) != 2:
+            raise DataError(f"{path}:{number}: expected 2 tab-separated columns (source, target), found {len(columns)}")
+        for name, value in zip(("source", "target"), columns):
+            if not value.strip():
+                raise DataError(f"{path}:{number}: column '{name}' is empty")
+        examples.append(Example(f"{path.name}:{number}", columns[0], columns[1]))
+    return examples
+
+
+def read_parallel(source_path: Path, target_path: Path) -> list[Example]:
+    """Line N of the source file pairs with line N of the target file."""
+    sources, targets = _read_lines(source_path), _read_lines(target_path)
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: parallel files must be line-aligned"
+        )
+    examples = []
+    for number, (source, target) in enumerate(zip(sources, targets), start=1):
+        for path, value in ((source_path, source), (target_path, target)):
+            if not value.strip():
+                raise DataError(f"{path}:{number}: line is empty (parallel files need a sentence on every line)")
+        examples.append(Example(f"{source_path.stem}:{number}", source, target))
+    return examples

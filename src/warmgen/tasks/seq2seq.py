@@ -1,0 +1,46 @@
+"""Generic sequence-to-sequence task from your files: JSONL, TSV, or line-aligned parallel text."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ..config import Config, ConfigError, resolve_path
+from ..records import Example, read_jsonl, read_parallel, read_tsv
+from . import Task
+
+
+def read_split(config: Config, path_text: str) -> list[Example]:
+    data = config.data
+    path = resolve_path(config, path_text)
+    fmt = data.format
+    if fmt == "auto":
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".json"):
+            fmt = "jsonl"
+        elif suffix == ".tsv":
+            fmt = "tsv"
+        elif Path(str(path) + data.source_suffix).exists():
+            fmt = "parallel"
+        else:
+            raise ConfigError(
+                f"cannot tell the format of {path}: use a .jsonl or .tsv file, or set data.format: parallel "
+                f"with data.source_suffix/target_suffix (looked for {path}{data.source_suffix})"
+            )
+    if fmt == "jsonl":
+        return read_jsonl(path, data.source_field, data.target_field)
+    if fmt == "tsv":
+        return read_tsv(path)
+    return read_parallel(Path(str(path) + data.source_suffix), Path(str(path) + data.target_suffix))
+
+
+def load(config: Config) -> Task:
+    if not config.data.train_file and not config.data.test_file:
+        raise ConfigError("data.task seq2seq needs data.train_file (and usually data.dev_file / data.test_file)")
+    splits = {}
+    for name in ("train", "dev", "test"):
+        path_text = getattr(config.data, f"{name}_file")
+        splits[name] = read_split(config, path_text) if path_text else []
+    # Shuffle train once with the run seed so `max_train_examples` takes a random subset.
+    random.Random(config.seed).shuffle(splits["train"])
+    return Task("seq2seq", splits, metrics=["chrf", "bleu"], primary_metric="chrf", greater_is_better=True)

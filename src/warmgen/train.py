@@ -1,0 +1,325 @@
+"""The training loop: batches, an SFT or warmup step, AdamW, evaluation, checkpoints, logs.
+
+A run directory holds everything to reproduce and resume:
+
+    config.yaml         effective config          metrics.jsonl   one line per log/eval
+    samples.jsonl       sampled warmups + rewards  results.json    final test/dev metrics
+    checkpoints/last    checkpoints/best           save_pretrained folders + trainer_state.pt
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from . import __version__, metrics
+from .config import Config, load_config
+from .decode import decode
+from .layout import make_layout
+from .models import SEP, count_parameters, load_model, load_pretrained
+from .tasks import Task, load_task
+from .warmup import warmup_step
+
+CONFIG_NAME = "warmgen.yaml"
+STATE_NAME = "trainer_state.pt"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def tokenize(layout, examples) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
+    """(source_ids, target_ids) per example and how many sources/targets were truncated."""
+    rows, cut_sources, cut_targets = [], 0, 0
+    for example in examples:
+        source, source_cut = layout.source_ids(example.source)
+        target, target_cut = layout.target_ids(example.target)
+        rows.append((source, target))
+        cut_sources += source_cut
+        cut_targets += target_cut
+    return rows, {"truncated_sources": cut_sources, "truncated_targets": cut_targets}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: bool) -> tuple[dict, list[dict]]:
+    """Decode a split; return (metrics, per-example predictions with warmups)."""
+    examples = task.split(split)
+    sources = [layout.source_ids(e.source)[0] for e in examples]
+    was_training = model.training
+    model.eval()
+    start = time.time()
+    predictions, warmup_lengths = [], []
+    size = config.decode.batch_size
+    for i in range(0, len(examples), size):
+        for example, generation in zip(examples[i : i + size], decode(model, layout, sources[i : i + size], use_warmup, config)):
+            warmup_lengths.append(len(generation.warmup or []))
+            predictions.append({
+                "id": example.id,
+                "source": example.source,
+                "target": example.target,
+                "warmup": None if generation.warmup is None else layout.tokenizer.decode(generation.warmup),
+                "prediction": layout.tokenizer.decode(generation.target, skip_special_tokens=True).strip(),
+            })
+    model.train(was_training)
+    scores = metrics.compute(task.metrics, [p["prediction"] for p in predictions], [p["target"] for p in predictions])
+    scores["inference_seconds"] = time.time() - start
+    if use_warmup:
+        scores["warmup/mean_length"] = sum(warmup_lengths) / max(len(warmup_lengths), 1)
+    scores["num_examples"] = len(examples)
+    return scores, predictions
+
+
+def write_eval(folder: Path, scores: dict, predictions: list[dict], info: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({**info, "metrics": scores}, indent=2, ensure_ascii=False))
+    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for row in predictions:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def library_versions() -> dict[str, str]:
+    import sacrebleu
+    import tokenizers
+    import transformers
+
+    return {"warmgen": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, "sacrebleu": sacrebleu.__version__}
+
+
+def git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(folder: Path, model, tokenizer, config: Config, state: dict | None) -> None:
+    """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    config.save(tmp / CONFIG_NAME)
+    if state is not None:
+        torch.save(state, tmp / STATE_NAME)
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path):
+    """(model, tokenizer, sep_id, config) from a checkpoint folder written by `save_checkpoint`."""
+    config = load_config(folder / CONFIG_NAME)
+    model, tokenizer = load_pretrained(str(folder))
+    return model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), config
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from."""
+    if path.exists():
+        lines = [l for l in path.read_text().splitlines() if json.loads(l).get("step", 0) <= step]
+        path.write_text("".join(l + "\n" for l in lines))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(config: Config, resume: bool = False) -> dict:
+    """Train, keep best/last checkpoints, evaluate the best on dev and test; return results."""
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+
+    task = load_task(config)
+    train_examples = task.split("train")
+    has_dev = bool(task.splits.get("dev"))
+    last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
+    state = None
+    if resume:
+        if not (last_dir / STATE_NAME).is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start without --resume")
+        model, tokenizer, sep_id, _ = load_checkpoint(last_dir)
+        state = torch.load(last_dir / STATE_NAME, weights_only=False)
+    else:
+        texts = [e.source for e in train_examples] + [e.target for e in train_examples]
+        model, tokenizer, sep_id = load_model(config.model, texts)
+    config.save(run_dir / "config.yaml")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    layout = make_layout(model, tokenizer, sep_id, config)
+    data, truncation = tokenize(layout, train_examples)
+
+    t = config.train
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
+    )
+    batches_per_epoch = math.ceil(len(data) / t.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
+    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
+
+    step, epoch, batch_index, train_seconds = 0, 0, 0, 0.0
+    best = {"metric": None, "step": None}
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, batch_index, train_seconds = state["step"], state["epoch"], state["batch_index"], state["train_seconds"]
+        best = state["best"]
+        _set_rng_state(state["rng"])
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            _truncate_log(run_dir / name, step)
+    else:
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+
+    header = {"step": 0, "event": "start", "parameters": count_parameters(model), "train_examples": len(data),
+              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, **truncation, "family": layout.family}
+    print(json.dumps(header))
+    metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8")
+    log = lambda row: (metrics_log.write(json.dumps(row) + "\n"), metrics_log.flush())  # noqa: E731
+    if state is None:
+        log(header)
+
+    def checkpoint_state() -> dict:
+        return {"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best, "rng": _rng_state()}
+
+    def evaluate_and_save() -> None:
+        row = {"step": step, "epoch": step / steps_per_epoch}
+        if has_dev:
+            scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=config.method == "warmup")
+            row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature")})
+            value = scores[task.primary_metric]
+            improved = best["metric"] is None or (value > best["metric"] if task.greater_is_better else value < best["metric"])
+            if improved:
+                best.update(metric=value, step=step)
+                save_checkpoint(best_dir, model, tokenizer, config, None)
+            tqdm.write(f"step {step}: dev {task.primary_metric} {value:.4f} (best {best['metric']:.4f} at step {best['step']})")
+        save_checkpoint(last_dir, model, tokenizer, config, checkpoint_state())
+        log(row)
+
+    model.train()
+    progress = tqdm(total=total_steps, initial=step, desc=f"{config.method}", dynamic_ncols=True, mininterval=1.0)
+    accumulated: dict[str, float] = {}
+    micro = 0
+    tick = time.time()
+    while step < total_steps:
+        order = epoch_order(len(data), config.seed, epoch)
+        while batch_index < batches_per_epoch and step < total_steps:
+            ids = order[batch_index * t.batch_size : (batch_index + 1) * t.batch_size]
+            batch_index += 1
+            sources = [data[i][0] for i in ids]
+            targets = [data[i][1] for i in ids]
+            use_sft = config.method == "sft" or step < config.warmup.sft_warm_start_steps
+            if use_sft:
+                scores = layout.score(model, sources, [None] * len(ids), targets)
+                loss = -scores.logp_target.sum() / scores.n_target.sum()
+                stats = {}
+            else:
+                result = warmup_step(model, layout, sources, targets, config.warmup)
+                loss, stats = result.loss, result.stats
+            (loss / t.gradient_accumulation_steps).backward()
+            for key, value in {"loss": loss.item(), **stats}.items():
+                accumulated[key] = accumulated.get(key, 0.0) + value / t.gradient_accumulation_steps
+            micro += 1
+            if micro % t.gradient_accumulation_steps and batch_index < batches_per_epoch:
+                continue
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm).item()
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            micro = 0
+            progress.update(1)
+            if "warmup/mean_length" in accumulated:
+                progress.set_postfix(loss=f"{accumulated['loss']:.3f}", reward=f"{accumulated['reward']:.2f}",
+                                     wlen=f"{accumulated['warmup/mean_length']:.1f}", trunc=f"{accumulated['warmup/truncated_ratio']:.2f}")
+            else:
+                progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
+            if step % t.log_every == 0 or step == total_steps:
+                log({"step": step, "epoch": step / steps_per_epoch, "lr": lr, "grad_norm": grad_norm,
+                     "sft": use_sft, **accumulated})
+            if not use_sft and t.samples_every and step % t.samples_every == 0:
+                write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout, config.warmup.num_warmups)
+            accumulated = {}
+            now = time.time()
+            train_seconds += now - tick
+            eval_due = step % t.eval_every == 0 if t.eval_every else batch_index >= batches_per_epoch
+            if eval_due or step == total_steps:
+                evaluate_and_save()
+            tick = time.time()
+        if batch_index >= batches_per_epoch:
+            epoch, batch_index = epoch + 1, 0
+    progress.close()
+    metrics_log.close()
+    samples_log.close()
+
+    final_dir = best_dir if best_dir.exists() else last_dir
+    final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir)
+    final_model.to(device)
+    final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
+    results = {"method": config.method, "checkpoint": str(final_dir), "best_step": best["step"], "train_seconds": train_seconds,
+               "epochs": total_steps / steps_per_epoch, "seconds_per_epoch": train_seconds / (total_steps / steps_per_epoch),
+               "parameters": count_parameters(model), "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
+    for split in ("dev", "test"):
+        if task.splits.get(split):
+            scores, predictions = evaluate(final_model, final_layout, task, split, config, use_warmup=config.method == "warmup")
+            write_eval(run_dir / "eval" / split, scores, predictions, {"checkpoint": str(final_dir), "split": split})
+            results["splits"][split] = scores
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return results
+
+
+def write_samples(stream, step: int, examples, result, layout, k: int) -> None:
+    """A few training examples with their k warmups, rewards log P(y|c,x) and objective weights."""
+    decode_text = layout.tokenizer.decode
+    for b, example in enumerate(examples[:3]):
+        candidates = [
+            {"warmup": decode_text(result.warmups[b * k + i]), "reward": round(result.rewards[b, i].item(), 4),
+             "weight": round(result.weights[b, i].item(), 4)}
+            for i in range(k)
+        ]
+        stream.write(json.dumps({"step": step, "source": example.source, "target": example.target, "candidates": candidates},
+                                ensure_ascii=False) + "\n")
+    stream.flush()

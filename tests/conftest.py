@@ -1,0 +1,33 @@
+"""Tiny models built locally from configs, with a tokenizer fitted to a few words (no downloads)."""
+
+import pytest
+import torch
+
+from warmgen.config import Config
+from warmgen.layout import make_layout
+from warmgen.models import build_preset, prepare_tokenizer
+
+TEXTS = ["warmup generations", "hello world", "W AO1 R M AH2 P", "HH AH0 L OW1", "the cat sat on the mat"] * 4
+
+
+def tiny(preset: str, **overrides):
+    """(model, layout, config) for a preset, in eval mode so forward passes are deterministic."""
+    torch.manual_seed(0)
+    model, tokenizer = build_preset(preset, TEXTS, vocab_size=300)
+    sep_id = prepare_tokenizer(model, tokenizer)
+    config = Config()
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        setattr(getattr(config, section), name, value)
+    model.eval()
+    return model, make_layout(model, tokenizer, sep_id, config), config
+
+
+@pytest.fixture(params=["t5-tiny", "llama-tiny", "gpt2-tiny"])
+def any_family(request):
+    return tiny(request.param)
+
+
+@pytest.fixture
+def tiny_t5():
+    return tiny("t5-tiny")

@@ -1,0 +1,55 @@
+import pytest
+
+from warmgen.config import ConfigError, load_config, parse_overrides
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path):
+    path = write(tmp_path, "method: sft\nwarmup:\n  num_warmups: 6\n  temperature: 2\ntrain:\n  epochs: 3\n")
+    config = load_config(path, parse_overrides(["--warmup.num_warmups", "8", "--epochs=5", "--method", "warmup"]))
+    assert config.method == "warmup"
+    assert config.warmup.num_warmups == 8  # override beats YAML
+    assert config.warmup.temperature == 2.0 and isinstance(config.warmup.temperature, float)  # int accepted for float
+    assert config.train.epochs == 5.0  # a unique bare name finds its section
+    assert config.train.batch_size == 32  # default kept
+    assert config.config_dir == str(tmp_path.resolve())
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "warmup:\n  num_warmup: 4\n"))
+    message = str(err.value)
+    assert "run.yaml" in message and "warmup.num_warmup" in message and "warmup.num_warmups" in message
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="warmup.num_warmups: expected int"):
+        load_config(None, parse_overrides(["--warmup.num_warmups", "four"]))
+    with pytest.raises(ConfigError, match="warmup.objective: 'best' is not one of"):
+        load_config(None, parse_overrides(["--warmup.objective", "best"]))
+    with pytest.raises(ConfigError, match="expected true or false"):
+        load_config(None, parse_overrides(["--no_warmup_candidate", "yes please"]))
+
+
+def test_cross_field_validation():
+    with pytest.raises(ConfigError, match="rloo needs"):
+        load_config(None, parse_overrides(["--objective", "rloo", "--num_warmups", "1"]))
+    with pytest.raises(ConfigError, match="min_warmup_length"):
+        load_config(None, parse_overrides(["--min_warmup_length", "9", "--max_warmup_length", "4"]))
+
+
+def test_ambiguous_bare_key():
+    with pytest.raises(ConfigError, match="ambiguous: use one of train.batch_size, decode.batch_size|ambiguous"):
+        load_config(None, parse_overrides(["--batch_size", "4"]))
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = load_config(None, parse_overrides(["--num_warmups", "3", "--data.metrics", "[wer, per]"]))
+    config.save(tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again.to_dict() == config.to_dict()

@@ -1,0 +1,66 @@
+"""Batched log P(c|x) and log P(y|c,x) equal a per-example brute-force loop (padding, ragged warmups)."""
+
+import torch
+
+SOURCES = ["hello world", "warmup", "the cat sat on the mat"]
+TARGETS = ["HH AH0 L OW1", "W AO1 R M AH2 P", "cat"]
+
+
+def brute_force(model, layout, source, warmup, target):
+    """Sum log-probs token by token, one unpadded sequence at a time."""
+    head = [] if warmup is None else warmup + [layout.sep_id]
+    continuation = head + target + [layout.eos_id]
+    if model.config.is_encoder_decoder:
+        decoder = [layout.start_id] + continuation
+        logits = model(input_ids=torch.tensor([source]), decoder_input_ids=torch.tensor([decoder[:-1]])).logits[0]
+        offset = 0
+    else:
+        sequence = source + continuation
+        logits = model(input_ids=torch.tensor([sequence])).logits[0]
+        offset = len(source) - 1  # logits at position p predict token p + 1
+    logp_warmup = logp_target = 0.0
+    for j, token in enumerate(continuation):
+        logp = torch.log_softmax(logits[offset + j].double(), dim=-1)[token].item()
+        if j < len(head):
+            logp_warmup += logp
+        else:
+            logp_target += logp
+    return logp_warmup, logp_target, len(head), len(target) + 1
+
+
+def test_batched_scores_match_brute_force(any_family):
+    model, layout, _ = any_family
+    tok = layout.tokenizer
+    sources = [layout.source_ids(s)[0] for s in SOURCES]
+    targets = [layout.target_ids(t)[0] for t in TARGETS]
+    assert len({len(s) for s in sources}) == 3, "sources of different lengths exercise padding"
+    # k = 3 candidates per example: ragged warmups, an empty warmup, and SFT rows without <sep>.
+    warmups = [
+        tok("cat sat", add_special_tokens=False)["input_ids"], [], tok("W", add_special_tokens=False)["input_ids"],
+        tok("hello hello world", add_special_tokens=False)["input_ids"], None, [],
+        [], tok("mat", add_special_tokens=False)["input_ids"], tok("AH0 AH0 AH0 AH0 AH0", add_special_tokens=False)["input_ids"],
+    ]
+    with torch.no_grad():
+        scores = layout.score(model, sources, warmups, targets)
+    for r, warmup in enumerate(warmups):
+        expected = brute_force(model, layout, sources[r // 3], warmup, targets[r // 3])
+        assert abs(scores.logp_warmup[r].item() - expected[0]) < 1e-5
+        assert abs(scores.logp_target[r].item() - expected[1]) < 1e-5
+        assert (scores.n_warmup[r].item(), scores.n_target[r].item()) == expected[2:]
+    assert scores.logp_warmup[4].item() == 0.0 and scores.n_warmup[4].item() == 0
+
+
+def test_prompt_tokens_carry_no_loss(any_family):
+    """Changing the prompt changes scores only through conditioning, and counts exclude it."""
+    model, layout, _ = any_family
+    targets = [layout.target_ids("cat")[0]]
+    short = layout.score(model, [layout.source_ids("hi")[0]], [None], targets)
+    long = layout.score(model, [layout.source_ids("hello world " * 5)[0]], [None], targets)
+    assert short.n_target.item() == long.n_target.item() == len(targets[0]) + 1
+
+
+def test_scores_are_differentiable(tiny_t5):
+    model, layout, _ = tiny_t5
+    scores = layout.score(model, [layout.source_ids("hello")[0]], [[5, 6], []], [layout.target_ids("HH")[0]])
+    (scores.logp_warmup.sum() + scores.logp_target.sum()).backward()
+    assert model.get_encoder().embed_tokens.weight.grad is not None

@@ -1,0 +1,57 @@
+"""Bad input gives an error naming file, line and field."""
+
+import pytest
+
+from warmgen.records import DataError, read_jsonl, read_parallel, read_tsv
+
+
+def test_jsonl_reads_and_keeps_ids(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "a", "input": "x", "target": "y"}\n\n{"input": "x2", "target": "y2"}')  # no final newline
+    rows = read_jsonl(path, "input", "target")
+    assert [(r.id, r.source, r.target) for r in rows] == [("a", "x", "y"), ("d.jsonl:3", "x2", "y2")]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"input": "x", "target": ', r"d.jsonl:2: not valid JSON"),
+    ('{"input": "x"}', r"d.jsonl:2: field 'target' is missing"),
+    ('{"input": "x", "target": "  "}', r"d.jsonl:2: field 'target' is empty"),
+    ('{"input": 3, "target": "y"}', r"d.jsonl:2: field 'input' must be a string"),
+    ('["x", "y"]', r"d.jsonl:2: expected a JSON object"),
+])
+def test_jsonl_errors(tmp_path, line, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"input": "ok", "target": "ok"}\n' + line + "\n")
+    with pytest.raises(DataError, match=message):
+        read_jsonl(path, "input", "target")
+
+
+def test_non_utf8(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_bytes(b"a\tb\nc\xff\td\n")
+    with pytest.raises(DataError, match=r"d.tsv:2: not valid UTF-8"):
+        read_tsv(path)
+
+
+def test_tsv_column_count(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text("a\tb\nonly one column\n")
+    with pytest.raises(DataError, match=r"d.tsv:2: expected 2 tab-separated columns"):
+        read_tsv(path)
+
+
+def test_parallel_files(tmp_path):
+    (tmp_path / "t.src").write_text("a\nb\n")
+    (tmp_path / "t.tgt").write_text("A\nB")
+    assert [(r.source, r.target) for r in read_parallel(tmp_path / "t.src", tmp_path / "t.tgt")] == [("a", "A"), ("b", "B")]
+    (tmp_path / "t.tgt").write_text("A\n")
+    with pytest.raises(DataError, match="t.src has 2 lines but .*t.tgt has 1"):
+        read_parallel(tmp_path / "t.src", tmp_path / "t.tgt")
+    (tmp_path / "t.tgt").write_text("A\n\n")
+    with pytest.raises(DataError, match=r"t.tgt:2: line is empty"):
+        read_parallel(tmp_path / "t.src", tmp_path / "t.tgt")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_tsv(tmp_path / "nope.tsv")

@@ -1,0 +1,48 @@
+"""A run that dies after a checkpoint and is resumed logs the same losses as an uninterrupted run."""
+
+import json
+
+import pytest
+
+import warmgen.train
+from warmgen.config import load_config, parse_overrides
+from warmgen.train import train
+
+ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40",
+        "--data.max_eval_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",
+        "--train.log_every", "1", "--warmup.max_warmup_length", "3", "--method", "warmup", "--train.samples_every", "0"]
+
+
+def logged(run_dir):
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["reward"]) for r in rows if "loss" in r]
+
+
+def test_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    full = load_config(None, parse_overrides(ARGS + ["--output_dir", str(tmp_path / "full")]))
+    train(full)
+
+    crashed = load_config(None, parse_overrides(ARGS + ["--output_dir", str(tmp_path / "crashed")]))
+    calls = {"n": 0}
+    real_step = warmgen.train.warmup_step
+
+    def dies_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the step-2 checkpoint
+            raise RuntimeError("simulated crash")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(warmgen.train, "warmup_step", dies_at_step_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(crashed)
+    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    train(crashed, resume=True)
+
+    assert [s for s, _, _ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
+    assert logged(tmp_path / "crashed") == logged(tmp_path / "full")  # bitwise on CPU
+
+
+def test_resume_without_checkpoint_says_so(tmp_path):
+    config = load_config(None, parse_overrides(ARGS + ["--output_dir", str(tmp_path / "none")]))
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+        train(config, resume=True)

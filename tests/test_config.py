@@ -20,6 +20,13 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
     assert config.config_dir == str(tmp_path.resolve())
 
 
+def test_exponent_without_dot_is_a_float(tmp_path):
+    config = load_config(write(tmp_path, "train:\n  learning_rate: 2e-3\n"), parse_overrides(["--temperature", "5e-1"]))
+    assert config.train.learning_rate == 0.002 and config.warmup.temperature == 0.5
+    with pytest.raises(ConfigError, match="train.learning_rate: expected a number, got 'fast'"):
+        load_config(None, parse_overrides(["--learning_rate", "fast"]))
+
+
 def test_unknown_key_lists_valid_keys(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, "warmup:\n  num_warmup: 4\n"))

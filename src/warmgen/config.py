@@ -205,6 +205,11 @@ def _check_type(value: Any, expected: Any, key: str) -> Any:
         return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
     if expected is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if expected is int and isinstance(value, bool):

@@ -245,7 +245,7 @@ def set_value(config: Config, dotted_key: str, value: Any) -> None:
         section = getattr(config, parts[0])
         types_ = _field_types(SECTIONS[parts[0]])
         if parts[1] in types_:
-            setattr(section, parts[1], _check_type(value, types_[parts[1]], dotted_key))
+            setattr(section, parts[1], _check_type(value, types_[parts[1]], ".".join(parts)))
             return
     raise ConfigError(f"unknown config key '{dotted_key}'. Valid keys: {_valid_keys()}")
 

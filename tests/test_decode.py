@@ -39,3 +39,18 @@ def test_sampled_warmups_follow_the_seed(tiny_t5):
     torch.manual_seed(1)
     again = decode(model, layout, sources, True, config)
     assert [g.warmup for g in first] == [g.warmup for g in again]
+
+
+def test_generation_returns_warmup_and_answer_only(any_family):
+    """Force one token everywhere: the warmup is exactly min=max tokens, the target holds no prompt or warmup."""
+    model, layout, config = any_family
+    forced = layout.target_ids("W")[0][0]
+    config.warmup.min_warmup_length = config.warmup.max_warmup_length = 2
+    config.data.max_target_length = 3
+    head = model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda m, i, out: out.index_add(-1, torch.tensor([forced]), torch.full(out.shape[:-1] + (1,), 1e4)))
+    sources = [layout.source_ids(s)[0] for s in SOURCES]
+    for decoder in (decode_one_pass, decode_two_stage):
+        for g in decoder(model, layout, sources, config):
+            assert g.warmup == [forced, forced] and g.target == [forced] * 4
+    handle.remove()

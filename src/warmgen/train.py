@@ -26,7 +26,7 @@ from . import __version__, metrics
 from .config import Config, load_config
 from .decode import decode
 from .layout import make_layout
-from .models import SEP, count_parameters, load_model, load_pretrained
+from .models import SEP, count_parameters, load_adapter, load_model, load_pretrained
 from .tasks import Task, load_task
 from .warmup import warmup_step
 
@@ -119,7 +119,8 @@ def save_checkpoint(folder: Path, model, tokenizer, config: Config, state: dict 
     """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    # A LoRA adapter needs no copy of the resized embedding: <sep>'s row lives in the adapter.
+    model.save_pretrained(tmp, **({"save_embedding_layers": False} if hasattr(model, "peft_config") else {}))
     tokenizer.save_pretrained(tmp)
     config.save(tmp / CONFIG_NAME)
     if state is not None:
@@ -134,6 +135,9 @@ def save_checkpoint(folder: Path, model, tokenizer, config: Config, state: dict 
 def load_checkpoint(folder: Path):
     """(model, tokenizer, sep_id, config) from a checkpoint folder written by `save_checkpoint`."""
     config = load_config(folder / CONFIG_NAME)
+    if (folder / "adapter_config.json").is_file():
+        model, tokenizer, sep_id = load_adapter(config.model, folder)
+        return model, tokenizer, sep_id, config
     model, tokenizer = load_pretrained(str(folder))
     return model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), config
 

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 BASE = ["--model.name", "t5-mini", "--model.vocab_size", "400", "--data.max_source_length", "32", "--data.max_target_length", "32",
-        "--data.max_eval_examples", "500", "--train.learning_rate", "2e-3", "--train.batch_size", "64", "--train.log_every", "25",
+        "--data.max_dev_examples", "500", "--data.max_test_examples", "500", "--train.learning_rate", "2e-3", "--train.batch_size", "64", "--train.log_every", "25",
         "--train.samples_every", "100", "--warmup.num_warmups", "4", "--warmup.max_warmup_length", "8"]
 
 VARIANTS = {

@@ -9,7 +9,7 @@ from warmgen.cli import main
 from warmgen.config import ConfigError, ModelConfig
 from warmgen.models import load_model
 
-TINY = ["--data.max_train_examples", "32", "--data.max_eval_examples", "4", "--train.max_steps", "2",
+TINY = ["--data.max_train_examples", "32", "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "2",
         "--train.batch_size", "4", "--train.log_every", "1", "--warmup.max_warmup_length", "3", "--decode.batch_size", "4",
         "--data.max_target_length", "12"]
 
@@ -38,7 +38,7 @@ def test_smollm2_lora_warmup_step_and_generation(tmp_path, capsys):
     """The offline pretrained model: one LoRA warmup step, an adapter checkpoint, and generation from it."""
     run = tmp_path / "smol"
     assert main(["train", "--model.name", "smollm2-135m", "--model.lora_rank", "4", "--method", "warmup",
-                 "--data.max_train_examples", "2", "--data.max_eval_examples", "2", "--train.max_steps", "1",
+                 "--data.max_train_examples", "2", "--data.max_dev_examples", "2", "--data.max_test_examples", "2", "--train.max_steps", "1",
                  "--train.batch_size", "2", "--warmup.num_warmups", "2", "--warmup.max_warmup_length", "4",
                  "--data.max_target_length", "8", "--output_dir", str(run)]) == 0
     assert (run / "checkpoints" / "last" / "adapter_config.json").is_file()

@@ -9,7 +9,7 @@ import pytest
 from warmgen.cli import main
 
 TINY = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "48",
-        "--data.max_eval_examples", "8", "--train.max_steps", "4", "--train.batch_size", "8", "--train.eval_every", "2",
+        "--data.max_dev_examples", "8", "--data.max_test_examples", "8", "--train.max_steps", "4", "--train.batch_size", "8", "--train.eval_every", "2",
         "--train.log_every", "1", "--train.samples_every", "2", "--warmup.max_warmup_length", "4", "--decode.batch_size", "8"]
 
 

@@ -21,7 +21,7 @@ def test_readme_documents_every_config_field():
     assert not missing, f"README config reference lacks: {missing}"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("**/*.yaml")), ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_shipped_configs_load(path):
     assert isinstance(load_config(path), Config)
 

@@ -41,7 +41,7 @@ def test_batched_scores_match_brute_force(any_family):
         [], tok("mat", add_special_tokens=False)["input_ids"], tok("AH0 AH0 AH0 AH0 AH0", add_special_tokens=False)["input_ids"],
     ]
     with torch.no_grad():
-        scores = layout.score(model, sources, warmups, targets)
+        scores = layout.score(model, sources, warmups, [t for t in targets for _ in range(3)])
     for r, warmup in enumerate(warmups):
         expected = brute_force(model, layout, sources[r // 3], warmup, targets[r // 3])
         assert abs(scores.logp_warmup[r].item() - expected[0]) < 1e-5
@@ -61,6 +61,6 @@ def test_prompt_tokens_carry_no_loss(any_family):
 
 def test_scores_are_differentiable(tiny_t5):
     model, layout, _ = tiny_t5
-    scores = layout.score(model, [layout.source_ids("hello")[0]], [[5, 6], []], [layout.target_ids("HH")[0]])
+    scores = layout.score(model, [layout.source_ids("hello")[0]], [[5, 6], []], [layout.target_ids("HH")[0]] * 2)
     (scores.logp_warmup.sum() + scores.logp_target.sum()).backward()
     assert model.get_encoder().embed_tokens.weight.grad is not None

@@ -47,13 +47,13 @@ def cmd_train(args, overrides: list[str]) -> None:
 
     config = load_config(args.config, parse_overrides(overrides))
     results = train(config, resume=args.resume)
-    print(json.dumps({split: {k: v for k, v in s.items() if not k.endswith("signature")} for split, s in results["splits"].items()}, indent=2))
+    print(json.dumps(results["splits"], indent=2, ensure_ascii=False))
     print(f"run directory: {config.output_dir}")
 
 
 def cmd_eval(args, overrides: list[str]) -> None:
     from .tasks import load_task
-    from .train import evaluate, write_eval
+    from .evaluate import evaluate, write_eval
 
     folder, model, layout, config = _load(args.path, overrides)
     task = load_task(config)

@@ -60,7 +60,9 @@ class DataConfig:
     """Where examples come from and how long they may be.
 
     `task` selects the reader and metrics: `g2p` (built-in CMUdict grapheme-to-phoneme, needs no
-    files) or `seq2seq` (your files: JSONL, TSV, or a pair of line-aligned text files).
+    files), `seq2seq` (your files: JSONL, TSV, or a pair of line-aligned text files),
+    `translation` (line-aligned files per language), `summarization` (JSONL documents), or
+    `multiple_choice` (LogiQA 2.0 style JSONL).
     Relative paths are resolved against the config file's folder, then the data root
     (`$WARMGEN_DATA_ROOT`, default `../shared/data`).
     """
@@ -79,15 +81,32 @@ class DataConfig:
     # Longer inputs/targets are truncated (and counted in the run log).
     max_source_length: int = 64
     max_target_length: int = 64
-    # Use only the first N examples of a split after shuffling (0 = all). For quick runs.
+    # Use only the first N examples of a split (train is shuffled first; 0 = all). A small dev
+    # split keeps evaluation during training cheap; the test split is usually left whole.
     max_train_examples: int = 0
-    max_eval_examples: int = 0
+    max_dev_examples: int = 0
+    max_test_examples: int = 0
     # g2p: held-out words per split; the split is a seeded shuffle of the dictionary.
     g2p_dev_size: int = 2000
     g2p_test_size: int = 2000
     g2p_split_seed: int = 0
     # Metrics to report; empty = the task's defaults.
     metrics: list[str] = field(default_factory=list)
+    # Hold out this many shuffled training examples as the dev split when there is no dev_file.
+    dev_size: int = 0
+    # Text put before every source, e.g. a direction tag. In translation, {source_name} and
+    # {target_name} become language names: "translate {source_name} to {target_name}: ".
+    source_prefix: str = ""
+    # Translation: language codes (deu, eng, fra, rus, zho, or any code used in your file names).
+    # In file paths {lang} becomes each side's code and {flores} its FLORES-200 code (deu_Latn).
+    source_lang: str = ""
+    target_lang: str = ""
+    # Optional model-based metrics from local checkpoints (nothing is downloaded); unset = skipped.
+    comet_model: Optional[str] = None
+    bertscore_model: Optional[str] = None
+    # Multiple choice: `generate` parses the option letter the model writes after its warmup;
+    # `options` scores every option by log-likelihood after the model's own warmup; `both`.
+    mc_eval: Literal["generate", "options", "both"] = "both"
 
 
 @dataclass

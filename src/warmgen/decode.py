@@ -144,3 +144,25 @@ def decode_two_stage(model, layout, sources: list[list[int]], config) -> list[Ge
         for i, row in zip(indices, output[:, start:].tolist()):
             targets[i] = split_at(row, layout.eos_id)[0]
     return [Generation(warmup, target) for warmup, target in zip(warmups, targets)]
+
+
+@torch.no_grad()
+def score_options(model, layout, sources: list[list[int]], warmups: list[list[int] | None], options: list[list[list[int]]]):
+    """log P(option </s> | c, x) and option token counts per example, after each example's own warmup.
+
+    Examples are scored together when they have the same number of options.
+    """
+    logp: list[list[float]] = [[] for _ in sources]
+    tokens: list[list[int]] = [[] for _ in sources]
+    by_count = defaultdict(list)
+    for i, opts in enumerate(options):
+        by_count[len(opts)].append(i)
+    for count, indices in by_count.items():
+        scores = layout.score(
+            model, [sources[i] for i in indices], [warmups[i] for i in indices for _ in range(count)],
+            [option for i in indices for option in options[i]],
+        )
+        for j, i in enumerate(indices):
+            logp[i] = scores.logp_target[j * count : (j + 1) * count].tolist()
+            tokens[i] = scores.n_target[j * count : (j + 1) * count].tolist()
+    return logp, tokens

@@ -6,7 +6,8 @@
 SFT rows have no warmup and no <sep>: the decoder sequence is `y </s>`. Each layout offers the
 same four things: tokenising an example, a batch of sources for `generate` (and where the
 generated part begins), continuation inputs for decoding the target after a fixed warmup, and
-`score`: the per-row log P(c <sep> | x) and log P(y </s> | c, x) in one batched forward pass.
+`score`: the per-row log P(c <sep> | x) and log P(y </s> | c, x) in one batched forward pass
+(rows r*k .. r*k+k-1 belong to source r; each row has its own warmup and target).
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
 
 def _continuations(warmups: list[list[int] | None], targets: list[list[int]], sep_id: int, eos_id: int):
     """Token rows `c <sep> y </s>` (or `y </s>` for None) and how many of them belong to the warmup."""
-    k = len(warmups) // len(targets)
     rows, n_warmup = [], []
-    for r, warmup in enumerate(warmups):
+    for warmup, target in zip(warmups, targets, strict=True):
         head = [] if warmup is None else list(warmup) + [sep_id]
-        rows.append(head + list(targets[r // k]) + [eos_id])
+        rows.append(head + list(target) + [eos_id])
         n_warmup.append(len(head))
     return rows, torch.tensor(n_warmup)
 

@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import __version__, metrics
+from . import __version__
 from .config import Config, load_config
-from .decode import decode
+from .evaluate import evaluate, write_eval
 from .layout import make_layout
 from .models import SEP, count_parameters, load_adapter, load_model, load_pretrained
 from .tasks import Task, load_task
@@ -54,43 +54,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-
-def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: bool) -> tuple[dict, list[dict]]:
-    """Decode a split; return (metrics, per-example predictions with warmups)."""
-    examples = task.split(split)
-    sources = [layout.source_ids(e.source)[0] for e in examples]
-    was_training = model.training
-    model.eval()
-    start = time.time()
-    predictions, warmup_lengths = [], []
-    size = config.decode.batch_size
-    for i in range(0, len(examples), size):
-        for example, generation in zip(examples[i : i + size], decode(model, layout, sources[i : i + size], use_warmup, config)):
-            warmup_lengths.append(len(generation.warmup or []))
-            predictions.append({
-                "id": example.id,
-                "source": example.source,
-                "target": example.target,
-                "warmup": None if generation.warmup is None else layout.tokenizer.decode(generation.warmup),
-                "prediction": layout.tokenizer.decode(generation.target, skip_special_tokens=True).strip(),
-            })
-    model.train(was_training)
-    scores = metrics.compute(task.metrics, [p["prediction"] for p in predictions], [p["target"] for p in predictions])
-    scores["inference_seconds"] = time.time() - start
-    if use_warmup:
-        scores["warmup/mean_length"] = sum(warmup_lengths) / max(len(warmup_lengths), 1)
-    scores["num_examples"] = len(examples)
-    return scores, predictions
-
-
-def write_eval(folder: Path, scores: dict, predictions: list[dict], info: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps({**info, "metrics": scores}, indent=2, ensure_ascii=False))
-    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for row in predictions:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+# ----------------------------------------------------------------------------- provenance
 
 
 def library_versions() -> dict[str, str]:
@@ -232,7 +196,7 @@ def train(config: Config, resume: bool = False) -> dict:
         row = {"step": step, "epoch": step / steps_per_epoch}
         if has_dev:
             scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=config.method == "warmup")
-            row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature")})
+            row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature") and k != "skipped"})
             value = scores[task.primary_metric]
             improved = best["metric"] is None or (value > best["metric"] if task.greater_is_better else value < best["metric"])
             if improved:

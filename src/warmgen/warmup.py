@@ -80,7 +80,7 @@ def sample_candidates(model, layout, sources: list[list[int]], config: WarmupCon
 def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig) -> WarmupStep:
     """Sample, score all B*k candidates in one forward pass, and return the loss to minimise."""
     warmups, truncated = sample_candidates(model, layout, sources, config)
-    scores = layout.score(model, sources, warmups, targets)
+    scores = layout.score(model, sources, warmups, [t for t in targets for _ in range(config.num_warmups)])
     shape = (len(sources), config.num_warmups)
     objective, tokens, weights = objective_terms(
         config.objective, scores.logp_warmup.view(shape), scores.logp_target.view(shape),

@@ -1,11 +1,13 @@
 """Tasks: where examples come from and which metrics score them.
 
-A task module exposes `load(config) -> Task`. `load_task` picks it by `config.data.task`.
+A task module exposes `load(config) -> Task`. `load_task` picks it by `config.data.task`, then
+applies the options every task shares (dev hold-out, example limits, metric override).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
 from ..config import Config, ConfigError
 from ..records import Example
@@ -19,6 +21,10 @@ class Task:
     # The dev metric that picks the `best` checkpoint, and whether larger is better.
     primary_metric: str
     greater_is_better: bool
+    # Keyword options for the metrics (e.g. BLEU's tokenizer for the target language).
+    metric_options: dict = field(default_factory=dict)
+    # Metrics the task would report but cannot here, with what to do about it.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits or not self.splits[name]:
@@ -28,18 +34,42 @@ class Task:
 
 
 def load_task(config: Config) -> Task:
-    from . import g2p, seq2seq
+    from . import g2p, multiple_choice, seq2seq, summarization, translation
 
-    loaders = {"g2p": g2p.load, "seq2seq": seq2seq.load}
+    loaders = {"g2p": g2p.load, "seq2seq": seq2seq.load, "translation": translation.load,
+               "summarization": summarization.load, "multiple_choice": multiple_choice.load}
     if config.data.task not in loaders:
         raise ConfigError(f"data.task: unknown task '{config.data.task}'; choose one of {', '.join(loaders)}")
     task = loaders[config.data.task](config)
-    if config.data.metrics:
-        task.metrics = list(config.data.metrics)
-    if config.data.max_train_examples and "train" in task.splits:
-        task.splits["train"] = task.splits["train"][: config.data.max_train_examples]
-    if config.data.max_eval_examples:
-        for name in ("dev", "test"):
-            if name in task.splits:
-                task.splits[name] = task.splits[name][: config.data.max_eval_examples]
+    data = config.data
+    if data.source_prefix and data.task != "translation":
+        for rows in task.splits.values():
+            for example in rows:
+                example.source = data.source_prefix + example.source
+    if data.dev_size and not task.splits.get("dev"):
+        train = list(task.splits.get("train", []))
+        if data.dev_size >= len(train):
+            raise ConfigError(f"data.dev_size {data.dev_size} leaves no training examples (train has {len(train)})")
+        random.Random(data.g2p_split_seed).shuffle(train)
+        task.splits["dev"], task.splits["train"] = train[: data.dev_size], train[data.dev_size :]
+    if data.metrics:
+        task.metrics = list(data.metrics)
+    if data.max_train_examples and "train" in task.splits:
+        task.splits["train"] = task.splits["train"][: data.max_train_examples]
+    for name, limit in (("dev", data.max_dev_examples), ("test", data.max_test_examples)):
+        if limit and name in task.splits:
+            task.splits[name] = task.splits[name][:limit]
     return task
+
+
+def read_files(config: Config, reader) -> dict[str, list[Example]]:
+    """{split: reader(path)} for each of train/dev/test whose file is configured."""
+    return {name: reader(getattr(config.data, f"{name}_file")) if getattr(config.data, f"{name}_file") else []
+            for name in ("train", "dev", "test")}
+
+
+def shuffled(rows: list[Example], seed: int) -> list[Example]:
+    """Training data shuffled once with the run seed, so `max_train_examples` is a random subset."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from ..config import Config, ConfigError, resolve_path
 from ..records import Example, read_jsonl, read_parallel, read_tsv
-from . import Task
+from . import Task, read_files, shuffled
 
 
 def read_split(config: Config, path_text: str) -> list[Example]:
@@ -36,11 +35,7 @@ def read_split(config: Config, path_text: str) -> list[Example]:
 
 def load(config: Config) -> Task:
     if not config.data.train_file and not config.data.test_file:
-        raise ConfigError("data.task seq2seq needs data.train_file (and usually data.dev_file / data.test_file)")
-    splits = {}
-    for name in ("train", "dev", "test"):
-        path_text = getattr(config.data, f"{name}_file")
-        splits[name] = read_split(config, path_text) if path_text else []
-    # Shuffle train once with the run seed so `max_train_examples` takes a random subset.
-    random.Random(config.seed).shuffle(splits["train"])
+        raise ConfigError(f"data.task {config.data.task} needs data.train_file (and usually data.dev_file / data.test_file)")
+    splits = read_files(config, lambda path: read_split(config, path))
+    splits["train"] = shuffled(splits["train"], config.seed)
     return Task("seq2seq", splits, metrics=["chrf", "bleu"], primary_metric="chrf", greater_is_better=True)

@@ -1,0 +1,88 @@
+"""Evaluate a model on a split: decode, score with the task's metrics, keep per-example predictions.
+
+For multiple-choice tasks with `data.mc_eval` options/both, every option is also scored by
+log P(option | warmup, x) after the model's own (greedy) warmup; the best option by total and by
+per-token log-likelihood gives `options/*` and `options_norm/*` metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from . import metrics
+from .config import Config
+from .decode import decode, generate_warmups, score_options
+from .tasks import Task
+
+# Printed once per process for each metric a task could not compute.
+_noted: set[str] = set()
+
+
+def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: bool) -> tuple[dict, list[dict]]:
+    """Decode a split; return (metrics, per-example predictions with warmups)."""
+    examples = task.split(split)
+    sources = [layout.source_ids(e.source)[0] for e in examples]
+    with_options = task.name == "multiple_choice" and config.data.mc_eval != "generate"
+    generate_targets = not (task.name == "multiple_choice" and config.data.mc_eval == "options")
+    was_training = model.training
+    model.eval()
+    start = time.time()
+    predictions, warmup_lengths = [], []
+    size = config.decode.batch_size
+    tokenizer = layout.tokenizer
+    for i in range(0, len(examples), size):
+        batch, batch_sources = examples[i : i + size], sources[i : i + size]
+        if generate_targets:
+            generations = decode(model, layout, batch_sources, use_warmup, config)
+            warmups = [g.warmup for g in generations]
+            outputs = [tokenizer.decode(g.target, skip_special_tokens=True).strip() for g in generations]
+        else:
+            w = config.warmup
+            warmups = (generate_warmups(model, layout, batch_sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=False)[0]
+                       if use_warmup else [None] * len(batch))
+            outputs = [None] * len(batch)
+        if with_options:
+            options = [[layout.target_ids(o)[0] for o in e.extra["options"]] for e in batch]
+            logp, counts = score_options(model, layout, batch_sources, warmups, options)
+        for j, example in enumerate(batch):
+            warmup_lengths.append(len(warmups[j] or []))
+            row = {"id": example.id, "source": example.source, "target": example.target,
+                   "warmup": None if warmups[j] is None else tokenizer.decode(warmups[j]), "prediction": outputs[j]}
+            if with_options:
+                row["option_logp"] = [round(v, 4) for v in logp[j]]
+                row["option_tokens"] = counts[j]
+            predictions.append(row)
+    model.train(was_training)
+
+    refs = [p["target"] for p in predictions]
+    options = dict(task.metric_options, sources=[e.source for e in examples])
+    scores = metrics.compute(task.metrics, [p["prediction"] for p in predictions], refs, **options) if generate_targets else {}
+    if with_options:
+        for name, per_token in (("options", False), ("options_norm", True)):
+            chosen = []
+            for example, p in zip(examples, predictions):
+                values = [l / n for l, n in zip(p["option_logp"], p["option_tokens"])] if per_token else p["option_logp"]
+                chosen.append(example.extra["options"][max(range(len(values)), key=values.__getitem__)])
+            found = metrics.compute(["accuracy", "macro_f1"], chosen, refs)
+            scores.update({f"{name}/accuracy": found["accuracy"], f"{name}/macro_f1": found["macro_f1"]})
+    for metric, why in task.skipped.items():
+        if metric not in _noted:
+            print(f"{metric} skipped: {why}")
+            _noted.add(metric)
+    if task.skipped:
+        scores["skipped"] = dict(task.skipped)
+    scores["inference_seconds"] = time.time() - start
+    if use_warmup:
+        scores["warmup/mean_length"] = sum(warmup_lengths) / max(len(warmup_lengths), 1)
+    scores["num_examples"] = len(examples)
+    return scores, predictions
+
+
+def write_eval(folder: Path, scores: dict, predictions: list[dict], info: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({**info, "metrics": scores}, indent=2, ensure_ascii=False))
+    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for row in predictions:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

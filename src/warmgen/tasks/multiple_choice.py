@@ -1,0 +1,57 @@
+"""Multiple-choice reasoning in LogiQA 2.0 format: `{id, text, question, options[4], answer}`.
+
+x is the context, the question and the lettered options; y is the correct option as
+"B. <option text>". Evaluation (`data.mc_eval`) either parses the letter the model writes after
+its warmup (`generate`), or scores every option's "X. <text>" by log P(option | warmup, x) and
+picks the best, raw and per-token (`options`, in the style of lm-evaluation-harness), or both.
+Metrics: accuracy, macro-F1 over the option classes, and the rate of unparseable answers.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+
+from ..config import Config, ConfigError, resolve_path
+from ..records import DataError, Example, _read_lines
+from . import Task, read_files, shuffled
+
+
+def option_text(index: int, option: str) -> str:
+    return f"{string.ascii_uppercase[index]}. {option}"
+
+
+def read_logiqa(path) -> list[Example]:
+    examples = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        for name, kind in (("text", str), ("question", str), ("options", list), ("answer", int)):
+            if name not in record:
+                raise DataError(f"{path}:{number}: field '{name}' is missing")
+            if not isinstance(record[name], kind) or isinstance(record[name], bool):
+                raise DataError(f"{path}:{number}: field '{name}' must be a {kind.__name__}, got {type(record[name]).__name__}")
+        options = record["options"]
+        if len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
+            raise DataError(f"{path}:{number}: field 'options' must hold at least two non-empty strings")
+        if not 0 <= record["answer"] < len(options):
+            raise DataError(f"{path}:{number}: field 'answer' is {record['answer']}, not an index into {len(options)} options")
+        lettered = [option_text(i, o) for i, o in enumerate(options)]
+        source = f"{record['text']}\nQuestion: {record['question']}\n" + "\n".join(lettered)
+        examples.append(Example(str(record.get("id", f"{path.name}:{number}")), source, lettered[record["answer"]],
+                                extra={"options": lettered, "answer": record["answer"]}))
+    return examples
+
+
+def load(config: Config) -> Task:
+    if not config.data.train_file and not config.data.test_file:
+        raise ConfigError("data.task multiple_choice needs data.train_file and data.test_file (LogiQA-style JSONL)")
+    splits = read_files(config, lambda path: read_logiqa(resolve_path(config, path)))
+    splits["train"] = shuffled(splits["train"], config.seed)
+    primary = "options/accuracy" if config.data.mc_eval == "options" else "accuracy"
+    metrics = ["accuracy", "macro_f1"] if config.data.mc_eval != "options" else []
+    return Task("multiple_choice", splits, metrics=metrics, primary_metric=primary, greater_is_better=True)

@@ -28,3 +28,18 @@ def test_sacrebleu_metrics_have_signatures():
 def test_unknown_metric():
     with pytest.raises(ValueError, match="unknown metric"):
         compute(["rouge9"], ["a"], ["a"])
+
+
+@pytest.mark.parametrize("name", ["exact_match", "wer", "per", "bleu", "chrf", "rouge", "accuracy", "macro_f1"])
+def test_per_example_stats_reproduce_the_corpus_metric(name):
+    """The bootstrap aggregates per-example statistics; on the full set they give the corpus value."""
+    from warmgen.metrics import example_stats, from_stats
+
+    if name in ("accuracy", "macro_f1"):
+        hyps, refs = ["A. x", "B", "zz", "C. q"], ["A. y", "C. y", "B. q", "C. q"]
+    else:
+        hyps = ["HH AH0 L OW1 today", "K AE1", "D AA1 G Z", "the cat sat on the mat"]
+        refs = ["HH AH0 L OW1", "K AE1 T", "D AO1 G", "the cat sat on a mat"]
+    full = compute([name], hyps, refs)
+    for key, value in from_stats(name, example_stats(name, hyps, refs)).items():
+        assert value == pytest.approx(full[key])

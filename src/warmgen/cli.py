@@ -1,9 +1,10 @@
-"""`warmgen` command line: train | eval | generate | demo.
+"""`warmgen` command line: train | eval | generate | compare | demo.
 
     warmgen train --config configs/g2p-t5.yaml --warmup.num_warmups 8
     warmgen train --config configs/g2p-t5.yaml --output_dir runs/x --resume
     warmgen eval runs/x --split test
     warmgen generate runs/x warmup hello
+    warmgen compare configs/compare-g2p.yaml
     warmgen demo
 """
 
@@ -91,6 +92,12 @@ def cmd_generate(args, overrides: list[str]) -> None:
                 print(f"  output: {output}")
 
 
+def cmd_compare(args, overrides: list[str]) -> None:
+    from .compare import run_comparison
+
+    run_comparison(args.spec, args.output_dir, overrides)
+
+
 def cmd_demo(args, overrides: list[str]) -> None:
     from .demo import run_demo
 
@@ -119,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", help="a file with one input per line")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("compare", help="train every variant x seed of a comparison spec and report differences with bootstrap CIs")
+    p.add_argument("spec", help="comparison YAML: base, seeds, baseline, bootstrap, variants")
+    p.add_argument("--output_dir", help="comparison folder (default: the spec's output_dir or runs/compare-<spec name>)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 10 minutes on 2 CPU cores)")
     p.add_argument("--output_dir", default="runs/demo")

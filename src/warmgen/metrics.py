@@ -1,20 +1,29 @@
-"""Corpus metrics on target strings. Each returns {name: value} and, where one exists, a signature.
+"""Corpus metrics on target strings, with signatures, and their per-example statistics.
 
 G2P (phonemes separated by spaces):
   exact_match  fraction of words whose phoneme string is exactly right
   wer          word error rate = 1 - exact_match (a word is wrong if any phoneme is)
   per          phoneme error rate = total phoneme edit distance / total reference phonemes
 Text: bleu and chrf (chrF++, i.e. word_order=2) from sacrebleu, with their signatures;
-rouge (ROUGE-1/2/L F1 x100, rouge-score with Porter stemming); comet and bertscore from local
-checkpoints only. Multiple choice: accuracy, macro_f1 and unparseable on option letters.
+rouge (ROUGE-1/2/L F1 x100, rouge-score with Porter stemming, mean over examples).
+Multiple choice: accuracy and macro_f1 on option letters, plus the unparseable rate.
+Model-based, from local checkpoints only: comet, bertscore.
 
-Every metric takes (hyps, refs, **options) and ignores options meant for others.
+Each resamplable metric is defined once, as per-example statistics (`example_stats`, an [n, d]
+array) and an aggregate over any subset of them (`from_stats`): the full-corpus value and every
+bootstrap resample in `compare` come from the same code. BLEU and chrF use sacrebleu's own
+sufficient statistics, as its paired bootstrap does.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+
+import numpy as np
+
+RESAMPLABLE = ("exact_match", "wer", "per", "bleu", "chrf", "rouge", "accuracy", "macro_f1")
+MODEL_BASED = ("comet", "bertscore")
+CHOICE = re.compile(r"^\s*\(?([A-Z])(?:[.):\s]|$)")
 
 
 def edit_distance(a: list[str], b: list[str]) -> int:
@@ -28,75 +37,62 @@ def edit_distance(a: list[str], b: list[str]) -> int:
     return previous[-1]
 
 
-def exact_match(hyps: list[str], refs: list[str], **_) -> dict:
-    return {"exact_match": sum(h.split() == r.split() for h, r in zip(hyps, refs)) / max(len(refs), 1)}
-
-
-def wer(hyps: list[str], refs: list[str], **_) -> dict:
-    return {"wer": 1.0 - exact_match(hyps, refs)["exact_match"]}
-
-
-def per(hyps: list[str], refs: list[str], **_) -> dict:
-    errors = sum(edit_distance(h.split(), r.split()) for h, r in zip(hyps, refs))
-    return {"per": errors / max(sum(len(r.split()) for r in refs), 1)}
-
-
-def bleu(hyps: list[str], refs: list[str], bleu_tokenize: str = "13a", **_) -> dict:
-    from sacrebleu.metrics import BLEU
-
-    metric = BLEU(tokenize=bleu_tokenize)
-    return {"bleu": metric.corpus_score(hyps, [refs]).score, "bleu_signature": str(metric.get_signature())}
-
-
-def chrf(hyps: list[str], refs: list[str], **_) -> dict:
-    from sacrebleu.metrics import CHRF
-
-    metric = CHRF(word_order=2)
-    return {"chrf": metric.corpus_score(hyps, [refs]).score, "chrf_signature": str(metric.get_signature())}
-
-
-def rouge(hyps: list[str], refs: list[str], **_) -> dict:
-    from rouge_score import rouge_scorer
-
-    names = ["rouge1", "rouge2", "rougeL"]
-    scorer = rouge_scorer.RougeScorer(names, use_stemmer=True)
-    totals = dict.fromkeys(names, 0.0)
-    for hyp, ref in zip(hyps, refs):
-        for name, score in scorer.score(ref, hyp).items():
-            totals[name] += score.fmeasure
-    results = {name: 100 * total / max(len(refs), 1) for name, total in totals.items()}
-    results["rouge_signature"] = "rouge-score|f1x100|stemmer:porter|mean-over-examples"
-    return results
-
-
-CHOICE = re.compile(r"^\s*\(?([A-Z])(?:[.):\s]|$)")
-
-
 def parse_choice(text: str) -> int | None:
     """The option index of an answer written as "B", "B. text", "(B)"...; None if there is none."""
     match = CHOICE.match(text)
     return ord(match.group(1)) - ord("A") if match else None
 
 
-def accuracy(hyps: list[str], refs: list[str], **_) -> dict:
-    gold = [parse_choice(r) for r in refs]
-    guess = [parse_choice(h) for h in hyps]
-    return {"accuracy": sum(g == p for g, p in zip(gold, guess)) / max(len(refs), 1),
-            "unparseable": sum(p is None for p in guess) / max(len(hyps), 1)}
+def _sacrebleu(name: str, bleu_tokenize: str = "13a", **_):
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return BLEU(tokenize=bleu_tokenize) if name == "bleu" else CHRF(word_order=2)
 
 
-def macro_f1(hyps: list[str], refs: list[str], **_) -> dict:
-    """Mean F1 over the classes present in the references; an unparseable answer counts as wrong."""
-    gold = [parse_choice(r) for r in refs]
-    guess = [parse_choice(h) for h in hyps]
+def example_stats(name: str, hyps: list[str], refs: list[str], **options) -> np.ndarray:
+    """Per-example statistics [n, d] of a resamplable metric."""
+    if name in ("exact_match", "wer"):
+        return np.array([[h.split() == r.split()] for h, r in zip(hyps, refs)], dtype=float).reshape(-1, 1)
+    if name == "per":
+        return np.array([[edit_distance(h.split(), r.split()), len(r.split())] for h, r in zip(hyps, refs)], dtype=float).reshape(-1, 2)
+    if name in ("bleu", "chrf"):
+        return np.array(_sacrebleu(name, **options)._extract_corpus_statistics(hyps, [refs]), dtype=float)
+    if name == "rouge":
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+        return np.array([[s.fmeasure for s in scorer.score(r, h).values()] for h, r in zip(hyps, refs)]).reshape(-1, 3)
+    if name in ("accuracy", "macro_f1"):
+        pairs = [(parse_choice(r), parse_choice(h)) for h, r in zip(hyps, refs)]
+        return np.array([[-1 if g is None else g, -1 if p is None else p] for g, p in pairs], dtype=float).reshape(-1, 2)
+    raise ValueError(f"metric {name!r} has no per-example statistics")
+
+
+def from_stats(name: str, stats: np.ndarray, **options) -> dict:
+    """The value(s) of a resamplable metric over (a subset of) its per-example statistics."""
+    n = max(len(stats), 1)
+    if name == "exact_match":
+        return {"exact_match": stats[:, 0].sum() / n}
+    if name == "wer":
+        return {"wer": 1 - stats[:, 0].sum() / n}
+    if name == "per":
+        return {"per": stats[:, 0].sum() / max(stats[:, 1].sum(), 1)}
+    if name in ("bleu", "chrf"):
+        return {name: _sacrebleu(name, **options)._compute_score_from_stats(stats.sum(0).astype(int).tolist()).score}
+    if name == "rouge":
+        return {key: 100 * stats[:, i].sum() / n for i, key in enumerate(("rouge1", "rouge2", "rougeL"))}
+    gold, guess = stats[:, 0], stats[:, 1]
+    if name == "accuracy":
+        return {"accuracy": float((gold == guess).sum()) / n}
+    # macro_f1: mean F1 over the classes present in the references; unparseable (-1) is wrong.
     scores = []
-    for label in sorted(set(gold)):
-        tp = sum(g == label and p == label for g, p in zip(gold, guess))
-        predicted, actual = sum(p == label for p in guess), sum(g == label for g in gold)
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
+    for label in sorted(set(gold.tolist())):
+        tp = float(((gold == label) & (guess == label)).sum())
+        precision = tp / max(float((guess == label).sum()), 1)
+        recall = tp / max(float((gold == label).sum()), 1)
         scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return {"macro_f1": sum(scores) / max(len(scores), 1)}
+
 
 
 def comet(hyps: list[str], refs: list[str], sources: list[str] = (), comet_model: str | None = None, **_) -> dict:
@@ -120,25 +116,24 @@ def bertscore(hyps: list[str], refs: list[str], bertscore_model: str | None = No
     return {"bertscore_f1": 100 * f1.mean().item(), "bertscore_signature": f"bertscore|model:{bertscore_model}|f1x100"}
 
 
-METRICS: dict[str, Callable[..., dict]] = {
-    "exact_match": exact_match,
-    "wer": wer,
-    "per": per,
-    "bleu": bleu,
-    "chrf": chrf,
-    "rouge": rouge,
-    "accuracy": accuracy,
-    "macro_f1": macro_f1,
-    "comet": comet,
-    "bertscore": bertscore,
-}
-
-
 def compute(names: list[str], hyps: list[str], refs: list[str], **options) -> dict:
-    unknown = [n for n in names if n not in METRICS]
+    """{metric: value} (plus signatures, and `unparseable` with accuracy) over the whole corpus."""
+    unknown = [n for n in names if n not in RESAMPLABLE + MODEL_BASED]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(METRICS)}")
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(RESAMPLABLE + MODEL_BASED)}")
     results: dict = {}
     for name in names:
-        results.update(METRICS[name](hyps, refs, **options))
+        if name in MODEL_BASED:
+            results.update((comet if name == "comet" else bertscore)(hyps, refs, **options))
+            continue
+        if name in ("bleu", "chrf"):  # corpus_score also yields the signature
+            metric = _sacrebleu(name, **options)
+            results.update({name: metric.corpus_score(hyps, [refs]).score, f"{name}_signature": str(metric.get_signature())})
+            continue
+        stats = example_stats(name, hyps, refs, **options)
+        results.update({k: float(v) for k, v in from_stats(name, stats, **options).items()})
+        if name == "rouge":
+            results["rouge_signature"] = "rouge-score|f1x100|stemmer:porter|mean-over-examples"
+        if name == "accuracy":
+            results["unparseable"] = float((stats[:, 1] == -1).sum()) / max(len(stats), 1)
     return results

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -165,12 +166,13 @@ def train(config: Config, resume: bool = False) -> dict:
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
 
-    step, epoch, batch_index, train_seconds = 0, 0, 0, 0.0
+    step, epoch, batch_index, train_seconds, generated_tokens = 0, 0, 0, 0.0, 0
     best = {"metric": None, "step": None}
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batch_index, train_seconds = state["step"], state["epoch"], state["batch_index"], state["train_seconds"]
+        generated_tokens = state["generated_tokens"]
         best = state["best"]
         _set_rng_state(state["rng"])
         for name in ("metrics.jsonl", "samples.jsonl"):
@@ -189,7 +191,7 @@ def train(config: Config, resume: bool = False) -> dict:
         log(header)
 
     def checkpoint_state() -> dict:
-        return {"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
+        return {"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds, "generated_tokens": generated_tokens,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best, "rng": _rng_state()}
 
     def evaluate_and_save() -> None:
@@ -226,6 +228,7 @@ def train(config: Config, resume: bool = False) -> dict:
             else:
                 result = warmup_step(model, layout, sources, targets, config.warmup)
                 loss, stats = result.loss, result.stats
+                generated_tokens += sum(len(w) + 1 for w in result.warmups)  # + <sep>
             (loss / t.gradient_accumulation_steps).backward()
             for key, value in {"loss": loss.item(), **stats}.items():
                 accumulated[key] = accumulated.get(key, 0.0) + value / t.gradient_accumulation_steps
@@ -269,7 +272,9 @@ def train(config: Config, resume: bool = False) -> dict:
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
     results = {"method": config.method, "checkpoint": str(final_dir), "best_step": best["step"], "train_seconds": train_seconds,
                "epochs": total_steps / steps_per_epoch, "seconds_per_epoch": train_seconds / (total_steps / steps_per_epoch),
-               "parameters": count_parameters(model), "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
+               "parameters": count_parameters(model), "generated_tokens": generated_tokens,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
     for split in ("dev", "test"):
         if task.splits.get(split):
             scores, predictions = evaluate(final_model, final_layout, task, split, config, use_warmup=config.method == "warmup")

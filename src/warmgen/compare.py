@@ -1,0 +1,298 @@
+"""`warmgen compare`: every variant x seed trained the same way, then a report with bootstrap CIs.
+
+A comparison spec (YAML):
+
+    base: g2p-t5.yaml          # a run config, relative to this file
+    seeds: [0, 1, 2]
+    baseline: sft              # the variant the others are compared with
+    bootstrap: 1000            # resamples
+    variants:                  # name: config overrides (any field)
+      sft: {method: sft}
+      best_of_k: {method: warmup}
+      marginal: {method: warmup, warmup.objective: marginal}
+
+Each run is `warmgen train` in its own process (`<output>/<variant>/seed<N>`), so peak memory
+is per run; a finished run (results.json present) is skipped and an interrupted one resumed, so
+an interrupted comparison continues where it stopped. The seed sets model initialisation, data
+order and sampling, and is the same across variants: variants differ only in their overrides.
+
+Significance: a paired bootstrap over test examples, pooled over seeds. Each resample draws
+example indices once; each metric is recomputed on them for every seed of both variants (from
+per-example statistics, see metrics.py), averaged over seeds, and differenced. The 95% CI is the
+2.5/97.5 percentiles of that difference; the two-sided p-value is the share of resampled
+differences, centred on their mean, at least as far from 0 as the observed one.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from . import metrics
+from .config import ConfigError, load_config, parse_overrides
+from .tasks import load_task
+
+SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir"}
+COST = ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds")
+
+
+def load_spec(path: Path) -> dict:
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read the comparison spec: {err}") from None
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SPEC_KEYS))}")
+    if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
+        raise ConfigError(f"{path}: 'variants' must map variant names to config overrides")
+    spec.setdefault("seeds", [0])
+    spec.setdefault("baseline", "sft" if "sft" in spec["variants"] else next(iter(spec["variants"])))
+    spec.setdefault("bootstrap", 1000)
+    if spec["baseline"] not in spec["variants"]:
+        raise ConfigError(f"{path}: baseline '{spec['baseline']}' is not one of the variants")
+    if "base" in spec:
+        spec["base"] = str((path.parent / spec["base"]).resolve())
+    for name, changes in spec["variants"].items():
+        if not isinstance(changes, dict):
+            raise ConfigError(f"{path}: variant '{name}' must be a mapping of config overrides")
+        # Fail now, not hours later: every variant's config must load.
+        load_config(spec.get("base"), list(changes.items()))
+    return spec
+
+
+def _args(changes: dict) -> list[str]:
+    return [item for key, value in changes.items() for item in (f"--{key}", yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip())]
+
+
+def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
+    for variant, changes in spec["variants"].items():
+        for seed in spec["seeds"]:
+            run_dir = output / variant / f"seed{seed}"
+            if (run_dir / "results.json").is_file():
+                print(f"[compare] {variant} seed {seed}: done, skipped")
+                continue
+            command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
+            command += (["--config", spec["base"]] if "base" in spec else []) + _args(changes) + list(overrides)
+            if (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
+                command.append("--resume")
+            print(f"[compare] {variant} seed {seed}: training ({run_dir})", flush=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "train.log", "a", encoding="utf-8") as log:
+                if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode:
+                    raise RuntimeError(f"training {variant} seed {seed} failed; see {run_dir / 'train.log'}")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def paired_bootstrap(name: str, variant: list[np.ndarray], baseline: list[np.ndarray], samples: int, seed: int = 0,
+                     **options) -> dict[str, dict]:
+    """Per metric key: observed difference (variant - baseline, seed means), 95% CI and p-value."""
+    def seed_mean(stats_list, index=None):
+        values = [metrics.from_stats(name, s if index is None else s[index], **options) for s in stats_list]
+        return {key: float(np.mean([v[key] for v in values])) for key in values[0]}
+
+    observed_v, observed_b = seed_mean(variant), seed_mean(baseline)
+    n = len(variant[0])
+    rng = np.random.default_rng(seed)
+    draws = {key: [] for key in observed_v}
+    for _ in range(samples):
+        index = rng.integers(0, n, size=n)
+        v, b = seed_mean(variant, index), seed_mean(baseline, index)
+        for key in draws:
+            draws[key].append(v[key] - b[key])
+    results = {}
+    for key, values in draws.items():
+        values = np.array(values)
+        diff = observed_v[key] - observed_b[key]
+        extreme = np.abs(values - values.mean()) >= abs(diff)
+        results[key] = {"variant": observed_v[key], "baseline": observed_b[key], "diff": diff,
+                        "ci_low": float(np.percentile(values, 2.5)), "ci_high": float(np.percentile(values, 97.5)),
+                        "p_value": float((1 + extreme.sum()) / (samples + 1))}
+    return results
+
+
+def _tokens(text: str | None) -> list[str]:
+    return (text or "").split()
+
+
+def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None) -> dict:
+    """The paper's lexical view of warmups: length, overlap with target and source, frequent tokens."""
+    warm = [_tokens(p["warmup"]) for p in predictions]
+    total = sum(len(w) for w in warm)
+    in_target = sum(t in set(_tokens(p["target"])) for w, p in zip(warm, predictions) for t in w)
+    in_source = sum(t in set(_tokens(p["source"])) for w, p in zip(warm, predictions) for t in w)
+
+    def target_coverage(texts: list[str | None]) -> float:
+        # Share of the target's word types that the text contains, averaged over examples.
+        scores = [len(set(_tokens(t)) & set(_tokens(p["target"]))) / max(len(set(_tokens(p["target"]))), 1)
+                  for t, p in zip(texts, predictions)]
+        return sum(scores) / max(len(scores), 1)
+
+    result = {"mean_warmup_words": total / max(len(warm), 1),
+              "warmup_words_in_target": in_target / total if total else None,
+              "warmup_words_in_source": in_source / total if total else None,
+              "warmup_target_coverage": target_coverage([p["warmup"] for p in predictions]),
+              "most_frequent_warmup_words": Counter(t for w in warm for t in w).most_common(10)}
+    if sft_predictions:
+        result["sft_output_target_coverage"] = target_coverage([p["prediction"] for p in sft_predictions])
+    return result
+
+
+def summarize(spec: dict, output: Path) -> dict:
+    base = load_config(spec.get("base"))
+    task = load_task(base)
+    families = [m for m in task.metrics if m in metrics.RESAMPLABLE]
+    options = dict(task.metric_options)
+    runs: dict[str, dict[int, dict]] = {}
+    for variant in spec["variants"]:
+        runs[variant] = {}
+        for seed in spec["seeds"]:
+            run_dir = output / variant / f"seed{seed}"
+            runs[variant][seed] = {
+                "results": json.loads((run_dir / "results.json").read_text()),
+                "predictions": _read_jsonl(run_dir / "eval" / "test" / "predictions.jsonl"),
+                "log": _read_jsonl(run_dir / "metrics.jsonl"),
+            }
+    stats = {v: {m: [metrics.example_stats(m, [p["prediction"] or "" for p in r["predictions"]],
+                                           [p["target"] for p in r["predictions"]], **options) for r in seeds.values()]
+                 for m in families} for v, seeds in runs.items()}
+
+    table = {}
+    for variant, seeds in runs.items():
+        tests = [r["results"]["splits"]["test"] for r in seeds.values()]
+        keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k not in ("num_examples", "inference_seconds")]
+        row = {k: {"mean": float(np.mean([t[k] for t in tests])), "std": float(np.std([t[k] for t in tests]))} for k in keys}
+        for k in COST:
+            values = [t.get(k) if k == "inference_seconds" else r["results"].get(k) for t, r in zip(tests, seeds.values())]
+            row[k] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+        table[variant] = row
+
+    baseline = spec["baseline"]
+    ids = [p["id"] for p in runs[baseline][spec["seeds"][0]]["predictions"]]
+    versus = {}
+    for variant in runs:
+        if variant == baseline:
+            continue
+        for r in runs[variant].values():
+            if [p["id"] for p in r["predictions"]] != ids:
+                raise ValueError(f"{variant} was tested on other examples than {baseline}: cannot pair them")
+        versus[variant] = {}
+        for m in families:
+            versus[variant].update(paired_bootstrap(m, stats[variant][m], stats[baseline][m], spec["bootstrap"], **options))
+
+    sft_predictions = runs[baseline][spec["seeds"][0]]["predictions"] if base.method == "sft" or spec["variants"][baseline].get("method") == "sft" else None
+    analysis = {v: warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions)
+                for v, seeds in runs.items() if seeds[spec["seeds"][0]]["predictions"][0]["warmup"] is not None}
+    examples = [{"source": runs[baseline][spec["seeds"][0]]["predictions"][i]["source"],
+                 "target": runs[baseline][spec["seeds"][0]]["predictions"][i]["target"],
+                 "outputs": {v: {"warmup": seeds[spec["seeds"][0]]["predictions"][i]["warmup"],
+                                 "prediction": seeds[spec["seeds"][0]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}
+                for i in range(min(5, len(ids)))]
+    summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
+               "test_examples": len(ids), "table": table, "versus_baseline": versus, "warmup_analysis": analysis,
+               "examples": examples, "bootstrap": "paired over test examples, pooled over seeds (seed means)"}
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    plots = make_plots(runs, versus, task.primary_metric, output)
+    write_reports(summary, plots, output)
+    return summary
+
+
+def make_plots(runs: dict, versus: dict, primary: str, output: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for key, title, filename in (("loss", "training loss", "loss.png"), (f"dev/{primary}", f"dev {primary}", "dev.png")):
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for variant, seeds in runs.items():
+            curves = [[(row["step"], row[key]) for row in r["log"] if key in row] for r in seeds.values()]
+            length = min(len(c) for c in curves)
+            if length:
+                steps = [s for s, _ in curves[0][:length]]
+                ax.plot(steps, np.mean([[v for _, v in c[:length]] for c in curves], axis=0), label=variant)
+        ax.set_xlabel("optimizer step")
+        ax.set_title(f"{title} (mean over seeds)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(output / filename, dpi=110)
+        plt.close(fig)
+        names.append(filename)
+    if versus:
+        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(versus)))
+        labels = list(versus)
+        diffs = [versus[v][primary]["diff"] for v in labels]
+        errors = [[d - versus[v][primary]["ci_low"] for v, d in zip(labels, diffs)],
+                  [versus[v][primary]["ci_high"] - d for v, d in zip(labels, diffs)]]
+        ax.errorbar(diffs, range(len(labels)), xerr=errors, fmt="o", capsize=4)
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel(f"difference in test {primary} vs baseline (95% CI)")
+        fig.tight_layout()
+        fig.savefig(output / "delta.png", dpi=110)
+        plt.close(fig)
+        names.append("delta.png")
+    return names
+
+
+def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) for the report, shared by the Markdown and HTML writers."""
+    table = summary["table"]
+    quality = [k for k in next(iter(table.values())) if k not in COST]
+    tables = [("Test metrics (mean ± std over seeds) and cost", ["variant"] + quality + list(COST),
+               [[v] + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" for k in quality + list(COST)] for v, row in table.items()])]
+    rows = [[v, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.3g}"]
+            for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]
+    tables.append((f"Versus {summary['spec']['baseline']} (paired bootstrap, {summary['spec']['bootstrap']} resamples, pooled over seeds)",
+                   ["variant", "metric", "variant", "baseline", "difference", "95% CI", "p"], rows))
+    rows = [[v, f"{a['mean_warmup_words']:.2f}", "-" if a["warmup_words_in_target"] is None else f"{a['warmup_words_in_target']:.2f}",
+             "-" if a["warmup_words_in_source"] is None else f"{a['warmup_words_in_source']:.2f}", f"{a['warmup_target_coverage']:.2f}",
+             "-" if "sft_output_target_coverage" not in a else f"{a['sft_output_target_coverage']:.2f}",
+             " ".join(f"{w}({c})" for w, c in a["most_frequent_warmup_words"])] for v, a in summary["warmup_analysis"].items()]
+    tables.append(("Warmup analysis (test predictions, whitespace words)",
+                   ["variant", "words", "in target", "in source", "target coverage", "SFT output coverage", "most frequent"], rows))
+    rows = [[e["source"], e["target"]] + [f"{o['warmup']!r} → {o['prediction']}" if o["warmup"] is not None else o["prediction"]
+                                          for o in e["outputs"].values()] for e in summary["examples"]]
+    tables.append(("Examples (first seed)", ["input", "reference"] + list(summary["table"]), rows))
+    return tables
+
+
+def write_reports(summary: dict, plots: list[str], output: Path) -> None:
+    title = f"warmgen compare: {summary['task']}, {len(summary['spec']['seeds'])} seed(s), {summary['test_examples']} test examples"
+    cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    md = [f"# {title}", ""]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, header, rows in _tables(summary):
+        md += [f"## {heading}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows] + [""]
+        body.append(f"<h2>{html.escape(heading)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
+    md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    body += ["<h2>Plots</h2>"] + [f'<img src="{p}" alt="{p}">' for p in plots]
+    (output / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}"
+    (output / "report.html").write_text(f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{style}</style>"
+                                        + "\n".join(body), encoding="utf-8")
+
+
+def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = ()) -> dict:
+    path = Path(spec_path)
+    spec = load_spec(path)
+    parse_overrides(list(overrides))  # validate the form early
+    output = Path(output_dir or spec.get("output_dir") or f"runs/compare-{path.stem}")
+    output.mkdir(parents=True, exist_ok=True)
+    run_all(spec, output, list(overrides))
+    summary = summarize(spec, output)
+    print(f"[compare] wrote {output / 'report.md'}, {output / 'report.html'} and {output / 'summary.json'}")
+    return summary

@@ -1,0 +1,68 @@
+"""`warmgen compare`: bootstrap CIs, resumable runs, and the report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from warmgen.cli import main
+from warmgen.compare import paired_bootstrap
+from warmgen.config import ConfigError
+from warmgen.compare import load_spec
+
+
+def test_bootstrap_ci_covers_a_known_difference():
+    """Synthetic paired 0/1 scores: variant right 80% of the time, baseline 60%, over 3 seeds."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    variant = [(rng.random((n, 1)) < 0.8).astype(float) for _ in range(3)]
+    baseline = [(rng.random((n, 1)) < 0.6).astype(float) for _ in range(3)]
+    result = paired_bootstrap("exact_match", variant, baseline, samples=300)["exact_match"]
+    assert result["ci_low"] < 0.2 < result["ci_high"] and result["ci_low"] > 0.15
+    assert result["diff"] == pytest.approx(np.mean([v.mean() for v in variant]) - np.mean([b.mean() for b in baseline]))
+    assert result["p_value"] < 0.01
+    same = paired_bootstrap("exact_match", baseline, baseline, samples=100)["exact_match"]
+    assert same["diff"] == 0 and same["p_value"] == 1.0
+
+
+def spec_file(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "seeds: [0, 1]\nbootstrap: 50\nvariants:\n  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2}\n")
+    return spec
+
+
+TINY = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "16", "--data.max_dev_examples", "4",
+        "--data.max_test_examples", "6", "--train.max_steps", "2", "--train.batch_size", "8", "--train.log_every", "1",
+        "--warmup.max_warmup_length", "3", "--data.max_target_length", "10"]
+
+
+def test_compare_reports_and_resumes(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), *TINY]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["table"]) == {"sft", "warmup"} and summary["test_examples"] == 6
+    assert {"wer", "per", "exact_match"} <= set(summary["versus_baseline"]["warmup"])
+    for key in ("train_seconds", "peak_rss_mb", "generated_tokens", "inference_seconds"):
+        assert key in summary["table"]["warmup"]
+    assert summary["table"]["sft"]["generated_tokens"]["mean"] == 0 < summary["table"]["warmup"]["generated_tokens"]["mean"]
+    assert "warmup" in summary["warmup_analysis"] and "sft" not in summary["warmup_analysis"]
+    for name in ("report.md", "report.html", "loss.png", "dev.png", "delta.png"):
+        assert (out / name).is_file(), name
+    assert "Versus sft" in (out / "report.md").read_text()
+
+    stamp = (out / "warmup" / "seed1" / "results.json").stat().st_mtime
+    capsys.readouterr()
+    assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), *TINY]) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 4
+    assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
+
+
+def test_bad_spec(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("variants:\n  a: {warmup.num_warmup: 3}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'warmup.num_warmup'"):
+        load_spec(spec)
+    spec.write_text("seed: [1]\nvariants: {a: {}}\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_spec(spec)

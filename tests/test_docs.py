@@ -21,9 +21,19 @@ def test_readme_documents_every_config_field():
     assert not missing, f"README config reference lacks: {missing}"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("**/*.yaml")), ids=lambda p: str(p.relative_to(ROOT / "configs")))
+RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("**/*.yaml") if p.parent.name != "compare")
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_shipped_configs_load(path):
     assert isinstance(load_config(path), Config)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "compare").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_comparison_specs_load(path):
+    from warmgen.compare import load_spec
+
+    assert load_spec(path)["variants"]
 
 
 def test_g2p_config_is_the_demo(tmp_path):

@@ -4,6 +4,7 @@ A comparison spec (YAML):
 
     base: g2p-t5.yaml          # a run config, relative to this file
     seeds: [0, 1, 2]
+    overrides: {train.epochs: 2}   # applied to every variant (optional)
     baseline: sft              # the variant the others are compared with
     bootstrap: 1000            # resamples
     variants:                  # name: config overrides (any field)
@@ -39,7 +40,7 @@ from . import metrics
 from .config import ConfigError, load_config, parse_overrides
 from .tasks import load_task
 
-SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir"}
+SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides"}
 COST = ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds")
 
 
@@ -56,6 +57,7 @@ def load_spec(path: Path) -> dict:
     spec.setdefault("seeds", [0])
     spec.setdefault("baseline", "sft" if "sft" in spec["variants"] else next(iter(spec["variants"])))
     spec.setdefault("bootstrap", 1000)
+    spec.setdefault("overrides", {})
     if spec["baseline"] not in spec["variants"]:
         raise ConfigError(f"{path}: baseline '{spec['baseline']}' is not one of the variants")
     if "base" in spec:
@@ -64,7 +66,7 @@ def load_spec(path: Path) -> dict:
         if not isinstance(changes, dict):
             raise ConfigError(f"{path}: variant '{name}' must be a mapping of config overrides")
         # Fail now, not hours later: every variant's config must load.
-        load_config(spec.get("base"), list(changes.items()))
+        load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items()))
     return spec
 
 
@@ -80,7 +82,7 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
                 print(f"[compare] {variant} seed {seed}: done, skipped")
                 continue
             command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
-            command += (["--config", spec["base"]] if "base" in spec else []) + _args(changes) + list(overrides)
+            command += (["--config", spec["base"]] if "base" in spec else []) + _args(spec["overrides"]) + _args(changes) + list(overrides)
             if (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
                 command.append("--resume")
             print(f"[compare] {variant} seed {seed}: training ({run_dir})", flush=True)
@@ -149,7 +151,7 @@ def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None)
 
 
 def summarize(spec: dict, output: Path) -> dict:
-    base = load_config(spec.get("base"))
+    base = load_config(spec.get("base"), list(spec["overrides"].items()))
     task = load_task(base)
     families = [m for m in task.metrics if m in metrics.RESAMPLABLE]
     options = dict(task.metric_options)

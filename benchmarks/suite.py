@@ -1,0 +1,58 @@
+"""The CPU benchmark suite: `warmgen compare` on each task, recorded as JSON the README quotes.
+
+    nohup python benchmarks/suite.py > runs/suite.log 2>&1 &      # hours; resumable
+    python benchmarks/suite.py --tasks g2p                         # one task
+
+Each task is a comparison spec in configs/compare/. Runs already finished are skipped, so an
+interrupted suite continues where it stopped. For every task that completes, writes
+benchmarks/results/<task>-<date>.json with the command, the git commit and the comparison summary,
+then prints the summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from warmgen.compare import run_comparison  # noqa: E402
+
+TASKS = {  # task: comparison spec
+    "g2p": "configs/compare/g2p.yaml",
+    "deu-eng": "configs/compare/deu-eng.yaml",
+    "eng-deu": "configs/compare/eng-deu.yaml",
+    "xsum": "configs/compare/xsum.yaml",
+    "logiqa": "configs/compare/logiqa.yaml",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--out", default="runs/suite")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    lines = []
+    for task in args.tasks:
+        summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / task))
+        record = {"benchmark": f"suite/{task}", "command": "python " + " ".join(sys.argv), "spec": TASKS[task],
+                  "git_commit": commit, "date": datetime.date.today().isoformat(), "summary": summary}
+        path = ROOT / "benchmarks" / "results" / f"{task}-{record['date']}.json"
+        path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+        primary = summary["primary_metric"]
+        for variant, row in summary["table"].items():
+            versus = summary["versus_baseline"].get(variant, {}).get(primary)
+            delta = "" if versus is None else f"{versus['diff']:+.4g} [{versus['ci_low']:+.4g}, {versus['ci_high']:+.4g}] p={versus['p_value']:.3g}"
+            lines.append(f"{task:<8} {variant:<42} {primary} {row[primary]['mean']:.4g} ± {row[primary]['std']:.2g}  {delta}")
+        print(f"wrote {path}", flush=True)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

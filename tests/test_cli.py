@@ -32,7 +32,7 @@ def test_train_eval_generate(tmp_path, capsys, method):
     if method == "warmup":
         samples = [json.loads(l) for l in (run / "samples.jsonl").read_text().splitlines()]
         assert samples and len(samples[0]["candidates"]) == 4
-        assert sum(c["weight"] for c in samples[0]["candidates"]) == pytest.approx(1.0)
+        assert sum(c["weight"] for c in samples[0]["candidates"]) == pytest.approx(1.0, abs=1e-3)  # rounded to 4 places
 
     capsys.readouterr()
     assert main(["eval", str(run), "--split", "dev"]) == 0
@@ -56,7 +56,7 @@ def test_pinned_losses(tmp_path):
 
 PINNED = {
     "sft": [6.1410, 6.0394, 6.1410, 5.8608],
-    "warmup": [5.5826, 5.5563, 5.6827, 5.5383],
+    "warmup": [5.5934, 5.5951, 5.7454, 5.5287],  # default objective: marginal
 }
 
 

@@ -113,10 +113,14 @@ class DataConfig:
 class WarmupConfig:
     """Warmup Generations: sampling k warmups, scoring them, and the objective.
 
-    Only read when `method: warmup`.
+    Only read when `method: warmup`. Defaults follow the G2P sweep in the README
+    (benchmarks/results/g2p-knobs-*.json): `marginal` was the best objective that did not
+    collapse; `no_warmup_candidate` and `min_warmup_length` led to empty or fixed warmups; a
+    weight of 0 on the warmup term was far worse. Models trained from scratch need
+    `sft_warm_start_steps` (pretrained ones already sample text).
     """
 
-    objective: Literal["best_of_k", "marginal", "rloo"] = "best_of_k"
+    objective: Literal["best_of_k", "marginal", "rloo"] = "marginal"
     # k: warmups sampled per training example.
     num_warmups: int = 4
     # Warmup tokens before <sep> is forced; a warmup that reaches it counts as truncated.

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from .config import Config, apply_mapping, set_value, validate
-from .train import train
+from .train import git_commit, train
 
 DEMO = {
     "seed": 0,
@@ -22,8 +22,7 @@ DEMO = {
              "max_source_length": 32, "max_target_length": 32},
     "train": {"learning_rate": 2e-3, "lr_warmup_steps": 100, "batch_size": 64, "epochs": 4, "eval_every": 250,
               "log_every": 25, "samples_every": 250},
-    "warmup": {"objective": "best_of_k", "num_warmups": 4, "max_warmup_length": 8, "sft_warm_start_steps": 250,
-               "no_warmup_candidate": True},
+    "warmup": {"objective": "marginal", "num_warmups": 4, "max_warmup_length": 8, "sft_warm_start_steps": 250},
 }
 EXAMPLES = 5
 
@@ -65,7 +64,8 @@ def run_demo(output_dir: str, overrides=()) -> dict:
         print(f"  {sft_row['source']:<14} reference: {sft_row['target']}")
         print(f"  {'':<14} sft:       {sft_row['prediction']}")
         print(f"  {'':<14} warmup:    {warm_row['warmup']!r} -> {warm_row['prediction']}")
-    summary = {"settings": configs["warmup"].to_dict(), "total_seconds": time.time() - started,
+    summary = {"command": "warmgen demo " + " ".join(f"--{k} {v}" for k, v in overrides), "git_commit": git_commit(),
+               "settings": configs["warmup"].to_dict(), "total_seconds": time.time() - started,
                "results": {m: {"test": r["splits"]["test"], "train_seconds": r["train_seconds"],
                                "seconds_per_epoch": r["seconds_per_epoch"]} for m, r in results.items()},
                "examples": predictions}

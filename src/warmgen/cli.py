@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import ConfigError, load_config, parse_overrides, set_value, validate
 from .records import DataError
+from .train import TrainingError
 
 
 def _checkpoint_folder(path: Path) -> Path:
@@ -48,8 +49,9 @@ def cmd_train(args, overrides: list[str]) -> None:
 
     config = load_config(args.config, parse_overrides(overrides))
     results = train(config, resume=args.resume)
-    print(json.dumps(results["splits"], indent=2, ensure_ascii=False))
-    print(f"run directory: {config.output_dir}")
+    if results is not None:  # only the main process has results
+        print(json.dumps(results["splits"], indent=2, ensure_ascii=False))
+        print(f"run directory: {config.output_dir}")
 
 
 def cmd_eval(args, overrides: list[str]) -> None:
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     rest = [r for r in rest if r != "--debug"]
     try:
         args.func(args, rest)
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (ConfigError, DataError, FileNotFoundError, TrainingError) as err:
         if debug:
             raise
         print(f"warmgen: error: {err}", file=sys.stderr)

@@ -81,6 +81,8 @@ class DataConfig:
     # Longer inputs/targets are truncated (and counted in the run log).
     max_source_length: int = 64
     max_target_length: int = 64
+    # Training examples over a limit: `truncate` (and count) or `error` (name the example).
+    on_overlength: Literal["truncate", "error"] = "truncate"
     # Use only the first N examples of a split (train is shuffled first; 0 = all). A small dev
     # split keeps evaluation during training cheap; the test split is usually left whole.
     max_train_examples: int = 0
@@ -159,6 +161,8 @@ class TrainConfig:
     # Evaluate on dev and save `best`/`last` every N optimizer steps (0 = once per epoch).
     eval_every: int = 0
     log_every: int = 10
+    # A step with a NaN/inf loss or gradient is skipped; this many in a row stop the run.
+    max_bad_steps: int = 10
     # Write a table of sampled warmups to samples.jsonl every N steps (0 = never).
     samples_every: int = 100
 
@@ -363,6 +367,7 @@ def validate(config: Config) -> None:
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),
         (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
+        (t.max_bad_steps >= 1, "train.max_bad_steps must be at least 1"),
         (config.decode.num_beams >= 1, "decode.num_beams must be at least 1"),
         (config.model.lora_rank >= 0, "model.lora_rank must be >= 0 (0 = full fine-tuning)"),
     ]

@@ -140,6 +140,9 @@ def load_pretrained(path_or_id: str, trust_remote_code: bool = False):
 
 def prepare_tokenizer(model: PreTrainedModel, tokenizer) -> int:
     """Add `<sep>` and a pad token where missing, resize embeddings; return the `<sep>` id."""
+    if tokenizer.eos_token is None:
+        raise ConfigError(f"the tokenizer of {model.name_or_path or 'this model'} has no end-of-sequence token, which ends "
+                          "every target; set tokenizer.eos_token before training (e.g. save the tokenizer with one)")
     changed = False
     if SEP not in tokenizer.get_vocab():
         tokenizer.add_tokens([SEP], special_tokens=True)

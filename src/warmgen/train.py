@@ -27,9 +27,15 @@ from . import __version__
 from .config import Config, load_config
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
+from .records import DataError
 from .models import SEP, count_parameters, load_adapter, load_model, load_pretrained
 from .tasks import Task, load_task
+from .distributed import Processes
 from .warmup import warmup_step
+
+class TrainingError(RuntimeError):
+    """Training cannot continue; the message says why and what to do."""
+
 
 CONFIG_NAME = "warmgen.yaml"
 STATE_NAME = "trainer_state.pt"
@@ -38,12 +44,16 @@ STATE_NAME = "trainer_state.pt"
 # ----------------------------------------------------------------------------- data
 
 
-def tokenize(layout, examples) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
+def tokenize(layout, examples, on_overlength: str = "truncate") -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
     """(source_ids, target_ids) per example and how many sources/targets were truncated."""
     rows, cut_sources, cut_targets = [], 0, 0
     for example in examples:
         source, source_cut = layout.source_ids(example.source)
         target, target_cut = layout.target_ids(example.target)
+        if on_overlength == "error" and (source_cut or target_cut):
+            side, limit = ("source", "max_source_length") if source_cut else ("target", "max_target_length")
+            raise DataError(f"example {example.id}: the {side} is longer than data.{limit} "
+                            f"({getattr(layout, limit)} tokens); raise the limit or set data.on_overlength: truncate")
         rows.append((source, target))
         cut_sources += source_cut
         cut_targets += target_cut
@@ -128,7 +138,13 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def train(config: Config, resume: bool = False) -> dict:
-    """Train, keep best/last checkpoints, evaluate the best on dev and test; return results."""
+    """Train, keep best/last checkpoints, evaluate the best on dev and test; return results.
+
+    Under `accelerate launch` / torchrun each process trains on its share of every global batch
+    (`batch_size` examples per process); only the main process evaluates, logs and saves, and
+    only it returns results (the others return None).
+    """
+    procs = Processes()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -141,18 +157,33 @@ def train(config: Config, resume: bool = False) -> dict:
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     state = None
     if resume:
+        old = last_dir.with_name(last_dir.name + ".old")
+        if not last_dir.exists() and (old / STATE_NAME).is_file():
+            os.replace(old, last_dir)  # killed between the two renames of save_checkpoint
         if not (last_dir / STATE_NAME).is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start without --resume")
         model, tokenizer, sep_id, _ = load_checkpoint(last_dir)
         state = torch.load(last_dir / STATE_NAME, weights_only=False)
-    else:
+        if len(state["rng"]) != procs.world:
+            raise TrainingError(f"{last_dir} was saved by {len(state['rng'])} process(es); resume it with as many, not {procs.world}")
+    elif procs.world == 1:
         texts = [e.source for e in train_examples] + [e.target for e in train_examples]
         model, tokenizer, sep_id = load_model(config.model, texts)
-    config.save(run_dir / "config.yaml")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        # Every process must start from the same weights and tokenizer: the main process builds them.
+        init_dir = run_dir / "checkpoints" / "init"
+        if procs.is_main:
+            texts = [e.source for e in train_examples] + [e.target for e in train_examples]
+            save_checkpoint(init_dir, *load_model(config.model, texts)[:2], config, None)
+        procs.barrier()
+        model, tokenizer, sep_id, _ = load_checkpoint(init_dir)
+        torch.manual_seed(config.seed * 1000 + procs.rank)  # each process samples its own warmups
+    if procs.is_main:
+        config.save(run_dir / "config.yaml")
+    device = procs.device
     model.to(device)
     layout = make_layout(model, tokenizer, sep_id, config)
-    data, truncation = tokenize(layout, train_examples)
+    data, truncation = tokenize(layout, train_examples, config.data.on_overlength)
 
     t = config.train
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
@@ -161,40 +192,52 @@ def train(config: Config, resume: bool = False) -> dict:
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
     )
-    batches_per_epoch = math.ceil(len(data) / t.batch_size)
+    global_batch = t.batch_size * procs.world
+    batches_per_epoch = math.ceil(len(data) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
 
-    step, epoch, batch_index, train_seconds, generated_tokens = 0, 0, 0, 0.0, 0
+    step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps = 0, 0, 0, 0.0, 0, 0
     best = {"metric": None, "step": None}
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batch_index, train_seconds = state["step"], state["epoch"], state["batch_index"], state["train_seconds"]
-        generated_tokens = state["generated_tokens"]
+        generated_tokens, skipped_steps = state["generated_tokens"], state["skipped_steps"]
         best = state["best"]
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"][procs.rank])
+    if procs.is_main:
         for name in ("metrics.jsonl", "samples.jsonl"):
-            _truncate_log(run_dir / name, step)
-    else:
-        for name in ("metrics.jsonl", "samples.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
+            if state is not None:
+                _truncate_log(run_dir / name, step)
+            else:
+                (run_dir / name).unlink(missing_ok=True)
 
     header = {"step": 0, "event": "start", "parameters": count_parameters(model), "train_examples": len(data),
-              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, **truncation, "family": layout.family}
-    print(json.dumps(header))
-    metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-    samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8")
-    log = lambda row: (metrics_log.write(json.dumps(row) + "\n"), metrics_log.flush())  # noqa: E731
-    if state is None:
+              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, **truncation,
+              "family": layout.family}
+    metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if procs.is_main else None
+    samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8") if procs.is_main else None
+
+    def log(row: dict) -> None:
+        if procs.is_main:
+            metrics_log.write(json.dumps(row) + "\n")
+            metrics_log.flush()
+
+    if state is None and procs.is_main:
+        print(json.dumps(header))
         log(header)
 
-    def checkpoint_state() -> dict:
-        return {"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds, "generated_tokens": generated_tokens,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best, "rng": _rng_state()}
-
     def evaluate_and_save() -> None:
+        rng = procs.gather(_rng_state())  # every process's RNG, so a resumed run samples the same
+        if procs.is_main:
+            evaluate_and_save_main({"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
+                                    "generated_tokens": generated_tokens, "skipped_steps": skipped_steps,
+                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best, "rng": rng})
+        procs.barrier()
+
+    def evaluate_and_save_main(checkpoint_state: dict) -> None:
         row = {"step": step, "epoch": step / steps_per_epoch}
         if has_dev:
             scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=config.method == "warmup")
@@ -205,43 +248,71 @@ def train(config: Config, resume: bool = False) -> dict:
                 best.update(metric=value, step=step)
                 save_checkpoint(best_dir, model, tokenizer, config, None)
             tqdm.write(f"step {step}: dev {task.primary_metric} {value:.4f} (best {best['metric']:.4f} at step {best['step']})")
-        save_checkpoint(last_dir, model, tokenizer, config, checkpoint_state())
+        save_checkpoint(last_dir, model, tokenizer, config, checkpoint_state)
         log(row)
 
     model.train()
-    progress = tqdm(total=total_steps, initial=step, desc=f"{config.method}", dynamic_ncols=True, mininterval=1.0)
+    progress = tqdm(total=total_steps, initial=step, desc=f"{config.method}", dynamic_ncols=True, mininterval=1.0,
+                    disable=not procs.is_main)
     accumulated: dict[str, float] = {}
-    micro = 0
+    micro, bad_batch, consecutive_bad = 0, False, 0
     tick = time.time()
     while step < total_steps:
         order = epoch_order(len(data), config.seed, epoch)
         while batch_index < batches_per_epoch and step < total_steps:
-            ids = order[batch_index * t.batch_size : (batch_index + 1) * t.batch_size]
+            global_ids = order[batch_index * global_batch : (batch_index + 1) * global_batch]
             batch_index += 1
+            if len(global_ids) < procs.world:
+                continue  # a last batch too small to give every process an example is dropped
+            ids = global_ids[procs.rank :: procs.world]
             sources = [data[i][0] for i in ids]
             targets = [data[i][1] for i in ids]
             use_sft = config.method == "sft" or step < config.warmup.sft_warm_start_steps
             if use_sft:
                 scores = layout.score(model, sources, [None] * len(ids), targets)
-                loss = -scores.logp_target.sum() / scores.n_target.sum()
-                stats = {}
+                objective, tokens, stats = scores.logp_target.sum(), scores.n_target.sum(), {}
             else:
                 result = warmup_step(model, layout, sources, targets, config.warmup)
-                loss, stats = result.loss, result.stats
-                generated_tokens += sum(len(w) + 1 for w in result.warmups)  # + <sep>
-            (loss / t.gradient_accumulation_steps).backward()
-            for key, value in {"loss": loss.item(), **stats}.items():
-                accumulated[key] = accumulated.get(key, 0.0) + value / t.gradient_accumulation_steps
+                objective, tokens, stats = result.objective, result.tokens, result.stats
+                generated_tokens += int(procs.sum(sum(len(w) + 1 for w in result.warmups)))  # + <sep>
+            # Per-token loss over the global batch: this process's share, so summed gradients are exact.
+            loss = -objective / procs.sum(tokens).to(objective.dtype)
+            global_loss = procs.sum(loss.detach()).item()
+            if math.isfinite(global_loss):
+                (loss / t.gradient_accumulation_steps).backward()
+                for key, value in {"loss": global_loss, **procs.mean_stats(stats)}.items():
+                    accumulated[key] = accumulated.get(key, 0.0) + value / t.gradient_accumulation_steps
+            else:
+                bad_batch = True
             micro += 1
             if micro % t.gradient_accumulation_steps and batch_index < batches_per_epoch:
                 continue
+            micro = 0
+            now = time.time()
+            train_seconds += now - tick
+            tick = now
+            if not bad_batch:
+                procs.sum_gradients(model)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm).item()
+            if bad_batch or not math.isfinite(grad_norm):
+                # Skip the whole optimizer step; after too many in a row, stop with `last` intact.
+                optimizer.zero_grad(set_to_none=True)
+                accumulated, bad_batch = {}, False
+                skipped_steps += 1
+                consecutive_bad += 1
+                tqdm.write(f"step {step + 1}: NaN/inf loss or gradient, optimizer step skipped ({consecutive_bad} in a row)")
+                if consecutive_bad >= t.max_bad_steps:
+                    raise TrainingError(
+                        f"{consecutive_bad} optimizer steps in a row had a NaN/inf loss or gradient, so training stopped. "
+                        f"The last good checkpoint is {last_dir}: lower train.learning_rate or train.max_grad_norm and "
+                        "continue with --resume")
+                continue
+            consecutive_bad = 0
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            micro = 0
             progress.update(1)
             if "warmup/mean_length" in accumulated:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}", reward=f"{accumulated['reward']:.2f}",
@@ -250,12 +321,10 @@ def train(config: Config, resume: bool = False) -> dict:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
             if step % t.log_every == 0 or step == total_steps:
                 log({"step": step, "epoch": step / steps_per_epoch, "lr": lr, "grad_norm": grad_norm,
-                     "sft": use_sft, **accumulated})
-            if not use_sft and t.samples_every and step % t.samples_every == 0:
+                     "sft": use_sft, "skipped_steps": skipped_steps, **accumulated})
+            if not use_sft and t.samples_every and step % t.samples_every == 0 and procs.is_main:
                 write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout, config.warmup.num_warmups)
             accumulated = {}
-            now = time.time()
-            train_seconds += now - tick
             eval_due = step % t.eval_every == 0 if t.eval_every else batch_index >= batches_per_epoch
             if eval_due or step == total_steps:
                 evaluate_and_save()
@@ -263,6 +332,8 @@ def train(config: Config, resume: bool = False) -> dict:
         if batch_index >= batches_per_epoch:
             epoch, batch_index = epoch + 1, 0
     progress.close()
+    if not procs.is_main:
+        return None
     metrics_log.close()
     samples_log.close()
 
@@ -272,7 +343,7 @@ def train(config: Config, resume: bool = False) -> dict:
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
     results = {"method": config.method, "checkpoint": str(final_dir), "best_step": best["step"], "train_seconds": train_seconds,
                "epochs": total_steps / steps_per_epoch, "seconds_per_epoch": train_seconds / (total_steps / steps_per_epoch),
-               "parameters": count_parameters(model), "generated_tokens": generated_tokens,
+               "parameters": count_parameters(model), "generated_tokens": generated_tokens, "skipped_steps": skipped_steps,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
     for split in ("dev", "test"):

@@ -13,7 +13,8 @@ For an example (x, y) with warmups c_1..c_k sampled from the current model:
 
 Each J is a sum of log-probabilities over tokens. To keep the loss on the scale of SFT's
 per-token NLL, the batch loss is -sum_b J_b / sum_b T_b, where T_b counts the tokens J_b covers
-with the same weights: one-hot, w_i, or 1/k times (lam*|c_i <sep>| + |y </s>|).
+with the same weights: one-hot, w_i, or 1/k times (lam*|c_i <sep>| + |y </s>|). `warmup_step`
+returns both sums; train.py divides (by the count over all processes when there are several).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torc
 
 @dataclass
 class WarmupStep:
-    loss: torch.Tensor
+    objective: torch.Tensor  # sum_b J_b, to maximise
+    tokens: torch.Tensor  # sum_b T_b; the training loop's loss is -objective / tokens
     stats: dict[str, float]
     warmups: list[list[int]]  # B*k, grouped by example
     rewards: torch.Tensor  # [B, k]
@@ -78,7 +80,7 @@ def sample_candidates(model, layout, sources: list[list[int]], config: WarmupCon
 
 
 def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig) -> WarmupStep:
-    """Sample, score all B*k candidates in one forward pass, and return the loss to minimise."""
+    """Sample, score all B*k candidates in one forward pass; return the batch objective and token count."""
     warmups, truncated = sample_candidates(model, layout, sources, config)
     scores = layout.score(model, sources, warmups, [t for t in targets for _ in range(config.num_warmups)])
     shape = (len(sources), config.num_warmups)
@@ -86,7 +88,6 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         config.objective, scores.logp_warmup.view(shape), scores.logp_target.view(shape),
         scores.n_warmup.view(shape), scores.n_target.view(shape), config.warmup_loss_weight,
     )
-    loss = -objective.sum() / tokens.sum()
     rewards = scores.logp_target.detach().view(shape)
     lengths = torch.tensor([len(w) for w in warmups], dtype=torch.float).view(shape)
     stats = {
@@ -101,4 +102,4 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         "warmup/distinct_ratio": len({tuple(w) for w in warmups}) / len(warmups),
         "warmup/logp": scores.logp_warmup.detach().mean().item(),
     }
-    return WarmupStep(loss, stats, warmups, rewards, weights)
+    return WarmupStep(objective.sum(), tokens.sum(), stats, warmups, rewards, weights)

@@ -1,0 +1,122 @@
+"""Reliability: NaN steps, kill -9 and resume, interrupted checkpoint swaps, bad input, determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import warmgen.train
+from warmgen.cli import main
+from warmgen.config import ConfigError, load_config, parse_overrides
+from warmgen.models import build_preset, prepare_tokenizer
+from warmgen.records import DataError
+from warmgen.train import TrainingError, train
+
+ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40", "--data.max_dev_examples", "4",
+        "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",
+        "--train.log_every", "1", "--warmup.max_warmup_length", "3", "--method", "warmup", "--train.samples_every", "0"]
+
+
+def config(tmp_path, name, *extra):
+    return load_config(None, parse_overrides(ARGS + ["--output_dir", str(tmp_path / name), *extra]))
+
+
+def losses(run_dir):
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def nan_on(calls, monkeypatch):
+    """Make warmup_step return a NaN loss on the given call numbers (1-based)."""
+    real, count = warmgen.train.warmup_step, {"n": 0}
+
+    def step(*args, **kwargs):
+        count["n"] += 1
+        result = real(*args, **kwargs)
+        if count["n"] in calls:
+            result.objective = result.objective * float("nan")
+        return result
+
+    monkeypatch.setattr(warmgen.train, "warmup_step", step)
+
+
+def test_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
+    nan_on({2}, monkeypatch)
+    results = train(config(tmp_path, "nan"))
+    assert results["skipped_steps"] == 1
+    assert [s for s, _ in losses(tmp_path / "nan")] == [1, 2, 3, 4, 5, 6]  # the budget is still 6 good steps
+    assert all(l == l for _, l in losses(tmp_path / "nan"))  # no NaN logged
+
+
+def test_consecutive_nan_steps_stop_the_run_with_last_checkpoint_kept(tmp_path, monkeypatch, capsys):
+    nan_on(set(range(3, 100)), monkeypatch)
+    with pytest.raises(TrainingError, match="3 optimizer steps in a row had a NaN/inf loss"):
+        train(config(tmp_path, "stop", "--train.max_bad_steps", "3"))
+    state = torch.load(tmp_path / "stop" / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 2
+    capsys.readouterr()
+    assert main(["train", *ARGS, "--output_dir", str(tmp_path / "cli"), "--train.max_bad_steps", "3"]) == 2
+    assert "had a NaN/inf loss" in capsys.readouterr().err
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
+    train(config(tmp_path, "full", "--train.max_steps", "8", "--train.eval_every", "1"))
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "warmgen.cli", "train", *ARGS, "--train.max_steps", "8", "--train.eval_every", "1",
+               "--output_dir", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "checkpoints" / "last" / "trainer_state.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (state.exists() and losses(run) and losses(run)[-1][0] >= 3):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert main(["train", *ARGS, "--train.max_steps", "8", "--train.eval_every", "1", "--output_dir", str(run), "--resume"]) == 0
+    assert losses(run) == losses(tmp_path / "full")
+
+
+def test_resume_survives_a_kill_between_the_checkpoint_renames(tmp_path, monkeypatch):
+    crashed = config(tmp_path, "swap")
+    real, count = warmgen.train.warmup_step, {"n": 0}
+
+    def dies_at_step_3(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(warmgen.train, "warmup_step", dies_at_step_3)
+    with pytest.raises(RuntimeError):
+        train(crashed)
+    monkeypatch.setattr(warmgen.train, "warmup_step", real)
+    last = tmp_path / "swap" / "checkpoints" / "last"
+    os.replace(last, last.with_name("last.old"))  # the state save_checkpoint leaves between its renames
+    train(crashed, resume=True)
+    train(config(tmp_path, "whole"))
+    assert losses(tmp_path / "swap") == losses(tmp_path / "whole")
+
+
+def test_overlength_error_names_the_example(tmp_path):
+    with pytest.raises(DataError, match=r"example \S+: the target is longer than data.max_target_length \(2 tokens\)"):
+        train(config(tmp_path, "long", "--data.on_overlength", "error", "--data.max_target_length", "2"))
+
+
+def test_tokenizer_without_eos_is_refused():
+    model, tokenizer = build_preset("llama-tiny", ["a b c"], 300)
+    tokenizer.eos_token = None
+    with pytest.raises(ConfigError, match="has no end-of-sequence token"):
+        prepare_tokenizer(model, tokenizer)
+
+
+def test_same_seed_same_results(tmp_path):
+    first = train(config(tmp_path, "a", "--train.max_steps", "3"))
+    second = train(config(tmp_path, "b", "--train.max_steps", "3"))
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    strip = lambda s: {k: v for k, v in s.items() if "seconds" not in k}  # noqa: E731
+    assert strip(first["splits"]["test"]) == strip(second["splits"]["test"])
+    assert (tmp_path / "a" / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert not list((tmp_path / "a" / "checkpoints").glob("*/*.bin"))

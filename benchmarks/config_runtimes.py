@@ -63,13 +63,21 @@ def main() -> None:
                 "estimated_warmup_minutes": round((warm_start * sft + (total - warm_start) * warm) / 60, 1),
             }
             print(name, rows[name], flush=True)
+            write(rows)  # after every config, so a crash keeps what was measured
+
+
+def write(rows: dict) -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     record = {"benchmark": "config-runtimes", "command": "python " + " ".join(sys.argv), "git_commit": commit,
               "date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores",
               "note": "training only (evaluation excluded), extrapolated from the measured steps", "results": rows}
     path = ROOT / "benchmarks" / "results" / f"config-runtimes-{record['date']}.json"
+    if path.exists():  # measuring some configs again keeps the day's other measurements
+        earlier = json.loads(path.read_text())
+        record["results"] = {**earlier["results"], **rows}
+        if (earlier["command"], earlier["git_commit"]) != (record["command"], record["git_commit"]):
+            record["earlier_runs"] = earlier.get("earlier_runs", []) + [{k: earlier[k] for k in ("command", "git_commit")}]
     path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

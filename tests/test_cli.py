@@ -36,8 +36,10 @@ def test_train_eval_generate(tmp_path, capsys, method):
 
     capsys.readouterr()
     assert main(["eval", str(run), "--split", "dev"]) == 0
-    scores = json.loads((run / "eval" / "dev" / "results.json").read_text())["metrics"]
+    record = json.loads((run / "eval" / "dev" / "results.json").read_text())
+    scores = record["metrics"]
     assert scores["num_examples"] == 8 and "per" in scores
+    assert record["config"]["model"]["name"] == "t5-tiny" and "transformers" in record["versions"]
 
     capsys.readouterr()
     assert main(["generate", str(run), "hello", "world", "--json"]) == 0
@@ -68,3 +70,11 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr and "unknown config key 'warmup.num_warmup'" in out.stderr
     out = subprocess.run([sys.executable, "-m", "warmgen.cli", "eval", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2 and "neither a checkpoint folder nor a run directory" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "warmgen.cli", "--debug", "train", "--config", str(bad)], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" in out.stderr  # --debug shows where it came from
+
+
+def test_unknown_model_path_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--model.name", str(tmp_path / "no-such-model"), "--data.max_train_examples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "could not be loaded as a preset, a local folder, or a reachable hub id" in err and "Traceback" not in err

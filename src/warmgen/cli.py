@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output_dir", help="comparison folder (default: the spec's output_dir or runs/compare-<spec name>)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 10 minutes on 2 CPU cores)")
+    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 9 minutes on 2 CPU cores)")
     p.add_argument("--output_dir", default="runs/demo")
     p.set_defaults(func=cmd_demo)
 

@@ -81,8 +81,12 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
 
 
 def write_eval(folder: Path, scores: dict, predictions: list[dict], info: dict) -> None:
+    """results.json (metrics with signatures, `info`, library versions) and predictions.jsonl."""
+    from .train import library_versions
+
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps({**info, "metrics": scores}, indent=2, ensure_ascii=False))
+    record = {**info, "metrics": scores, "versions": library_versions()}
+    (folder / "results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
     with open(folder / "predictions.jsonl", "w", encoding="utf-8") as f:
         for row in predictions:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

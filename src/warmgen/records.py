@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 class DataError(ValueError):
@@ -48,8 +48,8 @@ def _text_field(record: dict, name: str, path: Path, line: int) -> str:
     return value
 
 
-def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example]:
-    examples = []
+def json_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-empty line of a JSONL file."""
     for number, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
             continue
@@ -59,6 +59,12 @@ def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example
             raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        yield number, record
+
+
+def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example]:
+    examples = []
+    for number, record in json_records(path):
         example_id = str(record.get("id", f"{path.name}:{number}"))
         examples.append(
             Example(example_id, _text_field(record, source_field, path, number), _text_field(record, target_field, path, number))

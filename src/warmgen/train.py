@@ -349,7 +349,8 @@ def train(config: Config, resume: bool = False) -> dict:
     for split in ("dev", "test"):
         if task.splits.get(split):
             scores, predictions = evaluate(final_model, final_layout, task, split, config, use_warmup=config.method == "warmup")
-            write_eval(run_dir / "eval" / split, scores, predictions, {"checkpoint": str(final_dir), "split": split})
+            write_eval(run_dir / "eval" / split, scores, predictions,
+                       {"checkpoint": str(final_dir), "split": split, "config": config.to_dict()})
             results["splits"][split] = scores
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results

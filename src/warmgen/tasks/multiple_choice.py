@@ -9,11 +9,10 @@ Metrics: accuracy, macro-F1 over the option classes, and the rate of unparseable
 
 from __future__ import annotations
 
-import json
 import string
 
 from ..config import Config, ConfigError, resolve_path
-from ..records import DataError, Example, _read_lines
+from ..records import DataError, Example, json_records
 from . import Task, read_files, shuffled
 
 
@@ -23,13 +22,7 @@ def option_text(index: int, option: str) -> str:
 
 def read_logiqa(path) -> list[Example]:
     examples = []
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+    for number, record in json_records(path):
         for name, kind in (("text", str), ("question", str), ("options", list), ("answer", int)):
             if name not in record:
                 raise DataError(f"{path}:{number}: field '{name}' is missing")

@@ -6,7 +6,7 @@ each in its own process so peak memory is per setting, and reports:
   ratio        warmup seconds per step / SFT seconds per step (= per epoch: same batches)
   tokens/s     target tokens trained per second
   peak_rss_mb  peak resident memory of the process
-  breakdown    seconds per step in sampling, scoring (forward) and backward+optimizer
+  breakdown    seconds per step in sampling, scoring (forward), backward and the optimizer step
 Ratios, not absolute times: the machine is noisy. Writes benchmarks/results/cost-<date>.json.
 
     python benchmarks/cost.py [--steps 30] [--models t5-mini llama-mini] [--ks 2 4 8]
@@ -39,7 +39,7 @@ def measure(model: str, method: str, extra: list[str], steps: int, workdir: Path
     mean = lambda key: sum(r.get(key, 0.0) for r in rows) / max(len(rows), 1)  # noqa: E731
     return {"seconds_per_step": mean("time/step"), "target_tokens_per_second": mean("target_tokens") / max(mean("time/step"), 1e-9),
             "peak_rss_mb": results["peak_rss_mb"],
-            "breakdown": {k: mean(f"time/{k}") for k in ("sampling", "scoring", "backward")}}
+            "breakdown": {k: mean(f"time/{k}") for k in ("sampling", "scoring", "backward", "optimizer")}}
 
 
 def main() -> None:

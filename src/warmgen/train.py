@@ -269,8 +269,10 @@ def train(config: Config, resume: bool = False) -> dict:
             targets = [data[i][1] for i in ids]
             use_sft = config.method == "sft" or step < config.warmup.sft_warm_start_steps
             if use_sft:
+                scored = time.perf_counter()
                 scores = layout.score(model, sources, [None] * len(ids), targets)
-                objective, tokens, stats = scores.logp_target.sum(), scores.n_target.sum(), {}
+                objective, tokens = scores.logp_target.sum(), scores.n_target.sum()
+                stats = {"time/scoring": time.perf_counter() - scored}
             else:
                 result = warmup_step(model, layout, sources, targets, config.warmup)
                 objective, tokens, stats = result.objective, result.tokens, result.stats
@@ -279,7 +281,10 @@ def train(config: Config, resume: bool = False) -> dict:
             loss = -objective / procs.sum(tokens).to(objective.dtype)
             global_loss = procs.sum(loss.detach()).item()
             if math.isfinite(global_loss):
+                backward_started = time.perf_counter()
                 (loss / t.gradient_accumulation_steps).backward()
+                stats["time/backward"] = time.perf_counter() - backward_started
+                stats["target_tokens"] = float(sum(len(target) + 1 for target in targets))
                 for key, value in {"loss": global_loss, **procs.mean_stats(stats)}.items():
                     accumulated[key] = accumulated.get(key, 0.0) + value / t.gradient_accumulation_steps
             else:
@@ -288,9 +293,6 @@ def train(config: Config, resume: bool = False) -> dict:
             if micro % t.gradient_accumulation_steps and batch_index < batches_per_epoch:
                 continue
             micro = 0
-            now = time.time()
-            train_seconds += now - tick
-            tick = now
             if not bad_batch:
                 procs.sum_gradients(model)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm).item()
@@ -309,9 +311,14 @@ def train(config: Config, resume: bool = False) -> dict:
                 continue
             consecutive_bad = 0
             lr = scheduler.get_last_lr()[0]
+            optimizer_started = time.perf_counter()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            accumulated["time/optimizer"] = time.perf_counter() - optimizer_started
+            # Training time runs from the end of the last step (or evaluation) to here.
+            step_seconds = time.time() - tick
+            train_seconds += step_seconds
             step += 1
             progress.update(1)
             if "warmup/mean_length" in accumulated:
@@ -320,8 +327,8 @@ def train(config: Config, resume: bool = False) -> dict:
             else:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
             if step % t.log_every == 0 or step == total_steps:
-                log({"step": step, "epoch": step / steps_per_epoch, "lr": lr, "grad_norm": grad_norm,
-                     "sft": use_sft, "skipped_steps": skipped_steps, **accumulated})
+                log({"step": step, "epoch": step / steps_per_epoch, "lr": lr, "grad_norm": grad_norm, "sft": use_sft,
+                     "skipped_steps": skipped_steps, "time/step": step_seconds, **accumulated})
             if not use_sft and t.samples_every and step % t.samples_every == 0 and procs.is_main:
                 write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout, config.warmup.num_warmups)
             accumulated = {}

@@ -19,6 +19,7 @@ returns both sums; train.py divides (by the count over all processes when there 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -80,14 +81,27 @@ def sample_candidates(model, layout, sources: list[list[int]], config: WarmupCon
 
 
 def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig) -> WarmupStep:
-    """Sample, score all B*k candidates in one forward pass; return the batch objective and token count."""
+    """Sample, score all B*k candidates in one forward pass; return the batch objective and token count.
+
+    best_of_k needs gradients only through each example's chosen candidate, so it scores the k
+    candidates without building a graph and re-scores the B chosen ones with gradients: k
+    forward passes plus one forward and backward, instead of k of each. Same value, same gradient.
+    """
+    k = config.num_warmups
+    shape = (len(sources), k)
+    started = time.perf_counter()
     warmups, truncated = sample_candidates(model, layout, sources, config)
-    scores = layout.score(model, sources, warmups, [t for t in targets for _ in range(config.num_warmups)])
-    shape = (len(sources), config.num_warmups)
+    sampled = time.perf_counter()
+    with torch.set_grad_enabled(torch.is_grad_enabled() and config.objective != "best_of_k"):
+        scores = layout.score(model, sources, warmups, [t for t in targets for _ in range(k)])
     objective, tokens, weights = objective_terms(
         config.objective, scores.logp_warmup.view(shape), scores.logp_target.view(shape),
         scores.n_warmup.view(shape), scores.n_target.view(shape), config.warmup_loss_weight,
     )
+    if config.objective == "best_of_k":
+        chosen = [warmups[b * k + i] for b, i in enumerate(weights.argmax(dim=1).tolist())]
+        kept = layout.score(model, sources, chosen, targets)
+        objective = config.warmup_loss_weight * kept.logp_warmup + kept.logp_target
     rewards = scores.logp_target.detach().view(shape)
     lengths = torch.tensor([len(w) for w in warmups], dtype=torch.float).view(shape)
     stats = {
@@ -101,5 +115,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         # Distinct warmups over all candidates in the batch: near 1/(B*k) means collapse.
         "warmup/distinct_ratio": len({tuple(w) for w in warmups}) / len(warmups),
         "warmup/logp": scores.logp_warmup.detach().mean().item(),
+        "time/sampling": sampled - started,
+        "time/scoring": time.perf_counter() - sampled,
     }
     return WarmupStep(objective.sum(), tokens.sum(), stats, warmups, rewards, weights)

@@ -60,3 +60,10 @@ def test_saved_config_round_trips(tmp_path):
     config.save(tmp_path / "c.yaml")
     again = load_config(tmp_path / "c.yaml")
     assert again.to_dict() == config.to_dict()
+
+
+def test_saved_config_keeps_the_folder_relative_paths_start_from(tmp_path):
+    (tmp_path / "exp").mkdir()
+    config = load_config(write(tmp_path / "exp", "data:\n  task: seq2seq\n  train_file: train.jsonl\n"))
+    config.save(tmp_path / "saved.yaml")  # e.g. a checkpoint's warmgen.yaml, elsewhere
+    assert load_config(tmp_path / "saved.yaml").config_dir == str((tmp_path / "exp").resolve())

@@ -148,7 +148,7 @@ def test_summarization_end_to_end(tmp_path):
     assert first["truncated_sources"] == 8  # every document is longer than 8 tokens
 
 
-def test_translation_end_to_end_with_the_cli(tmp_path, capsys):
+def test_translation_end_to_end_with_the_cli(tmp_path, capsys, monkeypatch):
     config = make_translation(tmp_path)
     run = tmp_path / "run"
     assert main(["train", "--config", str(config), "--model.name", "t5-tiny", "--model.vocab_size", "300",
@@ -156,5 +156,8 @@ def test_translation_end_to_end_with_the_cli(tmp_path, capsys):
                  "--output_dir", str(run)]) == 0
     out = capsys.readouterr().out
     assert "comet skipped: set data.comet_model" in out
+    # The checkpoint finds the config-relative data files wherever eval is run from.
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["eval", str(run), "--split", "dev"]) == 0
     results = json.loads((run / "results.json").read_text())["splits"]["test"]
     assert "nrefs:1|case:mixed|eff:no|tok:13a" in results["bleu_signature"] and "chrf" in results

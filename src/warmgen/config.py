@@ -191,13 +191,12 @@ class Config:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    # Folder of the YAML file the config came from; relative data paths start here.
+    # Folder that relative data paths start from: set to the YAML file's folder when loading one,
+    # and kept in saved configs so a checkpoint finds its data from anywhere.
     config_dir: str = "."
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("config_dir")
-        return data
+        return dataclasses.asdict(self)
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
@@ -210,7 +209,7 @@ SECTIONS = {
     "train": TrainConfig,
     "decode": DecodeConfig,
 }
-TOP_LEVEL = ("method", "seed", "output_dir")
+TOP_LEVEL = ("method", "seed", "output_dir", "config_dir")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -340,7 +339,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         apply_mapping(config, mapping, str(path))
-        config.config_dir = str(path.resolve().parent)
+        if "config_dir" not in mapping:
+            config.config_dir = str(path.resolve().parent)
     for key, value in overrides:
         try:
             set_value(config, key, value)

@@ -120,3 +120,8 @@ def test_same_seed_same_results(tmp_path):
     assert strip(first["splits"]["test"]) == strip(second["splits"]["test"])
     assert (tmp_path / "a" / "checkpoints" / "best" / "model.safetensors").is_file()
     assert not list((tmp_path / "a" / "checkpoints").glob("*/*.bin"))
+
+
+def test_batch_arithmetic_is_checked_at_start(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.batch_size 8 x 1 process\(es\) x train.gradient_accumulation_steps 8 = 64 examples, but there are 40"):
+        train(config(tmp_path, "big", "--train.gradient_accumulation_steps", "8"))

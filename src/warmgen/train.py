@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
 from .records import DataError
@@ -193,6 +193,11 @@ def train(config: Config, resume: bool = False) -> dict:
         lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
     )
     global_batch = t.batch_size * procs.world
+    if global_batch * t.gradient_accumulation_steps > len(data):
+        raise ConfigError(
+            f"one optimizer step needs train.batch_size {t.batch_size} x {procs.world} process(es) x "
+            f"train.gradient_accumulation_steps {t.gradient_accumulation_steps} = {global_batch * t.gradient_accumulation_steps} "
+            f"examples, but there are {len(data)} training examples: lower the batch size or accumulation")
     batches_per_epoch = math.ceil(len(data) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)

@@ -72,8 +72,12 @@ def write(rows: dict) -> None:
               "date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores",
               "note": "training only (evaluation excluded), extrapolated from the measured steps", "results": rows}
     path = ROOT / "benchmarks" / "results" / f"config-runtimes-{record['date']}.json"
+    for row in rows.values():
+        row.setdefault("git_commit", commit)
     if path.exists():  # measuring some configs again keeps the day's other measurements
         earlier = json.loads(path.read_text())
+        for row in earlier["results"].values():
+            row.setdefault("git_commit", earlier["git_commit"])
         record["results"] = {**earlier["results"], **rows}
         if (earlier["command"], earlier["git_commit"]) != (record["command"], record["git_commit"]):
             record["earlier_runs"] = earlier.get("earlier_runs", []) + [{k: earlier[k] for k in ("command", "git_commit")}]

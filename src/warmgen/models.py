@@ -196,9 +196,5 @@ def load_adapter(base_config: ModelConfig, folder: Path):
     return PeftModel.from_pretrained(model, str(folder), is_trainable=True), tokenizer, sep_id
 
 
-def is_encoder_decoder(model: PreTrainedModel) -> bool:
-    return bool(model.config.is_encoder_decoder)
-
-
 def count_parameters(model: PreTrainedModel) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -74,10 +74,13 @@ def sample_candidates(model, layout, sources: list[list[int]], config: WarmupCon
         temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
     )
     model.train(was_training)
-    if config.no_warmup_candidate:
-        warmups = [row for i in range(len(sources)) for row in warmups[i * sampled : (i + 1) * sampled] + [[]]]
-        truncated = [flag for i in range(len(sources)) for flag in truncated[i * sampled : (i + 1) * sampled] + [False]]
-    return warmups, truncated
+    if not config.no_warmup_candidate:
+        return warmups, truncated
+    with_empty, flags = [], []
+    for i in range(len(sources)):  # append the empty warmup to each example's sampled ones
+        with_empty += warmups[i * sampled : (i + 1) * sampled] + [[]]
+        flags += truncated[i * sampled : (i + 1) * sampled] + [False]
+    return with_empty, flags
 
 
 def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig) -> WarmupStep:

@@ -6,8 +6,8 @@ SOURCES = ["hello world", "warmup", "the cat sat on the mat"]
 TARGETS = ["HH AH0 L OW1", "W AO1 R M AH2 P", "cat"]
 
 
-def brute_force(model, layout, source, warmup, target):
-    """Sum log-probs token by token, one unpadded sequence at a time."""
+def brute_force(model, layout, source, warmup, target, as_tensors=False):
+    """Sum log-probs token by token, one unpadded sequence at a time (tensors keep the graph)."""
     head = [] if warmup is None else warmup + [layout.sep_id]
     continuation = head + target + [layout.eos_id]
     if model.config.is_encoder_decoder:
@@ -20,7 +20,8 @@ def brute_force(model, layout, source, warmup, target):
         offset = len(source) - 1  # logits at position p predict token p + 1
     logp_warmup = logp_target = 0.0
     for j, token in enumerate(continuation):
-        logp = torch.log_softmax(logits[offset + j].double(), dim=-1)[token].item()
+        logp = torch.log_softmax(logits[offset + j].double(), dim=-1)[token]
+        logp = logp if as_tensors else logp.item()
         if j < len(head):
             logp_warmup += logp
         else:
@@ -48,6 +49,31 @@ def test_batched_scores_match_brute_force(any_family):
         assert abs(scores.logp_target[r].item() - expected[1]) < 1e-5
         assert (scores.n_warmup[r].item(), scores.n_target[r].item()) == expected[2:]
     assert scores.logp_warmup[4].item() == 0.0 and scores.n_warmup[4].item() == 0
+
+
+def test_ragged_candidate_counts_match_brute_force_and_gradients(any_family):
+    """Sources with 1, 3 and 2 candidates: values and parameter gradients equal the unbatched loop
+    (for decoder-only models this checks prefix sharing: one prompt pass, gradients summed over candidates)."""
+    model, layout, _ = any_family
+    tok = lambda text: layout.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    sources = [layout.source_ids(s)[0] for s in SOURCES]
+    targets = [layout.target_ids(t)[0] for t in TARGETS]
+    counts = [1, 3, 2]
+    warmups = [tok("cat"), tok("hello"), [], tok("W AO1 W"), None, tok("mat mat")]
+    owners = [0, 1, 1, 1, 2, 2]
+    scores = layout.score(model, sources, warmups, [targets[o] for o in owners], counts)
+    (scores.logp_warmup.sum() + 2 * scores.logp_target.sum()).backward()
+    batched = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    total = 0
+    for r, (owner, warmup) in enumerate(zip(owners, warmups)):
+        expected = brute_force(model, layout, sources[owner], warmup, targets[owner], as_tensors=True)
+        assert abs(scores.logp_warmup[r].item() - torch.as_tensor(expected[0]).item()) < 1e-5
+        assert abs(scores.logp_target[r].item() - expected[1].item()) < 1e-5
+        total = total + expected[0] + 2 * expected[1]
+    total.backward()
+    for a, p in zip(batched, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
 
 
 def test_prompt_tokens_carry_no_loss(any_family):

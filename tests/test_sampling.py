@@ -1,10 +1,13 @@
 """Warmup sampling: stops at <sep>, respects the minimum, caps at the maximum and counts truncation."""
 
+import pytest
 import torch
 
 from warmgen.config import WarmupConfig
 from warmgen.decode import WarmupLogitsProcessor, generate_warmups
 from warmgen.warmup import sample_candidates
+
+from conftest import tiny
 
 
 def bias_token(model, token_id: int, bias: float):
@@ -58,3 +61,21 @@ def test_no_warmup_candidate_is_the_last_of_k(tiny_t5):
     config = WarmupConfig(num_warmups=3, no_warmup_candidate=True, max_warmup_length=4)
     warmups, truncated = sample_candidates(model, layout, [layout.source_ids(s)[0] for s in ("a", "b")], config)
     assert len(warmups) == 6 and warmups[2] == [] and warmups[5] == [] and truncated[2] is False
+
+
+@pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny"])
+def test_prefix_sharing_samples_what_plain_generate_samples(preset, monkeypatch):
+    """The prompt cache computed once and repeated k times gives the same samples (same seed) as
+    `generate` running the whole prompt for each of the k rows."""
+    model, layout, _ = tiny(preset)
+    sources = [layout.source_ids(s)[0] for s in ("hello world", "a", "the cat sat on the mat")]
+    torch.manual_seed(0)
+    shared = generate_warmups(model, layout, sources, 4, 0, 6, do_sample=True)
+
+    def plain(model, sources, k):
+        inputs, start = layout.generation_inputs(sources)
+        return {**inputs, "num_return_sequences": k}, start
+
+    monkeypatch.setattr(layout, "sampling_inputs", plain)
+    torch.manual_seed(0)
+    assert generate_warmups(model, layout, sources, 4, 0, 6, do_sample=True) == shared

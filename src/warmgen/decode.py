@@ -66,7 +66,7 @@ def _generation_config(layout, **kwargs) -> GenerationConfig:
 
 
 def _on_device(model, inputs: dict) -> dict:
-    return {name: tensor.to(model.device) for name, tensor in inputs.items()}
+    return {name: value.to(model.device) if torch.is_tensor(value) else value for name, value in inputs.items()}
 
 
 def _decoder_start(model) -> dict:
@@ -80,11 +80,11 @@ def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, 
 
     Returns (warmups, truncated): truncated rows reached `max_length` and had <sep> forced.
     """
-    inputs, prefix_length = layout.generation_inputs(sources)
+    inputs, prefix_length = layout.sampling_inputs(model, sources, num_warmups)
     processor = WarmupLogitsProcessor(prefix_length, layout.sep_id, min_length, max_length, [layout.eos_id, layout.pad_id])
     sampling = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None) if do_sample else {}
     config = _generation_config(
-        layout, do_sample=do_sample, num_return_sequences=num_warmups, max_new_tokens=max_length + 1,
+        layout, do_sample=do_sample, num_return_sequences=inputs.pop("num_return_sequences", 1), max_new_tokens=max_length + 1,
         eos_token_id=layout.sep_id, **sampling, **_decoder_start(model),
     )
     output = model.generate(**_on_device(model, inputs), generation_config=config, logits_processor=[processor])

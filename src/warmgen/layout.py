@@ -7,7 +7,8 @@ SFT rows have no warmup and no <sep>: the decoder sequence is `y </s>`. Each lay
 same four things: tokenising an example, a batch of sources for `generate` (and where the
 generated part begins), continuation inputs for decoding the target after a fixed warmup, and
 `score`: the per-row log P(c <sep> | x) and log P(y </s> | c, x) in one batched forward pass
-(rows r*k .. r*k+k-1 belong to source r; each row has its own warmup and target).
+(rows are grouped by source: `counts[r]` consecutive rows belong to source r, k each by default;
+each row has its own warmup and target).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ IGNORE = -100
 
 @dataclass
 class Scores:
-    """Per candidate row (N = B*k, row r belongs to example r // k)."""
+    """Per candidate row, grouped by source (N = sum of counts, B*k by default)."""
 
     logp_warmup: torch.Tensor  # [N] log P(c <sep> | x); 0 for rows without a warmup
     logp_target: torch.Tensor  # [N] log P(y </s> | c, x)
@@ -47,6 +48,14 @@ def _continuations(warmups: list[list[int] | None], targets: list[list[int]], se
         rows.append(head + list(target) + [eos_id])
         n_warmup.append(len(head))
     return rows, torch.tensor(n_warmup)
+
+
+def _rows_per_source(sources: list, warmups: list, counts: list[int] | None) -> torch.Tensor:
+    if counts is None:
+        return torch.full((len(sources),), len(warmups) // len(sources))
+    if len(counts) != len(sources) or sum(counts) != len(warmups):
+        raise ValueError(f"counts {counts} do not split {len(warmups)} rows over {len(sources)} sources")
+    return torch.tensor(counts)
 
 
 def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torch.Tensor) -> Scores:
@@ -102,14 +111,21 @@ class Seq2SeqLayout:
         """Inputs for `generate` that start the decoder; the generated part begins after <start>."""
         return self.source_batch(sources), 1
 
+    def sampling_inputs(self, model, sources: list[list[int]], k: int) -> tuple[dict, int]:
+        """Inputs for `generate` that sample k continuations per source. `generate` runs the
+        encoder once per source and repeats its states for the k samples."""
+        inputs, start = self.generation_inputs(sources)
+        return {**inputs, "num_return_sequences": k}, start
+
     def continuation_inputs(self, sources: list[list[int]], prefixes: list[list[int]]) -> tuple[dict, int]:
         """Inputs that make `generate` continue after equal-length decoder prefixes (`c <sep>`)."""
         inputs = self.source_batch(sources)
         inputs["decoder_input_ids"] = torch.tensor([[self.start_id] + p for p in prefixes], dtype=torch.long)
         return inputs, 1 + len(prefixes[0])
 
-    def score(self, model, sources: list[list[int]], warmups: list[list[int] | None], targets: list[list[int]]) -> Scores:
-        k = len(warmups) // len(sources)
+    def score(self, model, sources: list[list[int]], warmups: list[list[int] | None], targets: list[list[int]],
+              counts: list[int] | None = None) -> Scores:
+        repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         device = model.device
         batch = {name: tensor.to(device) for name, tensor in self.source_batch(sources).items()}
         # The encoder runs once per example; its states are shared by the example's k candidates.
@@ -119,8 +135,8 @@ class Seq2SeqLayout:
         labels = _pad(rows, IGNORE).to(device)
         decoder_input_ids = _pad([[self.start_id] + r[:-1] for r in rows], self.pad_id).to(device)
         logits = model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(k, 0)),
-            attention_mask=batch["attention_mask"].repeat_interleave(k, 0),
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, 0)),
+            attention_mask=batch["attention_mask"].repeat_interleave(repeats, 0),
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=(labels != IGNORE).long(),
         ).logits
@@ -172,26 +188,51 @@ class CausalLayout:
         inputs = self.source_batch(sources)
         return inputs, inputs["input_ids"].shape[1]
 
+    @torch.no_grad()
+    def sampling_inputs(self, model, sources: list[list[int]], k: int) -> tuple[dict, int]:
+        """Inputs for `generate` that sample k continuations per source, with prefix sharing: all
+        but the last prompt token run once per source and their cache is repeated k times
+        (`generate` alone would run the whole prompt k times)."""
+        inputs = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
+        width = inputs["input_ids"].shape[1]
+        if width < 2:
+            return {**inputs, "num_return_sequences": k}, width
+        head_mask = inputs["attention_mask"][:, :-1]
+        cache = model(input_ids=inputs["input_ids"][:, :-1], attention_mask=head_mask,
+                      position_ids=(head_mask.cumsum(1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(k)
+        expanded = {name: tensor.repeat_interleave(k, 0) for name, tensor in inputs.items()}
+        return {**expanded, "past_key_values": cache}, width
+
     def continuation_inputs(self, sources: list[list[int]], prefixes: list[list[int]]) -> tuple[dict, int]:
         inputs = self.source_batch([s + p for s, p in zip(sources, prefixes)])
         return inputs, inputs["input_ids"].shape[1]
 
-    def score(self, model, sources: list[list[int]], warmups: list[list[int] | None], targets: list[list[int]]) -> Scores:
-        k = len(warmups) // len(sources)
-        prompt = self.source_batch(sources)
+    def score(self, model, sources: list[list[int]], warmups: list[list[int] | None], targets: list[list[int]],
+              counts: list[int] | None = None) -> Scores:
+        """Prefix sharing: the prompt runs once per source and its keys/values are repeated for the
+        source's candidates, so a long input costs (and back-propagates) once, not k times."""
+        repeats = _rows_per_source(sources, warmups, counts).to(model.device)
+        prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
+        # Positions count real tokens only, so left padding does not shift them.
+        prompt_positions = (prompt["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        prefix = model(**prompt, position_ids=prompt_positions, use_cache=True, logits_to_keep=1)
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(repeats)
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
         lengths = torch.tensor([len(r) for r in rows])
-        labels = _pad(rows, IGNORE)
-        input_ids = torch.cat([prompt["input_ids"].repeat_interleave(k, 0), _pad(rows, self.pad_id)], dim=1).to(model.device)
-        attention_mask = torch.cat([prompt["attention_mask"].repeat_interleave(k, 0), (labels != IGNORE).long()], dim=1).to(model.device)
-        labels = labels.to(model.device)
-        # Positions count real tokens only, so left padding does not shift them.
-        position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
-        width = labels.shape[1]
-        # Logits at the last prompt position onwards predict the continuation; skip the prompt's.
+        labels = _pad(rows, IGNORE).to(model.device)
+        prompt_mask = prompt["attention_mask"].repeat_interleave(repeats, 0)
+        start = prompt_positions[:, -1:].repeat_interleave(repeats, 0) + 1
         logits = model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=width + 1
-        ).logits[:, :-1]
+            input_ids=_pad(rows, self.pad_id).to(model.device),
+            attention_mask=torch.cat([prompt_mask, (labels != IGNORE).long()], dim=1),
+            position_ids=start + torch.arange(labels.shape[1], device=model.device),
+            past_key_values=cache,
+        ).logits
+        # The prompt's last logits predict the first continuation token; the continuation's own
+        # logits predict the rest (its last position predicts nothing).
+        logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), logits[:, :-1]], dim=1)
         return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
 
 

@@ -69,3 +69,27 @@ def test_warmup_loss_weight_zero_drops_the_warmup_term():
         (grad,) = torch.autograd.grad(objective.sum(), logp_c)
         assert torch.count_nonzero(grad) == 0
         assert torch.allclose(tokens, (weights * N_Y).sum(1))
+
+
+@pytest.mark.parametrize("name", ["best_of_k", "marginal", "rloo"])
+def test_masked_candidates_equal_the_unpadded_example(name):
+    """An example with 2 real candidates padded to 4 gives what the 2 candidates alone give."""
+    mask = torch.tensor([[True, True, False, False]] + [[True] * 4] * 2)
+    padded = [t.masked_fill(~mask, 0.0) for t in (LOGP_C, LOGP_Y, N_C, N_Y)]
+    objective, tokens, weights = objective_terms(name, *padded, 1.0, mask)
+    alone = objective_terms(name, *(t[:1, :2] for t in (LOGP_C, LOGP_Y, N_C, N_Y)), 1.0)
+    assert objective[0].item() == pytest.approx(alone[0].item(), rel=1e-6)
+    assert tokens[0].item() == pytest.approx(alone[1].item(), rel=1e-6)
+    assert torch.allclose(weights[0, :2], alone[2][0]) and (weights[0, 2:] == 0).all()
+    full = objective_terms(name, LOGP_C[1:], LOGP_Y[1:], N_C[1:], N_Y[1:], 1.0)
+    assert torch.allclose(objective[1:], full[0])
+
+
+def test_rloo_single_candidate_trains_the_likelihood_only():
+    mask = torch.tensor([[True, False]])
+    logp_c = torch.tensor([[-3.0, 0.0]], requires_grad=True)
+    objective, tokens, _ = objective_terms("rloo", logp_c, torch.tensor([[-5.0, 0.0]]), torch.tensor([[2.0, 0]]),
+                                           torch.tensor([[4.0, 0]]), 1.0, mask)
+    assert objective.item() == -5.0 and tokens.item() == 6.0
+    (grad,) = torch.autograd.grad(objective.sum(), logp_c)
+    assert (grad == 0).all()

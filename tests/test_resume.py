@@ -18,11 +18,17 @@ def logged(run_dir):
     return [(r["step"], r["loss"], r["reward"]) for r in rows if "loss" in r]
 
 
-def test_resume_matches_uninterrupted(tmp_path, monkeypatch):
-    full = load_config(None, parse_overrides(ARGS + ["--output_dir", str(tmp_path / "full")]))
+# 16 examples in batches of 8: steps 3-6 revisit examples, so the kept warmups must survive the crash.
+AMORTISED = ["--data.max_train_examples", "16", "--warmup.keep_best_warmup", "true", "--warmup.fresh_warmups", "1",
+             "--warmup.refresh_every", "2"]
+
+
+@pytest.mark.parametrize("extra", [[], AMORTISED], ids=["fresh", "amortised"])
+def test_resume_matches_uninterrupted(tmp_path, monkeypatch, extra):
+    full = load_config(None, parse_overrides(ARGS + extra + ["--output_dir", str(tmp_path / "full")]))
     train(full)
 
-    crashed = load_config(None, parse_overrides(ARGS + ["--output_dir", str(tmp_path / "crashed")]))
+    crashed = load_config(None, parse_overrides(ARGS + extra + ["--output_dir", str(tmp_path / "crashed")]))
     calls = {"n": 0}
     real_step = warmgen.train.warmup_step
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from warmgen.config import WarmupConfig
-from warmgen.warmup import objective_terms, warmup_step
+from warmgen.warmup import WarmupMemory, objective_terms, warmup_step
 
 from conftest import tiny
 
@@ -23,7 +23,8 @@ def test_step_objective_and_gradient_match_the_definition(preset, objective):
     fast = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
 
-    scores = layout.score(model, sources, step.warmups, [t for t in targets for _ in range(3)])
+    assert [len(c) for c in step.candidates] == [3, 3] and step.mask.all()
+    scores = layout.score(model, sources, [w for c in step.candidates for w in c], [t for t in targets for _ in range(3)])
     shape = (2, 3)
     objective_value, tokens, weights = objective_terms(objective, scores.logp_warmup.view(shape), scores.logp_target.view(shape),
                                                        scores.n_warmup.view(shape), scores.n_target.view(shape), 0.5)
@@ -33,3 +34,64 @@ def test_step_objective_and_gradient_match_the_definition(preset, objective):
     assert torch.equal(step.weights, weights)
     for a, p in zip(fast, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["best_of_k", "marginal", "rloo"])
+def test_kept_warmups_and_ragged_candidates(objective):
+    """With a memory plan (kept warmup + a varying number of fresh samples), the kept warmup is the
+    first candidate, the counts follow the plan, and value and gradient equal the per-example definition."""
+    model, layout, _ = tiny("llama-tiny")
+    config = WarmupConfig(objective=objective, num_warmups=3, max_warmup_length=4, keep_best_warmup=True)
+    sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
+    targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
+    kept, fresh = [None, [5, 6], [7]], [3, 2, 0]
+    torch.manual_seed(3)
+    step = warmup_step(model, layout, sources, targets, config, kept, fresh)
+    (step.objective / step.tokens).backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    assert [len(c) for c in step.candidates] == [3, 3, 1]
+    assert step.candidates[1][0] == [5, 6] and step.candidates[2] == [[7]]
+    assert step.mask.tolist() == [[True] * 3, [True] * 3, [True, False, False]]
+    assert step.generated_tokens == sum(len(w) + 1 for w in step.candidates[0] + step.candidates[1][1:])
+
+    total_objective, total_tokens = 0, 0
+    for b, candidates in enumerate(step.candidates):
+        scores = layout.score(model, [sources[b]], candidates, [targets[b]] * len(candidates))
+        value, tokens, _ = objective_terms(objective, *(v.view(1, -1) for v in (scores.logp_warmup, scores.logp_target,
+                                                                                 scores.n_warmup, scores.n_target)), 1.0)
+        total_objective, total_tokens = total_objective + value.sum(), total_tokens + tokens.sum()
+    (total_objective / total_tokens).backward()
+    assert step.objective.item() == pytest.approx(total_objective.item(), rel=1e-5)
+    assert step.tokens.item() == pytest.approx(total_tokens.item(), rel=1e-6)
+    for a, p in zip(fast, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+def test_memory_plans_first_visits_refreshes_and_adaptive_k():
+    config = WarmupConfig(num_warmups=4, keep_best_warmup=True, fresh_warmups=2, refresh_every=2, target_reward=-0.5)
+    memory = WarmupMemory(config)
+    assert memory.plan([0, 1]) == ([None, None], [4, 4])  # first visits sample all k
+    memory.apply([(0, [9, 9], -2.0), (1, [8], -0.1)])
+    # Second visit (1 visit so far): not due with refresh_every 2, so the kept warmups alone.
+    assert memory.plan([0, 1]) == ([[9, 9], [8]], [0, 0])
+    memory.apply([(0, [9, 9], -1.0), (1, [8], -0.1)])
+    # Third visit: due; example 1 already reaches the target reward (adaptive k), so no fresh samples.
+    assert memory.plan([0, 1, 2]) == ([[9, 9], [8], None], [2, 0, 4])
+    restored = WarmupMemory(config)
+    restored.load_state_dict(memory.state_dict())
+    assert restored.plan([0, 1, 2]) == memory.plan([0, 1, 2])
+
+
+def test_memory_keeps_the_best_candidate_per_example():
+    model, layout, _ = tiny("t5-tiny")
+    config = WarmupConfig(num_warmups=3, max_warmup_length=4, keep_best_warmup=True)
+    sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup")]
+    targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M")]
+    memory = WarmupMemory(config)
+    step = warmup_step(model, layout, sources, targets, config, *memory.plan([10, 11]))
+    memory.apply(memory.updates([10, 11], step, targets))
+    for b, i in enumerate([10, 11]):
+        best = step.rewards[b].argmax().item()
+        assert memory.entries[i]["warmup"] == step.candidates[b][best]
+        assert memory.entries[i]["reward"] == pytest.approx(step.rewards[b, best].item() / (len(targets[b]) + 1))

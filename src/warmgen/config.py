@@ -139,6 +139,18 @@ class WarmupConfig:
     no_warmup_candidate: bool = False
     # Optimizer steps of plain SFT (`y </s>`) before warmup sampling starts.
     sft_warm_start_steps: int = 0
+    # Amortised warmups (beyond the paper; cuts sampling and scoring): remember each training
+    # example's best warmup (highest reward when last scored) and re-score it at every visit
+    # beside only `fresh_warmups` new samples. An example's first visit samples num_warmups.
+    # Kept warmups are saved in checkpoints, so a resumed run continues with them.
+    keep_best_warmup: bool = False
+    fresh_warmups: int = 1
+    # With keep_best_warmup: fresh samples only at every m-th visit of an example; the visits
+    # between train on the kept warmup alone.
+    refresh_every: int = 1
+    # Adaptive k, with keep_best_warmup: an example whose kept warmup already gives the target a
+    # mean per-token log-probability >= this (e.g. -0.1) gets no fresh samples. None = off.
+    target_reward: Optional[float] = None
 
 
 @dataclass
@@ -363,6 +375,12 @@ def validate(config: Config) -> None:
         (0 < w.top_p <= 1, "warmup.top_p must be in (0, 1]"),
         (w.top_k >= 0, "warmup.top_k must be >= 0 (0 = off)"),
         (w.warmup_loss_weight >= 0, "warmup.warmup_loss_weight must be >= 0"),
+        (w.fresh_warmups >= 0, "warmup.fresh_warmups must be >= 0"),
+        (w.refresh_every >= 1, "warmup.refresh_every must be at least 1 (1 = fresh samples at every visit)"),
+        (w.target_reward is None or w.target_reward <= 0,
+         "warmup.target_reward is a mean log-probability per target token, so it must be <= 0 (e.g. -0.1), or null for off"),
+        (not (w.keep_best_warmup and w.no_warmup_candidate),
+         "warmup.keep_best_warmup and warmup.no_warmup_candidate cannot be combined; turn one off"),
         (t.batch_size >= 1, "train.batch_size must be at least 1"),
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),
         (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),

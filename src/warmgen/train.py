@@ -31,7 +31,7 @@ from .records import DataError
 from .models import SEP, count_parameters, load_adapter, load_model, load_pretrained
 from .tasks import Task, load_task
 from .distributed import Processes
-from .warmup import warmup_step
+from .warmup import WarmupMemory, warmup_step
 
 class TrainingError(RuntimeError):
     """Training cannot continue; the message says why and what to do."""
@@ -205,6 +205,7 @@ def train(config: Config, resume: bool = False) -> dict:
 
     step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps = 0, 0, 0, 0.0, 0, 0
     best = {"metric": None, "step": None}
+    memory = WarmupMemory(config.warmup) if config.method == "warmup" and config.warmup.keep_best_warmup else None
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -212,6 +213,8 @@ def train(config: Config, resume: bool = False) -> dict:
         generated_tokens, skipped_steps = state["generated_tokens"], state["skipped_steps"]
         best = state["best"]
         _set_rng_state(state["rng"][procs.rank])
+        if memory is not None and "warmup_memory" in state:
+            memory.load_state_dict(state["warmup_memory"])
     if procs.is_main:
         for name in ("metrics.jsonl", "samples.jsonl"):
             if state is not None:
@@ -239,7 +242,8 @@ def train(config: Config, resume: bool = False) -> dict:
         if procs.is_main:
             evaluate_and_save_main({"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
                                     "generated_tokens": generated_tokens, "skipped_steps": skipped_steps,
-                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best, "rng": rng})
+                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best, "rng": rng,
+                                    **({"warmup_memory": memory.state_dict()} if memory is not None else {})})
         procs.barrier()
 
     def evaluate_and_save_main(checkpoint_state: dict) -> None:
@@ -279,9 +283,13 @@ def train(config: Config, resume: bool = False) -> dict:
                 objective, tokens = scores.logp_target.sum(), scores.n_target.sum()
                 stats = {"time/scoring": time.perf_counter() - scored}
             else:
-                result = warmup_step(model, layout, sources, targets, config.warmup)
+                kept, fresh = memory.plan(ids) if memory is not None else (None, None)
+                result = warmup_step(model, layout, sources, targets, config.warmup, kept, fresh)
                 objective, tokens, stats = result.objective, result.tokens, result.stats
-                generated_tokens += int(procs.sum(sum(len(w) + 1 for w in result.warmups)))  # + <sep>
+                generated_tokens += int(procs.sum(result.generated_tokens))
+                if memory is not None:  # every process keeps the whole memory: examples move between processes
+                    for updates in procs.gather(memory.updates(ids, result, targets)):
+                        memory.apply(updates)
             # Per-token loss over the global batch: this process's share, so summed gradients are exact.
             loss = -objective / procs.sum(tokens).to(objective.dtype)
             global_loss = procs.sum(loss.detach()).item()
@@ -335,7 +343,7 @@ def train(config: Config, resume: bool = False) -> dict:
                 log({"step": step, "epoch": step / steps_per_epoch, "lr": lr, "grad_norm": grad_norm, "sft": use_sft,
                      "skipped_steps": skipped_steps, "time/step": step_seconds, **accumulated})
             if not use_sft and t.samples_every and step % t.samples_every == 0 and procs.is_main:
-                write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout, config.warmup.num_warmups)
+                write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout)
             accumulated = {}
             eval_due = step % t.eval_every == 0 if t.eval_every else batch_index >= batches_per_epoch
             if eval_due or step == total_steps:
@@ -368,14 +376,14 @@ def train(config: Config, resume: bool = False) -> dict:
     return results
 
 
-def write_samples(stream, step: int, examples, result, layout, k: int) -> None:
-    """A few training examples with their k warmups, rewards log P(y|c,x) and objective weights."""
+def write_samples(stream, step: int, examples, result, layout) -> None:
+    """A few training examples with their warmups, rewards log P(y|c,x) and objective weights."""
     decode_text = layout.tokenizer.decode
     for b, example in enumerate(examples[:3]):
         candidates = [
-            {"warmup": decode_text(result.warmups[b * k + i]), "reward": round(result.rewards[b, i].item(), 4),
+            {"warmup": decode_text(warmup), "reward": round(result.rewards[b, i].item(), 4),
              "weight": round(result.weights[b, i].item(), 4)}
-            for i in range(k)
+            for i, warmup in enumerate(result.candidates[b])
         ]
         stream.write(json.dumps({"step": step, "source": example.source, "target": example.target, "candidates": candidates},
                                 ensure_ascii=False) + "\n")

@@ -15,11 +15,17 @@ Each J is a sum of log-probabilities over tokens. To keep the loss on the scale 
 per-token NLL, the batch loss is -sum_b J_b / sum_b T_b, where T_b counts the tokens J_b covers
 with the same weights: one-hot, w_i, or 1/k times (lam*|c_i <sep>| + |y </s>|). `warmup_step`
 returns both sums; train.py divides (by the count over all processes when there are several).
+
+Amortised warmups (`keep_best_warmup`, beyond the paper): `WarmupMemory` keeps each example's
+best candidate; at later visits the candidates are that kept warmup, re-scored under the current
+model, plus a few fresh samples (or none), so examples have different numbers of candidates and
+the objectives take a mask.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -29,24 +35,30 @@ from .decode import generate_warmups
 
 
 def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torch.Tensor,
-                    n_warmup: torch.Tensor, n_target: torch.Tensor, warmup_loss_weight: float):
-    """Per-example objective J [B] (to maximise), token count T [B], and candidate weights [B, k].
+                    n_warmup: torch.Tensor, n_target: torch.Tensor, warmup_loss_weight: float,
+                    mask: torch.Tensor | None = None):
+    """Per-example objective J [B] (to maximise), token count T [B], and candidate weights [B, K].
 
-    All inputs are [B, k]. The weights are those of the likelihood terms (for logging).
+    All inputs are [B, K]; `mask` marks real candidates when examples have fewer than K (padding
+    holds zeros). The weights are those of the likelihood terms (for logging). With a single
+    candidate, rloo has no baseline and trains the likelihood term only.
     """
     reward = logp_target.detach()
     k = reward.shape[1]
+    mask = torch.ones_like(reward, dtype=torch.bool) if mask is None else mask
+    count = mask.sum(dim=1, keepdim=True)
     lam = warmup_loss_weight
     if objective == "best_of_k":
-        weights = torch.nn.functional.one_hot(reward.argmax(dim=1), k).to(reward.dtype)
+        weights = torch.nn.functional.one_hot(reward.masked_fill(~mask, -float("inf")).argmax(dim=1), k).to(reward.dtype)
         warmup_term = weights * logp_warmup
     elif objective == "marginal":
-        weights = torch.softmax(reward, dim=1)
+        weights = torch.softmax(reward.masked_fill(~mask, -float("inf")), dim=1)
         warmup_term = weights * logp_warmup
     elif objective == "rloo":
-        weights = torch.full_like(reward, 1.0 / k)
-        baseline = (reward.sum(dim=1, keepdim=True) - reward) / (k - 1)
-        warmup_term = weights * (reward - baseline) * logp_warmup
+        weights = mask / count
+        baseline = ((reward * mask).sum(dim=1, keepdim=True) - reward) / (count - 1).clamp(min=1)
+        advantage = torch.where(count > 1, reward - baseline, torch.zeros_like(reward))
+        warmup_term = weights * advantage * logp_warmup
     else:
         raise ValueError(f"unknown objective {objective!r}")
     objective_value = (lam * warmup_term + weights * logp_target).sum(dim=1)
@@ -59,66 +71,160 @@ class WarmupStep:
     objective: torch.Tensor  # sum_b J_b, to maximise
     tokens: torch.Tensor  # sum_b T_b; the training loop's loss is -objective / tokens
     stats: dict[str, float]
-    warmups: list[list[int]]  # B*k, grouped by example
-    rewards: torch.Tensor  # [B, k]
-    weights: torch.Tensor  # [B, k]
+    candidates: list[list[list[int]]]  # per example, its warmups (a kept one first)
+    rewards: torch.Tensor  # [B, K], log P(y|c,x); padding where mask is False
+    weights: torch.Tensor  # [B, K]
+    mask: torch.Tensor  # [B, K] real candidates
+    generated_tokens: int  # sampled this step, <sep> included
+
+
+def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], config: WarmupConfig):
+    """counts[b] sampled warmups for source b, per source, and their truncation flags.
+
+    Sources asking for the same number are sampled in one `generate` call.
+    """
+    warmups: list[list[list[int]]] = [[] for _ in sources]
+    truncated: list[list[bool]] = [[] for _ in sources]
+    by_count = defaultdict(list)
+    for b, count in enumerate(counts):
+        if count:
+            by_count[count].append(b)
+    was_training = model.training
+    model.eval()  # no dropout while sampling
+    for count, members in by_count.items():
+        rows, flags = generate_warmups(
+            model, layout, [sources[b] for b in members], count, config.min_warmup_length, config.max_warmup_length,
+            do_sample=True, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+        )
+        for j, b in enumerate(members):
+            warmups[b], truncated[b] = rows[j * count : (j + 1) * count], flags[j * count : (j + 1) * count]
+    model.train(was_training)
+    return warmups, truncated
 
 
 def sample_candidates(model, layout, sources: list[list[int]], config: WarmupConfig):
-    """k warmups per source (the last one empty when `no_warmup_candidate`), and truncation flags."""
+    """k candidates per source (the last one empty when `no_warmup_candidate`), and truncation flags."""
     sampled = config.num_warmups - int(config.no_warmup_candidate)
-    was_training = model.training
-    model.eval()  # no dropout while sampling
-    warmups, truncated = generate_warmups(
-        model, layout, sources, sampled, config.min_warmup_length, config.max_warmup_length, do_sample=True,
-        temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-    )
-    model.train(was_training)
-    if not config.no_warmup_candidate:
-        return warmups, truncated
-    with_empty, flags = [], []
-    for i in range(len(sources)):  # append the empty warmup to each example's sampled ones
-        with_empty += warmups[i * sampled : (i + 1) * sampled] + [[]]
-        flags += truncated[i * sampled : (i + 1) * sampled] + [False]
-    return with_empty, flags
+    warmups, truncated = sample_warmups(model, layout, sources, [sampled] * len(sources), config)
+    if config.no_warmup_candidate:
+        warmups = [w + [[]] for w in warmups]
+        truncated = [t + [False] for t in truncated]
+    return warmups, truncated
 
 
-def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig) -> WarmupStep:
-    """Sample, score all B*k candidates in one forward pass; return the batch objective and token count.
+def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Flat per-candidate values [N] -> [B, K], zero-padded."""
+    return torch.nn.utils.rnn.pad_sequence(list(values.split(counts)), batch_first=True)
 
-    best_of_k needs gradients only through each example's chosen candidate, so it scores the k
+
+def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig,
+                kept: list[list[int] | None] | None = None, fresh: list[int] | None = None) -> WarmupStep:
+    """Sample, score all candidates in one forward pass; return the batch objective and token count.
+
+    Without `kept`/`fresh` (from `WarmupMemory.plan`) every example gets k fresh candidates.
+    best_of_k needs gradients only through each example's chosen candidate, so it scores the
     candidates without building a graph and re-scores the B chosen ones with gradients: k
     forward passes plus one forward and backward, instead of k of each. Same value, same gradient.
     """
-    k = config.num_warmups
-    shape = (len(sources), k)
     started = time.perf_counter()
-    warmups, truncated = sample_candidates(model, layout, sources, config)
+    if kept is None:
+        candidates, truncated = sample_candidates(model, layout, sources, config)
+        samples = [c[:-1] for c in candidates] if config.no_warmup_candidate else candidates
+        had_kept = [False] * len(sources)
+    else:
+        samples, truncated = sample_warmups(model, layout, sources, fresh, config)
+        candidates = [([k] if k is not None else []) + s for k, s in zip(kept, samples)]
+        had_kept = [k is not None for k in kept]
     sampled = time.perf_counter()
+    counts = [len(c) for c in candidates]
+    flat = [w for c in candidates for w in c]
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.objective != "best_of_k"):
-        scores = layout.score(model, sources, warmups, [t for t in targets for _ in range(k)])
-    objective, tokens, weights = objective_terms(
-        config.objective, scores.logp_warmup.view(shape), scores.logp_target.view(shape),
-        scores.n_warmup.view(shape), scores.n_target.view(shape), config.warmup_loss_weight,
-    )
+        scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts)
+    grids = [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
+    mask = _grid(torch.ones(len(flat), dtype=torch.bool), counts)
+    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, mask)
+    chosen_index = weights.argmax(dim=1).tolist()
     if config.objective == "best_of_k":
-        chosen = [warmups[b * k + i] for b, i in enumerate(weights.argmax(dim=1).tolist())]
-        kept = layout.score(model, sources, chosen, targets)
-        objective = config.warmup_loss_weight * kept.logp_warmup + kept.logp_target
-    rewards = scores.logp_target.detach().view(shape)
-    lengths = torch.tensor([len(w) for w in warmups], dtype=torch.float).view(shape)
+        chosen = [candidates[b][i] for b, i in enumerate(chosen_index)]
+        again = layout.score(model, sources, chosen, targets)
+        objective = config.warmup_loss_weight * again.logp_warmup + again.logp_target
+    rewards = grids[1].detach()
+    lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float), counts)
+    fresh_flags = [f for t in truncated for f in t]
+    with_kept = sum(had_kept)
     stats = {
-        "reward": rewards.mean().item(),
-        "reward_std": rewards.std(dim=1).mean().item() if shape[1] > 1 else 0.0,
-        "reward/best": rewards.max(dim=1).values.mean().item(),
-        "warmup/mean_length": lengths.mean().item(),
+        "reward": rewards[mask].mean().item(),
+        "reward_std": _masked_std(rewards, mask),
+        "reward/best": rewards.masked_fill(~mask, -float("inf")).max(dim=1).values.mean().item(),
+        "warmup/mean_length": lengths[mask].mean().item(),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
-        "warmup/truncated_ratio": sum(truncated) / len(truncated),
-        "warmup/empty_ratio": (lengths == 0).float().mean().item(),
+        "warmup/candidates": len(flat) / len(sources),
+        "warmup/sampled": len(fresh_flags) / len(sources),
+        "warmup/truncated_ratio": sum(fresh_flags) / max(len(fresh_flags), 1),
+        "warmup/empty_ratio": (lengths[mask] == 0).float().mean().item(),
         # Distinct warmups over all candidates in the batch: near 1/(B*k) means collapse.
-        "warmup/distinct_ratio": len({tuple(w) for w in warmups}) / len(warmups),
+        "warmup/distinct_ratio": len({tuple(w) for w in flat}) / len(flat),
         "warmup/logp": scores.logp_warmup.detach().mean().item(),
         "time/sampling": sampled - started,
         "time/scoring": time.perf_counter() - sampled,
     }
-    return WarmupStep(objective.sum(), tokens.sum(), stats, warmups, rewards, weights)
+    if with_kept:  # how often the remembered warmup still beats the fresh samples
+        stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, chosen_index)) / with_kept
+    generated = sum(len(w) + 1 for s in samples for w in s)
+    return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, generated)
+
+
+def _masked_std(values: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean over examples with >= 2 candidates of the std of their rewards (0 when none has two)."""
+    count = mask.sum(dim=1)
+    many = count > 1
+    if not many.any():
+        return 0.0
+    mean = (values * mask).sum(dim=1) / count
+    var = (((values - mean.unsqueeze(1)) ** 2) * mask).sum(dim=1) / (count - 1).clamp(min=1)
+    return var[many].sqrt().mean().item()
+
+
+class WarmupMemory:
+    """Amortised warmups: per training example, the best warmup so far and when to sample again.
+
+    An entry holds the warmup with the highest reward at the example's last visit (scored under
+    the model of that step), that reward per target token, and the number of visits.
+    """
+
+    def __init__(self, config: WarmupConfig):
+        self.config = config
+        self.entries: dict[int, dict] = {}
+
+    def plan(self, example_ids: list[int]) -> tuple[list[list[int] | None], list[int]]:
+        """The kept warmup (None on a first visit) and how many fresh samples, per example."""
+        c = self.config
+        kept, fresh = [], []
+        for i in example_ids:
+            entry = self.entries.get(i)
+            if entry is None:
+                kept.append(None)
+                fresh.append(c.num_warmups)
+                continue
+            kept.append(entry["warmup"])
+            due = entry["visits"] % c.refresh_every == 0
+            reached = c.target_reward is not None and entry["reward"] >= c.target_reward
+            fresh.append(c.fresh_warmups if due and not reached else 0)
+        return kept, fresh
+
+    def updates(self, example_ids: list[int], step: WarmupStep, targets: list[list[int]]) -> list[tuple]:
+        """(example id, best warmup, its reward per target token) for each example of a step."""
+        best = step.rewards.masked_fill(~step.mask, -float("inf")).max(dim=1)
+        return [(i, step.candidates[b][j], value / (len(targets[b]) + 1))
+                for b, (i, value, j) in enumerate(zip(example_ids, best.values.tolist(), best.indices.tolist()))]
+
+    def apply(self, updates: list[tuple]) -> None:
+        for i, warmup, reward in updates:
+            visits = self.entries.get(i, {}).get("visits", 0)
+            self.entries[i] = {"warmup": list(warmup), "reward": reward, "visits": visits + 1}
+
+    def state_dict(self) -> dict:
+        return {"entries": self.entries}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.entries = state["entries"]

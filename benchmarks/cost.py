@@ -1,15 +1,18 @@
 """What does warmup training cost relative to SFT? Ratios per epoch-equivalent, with a breakdown.
 
 For a T5 and a Llama-style model from scratch on the demo's G2P data, trains SFT and warmup
-(each objective, k in 2/4/8) for the same number of steps on the same batches (warm start off),
-each in its own process so peak memory is per setting, and reports:
-  ratio        warmup seconds per step / SFT seconds per step (= per epoch: same batches)
+(each objective, k in 2/4/8, and the amortised settings at k=4) for the same number of steps on
+the same batches (warm start off), each in its own process so peak memory is per setting. The
+training set is small (320 examples = 5 steps of 64) so the steps span several epochs: amortised
+warmups only save from an example's second visit on. Reports:
+  ratio        warmup seconds per step / SFT seconds per step (= per epoch: same batches), over
+               all steps after the first, and split into the first epoch and the later ones
   tokens/s     target tokens trained per second
   peak_rss_mb  peak resident memory of the process
   breakdown    seconds per step in sampling, scoring (forward), backward and the optimizer step
 Ratios, not absolute times: the machine is noisy. Writes benchmarks/results/cost-<date>.json.
 
-    python benchmarks/cost.py [--steps 30] [--models t5-mini llama-mini] [--ks 2 4 8]
+    python benchmarks/cost.py [--steps 30] [--models t5-mini llama-mini] [--ks 2 4 8] [--amortised 0|1]
 """
 
 from __future__ import annotations
@@ -26,20 +29,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--config", str(ROOT / "configs" / "g2p-t5.yaml"), "--warmup.sft_warm_start_steps", "0", "--train.eval_every", "0",
           "--data.max_dev_examples", "1", "--data.max_test_examples", "1", "--train.log_every", "1", "--train.samples_every", "0"]
+AMORTISED = {  # name: overrides, at k = 4 with the marginal objective
+    "keep_best+1_fresh": ["--warmup.keep_best_warmup", "true", "--warmup.fresh_warmups", "1"],
+    "keep_best+1_fresh/refresh_every=2": ["--warmup.keep_best_warmup", "true", "--warmup.fresh_warmups", "1",
+                                          "--warmup.refresh_every", "2"],
+    "keep_best+1_fresh/target_reward=-0.5": ["--warmup.keep_best_warmup", "true", "--warmup.fresh_warmups", "1",
+                                             "--warmup.target_reward", "-0.5"],
+}
 
 
-def measure(model: str, method: str, extra: list[str], steps: int, workdir: Path) -> dict:
+def measure(model: str, method: str, extra: list[str], steps: int, examples: int, workdir: Path) -> dict:
     run = workdir / f"{model}-{method}-{'-'.join(extra).replace('--', '').replace('.', '_')}"
     command = [sys.executable, "-m", "warmgen.cli", "train", *COMMON, "--model.name", model, "--method", method,
-               "--train.max_steps", str(steps), "--output_dir", str(run), *extra]
+               "--train.max_steps", str(steps), "--data.max_train_examples", str(examples), "--output_dir", str(run), *extra]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     results = json.loads((run / "results.json").read_text())
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss" in r][1:]  # the first step pays one-off costs
-    mean = lambda key: sum(r.get(key, 0.0) for r in rows) / max(len(rows), 1)  # noqa: E731
-    return {"seconds_per_step": mean("time/step"), "target_tokens_per_second": mean("target_tokens") / max(mean("time/step"), 1e-9),
+    first = [r for r in rows if r["epoch"] <= 1 + 1e-9]
+    later = [r for r in rows if r["epoch"] > 1 + 1e-9]
+    mean = lambda key, rs=rows: sum(r.get(key, 0.0) for r in rs) / max(len(rs), 1)  # noqa: E731
+    return {"seconds_per_step": mean("time/step"), "seconds_per_step_first_epoch": mean("time/step", first),
+            "seconds_per_step_later_epochs": mean("time/step", later),
+            "target_tokens_per_second": mean("target_tokens") / max(mean("time/step"), 1e-9),
+            "candidates_per_example": mean("warmup/candidates"), "sampled_per_example": mean("warmup/sampled"),
             "peak_rss_mb": results["peak_rss_mb"],
             "breakdown": {k: mean(f"time/{k}") for k in ("sampling", "scoring", "backward", "optimizer")}}
+
+
+def with_ratios(row: dict, sft: dict) -> dict:
+    row["ratio"] = row["seconds_per_step"] / sft["seconds_per_step"]
+    row["ratio_first_epoch"] = row["seconds_per_step_first_epoch"] / sft["seconds_per_step_first_epoch"]
+    row["ratio_later_epochs"] = row["seconds_per_step_later_epochs"] / sft["seconds_per_step_later_epochs"]
+    return row
+
+
+def report(model: str, name: str, row: dict) -> None:
+    b = row["breakdown"]
+    print(f"{model:<11} {name:<38} ratio {row['ratio']:.2f} (epoch 1 {row['ratio_first_epoch']:.2f}, later "
+          f"{row['ratio_later_epochs']:.2f})  sampling {b['sampling']:.3f}s scoring {b['scoring']:.3f}s "
+          f"backward {b['backward']:.3f}s  peak {row['peak_rss_mb']:.0f} MB", flush=True)
 
 
 def main() -> None:
@@ -48,26 +77,33 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["t5-mini", "llama-mini"])
     parser.add_argument("--ks", nargs="*", type=int, default=[2, 4, 8])
     parser.add_argument("--objectives", nargs="*", default=["best_of_k", "marginal", "rloo"])
+    parser.add_argument("--amortised", type=int, default=1, help="also the amortised settings (k=4, marginal)")
+    parser.add_argument("--examples", type=int, default=320, help="training examples (the steps cycle over them)")
     args = parser.parse_args()
+    settings = {f"{o}/k={k}": ["--warmup.objective", o, "--warmup.num_warmups", str(k)] for o in args.objectives for k in args.ks}
+    if args.amortised:
+        settings.update({name: ["--warmup.objective", "marginal", "--warmup.num_warmups", "4", *extra]
+                         for name, extra in AMORTISED.items()})
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            sft = measure(model, "sft", [], args.steps, Path(tmp))
-            results[model] = {"sft": sft}
-            for objective in args.objectives:
-                for k in args.ks:
-                    row = measure(model, "warmup", ["--warmup.objective", objective, "--warmup.num_warmups", str(k)], args.steps, Path(tmp))
-                    row["ratio"] = row["seconds_per_step"] / sft["seconds_per_step"]
-                    results[model][f"{objective}/k={k}"] = row
-                    print(f"{model:<11} {objective:<10} k={k}  ratio {row['ratio']:.2f}  "
-                          f"sampling {row['breakdown']['sampling']:.3f}s scoring {row['breakdown']['scoring']:.3f}s "
-                          f"backward {row['breakdown']['backward']:.3f}s  peak {row['peak_rss_mb']:.0f} MB", flush=True)
+            sft = measure(model, "sft", [], args.steps, args.examples, Path(tmp))
+            results[model] = {"sft": with_ratios(sft, sft)}
+            for name, extra in settings.items():
+                results[model][name] = with_ratios(measure(model, "warmup", extra, args.steps, args.examples, Path(tmp)), sft)
+                report(model, name, results[model][name])
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     record = {"benchmark": "cost", "command": "python " + " ".join(sys.argv), "git_commit": commit,
               "date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores", "steps": args.steps,
-              "note": "seconds per optimizer step after the first; same batches for every setting; warm start off",
+              "train_examples": args.examples,
+              "note": "seconds per optimizer step after the first; same batches for every setting; warm start off; "
+                      "batch 64, so one epoch is train_examples / 64 steps",
               "results": results}
     path = ROOT / "benchmarks" / "results" / f"cost-{record['date']}.json"
+    for n in range(2, 100):  # never overwrite an earlier record of the same day
+        if not path.exists():
+            break
+        path = path.with_name(f"cost-{record['date']}-{n}.json")
     path.write_text(json.dumps(record, indent=2))
     print(f"wrote {path}")
 

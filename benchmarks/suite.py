@@ -26,6 +26,7 @@ from warmgen.compare import run_comparison  # noqa: E402
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
     "g2p-quick": "configs/compare/g2p-quick.yaml",
+    "g2p-amortised": "configs/compare/g2p-amortised.yaml",
     "deu-eng": "configs/compare/deu-eng.yaml",
     "eng-deu": "configs/compare/eng-deu.yaml",
     "xsum": "configs/compare/xsum.yaml",
@@ -35,7 +36,7 @@ TASKS = {  # task: comparison spec
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t != "g2p-quick"], choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in ("g2p-quick", "g2p-amortised")], choices=list(TASKS))
     parser.add_argument("--out", default="runs/suite")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()

@@ -125,3 +125,17 @@ def test_same_seed_same_results(tmp_path):
 def test_batch_arithmetic_is_checked_at_start(tmp_path):
     with pytest.raises(ConfigError, match=r"train.batch_size 8 x 1 process\(es\) x train.gradient_accumulation_steps 8 = 64 examples, but there are 40"):
         train(config(tmp_path, "big", "--train.gradient_accumulation_steps", "8"))
+
+
+def test_bf16_autocast_trains_close_to_float32(tmp_path):
+    """Mixed precision changes the numbers (so autocast is active) but not the training: finite
+    losses within a few percent of float32, float32 weights in the checkpoint."""
+    train(config(tmp_path, "fp32", "--train.max_steps", "3"))
+    train(config(tmp_path, "bf16", "--train.max_steps", "3", "--train.mixed_precision", "bf16"))
+    full, mixed = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
+    assert [s for s, _ in mixed] == [1, 2, 3] and all(torch.isfinite(torch.tensor(l)) for _, l in mixed)
+    assert full != mixed
+    for (_, a), (_, b) in zip(full, mixed):
+        assert b == pytest.approx(a, rel=0.05)
+    model, _ = warmgen.train.load_pretrained(str(tmp_path / "bf16" / "checkpoints" / "last"))
+    assert all(p.dtype == torch.float32 for p in model.parameters())

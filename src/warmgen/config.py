@@ -177,6 +177,9 @@ class TrainConfig:
     max_bad_steps: int = 10
     # Write a table of sampled warmups to samples.jsonl every N steps (0 = never).
     samples_every: int = 100
+    # `bf16`: training forward passes (sampling and scoring) under bfloat16 autocast; weights,
+    # gradients and optimizer state stay float32, log-probabilities are summed in float32.
+    mixed_precision: Literal["no", "bf16"] = "no"
 
 
 @dataclass

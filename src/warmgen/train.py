@@ -277,19 +277,21 @@ def train(config: Config, resume: bool = False) -> dict:
             sources = [data[i][0] for i in ids]
             targets = [data[i][1] for i in ids]
             use_sft = config.method == "sft" or step < config.warmup.sft_warm_start_steps
-            if use_sft:
-                scored = time.perf_counter()
-                scores = layout.score(model, sources, [None] * len(ids), targets)
-                objective, tokens = scores.logp_target.sum(), scores.n_target.sum()
-                stats = {"time/scoring": time.perf_counter() - scored}
-            else:
-                kept, fresh = memory.plan(ids) if memory is not None else (None, None)
-                result = warmup_step(model, layout, sources, targets, config.warmup, kept, fresh)
-                objective, tokens, stats = result.objective, result.tokens, result.stats
-                generated_tokens += int(procs.sum(result.generated_tokens))
-                if memory is not None:  # every process keeps the whole memory: examples move between processes
-                    for updates in procs.gather(memory.updates(ids, result, targets)):
-                        memory.apply(updates)
+            # Forward passes only under autocast; backward runs outside it, as torch recommends.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.mixed_precision == "bf16"):
+                if use_sft:
+                    scored = time.perf_counter()
+                    scores = layout.score(model, sources, [None] * len(ids), targets)
+                    objective, tokens = scores.logp_target.sum(), scores.n_target.sum()
+                    stats = {"time/scoring": time.perf_counter() - scored}
+                else:
+                    kept, fresh = memory.plan(ids) if memory is not None else (None, None)
+                    result = warmup_step(model, layout, sources, targets, config.warmup, kept, fresh)
+                    objective, tokens, stats = result.objective, result.tokens, result.stats
+                    generated_tokens += int(procs.sum(result.generated_tokens))
+                    if memory is not None:  # every process keeps the whole memory: examples move between processes
+                        for updates in procs.gather(memory.updates(ids, result, targets)):
+                            memory.apply(updates)
             # Per-token loss over the global batch: this process's share, so summed gradients are exact.
             loss = -objective / procs.sum(tokens).to(objective.dtype)
             global_loss = procs.sum(loss.detach()).item()

@@ -29,7 +29,7 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
     was_training = model.training
     model.eval()
     start = time.time()
-    predictions, warmup_lengths = [], []
+    predictions, warmup_lengths, target_lengths = [], [], []
     size = config.decode.batch_size
     tokenizer = layout.tokenizer
     for i in range(0, len(examples), size):
@@ -38,6 +38,7 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
             generations = decode(model, layout, batch_sources, use_warmup, config)
             warmups = [g.warmup for g in generations]
             outputs = [tokenizer.decode(g.target, skip_special_tokens=True).strip() for g in generations]
+            target_lengths += [len(g.target) for g in generations]
         else:
             w = config.warmup
             warmups = (generate_warmups(model, layout, batch_sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=False)[0]
@@ -55,6 +56,7 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
                 row["option_tokens"] = counts[j]
             predictions.append(row)
     model.train(was_training)
+    inference_seconds = time.time() - start  # decoding (and option scoring) only, not the metrics
 
     refs = [p["target"] for p in predictions]
     options = dict(task.metric_options, sources=[e.source for e in examples])
@@ -73,9 +75,11 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
             _noted.add(metric)
     if task.skipped:
         scores["skipped"] = dict(task.skipped)
-    scores["inference_seconds"] = time.time() - start
+    scores["inference_seconds"] = inference_seconds
     if use_warmup:
         scores["warmup/mean_length"] = sum(warmup_lengths) / max(len(warmup_lengths), 1)
+    if target_lengths:  # generated target tokens (without </s>): the inference cost floor is a token ratio
+        scores["target/mean_length"] = sum(target_lengths) / len(target_lengths)
     scores["num_examples"] = len(examples)
     return scores, predictions
 

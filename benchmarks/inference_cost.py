@@ -1,0 +1,78 @@
+"""What does decoding with a warmup cost? Seconds on the test split vs SFT, against the token floor.
+
+Decodes the test split with a trained SFT run and with warmup runs (for instance the seed-0 runs
+of a comparison), `--repeats` times each, interleaved so that machine noise hits every run alike,
+and reports the median seconds, the ratio to SFT, and the floor that ratio cannot beat:
+    floor = (warmup tokens + <sep> + target tokens + </s>) / (SFT target tokens + </s>)
+(mean generated tokens per example). Batched greedy decoding runs until the longest row of a batch
+stops, so the measured ratio can exceed the floor when warmup lengths vary.
+
+    python benchmarks/inference_cost.py --sft runs/suite/g2p-amortised/sft/seed0 \
+        --warmup runs/suite/g2p-amortised/marginal+warm_start/seed0 [more runs] [--repeats 3]
+
+Writes benchmarks/results/inference-cost-<date>.json with the command and git commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from warmgen.evaluate import evaluate  # noqa: E402
+from warmgen.layout import make_layout  # noqa: E402
+from warmgen.tasks import load_task  # noqa: E402
+from warmgen.train import load_checkpoint  # noqa: E402
+
+
+def load_run(run_dir: Path):
+    results = json.loads((run_dir / "results.json").read_text())
+    model, tokenizer, sep_id, config = load_checkpoint(Path(results["checkpoint"]))
+    model.eval()
+    return {"config": config, "model": model, "layout": make_layout(model, tokenizer, sep_id, config),
+            "task": load_task(config), "use_warmup": config.method == "warmup"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sft", required=True, help="run directory of an SFT run")
+    parser.add_argument("--warmup", nargs="+", required=True, help="run directories of warmup runs")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    runs = {name: load_run(Path(name)) for name in [args.sft, *args.warmup]}
+    seconds = {name: [] for name in runs}
+    scores = {}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            found, _ = evaluate(run["model"], run["layout"], run["task"], "test", run["config"], run["use_warmup"])
+            seconds[name].append(found["inference_seconds"])
+            scores[name] = found
+    sft_time = statistics.median(seconds[args.sft])
+    sft_tokens = scores[args.sft]["target/mean_length"] + 1
+    rows = {}
+    for name in runs:
+        found = scores[name]
+        tokens = found["target/mean_length"] + 1 + (found["warmup/mean_length"] + 1 if runs[name]["use_warmup"] else 0)
+        rows[name] = {"median_seconds": statistics.median(seconds[name]), "seconds": seconds[name],
+                      "ratio": statistics.median(seconds[name]) / sft_time, "floor": tokens / sft_tokens,
+                      "generated_tokens_per_example": tokens, "examples": found["num_examples"],
+                      "decode": runs[name]["config"].decode.__dict__}
+        print(f"{name:<70} {rows[name]['median_seconds']:.2f}s  ratio {rows[name]['ratio']:.2f}  floor {rows[name]['floor']:.2f}")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    record = {"benchmark": "inference_cost", "command": "python " + " ".join(sys.argv), "git_commit": commit,
+              "date": datetime.date.today().isoformat(), "repeats": args.repeats, "results": rows}
+    path = ROOT / "benchmarks" / "results" / f"inference-cost-{record['date']}.json"
+    path.write_text(json.dumps(record, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,8 +4,11 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
+from accelerate.commands.config.config_args import load_config_from_file
 
 from warmgen.cli import main
 
@@ -44,9 +47,30 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_warmup_training_and_resume(tmp_path):
-    out = launch(tmp_path / "warm", "--method", "warmup", "--train.batch_size", "4")
+    # 16 examples, 8 per global batch: two epochs in 4 steps, with kept warmups (amortised).
+    out = launch(tmp_path / "warm", "--method", "warmup", "--train.batch_size", "4", "--data.max_train_examples", "16",
+                 "--warmup.keep_best_warmup", "true")
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(l) for l in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
     assert sum("reward" in r for r in rows) == 4
+    # Every process applied every process's updates: the saved memory holds all 16 examples, twice visited.
+    memory = torch.load(tmp_path / "warm" / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)["warmup_memory"]
+    assert sorted(memory["entries"]) == list(range(16)) and {e["visits"] for e in memory["entries"].values()} == {2}
     # A resumed multi-process run needs as many processes as saved the checkpoint.
     assert main(["train", *ARGS, "--method", "warmup", "--output_dir", str(tmp_path / "warm"), "--resume"]) == 2
+
+
+def test_accelerate_config_file_is_valid():
+    config = load_config_from_file(str(Path(__file__).parent.parent / "configs" / "accelerate" / "multi_gpu.yaml"))
+    assert config.distributed_type == "MULTI_GPU" and config.mixed_precision == "no"
+
+
+@pytest.mark.parametrize("env, message", [({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
+                                          ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
+                                          ({"ACCELERATE_MIXED_PRECISION": "fp16"}, "train.mixed_precision")])
+def test_unsupported_accelerate_settings_are_refused(tmp_path, monkeypatch, capsys, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", *ARGS, "--output_dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -9,8 +9,12 @@ With one process every function here is a no-op.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
+
+from .config import ConfigError
 
 
 class Processes:
@@ -54,3 +58,19 @@ class Processes:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+
+def check_launch(mixed_precision: str) -> None:
+    """Refuse `accelerate launch` settings this loop does not implement rather than ignore them."""
+    sharded = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+               if os.environ.get(flag, "").lower() == "true"]
+    if sharded:
+        raise ConfigError(
+            f"the accelerate config asks for {sharded[0]}, which warmgen does not support yet (each process holds the "
+            "whole model and gradients are all-reduced): launch with configs/accelerate/multi_gpu.yaml, and fit memory "
+            "with model.lora_rank, train.mixed_precision bf16 and a smaller train.batch_size")
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launched not in ("no", mixed_precision):
+        raise ConfigError(
+            f"the accelerate config sets mixed_precision {launched!r} but train.mixed_precision is {mixed_precision!r}: "
+            "warmgen follows train.mixed_precision (no | bf16); set it there and keep mixed_precision 'no' in the accelerate config")

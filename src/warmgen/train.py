@@ -30,7 +30,7 @@ from .layout import make_layout
 from .records import DataError
 from .models import SEP, count_parameters, load_adapter, load_model, load_pretrained
 from .tasks import Task, load_task
-from .distributed import Processes
+from .distributed import Processes, check_launch
 from .warmup import WarmupMemory, warmup_step
 
 class TrainingError(RuntimeError):
@@ -144,6 +144,7 @@ def train(config: Config, resume: bool = False) -> dict:
     (`batch_size` examples per process); only the main process evaluates, logs and saves, and
     only it returns results (the others return None).
     """
+    check_launch(config.train.mixed_precision)
     procs = Processes()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from warmgen.cli import main
-from warmgen.compare import paired_bootstrap
+from warmgen.compare import load_spec, paired_bootstrap
 from warmgen.config import ConfigError
-from warmgen.compare import load_spec
 
 
 def test_bootstrap_ci_covers_a_known_difference():

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import tiny
 
 from warmgen.config import WarmupConfig
 from warmgen.decode import WarmupLogitsProcessor, generate_warmups
 from warmgen.warmup import sample_candidates
-
-from conftest import tiny
 
 
 def bias_token(model, token_id: int, bias: float):

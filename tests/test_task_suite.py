@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny
 
 from warmgen.cli import main
 from warmgen.config import ConfigError, load_config, parse_overrides
@@ -11,8 +12,6 @@ from warmgen.decode import score_options
 from warmgen.metrics import compute, parse_choice
 from warmgen.records import DataError
 from warmgen.tasks import load_task
-
-from conftest import tiny
 
 
 def test_chinese_bleu_uses_the_zh_tokenizer():

@@ -1,7 +1,7 @@
+import pytest
+
 from warmgen.config import ConfigError, load_config, parse_overrides
 from warmgen.tasks import load_task
-
-import pytest
 
 
 def test_g2p_split_is_deterministic_and_disjoint():

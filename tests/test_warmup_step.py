@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import tiny
 
 from warmgen.config import WarmupConfig
 from warmgen.warmup import WarmupMemory, objective_terms, warmup_step
-
-from conftest import tiny
 
 
 @pytest.mark.parametrize("objective", ["best_of_k", "marginal", "rloo"])

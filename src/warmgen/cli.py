@@ -55,8 +55,8 @@ def cmd_train(args, overrides: list[str]) -> None:
 
 
 def cmd_eval(args, overrides: list[str]) -> None:
-    from .tasks import load_task
     from .evaluate import evaluate, write_eval
+    from .tasks import load_task
 
     folder, model, layout, config = _load(args.path, overrides)
     task = load_task(config)

@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 from .config import Config, apply_mapping, set_value, validate
-from .train import git_commit, train
+from .provenance import git_commit
+from .train import train
 
 DEMO = {
     "seed": 0,

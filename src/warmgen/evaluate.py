@@ -14,6 +14,7 @@ from pathlib import Path
 from . import metrics
 from .config import Config
 from .decode import decode, generate_warmups, score_options
+from .provenance import library_versions
 from .tasks import Task
 
 # Printed once per process for each metric a task could not compute.
@@ -86,8 +87,6 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
 
 def write_eval(folder: Path, scores: dict, predictions: list[dict], info: dict) -> None:
     """results.json (metrics with signatures, `info`, library versions) and predictions.jsonl."""
-    from .train import library_versions
-
     folder.mkdir(parents=True, exist_ok=True)
     record = {**info, "metrics": scores, "versions": library_versions()}
     (folder / "results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))

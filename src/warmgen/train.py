@@ -23,15 +23,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import __version__
 from .config import Config, ConfigError, load_config
+from .distributed import Processes, check_launch
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
-from .records import DataError
 from .models import SEP, count_parameters, load_adapter, load_model, load_pretrained
-from .tasks import Task, load_task
-from .distributed import Processes, check_launch
+from .provenance import git_commit, library_versions
+from .records import DataError
+from .tasks import load_task
 from .warmup import WarmupMemory, warmup_step
+
 
 class TrainingError(RuntimeError):
     """Training cannot continue; the message says why and what to do."""
@@ -63,28 +64,6 @@ def tokenize(layout, examples, on_overlength: str = "truncate") -> tuple[list[tu
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The example order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-
-
-# ----------------------------------------------------------------------------- provenance
-
-
-def library_versions() -> dict[str, str]:
-    import sacrebleu
-    import tokenizers
-    import transformers
-
-    return {"warmgen": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__, "sacrebleu": sacrebleu.__version__}
-
-
-def git_commit() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -27,7 +27,7 @@ def test_bootstrap_ci_covers_a_known_difference():
 def spec_file(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(
-        "seeds: [0, 1]\nbootstrap: 50\nvariants:\n  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2}\n")
+        "seeds: [0, 1]\nbootstrap: 50\ncontrasts: [[sft, warmup]]\nvariants:\n  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2}\n")
     return spec
 
 
@@ -48,7 +48,10 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert "warmup" in summary["warmup_analysis"] and "sft" not in summary["warmup_analysis"]
     for name in ("report.md", "report.html", "loss.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
-    assert "Versus sft" in (out / "report.md").read_text()
+    assert "Versus sft" in (out / "report.md").read_text() and "Contrasts" in (out / "report.md").read_text()
+    # A contrast is the same paired bootstrap with the roles swapped.
+    reverse, forward = summary["contrasts"]["sft vs warmup"]["per"], summary["versus_baseline"]["warmup"]["per"]
+    assert reverse["diff"] == pytest.approx(-forward["diff"]) and reverse["p_value"] == pytest.approx(forward["p_value"])
 
     stamp = (out / "warmup" / "seed1" / "results.json").stat().st_mtime
     capsys.readouterr()
@@ -64,4 +67,7 @@ def test_bad_spec(tmp_path):
         load_spec(spec)
     spec.write_text("seed: [1]\nvariants: {a: {}}\n")
     with pytest.raises(ConfigError, match="unknown key"):
+        load_spec(spec)
+    spec.write_text("contrasts: [[a, b]]\nvariants: {a: {}}\n")
+    with pytest.raises(ConfigError, match="contrast must be a"):
         load_spec(spec)

@@ -6,6 +6,7 @@ A comparison spec (YAML):
     seeds: [0, 1, 2]
     overrides: {train.epochs: 2}   # applied to every variant (optional)
     baseline: sft              # the variant the others are compared with
+    contrasts: [[amortised, marginal]]   # further (variant, reference) pairs to compare (optional)
     bootstrap: 1000            # resamples
     variants:                  # name: config overrides (any field)
       sft: {method: sft}
@@ -40,7 +41,7 @@ from . import metrics
 from .config import ConfigError, load_config, parse_overrides
 from .tasks import load_task
 
-SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides"}
+SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts"}
 COST = ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds")
 
 
@@ -58,8 +59,12 @@ def load_spec(path: Path) -> dict:
     spec.setdefault("baseline", "sft" if "sft" in spec["variants"] else next(iter(spec["variants"])))
     spec.setdefault("bootstrap", 1000)
     spec.setdefault("overrides", {})
+    spec.setdefault("contrasts", [])
     if spec["baseline"] not in spec["variants"]:
         raise ConfigError(f"{path}: baseline '{spec['baseline']}' is not one of the variants")
+    for pair in spec["contrasts"]:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(v in spec["variants"] for v in pair)):
+            raise ConfigError(f"{path}: each contrast must be a [variant, reference] pair of variant names, not {pair!r}")
     if "base" in spec:
         spec["base"] = str((path.parent / spec["base"]).resolve())
     for name, changes in spec["variants"].items():
@@ -181,16 +186,19 @@ def summarize(spec: dict, output: Path) -> dict:
 
     baseline = spec["baseline"]
     ids = [p["id"] for p in runs[baseline][spec["seeds"][0]]["predictions"]]
-    versus = {}
     for variant in runs:
-        if variant == baseline:
-            continue
         for r in runs[variant].values():
             if [p["id"] for p in r["predictions"]] != ids:
                 raise ValueError(f"{variant} was tested on other examples than {baseline}: cannot pair them")
-        versus[variant] = {}
+
+    def bootstrap(variant: str, reference: str) -> dict:
+        found = {}
         for m in families:
-            versus[variant].update(paired_bootstrap(m, stats[variant][m], stats[baseline][m], spec["bootstrap"], **options))
+            found.update(paired_bootstrap(m, stats[variant][m], stats[reference][m], spec["bootstrap"], **options))
+        return found
+
+    versus = {variant: bootstrap(variant, baseline) for variant in runs if variant != baseline}
+    contrasts = {f"{a} vs {b}": bootstrap(a, b) for a, b in spec["contrasts"]}
 
     sft_predictions = runs[baseline][spec["seeds"][0]]["predictions"] if base.method == "sft" or spec["variants"][baseline].get("method") == "sft" else None
     analysis = {v: warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions)
@@ -201,7 +209,7 @@ def summarize(spec: dict, output: Path) -> dict:
                                  "prediction": seeds[spec["seeds"][0]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}
                 for i in range(min(5, len(ids)))]
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
-               "test_examples": len(ids), "table": table, "versus_baseline": versus, "warmup_analysis": analysis,
+               "test_examples": len(ids), "table": table, "versus_baseline": versus, "contrasts": contrasts, "warmup_analysis": analysis,
                "examples": examples, "bootstrap": "paired over test examples, pooled over seeds (seed means)"}
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     plots = make_plots(runs, versus, task.primary_metric, output)
@@ -258,6 +266,10 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]
     tables.append((f"Versus {summary['spec']['baseline']} (paired bootstrap, {summary['spec']['bootstrap']} resamples, pooled over seeds)",
                    ["variant", "metric", "variant", "baseline", "difference", "95% CI", "p"], rows))
+    if summary["contrasts"]:
+        rows = [[pair, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]",
+                 f"{r['p_value']:.3g}"] for pair, keys in summary["contrasts"].items() for k, r in keys.items()]
+        tables.append(("Contrasts (same bootstrap)", ["variant vs reference", "metric", "variant", "reference", "difference", "95% CI", "p"], rows))
     rows = [[v, f"{a['mean_warmup_words']:.2f}", "-" if a["warmup_words_in_target"] is None else f"{a['warmup_words_in_target']:.2f}",
              "-" if a["warmup_words_in_source"] is None else f"{a['warmup_words_in_source']:.2f}", f"{a['warmup_target_coverage']:.2f}",
              "-" if "sft_output_target_coverage" not in a else f"{a['sft_output_target_coverage']:.2f}",

@@ -150,7 +150,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         objective = config.warmup_loss_weight * again.logp_warmup + again.logp_target
     rewards = grids[1].detach()
     lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float), counts)
-    fresh_flags = [f for t in truncated for f in t]
+    n_sampled = sum(len(s) for s in samples)
     with_kept = sum(had_kept)
     stats = {
         "reward": rewards[mask].mean().item(),
@@ -159,8 +159,8 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         "warmup/mean_length": lengths[mask].mean().item(),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
         "warmup/candidates": len(flat) / len(sources),
-        "warmup/sampled": len(fresh_flags) / len(sources),
-        "warmup/truncated_ratio": sum(fresh_flags) / max(len(fresh_flags), 1),
+        "warmup/sampled": n_sampled / len(sources),
+        "warmup/truncated_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
         "warmup/empty_ratio": (lengths[mask] == 0).float().mean().item(),
         # Distinct warmups over all candidates in the batch: near 1/(B*k) means collapse.
         "warmup/distinct_ratio": len({tuple(w) for w in flat}) / len(flat),

@@ -79,6 +79,11 @@ def write(rows: dict) -> None:
         for row in earlier["results"].values():
             row.setdefault("git_commit", earlier["git_commit"])
         record["results"] = {**earlier["results"], **rows}
+        # A re-measured config keeps its earlier rows (with their commits) under `superseded`.
+        record["superseded"] = earlier.get("superseded", {})
+        for name in rows:
+            if name in earlier["results"] and earlier["results"][name] != rows[name]:
+                record["superseded"].setdefault(name, []).append(earlier["results"][name])
         if (earlier["command"], earlier["git_commit"]) != (record["command"], record["git_commit"]):
             record["earlier_runs"] = earlier.get("earlier_runs", []) + [{k: earlier[k] for k in ("command", "git_commit")}]
     path.write_text(json.dumps(record, indent=2))

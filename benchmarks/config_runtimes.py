@@ -41,7 +41,7 @@ def seconds_per_step(config_path: Path, method: str, steps: int, workdir: Path) 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--configs", nargs="*", default=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("**/*.yaml") if "compare" not in p.parts))
+    parser.add_argument("--configs", nargs="*", default=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("**/*.yaml") if not {"compare", "accelerate"} & set(p.parts)))
     args = parser.parse_args()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

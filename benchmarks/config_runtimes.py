@@ -84,8 +84,9 @@ def write(rows: dict) -> None:
         for name in rows:
             if name in earlier["results"] and earlier["results"][name] != rows[name]:
                 record["superseded"].setdefault(name, []).append(earlier["results"][name])
+        record["earlier_runs"] = earlier.get("earlier_runs", [])
         if (earlier["command"], earlier["git_commit"]) != (record["command"], record["git_commit"]):
-            record["earlier_runs"] = earlier.get("earlier_runs", []) + [{k: earlier[k] for k in ("command", "git_commit")}]
+            record["earlier_runs"].append({k: earlier[k] for k in ("command", "git_commit")})
     path.write_text(json.dumps(record, indent=2))
 
 

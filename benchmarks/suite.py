@@ -31,12 +31,13 @@ TASKS = {  # task: comparison spec
     "eng-deu": "configs/compare/eng-deu.yaml",
     "xsum": "configs/compare/xsum.yaml",
     "logiqa": "configs/compare/logiqa.yaml",
+    "logiqa-quick": "configs/compare/logiqa-quick.yaml",
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in ("g2p-quick", "g2p-amortised")], choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in ("g2p-quick", "g2p-amortised", "logiqa-quick")], choices=list(TASKS))
     parser.add_argument("--out", default="runs/suite")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()

@@ -53,6 +53,9 @@ def test_kept_warmups_and_ragged_candidates(objective):
     assert step.candidates[1][0] == [5, 6] and step.candidates[2] == [[7]]
     assert step.mask.tolist() == [[True] * 3, [True] * 3, [True, False, False]]
     assert step.generated_tokens == sum(len(w) + 1 for w in step.candidates[0] + step.candidates[1][1:])
+    # The best candidate comes from the rewards whatever the objective (rloo's weights are uniform).
+    assert step.best == step.rewards.masked_fill(~step.mask, -float("inf")).argmax(dim=1).tolist()
+    assert step.stats["warmup/kept_best_ratio"] == sum(i == 0 for i in step.best[1:]) / 2
 
     total_objective, total_tokens = 0, 0
     for b, candidates in enumerate(step.candidates):

@@ -58,6 +58,11 @@ def _rows_per_source(sources: list, warmups: list, counts: list[int] | None) -> 
     return torch.tensor(counts)
 
 
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count real tokens only, so left padding does not shift them."""
+    return (attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
 def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torch.Tensor) -> Scores:
     """Split per-token log-probs [N, L] of the continuation into warmup and target sums."""
     n_warmup, lengths = n_warmup.to(token_logp.device), lengths.to(token_logp.device)
@@ -199,7 +204,7 @@ class CausalLayout:
             return {**inputs, "num_return_sequences": k}, width
         head_mask = inputs["attention_mask"][:, :-1]
         cache = model(input_ids=inputs["input_ids"][:, :-1], attention_mask=head_mask,
-                      position_ids=(head_mask.cumsum(1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1).past_key_values
+                      position_ids=_positions(head_mask), use_cache=True, logits_to_keep=1).past_key_values
         cache.batch_repeat_interleave(k)
         expanded = {name: tensor.repeat_interleave(k, 0) for name, tensor in inputs.items()}
         return {**expanded, "past_key_values": cache}, width
@@ -214,8 +219,7 @@ class CausalLayout:
         source's candidates, so a long input costs (and back-propagates) once, not k times."""
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
-        # Positions count real tokens only, so left padding does not shift them.
-        prompt_positions = (prompt["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        prompt_positions = _positions(prompt["attention_mask"])
         prefix = model(**prompt, position_ids=prompt_positions, use_cache=True, logits_to_keep=1)
         cache = prefix.past_key_values
         cache.batch_repeat_interleave(repeats)

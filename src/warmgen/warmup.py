@@ -75,6 +75,7 @@ class WarmupStep:
     rewards: torch.Tensor  # [B, K], log P(y|c,x); padding where mask is False
     weights: torch.Tensor  # [B, K]
     mask: torch.Tensor  # [B, K] real candidates
+    best: list[int]  # per example, the index of its highest-reward candidate
     generated_tokens: int  # sampled this step, <sep> included
 
 
@@ -143,19 +144,19 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     grids = [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
     mask = _grid(torch.ones(len(flat), dtype=torch.bool), counts)
     objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, mask)
-    chosen_index = weights.argmax(dim=1).tolist()
-    if config.objective == "best_of_k":
-        chosen = [candidates[b][i] for b, i in enumerate(chosen_index)]
-        again = layout.score(model, sources, chosen, targets)
-        objective = config.warmup_loss_weight * again.logp_warmup + again.logp_target
     rewards = grids[1].detach()
+    best_reward = rewards.masked_fill(~mask, -float("inf")).max(dim=1)
+    best = best_reward.indices.tolist()  # best_of_k's choice, the memory's next kept warmup
+    if config.objective == "best_of_k":
+        again = layout.score(model, sources, [candidates[b][i] for b, i in enumerate(best)], targets)
+        objective = config.warmup_loss_weight * again.logp_warmup + again.logp_target
     lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float), counts)
     n_sampled = sum(len(s) for s in samples)
     with_kept = sum(had_kept)
     stats = {
         "reward": rewards[mask].mean().item(),
         "reward_std": _masked_std(rewards, mask),
-        "reward/best": rewards.masked_fill(~mask, -float("inf")).max(dim=1).values.mean().item(),
+        "reward/best": best_reward.values.mean().item(),
         "warmup/mean_length": lengths[mask].mean().item(),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
         "warmup/candidates": len(flat) / len(sources),
@@ -169,9 +170,9 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         "time/scoring": time.perf_counter() - sampled,
     }
     if with_kept:  # how often the remembered warmup still beats the fresh samples
-        stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, chosen_index)) / with_kept
+        stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, best)) / with_kept
     generated = sum(len(w) + 1 for s in samples for w in s)
-    return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, generated)
+    return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, best, generated)
 
 
 def _masked_std(values: torch.Tensor, mask: torch.Tensor) -> float:
@@ -214,9 +215,8 @@ class WarmupMemory:
 
     def updates(self, example_ids: list[int], step: WarmupStep, targets: list[list[int]]) -> list[tuple]:
         """(example id, best warmup, its reward per target token) for each example of a step."""
-        best = step.rewards.masked_fill(~step.mask, -float("inf")).max(dim=1)
-        return [(i, step.candidates[b][j], value / (len(targets[b]) + 1))
-                for b, (i, value, j) in enumerate(zip(example_ids, best.values.tolist(), best.indices.tolist()))]
+        return [(i, step.candidates[b][j], step.rewards[b, j].item() / (len(targets[b]) + 1))
+                for b, (i, j) in enumerate(zip(example_ids, step.best))]
 
     def apply(self, updates: list[tuple]) -> None:
         for i, warmup, reward in updates:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config, parse_overrides, set_value, validate
+from .distributed import leave_process_group
 from .records import DataError
 from .train import TrainingError
 
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("warmgen: interrupted; resume training with --resume", file=sys.stderr)
         return 130
+    finally:
+        leave_process_group()  # on errors too, so a multi-process run exits with its own code
     return 0
 
 

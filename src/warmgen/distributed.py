@@ -59,6 +59,18 @@ class Processes:
         if self.world > 1:
             dist.barrier()
 
+    def finish(self) -> None:
+        """Wait for every process, then leave the group (before the main process evaluates alone)."""
+        self.barrier()
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    # A process that exits with its gloo group still alive can abort at interpreter shutdown
+    # ("terminate called without an active exception"), failing the launch after training succeeded.
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
 
 def check_launch(mixed_precision: str) -> None:
     """Refuse `accelerate launch` settings this loop does not implement rather than ignore them."""

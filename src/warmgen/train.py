@@ -334,6 +334,7 @@ def train(config: Config, resume: bool = False) -> dict:
         if batch_index >= batches_per_epoch:
             epoch, batch_index = epoch + 1, 0
     progress.close()
+    procs.finish()
     if not procs.is_main:
         return None
     metrics_log.close()

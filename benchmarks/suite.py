@@ -32,12 +32,14 @@ TASKS = {  # task: comparison spec
     "xsum": "configs/compare/xsum.yaml",
     "logiqa": "configs/compare/logiqa.yaml",
     "logiqa-quick": "configs/compare/logiqa-quick.yaml",
+    "xsum-quick": "configs/compare/xsum-quick.yaml",
 }
+SMOKE = ("g2p-quick", "g2p-amortised", "logiqa-quick", "xsum-quick")  # run only when asked for
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in ("g2p-quick", "g2p-amortised", "logiqa-quick")], choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in SMOKE], choices=list(TASKS))
     parser.add_argument("--out", default="runs/suite")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
@@ -47,6 +49,10 @@ def main() -> None:
         record = {"benchmark": f"suite/{task}", "command": "python " + " ".join(sys.argv), "spec": TASKS[task],
                   "git_commit": commit, "date": datetime.date.today().isoformat(), "summary": summary}
         path = ROOT / "benchmarks" / "results" / f"{task}-{record['date']}.json"
+        for n in range(2, 100):  # never overwrite an earlier record of the same day
+            if not path.exists():
+                break
+            path = path.with_name(f"{task}-{record['date']}-{n}.json")
         path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():

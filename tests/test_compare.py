@@ -45,6 +45,9 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     for key in ("train_seconds", "peak_rss_mb", "generated_tokens", "inference_seconds"):
         assert key in summary["table"]["warmup"]
     assert summary["table"]["sft"]["generated_tokens"]["mean"] == 0 < summary["table"]["warmup"]["generated_tokens"]["mean"]
+    loads = [np.mean([r["load_average"] for r in map(json.loads, (out / "warmup" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines())
+                      if "loss" in r]) for seed in (0, 1)]
+    assert summary["table"]["warmup"]["train_load_average"]["mean"] == pytest.approx(np.mean(loads))
     assert "warmup" in summary["warmup_analysis"] and "sft" not in summary["warmup_analysis"]
     for name in ("report.md", "report.html", "loss.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
@@ -54,10 +57,16 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert reverse["diff"] == pytest.approx(-forward["diff"]) and reverse["p_value"] == pytest.approx(forward["p_value"])
 
     stamp = (out / "warmup" / "seed1" / "results.json").stat().st_mtime
+    # A run logged before the load average was recorded: the summary leaves that column empty.
+    log = out / "sft" / "seed0" / "metrics.jsonl"
+    log.write_text("".join(json.dumps({k: v for k, v in json.loads(l).items() if k != "load_average"}) + "\n"
+                           for l in log.read_text().splitlines()))
     capsys.readouterr()
     assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), *TINY]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 4
     assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["table"]["sft"]["train_load_average"] is None and summary["table"]["warmup"]["train_load_average"]
 
 
 def test_bad_spec(tmp_path):

@@ -42,7 +42,7 @@ from .config import ConfigError, load_config, parse_overrides
 from .tasks import load_task
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts"}
-COST = ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds")
+COST = ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average")
 
 
 def load_spec(path: Path) -> dict:
@@ -155,6 +155,15 @@ def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None)
     return result
 
 
+def _cost(key: str, test: dict, run: dict) -> float | None:
+    if key == "inference_seconds":
+        return test.get(key)
+    if key == "train_load_average":  # above the run's thread count: it shared the CPU, so its times are inflated
+        loads = [row["load_average"] for row in run["log"] if "load_average" in row]
+        return float(np.mean(loads)) if loads else None  # runs logged before warmgen recorded it
+    return run["results"].get(key)
+
+
 def summarize(spec: dict, output: Path) -> dict:
     base = load_config(spec.get("base"), list(spec["overrides"].items()))
     task = load_task(base)
@@ -180,8 +189,8 @@ def summarize(spec: dict, output: Path) -> dict:
         keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k not in ("num_examples", "inference_seconds")]
         row = {k: {"mean": float(np.mean([t[k] for t in tests])), "std": float(np.std([t[k] for t in tests]))} for k in keys}
         for k in COST:
-            values = [t.get(k) if k == "inference_seconds" else r["results"].get(k) for t, r in zip(tests, seeds.values())]
-            row[k] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+            values = [_cost(k, t, r) for t, r in zip(tests, seeds.values())]
+            row[k] = {"mean": float(np.mean(values)), "std": float(np.std(values))} if None not in values else None
         table[variant] = row
 
     baseline = spec["baseline"]
@@ -260,8 +269,10 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for the report, shared by the Markdown and HTML writers."""
     table = summary["table"]
     quality = [k for k in next(iter(table.values())) if k not in COST]
-    tables = [("Test metrics (mean ± std over seeds) and cost", ["variant"] + quality + list(COST),
-               [[v] + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" for k in quality + list(COST)] for v, row in table.items()])]
+    tables = [("Test metrics (mean ± std over seeds) and cost; train_load_average is the machine's mean 1-minute load during "
+                "training: times compare only between runs with similar load", ["variant"] + quality + list(COST),
+               [[v] + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" if row[k] else "-" for k in quality + list(COST)]
+                for v, row in table.items()])]
     rows = [[v, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.3g}"]
             for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]
     tables.append((f"Versus {summary['spec']['baseline']} (paired bootstrap, {summary['spec']['bootstrap']} resamples, pooled over seeds)",

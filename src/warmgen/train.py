@@ -322,8 +322,9 @@ def train(config: Config, resume: bool = False) -> dict:
             else:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
             if step % t.log_every == 0 or step == total_steps:
+                # The machine's 1-minute load average: times are only comparable between runs that had the CPU alone.
                 log({"step": step, "epoch": step / steps_per_epoch, "lr": lr, "grad_norm": grad_norm, "sft": use_sft,
-                     "skipped_steps": skipped_steps, "time/step": step_seconds, **accumulated})
+                     "skipped_steps": skipped_steps, "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
             if not use_sft and t.samples_every and step % t.samples_every == 0 and procs.is_main:
                 write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout)
             accumulated = {}

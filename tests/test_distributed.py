@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo, launched with torchrun) train like one process on the same global batch."""
+"""Two CPU processes (gloo, launched with torchrun or accelerate launch) train like one process on the same global batch."""
 
 import json
 import socket
@@ -11,6 +11,9 @@ import torch
 from accelerate.commands.config.config_args import load_config_from_file
 
 from warmgen.cli import main
+from warmgen.config import ConfigError, ModelConfig
+from warmgen.distributed import Processes
+from warmgen.models import load_model
 
 ARGS = ["--model.name", "llama-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40", "--data.max_dev_examples", "4",
         "--data.max_test_examples", "4", "--train.max_steps", "4", "--train.eval_every", "2", "--train.log_every", "1",
@@ -22,13 +25,18 @@ def losses(run_dir):
     return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
-def launch(run_dir, *extra):
+CONFIGS = Path(__file__).parent.parent / "configs" / "accelerate"
+
+
+def launch(run_dir, *extra, fsdp=False, program=("-m", "warmgen.cli")):
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # accelerate's own launcher runs CPU processes through MPI; torchrun needs nothing extra.
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               "-m", "warmgen.cli", "train", *ARGS, "--output_dir", str(run_dir), *extra]
+    # accelerate's launcher runs a multi-CPU config through MPI, but its FSDP config through torchrun, as on GPUs.
+    launcher = (["-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "2",
+                 "--main_process_port", str(port)] if fsdp else
+                ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)])
+    command = [sys.executable, *launcher, *program, "train", *ARGS, "--output_dir", str(run_dir), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -60,17 +68,62 @@ def test_two_process_warmup_training_and_resume(tmp_path):
     assert main(["train", *ARGS, "--method", "warmup", "--output_dir", str(tmp_path / "warm"), "--resume"]) == 2
 
 
-def test_accelerate_config_file_is_valid():
-    config = load_config_from_file(str(Path(__file__).parent.parent / "configs" / "accelerate" / "multi_gpu.yaml"))
-    assert config.distributed_type == "MULTI_GPU" and config.mixed_precision == "no"
+@pytest.mark.slow
+def test_fsdp_matches_one_process(tmp_path):
+    # Sharded weights, gradients and optimizer state: the same losses as one process on the same global batch,
+    # and checkpoints that load unsharded (the final evaluation reads them in one process).
+    assert main(["train", *ARGS, "--method", "sft", "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
+    out = launch(tmp_path / "two", "--method", "sft", "--train.batch_size", "4", fsdp=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    header = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[0])
+    assert header["processes"] == 2 and header["sharded"] is True
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=TOLERANCE)
+    one, two = (json.loads((tmp_path / run / "results.json").read_text())["splits"]["test"] for run in ("one", "two"))
+    assert two["per"] == pytest.approx(one["per"])
 
 
-@pytest.mark.parametrize("env, message", [({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
-                                          ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
-                                          ({"ACCELERATE_MIXED_PRECISION": "fp16"}, "train.mixed_precision")])
-def test_unsupported_accelerate_settings_are_refused(tmp_path, monkeypatch, capsys, env, message):
+@pytest.mark.slow
+def test_fsdp_warmup_training_resumes_exactly(tmp_path):
+    # Each process samples warmups of its own lengths; generation must keep all processes stepping together.
+    full = launch(tmp_path / "full", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6", fsdp=True)
+    assert full.returncode == 0, full.stderr[-3000:]
+    helper = str(Path(__file__).parent / "helpers" / "crash_at_step_3.py")
+    crashed = launch(tmp_path / "crashed", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6",
+                     fsdp=True, program=(helper,))
+    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
+    resumed = launch(tmp_path / "crashed", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6", "--resume",
+                     fsdp=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logged = lambda run: [(r["step"], r["loss"], r["reward"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                          if "loss" in r]  # noqa: E731
+    assert [step for step, _, _ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
+    assert logged(tmp_path / "crashed") == pytest.approx(logged(tmp_path / "full"), rel=1e-6)
+
+
+@pytest.mark.parametrize("name, distributed_type", [("multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP")])
+def test_accelerate_config_files_are_valid(name, distributed_type):
+    config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
+    assert config.distributed_type == distributed_type and config.mixed_precision == "no"
+
+
+@pytest.mark.parametrize("env, extra, message", [
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, [], "fsdp_version 1"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"}, [], "fsdp_offload_params"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, ["--warmup.keep_best_warmup", "true"], "warmup.keep_best_warmup"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], "DeepSpeed"),
+    ({"ACCELERATE_MIXED_PRECISION": "fp16"}, [], "train.mixed_precision")])
+def test_unsupported_accelerate_settings_are_refused(tmp_path, monkeypatch, capsys, env, extra, message):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert main(["train", *ARGS, "--output_dir", str(tmp_path / "run")]) == 2
+    assert main(["train", *ARGS, *extra, "--output_dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_fsdp_refuses_encoder_decoder_models(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    procs = Processes()
+    procs.world = 2  # the refusal comes before any collective
+    model = load_model(ModelConfig(name="t5-tiny", vocab_size=300), ["a b c", "d e f"])[0]
+    with pytest.raises(ConfigError, match="decoder-only"):
+        procs.shard(model)

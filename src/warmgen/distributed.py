@@ -4,6 +4,13 @@ The model is not wrapped in DistributedDataParallel: warmup steps call `generate
 and the full model separately, which a DDP wrapper does not allow. Instead each process computes
 its shard's loss divided by the global token count and gradients are summed across processes
 after backward, which is the same gradient as one process on the whole global batch.
+
+With an accelerate FSDP config, decoder-only models are sharded with FSDP2 (`fully_shard` on each
+transformer block and the whole model): each process holds 1/N of the weights, gradients and
+optimizer state, and every forward pass all-gathers the block it runs. So every process must run
+the same forward passes: generation keeps stepping until all processes finish (transformers'
+synced_gpus), and evaluation runs on all processes. Checkpoints gather the full weights and
+optimizer state, so they load unsharded.
 With one process every function here is a no-op.
 """
 
@@ -26,6 +33,35 @@ class Processes:
         state = PartialState(cpu=not torch.cuda.is_available())
         self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
         self.is_main = state.is_main_process
+        self.sharded = False
+
+    def shard(self, model) -> None:
+        """FSDP2 when the accelerate config asks for FSDP (see check_launch), in place; else nothing."""
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true" or self.world == 1:
+            return
+        from accelerate.utils import FullyShardedDataParallelPlugin
+        from torch.distributed.fsdp import fully_shard
+        from transformers import PreTrainedModel
+
+        if model.config.is_encoder_decoder:
+            raise ConfigError(
+                "FSDP is supported for decoder-only models; encoder-decoder models call their encoder outside the sharded "
+                "forward pass. Launch with configs/accelerate/multi_gpu.yaml")
+        plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* settings accelerate launch exported
+        blocks = set(model.get_base_model()._no_split_modules if hasattr(model, "get_base_model") else model._no_split_modules)
+        for module in model.modules():
+            if type(module).__name__ in blocks:
+                fully_shard(module, reshard_after_forward=plugin.reshard_after_forward)
+        fully_shard(model, reshard_after_forward=plugin.reshard_after_forward)
+        for module in model.modules():
+            if isinstance(module, PreTrainedModel):
+                module._is_fsdp_managed_module = True  # transformers' generate then keeps all processes stepping
+        self.sharded = True
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether this process takes part in evaluation: a sharded model needs every process for each forward pass."""
+        return self.is_main or self.sharded
 
     def sum(self, value: float | torch.Tensor) -> torch.Tensor:
         tensor = torch.as_tensor(value, dtype=torch.float64, device=self.device).clone()
@@ -34,7 +70,11 @@ class Processes:
         return tensor
 
     def sum_gradients(self, model) -> None:
-        if self.world > 1:
+        if self.sharded:  # FSDP reduce-scattered them already, as a mean (gloo cannot sum with a factor of 1)
+            for parameter in model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_(self.world)
+        elif self.world > 1:
             for parameter in model.parameters():
                 if parameter.requires_grad:
                     if parameter.grad is None:  # every process must reduce the same tensors
@@ -55,6 +95,34 @@ class Processes:
         dist.all_gather_object(out, obj)
         return out
 
+    def clip_gradients(self, model, max_norm: float) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        return (norm.full_tensor() if self.sharded else norm).item()  # sharded: the norm over all shards
+
+    def full_state_dict(self, model) -> dict | None:
+        """The unsharded weights on the main process (every process must call it), or None: use the model's own."""
+        if not self.sharded:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def optimizer_state(self, model, optimizer) -> dict:
+        """The whole optimizer state on the main process (every process must call it)."""
+        if not self.sharded:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+        if not self.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -72,17 +140,26 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def check_launch(mixed_precision: str) -> None:
+def check_launch(config) -> None:
     """Refuse `accelerate launch` settings this loop does not implement rather than ignore them."""
-    sharded = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
-               if os.environ.get(flag, "").lower() == "true"]
-    if sharded:
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
         raise ConfigError(
-            f"the accelerate config asks for {sharded[0]}, which warmgen does not support yet (each process holds the "
-            "whole model and gradients are all-reduced): launch with configs/accelerate/multi_gpu.yaml, and fit memory "
-            "with model.lora_rank, train.mixed_precision bf16 and a smaller train.batch_size")
+            "the accelerate config asks for DeepSpeed, which warmgen does not support: launch with "
+            "configs/accelerate/fsdp.yaml (sharded weights, gradients and optimizer state) or configs/accelerate/multi_gpu.yaml")
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        version = os.environ.get("FSDP_VERSION", "1")
+        unsupported = [name for name, flag in (("fsdp_version 1", version != "2"),
+                                               ("fsdp_offload_params", os.environ.get("FSDP_OFFLOAD_PARAMS") == "true"),
+                                               ("fsdp_activation_checkpointing", os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") == "true"))
+                       if flag]
+        if unsupported:
+            raise ConfigError(f"the accelerate FSDP config sets {unsupported[0]}, which warmgen does not support: start from "
+                              "configs/accelerate/fsdp.yaml (fsdp_version 2, no offload, no activation checkpointing)")
+        if config.method == "warmup" and config.warmup.keep_best_warmup:
+            raise ConfigError("warmup.keep_best_warmup with FSDP: processes would sample different numbers of times, and "
+                              "sharded forward passes must run on all processes together; set warmup.keep_best_warmup false")
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if launched not in ("no", mixed_precision):
+    if launched not in ("no", config.train.mixed_precision):
         raise ConfigError(
-            f"the accelerate config sets mixed_precision {launched!r} but train.mixed_precision is {mixed_precision!r}: "
+            f"the accelerate config sets mixed_precision {launched!r} but train.mixed_precision is {config.train.mixed_precision!r}: "
             "warmgen follows train.mixed_precision (no | bf16); set it there and keep mixed_precision 'no' in the accelerate config")

@@ -69,12 +69,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(folder: Path, model, tokenizer, config: Config, state: dict | None) -> None:
-    """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint."""
+def save_checkpoint(folder: Path, model, tokenizer, config: Config, state: dict | None, weights: dict | None = None) -> None:
+    """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint.
+
+    `weights` replaces the model's own state dict (the gathered weights of a sharded model).
+    """
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     # A LoRA adapter needs no copy of the resized embedding: <sep>'s row lives in the adapter.
-    model.save_pretrained(tmp, **({"save_embedding_layers": False} if hasattr(model, "peft_config") else {}))
+    model.save_pretrained(tmp, **({"save_embedding_layers": False} if hasattr(model, "peft_config") else {}),
+                          **({"state_dict": weights} if weights is not None else {}))
     tokenizer.save_pretrained(tmp)
     config.save(tmp / CONFIG_NAME)
     if state is not None:
@@ -123,7 +127,7 @@ def train(config: Config, resume: bool = False) -> dict:
     (`batch_size` examples per process); only the main process evaluates, logs and saves, and
     only it returns results (the others return None).
     """
-    check_launch(config.train.mixed_precision)
+    check_launch(config)
     procs = Processes()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +166,7 @@ def train(config: Config, resume: bool = False) -> dict:
         config.save(run_dir / "config.yaml")
     device = procs.device
     model.to(device)
+    procs.shard(model)  # FSDP when the accelerate config asks for it
     layout = make_layout(model, tokenizer, sep_id, config)
     data, truncation = tokenize(layout, train_examples, config.data.on_overlength)
 
@@ -187,7 +192,7 @@ def train(config: Config, resume: bool = False) -> dict:
     best = {"metric": None, "step": None}
     memory = WarmupMemory(config.warmup) if config.method == "warmup" and config.warmup.keep_best_warmup else None
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        procs.load_optimizer_state(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batch_index, train_seconds = state["step"], state["epoch"], state["batch_index"], state["train_seconds"]
         generated_tokens, skipped_steps = state["generated_tokens"], state["skipped_steps"]
@@ -203,7 +208,7 @@ def train(config: Config, resume: bool = False) -> dict:
                 (run_dir / name).unlink(missing_ok=True)
 
     header = {"step": 0, "event": "start", "parameters": count_parameters(model), "train_examples": len(data),
-              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, **truncation,
+              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded, **truncation,
               "family": layout.family}
     metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if procs.is_main else None
     samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8") if procs.is_main else None
@@ -218,27 +223,29 @@ def train(config: Config, resume: bool = False) -> dict:
         log(header)
 
     def evaluate_and_save() -> None:
+        # Every process calls this: the gathers below (and, for a sharded model, evaluation) need them all.
         rng = procs.gather(_rng_state())  # every process's RNG, so a resumed run samples the same
-        if procs.is_main:
-            evaluate_and_save_main({"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
-                                    "generated_tokens": generated_tokens, "skipped_steps": skipped_steps,
-                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best, "rng": rng,
-                                    **({"warmup_memory": memory.state_dict()} if memory is not None else {})})
-        procs.barrier()
-
-    def evaluate_and_save_main(checkpoint_state: dict) -> None:
-        row = {"step": step, "epoch": step / steps_per_epoch}
-        if has_dev:
+        row, improved = {"step": step, "epoch": step / steps_per_epoch}, False
+        if has_dev and procs.evaluates:
             scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=config.method == "warmup")
             row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature") and k != "skipped"})
             value = scores[task.primary_metric]
             improved = best["metric"] is None or (value > best["metric"] if task.greater_is_better else value < best["metric"])
             if improved:
                 best.update(metric=value, step=step)
-                save_checkpoint(best_dir, model, tokenizer, config, None)
-            tqdm.write(f"step {step}: dev {task.primary_metric} {value:.4f} (best {best['metric']:.4f} at step {best['step']})")
-        save_checkpoint(last_dir, model, tokenizer, config, checkpoint_state)
-        log(row)
+        weights, optimizer_state = procs.full_state_dict(model), procs.optimizer_state(model, optimizer)
+        if procs.is_main:
+            if improved:
+                save_checkpoint(best_dir, model, tokenizer, config, None, weights)
+            if has_dev:
+                tqdm.write(f"step {step}: dev {task.primary_metric} {value:.4f} (best {best['metric']:.4f} at step {best['step']})")
+            save_checkpoint(last_dir, model, tokenizer, config,
+                            {"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
+                             "generated_tokens": generated_tokens, "skipped_steps": skipped_steps, "optimizer": optimizer_state,
+                             "scheduler": scheduler.state_dict(), "best": best, "rng": rng,
+                             **({"warmup_memory": memory.state_dict()} if memory is not None else {})}, weights)
+            log(row)
+        procs.barrier()
 
     model.train()
     progress = tqdm(total=total_steps, initial=step, desc=f"{config.method}", dynamic_ncols=True, mininterval=1.0,
@@ -290,7 +297,7 @@ def train(config: Config, resume: bool = False) -> dict:
             micro = 0
             if not bad_batch:
                 procs.sum_gradients(model)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm).item()
+            grad_norm = procs.clip_gradients(model, t.max_grad_norm)
             if bad_batch or not math.isfinite(grad_norm):
                 # Skip the whole optimizer step; after too many in a row, stop with `last` intact.
                 optimizer.zero_grad(set_to_none=True)

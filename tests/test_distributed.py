@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from accelerate.commands.config.config_args import load_config_from_file
 
 from warmgen.cli import main
 from warmgen.config import ConfigError, ModelConfig
 from warmgen.distributed import Processes
-from warmgen.models import load_model
+from warmgen.models import build_preset, load_model
 
 ARGS = ["--model.name", "llama-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40", "--data.max_dev_examples", "4",
         "--data.max_test_examples", "4", "--train.max_steps", "4", "--train.eval_every", "2", "--train.log_every", "1",
@@ -26,6 +27,14 @@ def losses(run_dir):
 
 
 CONFIGS = Path(__file__).parent.parent / "configs" / "accelerate"
+
+
+def assert_same_weights(one, two, name, atol):
+    """The last checkpoints of two runs hold the same tensors: a sharded run's checkpoint is gathered whole."""
+    a, b = (load_file(run / "checkpoints" / "last" / name) for run in (one, two))
+    assert sorted(a) == sorted(b)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=atol, msg=key)
 
 
 def launch(run_dir, *extra, fsdp=False, program=("-m", "warmgen.cli")):
@@ -78,8 +87,7 @@ def test_fsdp_matches_one_process(tmp_path):
     header = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[0])
     assert header["processes"] == 2 and header["sharded"] is True
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=TOLERANCE)
-    one, two = (json.loads((tmp_path / run / "results.json").read_text())["splits"]["test"] for run in ("one", "two"))
-    assert two["per"] == pytest.approx(one["per"])
+    assert_same_weights(tmp_path / "one", tmp_path / "two", "model.safetensors", atol=1e-5)
 
 
 @pytest.mark.slow
@@ -98,6 +106,22 @@ def test_fsdp_warmup_training_resumes_exactly(tmp_path):
                           if "loss" in r]  # noqa: E731
     assert [step for step, _, _ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
     assert logged(tmp_path / "crashed") == pytest.approx(logged(tmp_path / "full"), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_fsdp_with_lora_matches_one_process(tmp_path):
+    # Frozen base weights and trainable adapters in the same shards; the adapter checkpoint is gathered whole.
+    # No LoRA dropout: the processes draw other random numbers than one process would.
+    model, tokenizer = build_preset("llama-tiny", ["a b c d e f g h i j k l m n o p"] * 4, 300)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    lora = ["--model.name", str(tmp_path / "base"), "--model.lora_rank", "4", "--model.lora_dropout", "0", "--method", "sft"]
+    assert main(["train", *ARGS, *lora, "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
+    out = launch(tmp_path / "two", *lora, "--train.batch_size", "4", fsdp=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "two" / "checkpoints" / "last" / "adapter_config.json").is_file()
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=TOLERANCE)
+    assert_same_weights(tmp_path / "one", tmp_path / "two", "adapter_model.safetensors", atol=1e-5)
 
 
 @pytest.mark.parametrize("name, distributed_type", [("multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP")])

@@ -41,21 +41,20 @@ class Processes:
             return
         from accelerate.utils import FullyShardedDataParallelPlugin
         from torch.distributed.fsdp import fully_shard
-        from transformers import PreTrainedModel
 
         if model.config.is_encoder_decoder:
             raise ConfigError(
                 "FSDP is supported for decoder-only models; encoder-decoder models call their encoder outside the sharded "
                 "forward pass. Launch with configs/accelerate/multi_gpu.yaml")
         plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* settings accelerate launch exported
-        blocks = set(model.get_base_model()._no_split_modules if hasattr(model, "get_base_model") else model._no_split_modules)
-        for module in model.modules():
-            if type(module).__name__ in blocks:
+        # The root is the transformers model, also under a LoRA wrapper: `generate` calls its forward
+        # directly, and only the root's forward gathers the weights outside the blocks (embeddings, head).
+        root = model.get_base_model() if hasattr(model, "get_base_model") else model
+        for module in root.modules():
+            if type(module).__name__ in set(root._no_split_modules):
                 fully_shard(module, reshard_after_forward=plugin.reshard_after_forward)
-        fully_shard(model, reshard_after_forward=plugin.reshard_after_forward)
-        for module in model.modules():
-            if isinstance(module, PreTrainedModel):
-                module._is_fsdp_managed_module = True  # transformers' generate then keeps all processes stepping
+        fully_shard(root, reshard_after_forward=plugin.reshard_after_forward)
+        root._is_fsdp_managed_module = True  # transformers' generate then keeps all processes stepping together
         self.sharded = True
 
     @property
@@ -105,7 +104,17 @@ class Processes:
             return None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # Gathered copies of a tied parameter (embedding and head) are separate tensors; share them again so
+        # save_pretrained writes the parameter once, as for an unsharded model.
+        names = {}
+        for name, parameter in model.named_parameters(remove_duplicate=False):
+            names.setdefault(id(parameter), []).append(name)
+        for first, *aliases in names.values():
+            for alias in aliases:
+                if first in weights:
+                    weights[alias] = weights[first]
+        return weights
 
     def optimizer_state(self, model, optimizer) -> dict:
         """The whole optimizer state on the main process (every process must call it)."""

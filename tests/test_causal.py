@@ -4,10 +4,11 @@ import importlib.util
 import json
 
 import pytest
+import torch
 
 from warmgen.cli import main
 from warmgen.config import ConfigError, ModelConfig
-from warmgen.models import load_model
+from warmgen.models import load_model, prepare_tokenizer
 
 TINY = ["--data.max_train_examples", "32", "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "2",
         "--train.batch_size", "4", "--train.log_every", "1", "--warmup.max_warmup_length", "3", "--decode.batch_size", "4",
@@ -48,3 +49,26 @@ def test_smollm2_lora_warmup_step_and_generation(tmp_path, capsys):
     assert main(["generate", str(run), "hello", "--json"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["warmup"] is not None and "Input:" not in line["output"]
+
+
+@pytest.mark.parametrize("untied", [False, True])
+def test_sep_init_copies_a_token_rows(untied):
+    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+
+    def fresh():
+        tokenizer = ByT5Tokenizer()  # has no <sep>, like a pretrained model's tokenizer
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=not untied)
+        return LlamaForCausalLM(config), tokenizer
+
+    model, tokenizer = fresh()
+    sep = prepare_tokenizer(model, tokenizer, "eos")
+    newline = prepare_tokenizer(*fresh(), "\n")
+    assert sep == newline
+    for embeddings in (model.get_input_embeddings(), model.get_output_embeddings()):
+        assert torch.equal(embeddings.weight[sep], embeddings.weight[tokenizer.eos_token_id])
+    model, tokenizer = fresh()
+    prepare_tokenizer(model, tokenizer)  # random: the initializer's row, unlike any other
+    assert not torch.equal(model.get_input_embeddings().weight[sep], model.get_input_embeddings().weight[tokenizer.eos_token_id])
+    with pytest.raises(ConfigError, match="model.sep_init 'two' is 3 tokens"):
+        prepare_tokenizer(*fresh(), "two")

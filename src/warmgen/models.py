@@ -138,24 +138,43 @@ def load_pretrained(path_or_id: str, trust_remote_code: bool = False):
     return model, tokenizer
 
 
-def prepare_tokenizer(model: PreTrainedModel, tokenizer) -> int:
-    """Add `<sep>` and a pad token where missing, resize embeddings; return the `<sep>` id."""
+def prepare_tokenizer(model: PreTrainedModel, tokenizer, sep_init: str = "random") -> int:
+    """Add `<sep>` and a pad token where missing, resize embeddings; return the `<sep>` id.
+
+    A newly added `<sep>` starts from the rows of the token `sep_init` names (see ModelConfig.sep_init).
+    """
     if tokenizer.eos_token is None:
         raise ConfigError(f"the tokenizer of {model.name_or_path or 'this model'} has no end-of-sequence token, which ends "
                           "every target; set tokenizer.eos_token before training (e.g. save the tokenizer with one)")
-    changed = False
-    if SEP not in tokenizer.get_vocab():
+    added = SEP not in tokenizer.get_vocab()
+    if added:
         tokenizer.add_tokens([SEP], special_tokens=True)
-        changed = True
     if tokenizer.pad_token is None:
         # Padding positions are always masked out by our own masks, so reusing eos is safe.
         tokenizer.pad_token = tokenizer.eos_token
-    if changed or model.get_input_embeddings().num_embeddings < len(tokenizer):
+    if added or model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer.convert_tokens_to_ids(SEP)
+    sep_id = tokenizer.convert_tokens_to_ids(SEP)
+    if added and sep_init != "random":
+        source_id = _single_token(tokenizer, sep_init)
+        with torch.no_grad():  # input and output rows (the same tensor when tied)
+            for embeddings in (model.get_input_embeddings(), model.get_output_embeddings()):
+                if embeddings is not None:
+                    embeddings.weight[sep_id] = embeddings.weight[source_id]
+    return sep_id
+
+
+def _single_token(tokenizer, text: str) -> int:
+    if text == "eos":
+        return tokenizer.eos_token_id
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ConfigError(f"model.sep_init {text!r} is {len(ids)} tokens for this tokenizer, not one: use random, eos, "
+                          "or a text that is a single token (e.g. a newline)")
+    return ids[0]
 
 
 def load_model(config: ModelConfig, training_texts: Iterable[str] = ()):
@@ -167,7 +186,7 @@ def load_model(config: ModelConfig, training_texts: Iterable[str] = ()):
         model, tokenizer = load_pretrained(str(import_gguf(name)))
     else:
         model, tokenizer = load_pretrained(name, trust_remote_code=config.trust_remote_code)
-    sep_id = prepare_tokenizer(model, tokenizer)
+    sep_id = prepare_tokenizer(model, tokenizer, config.sep_init)
     if config.lora_rank:
         if name in PRESETS:
             raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")

@@ -173,7 +173,7 @@ def _single_token(tokenizer, text: str) -> int:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         raise ConfigError(f"model.sep_init {text!r} is {len(ids)} tokens for this tokenizer, not one: use random, eos, "
-                          "or a text that is a single token (e.g. a newline)")
+                          "or a text that is a single token (a newline is '\"\\n\"' on the command line)")
     return ids[0]
 
 

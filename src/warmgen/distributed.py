@@ -50,8 +50,9 @@ class Processes:
         # The root is the transformers model, also under a LoRA wrapper: `generate` calls its forward
         # directly, and only the root's forward gathers the weights outside the blocks (embeddings, head).
         root = model.get_base_model() if hasattr(model, "get_base_model") else model
+        blocks = set(root._no_split_modules or ())  # the transformer block classes, e.g. LlamaDecoderLayer
         for module in root.modules():
-            if type(module).__name__ in set(root._no_split_modules):
+            if type(module).__name__ in blocks:
                 fully_shard(module, reshard_after_forward=plugin.reshard_after_forward)
         fully_shard(root, reshard_after_forward=plugin.reshard_after_forward)
         root._is_fsdp_managed_module = True  # transformers' generate then keeps all processes stepping together

@@ -95,7 +95,7 @@ def test_fsdp_warmup_training_resumes_exactly(tmp_path):
     # Each process samples warmups of its own lengths; generation must keep all processes stepping together.
     full = launch(tmp_path / "full", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6", fsdp=True)
     assert full.returncode == 0, full.stderr[-3000:]
-    helper = str(Path(__file__).parent / "helpers" / "crash_at_step_3.py")
+    helper = str(Path(__file__).parent / "helpers" / "crash.py")
     crashed = launch(tmp_path / "crashed", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6",
                      fsdp=True, program=(helper,))
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr

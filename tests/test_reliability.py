@@ -17,6 +17,8 @@ from warmgen.models import build_preset, prepare_tokenizer
 from warmgen.records import DataError
 from warmgen.train import TrainingError, train
 
+from helpers.crash import failing_on_call
+
 ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40", "--data.max_dev_examples", "4",
         "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",
         "--train.log_every", "1", "--warmup.max_warmup_length", "3", "--method", "warmup", "--train.samples_every", "0"]
@@ -81,15 +83,8 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 def test_resume_survives_a_kill_between_the_checkpoint_renames(tmp_path, monkeypatch):
     crashed = config(tmp_path, "swap")
-    real, count = warmgen.train.warmup_step, {"n": 0}
-
-    def dies_at_step_3(*args, **kwargs):
-        count["n"] += 1
-        if count["n"] == 3:
-            raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(warmgen.train, "warmup_step", dies_at_step_3)
+    real = warmgen.train.warmup_step
+    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real, 3))  # after the step-2 checkpoint
     with pytest.raises(RuntimeError):
         train(crashed)
     monkeypatch.setattr(warmgen.train, "warmup_step", real)

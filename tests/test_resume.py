@@ -8,6 +8,8 @@ import warmgen.train
 from warmgen.config import load_config, parse_overrides
 from warmgen.train import train
 
+from helpers.crash import failing_on_call
+
 ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40",
         "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",
         "--train.log_every", "1", "--warmup.max_warmup_length", "3", "--method", "warmup", "--train.samples_every", "0"]
@@ -29,16 +31,8 @@ def test_resume_matches_uninterrupted(tmp_path, monkeypatch, extra):
     train(full)
 
     crashed = load_config(None, parse_overrides(ARGS + extra + ["--output_dir", str(tmp_path / "crashed")]))
-    calls = {"n": 0}
     real_step = warmgen.train.warmup_step
-
-    def dies_at_step_3(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # after the step-2 checkpoint
-            raise RuntimeError("simulated crash")
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(warmgen.train, "warmup_step", dies_at_step_3)
+    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(crashed)
     monkeypatch.setattr(warmgen.train, "warmup_step", real_step)

@@ -124,8 +124,9 @@ def train(config: Config, resume: bool = False) -> dict:
     """Train, keep best/last checkpoints, evaluate the best on dev and test; return results.
 
     Under `accelerate launch` / torchrun each process trains on its share of every global batch
-    (`batch_size` examples per process); only the main process evaluates, logs and saves, and
-    only it returns results (the others return None).
+    (`batch_size` examples per process); only the main process logs, saves and evaluates the final
+    checkpoint (dev evaluation during training runs on every process when the model is sharded),
+    and only it returns results (the others return None).
     """
     check_launch(config)
     procs = Processes()

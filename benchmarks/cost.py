@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from recording import new_record_path  # benchmarks/, this script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--config", str(ROOT / "configs" / "g2p-t5.yaml"), "--warmup.sft_warm_start_steps", "0", "--train.eval_every", "0",
           "--data.max_dev_examples", "1", "--data.max_test_examples", "1", "--train.log_every", "1", "--train.samples_every", "0"]
@@ -99,11 +101,7 @@ def main() -> None:
               "note": "seconds per optimizer step after the first; same batches for every setting; warm start off; "
                       "batch 64, so one epoch is train_examples / 64 steps",
               "results": results}
-    path = ROOT / "benchmarks" / "results" / f"cost-{record['date']}.json"
-    for n in range(2, 100):  # never overwrite an earlier record of the same day
-        if not path.exists():
-            break
-        path = path.with_name(f"cost-{record['date']}-{n}.json")
+    path = new_record_path("cost", record["date"])
     path.write_text(json.dumps(record, indent=2))
     print(f"wrote {path}")
 

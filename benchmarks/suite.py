@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from warmgen.compare import run_comparison  # noqa: E402
+from recording import new_record_path  # noqa: E402  (benchmarks/, this script's folder)
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
@@ -48,11 +49,7 @@ def main() -> None:
         summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / task))
         record = {"benchmark": f"suite/{task}", "command": "python " + " ".join(sys.argv), "spec": TASKS[task],
                   "git_commit": commit, "date": datetime.date.today().isoformat(), "summary": summary}
-        path = ROOT / "benchmarks" / "results" / f"{task}-{record['date']}.json"
-        for n in range(2, 100):  # never overwrite an earlier record of the same day
-            if not path.exists():
-                break
-            path = path.with_name(f"{task}-{record['date']}-{n}.json")
+        path = new_record_path(task, record["date"])
         path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():

@@ -37,7 +37,7 @@ class Processes:
 
     def shard(self, model) -> None:
         """FSDP2 when the accelerate config asks for FSDP (see check_launch), in place; else nothing."""
-        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true" or self.world == 1:
+        if not _launch_flag("ACCELERATE_USE_FSDP") or self.world == 1:
             return
         from accelerate.utils import FullyShardedDataParallelPlugin
         from torch.distributed.fsdp import fully_shard
@@ -150,17 +150,22 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _launch_flag(name: str) -> bool:
+    """A true/false setting `accelerate launch` exported from its config file."""
+    return os.environ.get(name, "").lower() == "true"
+
+
 def check_launch(config) -> None:
     """Refuse `accelerate launch` settings this loop does not implement rather than ignore them."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    if _launch_flag("ACCELERATE_USE_DEEPSPEED"):
         raise ConfigError(
             "the accelerate config asks for DeepSpeed, which warmgen does not support: launch with "
             "configs/accelerate/fsdp.yaml (sharded weights, gradients and optimizer state) or configs/accelerate/multi_gpu.yaml")
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+    if _launch_flag("ACCELERATE_USE_FSDP"):
         version = os.environ.get("FSDP_VERSION", "1")
         unsupported = [name for name, flag in (("fsdp_version 1", version != "2"),
-                                               ("fsdp_offload_params", os.environ.get("FSDP_OFFLOAD_PARAMS") == "true"),
-                                               ("fsdp_activation_checkpointing", os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") == "true"))
+                                               ("fsdp_offload_params", _launch_flag("FSDP_OFFLOAD_PARAMS")),
+                                               ("fsdp_activation_checkpointing", _launch_flag("FSDP_ACTIVATION_CHECKPOINTING")))
                        if flag]
         if unsupported:
             raise ConfigError(f"the accelerate FSDP config sets {unsupported[0]}, which warmgen does not support: start from "

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from recording import new_record_path  # benchmarks/, this script's folder
+from recording import write_record  # benchmarks/, this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--config", str(ROOT / "configs" / "g2p-t5.yaml"), "--warmup.sft_warm_start_steps", "0", "--train.eval_every", "0",
@@ -101,9 +101,7 @@ def main() -> None:
               "note": "seconds per optimizer step after the first; same batches for every setting; warm start off; "
                       "batch 64, so one epoch is train_examples / 64 steps",
               "results": results}
-    path = new_record_path("cost", record["date"])
-    path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_record('cost', record)}")
 
 
 if __name__ == "__main__":

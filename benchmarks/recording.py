@@ -1,7 +1,8 @@
-"""Where a benchmark writes its record: benchmarks/results/<name>-<date>.json, never over an earlier one."""
+"""A benchmark's record: benchmarks/results/<name>-<date>.json, never written over an earlier one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -14,4 +15,11 @@ def new_record_path(name: str, date: str) -> Path:
     while path.exists():
         path = RESULTS / f"{name}-{date}-{n}.json"
         n += 1
+    return path
+
+
+def write_record(name: str, record: dict) -> Path:
+    """Write `record` (which carries its "date") to a new record file; return its path."""
+    path = new_record_path(name, record["date"])
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
     return path

@@ -32,7 +32,7 @@ from warmgen.models import load_model  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
 from warmgen.train import tokenize  # noqa: E402
 from warmgen.warmup import warmup_step  # noqa: E402
-from recording import new_record_path  # noqa: E402  (benchmarks/, this script's folder)
+from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
 
 KEYS = ("reward", "reward_std", "reward/best", "warmup/mean_length", "warmup/truncated_ratio", "warmup/empty_ratio",
         "warmup/distinct_ratio")
@@ -72,9 +72,7 @@ def main() -> None:
               "note": "untrained model (LoRA adapters start as the identity); means over warmup steps of "
                       f"{args.batch} examples; reward = log-probability of the target given the warmup (nats, summed)",
               "results": results}
-    path = new_record_path("sep-init", record["date"])
-    path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_record('sep-init', record)}")
 
 
 if __name__ == "__main__":

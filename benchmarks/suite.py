@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from warmgen.compare import run_comparison  # noqa: E402
-from recording import new_record_path  # noqa: E402  (benchmarks/, this script's folder)
+from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
@@ -49,8 +48,7 @@ def main() -> None:
         summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / task))
         record = {"benchmark": f"suite/{task}", "command": "python " + " ".join(sys.argv), "spec": TASKS[task],
                   "git_commit": commit, "date": datetime.date.today().isoformat(), "summary": summary}
-        path = new_record_path(task, record["date"])
-        path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+        path = write_record(task, record)
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():
             versus = summary["versus_baseline"].get(variant, {}).get(primary)

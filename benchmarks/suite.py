@@ -33,8 +33,10 @@ TASKS = {  # task: comparison spec
     "logiqa": "configs/compare/logiqa.yaml",
     "logiqa-quick": "configs/compare/logiqa-quick.yaml",
     "xsum-quick": "configs/compare/xsum-quick.yaml",
+    "deu-eng-quick": "configs/compare/deu-eng-quick.yaml",
+    "eng-deu-quick": "configs/compare/eng-deu-quick.yaml",
 }
-SMOKE = ("g2p-quick", "g2p-amortised", "logiqa-quick", "xsum-quick")  # run only when asked for
+SMOKE = ("g2p-quick", "g2p-amortised", "logiqa-quick", "xsum-quick", "deu-eng-quick", "eng-deu-quick")  # run only when asked for
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ def losses(run_dir):
 
 
 CONFIGS = Path(__file__).parent.parent / "configs" / "accelerate"
+FAULTS = str(Path(__file__).parent / "helpers" / "faults.py")
 
 
 def assert_same_weights(one, two, name, atol):
@@ -37,13 +38,14 @@ def assert_same_weights(one, two, name, atol):
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=atol, msg=key)
 
 
-def launch(run_dir, *extra, fsdp=False, program=("-m", "warmgen.cli")):
+def launch(run_dir, *extra, accelerate=None, program=("-m", "warmgen.cli")):
+    """Two processes: torchrun, or `accelerate launch` with one of configs/accelerate (e.g. "fsdp")."""
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # accelerate's launcher runs a multi-CPU config through MPI, but its FSDP config through torchrun, as on GPUs.
-    launcher = (["-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "2",
-                 "--main_process_port", str(port)] if fsdp else
+    # accelerate's launcher runs a multi-CPU config through MPI, but its FSDP and DeepSpeed configs through torchrun, as on GPUs.
+    launcher = (["-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{accelerate}.yaml"), "--num_processes", "2",
+                 "--main_process_port", str(port)] if accelerate else
                 ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)])
     command = [sys.executable, *launcher, *program, "train", *ARGS, "--output_dir", str(run_dir), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -82,7 +84,7 @@ def test_fsdp_matches_one_process(tmp_path):
     # Sharded weights, gradients and optimizer state: the same losses as one process on the same global batch,
     # and checkpoints that load unsharded (the final evaluation reads them in one process).
     assert main(["train", *ARGS, "--method", "sft", "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
-    out = launch(tmp_path / "two", "--method", "sft", "--train.batch_size", "4", fsdp=True)
+    out = launch(tmp_path / "two", "--method", "sft", "--train.batch_size", "4", accelerate="fsdp")
     assert out.returncode == 0, out.stderr[-3000:]
     header = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[0])
     assert header["processes"] == 2 and header["sharded"] is True
@@ -93,14 +95,13 @@ def test_fsdp_matches_one_process(tmp_path):
 @pytest.mark.slow
 def test_fsdp_warmup_training_resumes_exactly(tmp_path):
     # Each process samples warmups of its own lengths; generation must keep all processes stepping together.
-    full = launch(tmp_path / "full", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6", fsdp=True)
+    full = launch(tmp_path / "full", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6", accelerate="fsdp")
     assert full.returncode == 0, full.stderr[-3000:]
-    helper = str(Path(__file__).parent / "helpers" / "crash.py")
     crashed = launch(tmp_path / "crashed", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6",
-                     fsdp=True, program=(helper,))
+                     accelerate="fsdp", program=(FAULTS, "crash"))
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
     resumed = launch(tmp_path / "crashed", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6", "--resume",
-                     fsdp=True)
+                     accelerate="fsdp")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     logged = lambda run: [(r["step"], r["loss"], r["reward"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                           if "loss" in r]  # noqa: E731
@@ -109,22 +110,71 @@ def test_fsdp_warmup_training_resumes_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp_with_lora_matches_one_process(tmp_path):
-    # Frozen base weights and trainable adapters in the same shards; the adapter checkpoint is gathered whole.
+@pytest.mark.parametrize("accelerate", ["fsdp", "deepspeed_zero2"])
+def test_lora_matches_one_process(tmp_path, accelerate):
+    # FSDP: frozen base weights and trainable adapters in the same shards; the adapter checkpoint is gathered whole.
+    # DeepSpeed: the optimizer holds only the adapters, all in one parameter group (no 1-d weights).
     # No LoRA dropout: the processes draw other random numbers than one process would.
     model, tokenizer = build_preset("llama-tiny", ["a b c d e f g h i j k l m n o p"] * 4, 300)
     model.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
     lora = ["--model.name", str(tmp_path / "base"), "--model.lora_rank", "4", "--model.lora_dropout", "0", "--method", "sft"]
     assert main(["train", *ARGS, *lora, "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
-    out = launch(tmp_path / "two", *lora, "--train.batch_size", "4", fsdp=True)
+    out = launch(tmp_path / "two", *lora, "--train.batch_size", "4", accelerate=accelerate)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "two" / "checkpoints" / "last" / "adapter_config.json").is_file()
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=TOLERANCE)
     assert_same_weights(tmp_path / "one", tmp_path / "two", "adapter_model.safetensors", atol=1e-5)
 
 
-@pytest.mark.parametrize("name, distributed_type", [("multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP")])
+@pytest.mark.slow
+def test_deepspeed_zero2_matches_one_process(tmp_path):
+    # DeepSpeed owns the optimizer (partitioned state, its own clipping and step) and the loop accumulates
+    # two micro-batches per step: the same losses and weights as one process.
+    accumulate = ["--method", "sft", "--train.gradient_accumulation_steps", "2", "--train.max_grad_norm", "0.5"]
+    assert main(["train", *ARGS, *accumulate, "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
+    out = launch(tmp_path / "two", *accumulate, "--train.batch_size", "4", accelerate="deepspeed_zero2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    header = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[0])
+    assert header["processes"] == 2 and header["deepspeed"] is True
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=TOLERANCE)
+    norms = lambda run: [r["grad_norm"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]  # noqa: E731
+    assert norms(tmp_path / "two") == pytest.approx(norms(tmp_path / "one"), rel=TOLERANCE)
+    assert_same_weights(tmp_path / "one", tmp_path / "two", "model.safetensors", atol=1e-5)
+
+
+@pytest.mark.slow
+def test_deepspeed_warmup_training_resumes_exactly(tmp_path):
+    # An encoder-decoder model; each process's optimizer partition is saved and loaded back by the same process.
+    t5 = ["--model.name", "t5-tiny", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6"]
+    full = launch(tmp_path / "full", *t5, accelerate="deepspeed_zero2")
+    assert full.returncode == 0, full.stderr[-3000:]
+    crashed = launch(tmp_path / "crashed", *t5, accelerate="deepspeed_zero2", program=(FAULTS, "crash"))
+    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
+    state = torch.load(tmp_path / "crashed" / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)
+    assert len(state["optimizer"]) == 2  # one partition per process
+    resumed = launch(tmp_path / "crashed", *t5, "--resume", accelerate="deepspeed_zero2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logged = lambda run: [(r["step"], r["loss"], r["reward"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                          if "loss" in r]  # noqa: E731
+    assert [step for step, _, _ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
+    assert logged(tmp_path / "crashed") == pytest.approx(logged(tmp_path / "full"), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_deepspeed_skips_a_nan_step_like_the_plain_loop(tmp_path):
+    # DeepSpeed skips the step itself (non-finite gradients); the run must log and count it as the plain loop does.
+    nan = ["--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "4"]
+    for name, accelerate in (("plain", None), ("deepspeed", "deepspeed_zero2")):
+        out = launch(tmp_path / name, *nan, accelerate=accelerate, program=(FAULTS, "nan"))
+        assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("plain", "deepspeed"):
+        assert json.loads((tmp_path / name / "results.json").read_text())["skipped_steps"] == 1
+    assert losses(tmp_path / "deepspeed") == pytest.approx(losses(tmp_path / "plain"), rel=TOLERANCE)
+    assert_same_weights(tmp_path / "plain", tmp_path / "deepspeed", "model.safetensors", atol=1e-5)
+
+
+@pytest.mark.parametrize("name, distributed_type", [("multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED")])
 def test_accelerate_config_files_are_valid(name, distributed_type):
     config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
     assert config.distributed_type == distributed_type and config.mixed_precision == "no"
@@ -134,7 +184,11 @@ def test_accelerate_config_files_are_valid(name, distributed_type):
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, [], "fsdp_version 1"),
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"}, [], "fsdp_offload_params"),
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, ["--warmup.keep_best_warmup", "true"], "warmup.keep_best_warmup"),
-    ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], "DeepSpeed"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, [], "configs/accelerate/fsdp.yaml"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"},
+     [], "offload_optimizer"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "4"},
+     [], "train.gradient_accumulation_steps"),
     ({"ACCELERATE_MIXED_PRECISION": "fp16"}, [], "train.mixed_precision")])
 def test_unsupported_accelerate_settings_are_refused(tmp_path, monkeypatch, capsys, env, extra, message):
     for name, value in env.items():

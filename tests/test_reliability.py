@@ -17,7 +17,7 @@ from warmgen.models import build_preset, prepare_tokenizer
 from warmgen.records import DataError
 from warmgen.train import TrainingError, train
 
-from helpers.crash import failing_on_call
+from helpers.faults import failing_on_call, nan_objective_on_calls
 
 ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40", "--data.max_dev_examples", "4",
         "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",
@@ -34,16 +34,7 @@ def losses(run_dir):
 
 def nan_on(calls, monkeypatch):
     """Make warmup_step return a NaN loss on the given call numbers (1-based)."""
-    real, count = warmgen.train.warmup_step, {"n": 0}
-
-    def step(*args, **kwargs):
-        count["n"] += 1
-        result = real(*args, **kwargs)
-        if count["n"] in calls:
-            result.objective = result.objective * float("nan")
-        return result
-
-    monkeypatch.setattr(warmgen.train, "warmup_step", step)
+    monkeypatch.setattr(warmgen.train, "warmup_step", nan_objective_on_calls(warmgen.train.warmup_step, calls))
 
 
 def test_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import warmgen.train
 from warmgen.config import load_config, parse_overrides
 from warmgen.train import train
 
-from helpers.crash import failing_on_call
+from helpers.faults import failing_on_call
 
 ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40",
         "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",

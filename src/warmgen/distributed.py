@@ -11,11 +11,19 @@ optimizer state, and every forward pass all-gathers the block it runs. So every 
 the same forward passes: generation keeps stepping until all processes finish (transformers'
 synced_gpus), and evaluation runs on all processes. Checkpoints gather the full weights and
 optimizer state, so they load unsharded.
-With one process every function here is a no-op.
+
+With an accelerate DeepSpeed config (ZeRO stage 1 or 2), DeepSpeed's engine owns the optimizer:
+each process keeps 1/N of the optimizer state (and, at stage 2, of the gradients), backward
+reduce-scatters the gradients, and the engine clips, steps and skips steps whose gradients are not
+finite. The loop still calls the model itself (weights are whole on every process at these stages)
+and decides where optimizer steps fall (DeepSpeed's managed_gradient_accumulation off).
+Checkpoints hold every process's optimizer partition, so a run resumes with as many processes.
+With one process and no DeepSpeed every function here is a no-op.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -34,6 +42,41 @@ class Processes:
         self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
         self.is_main = state.is_main_process
         self.sharded = False
+        self.engine = None  # DeepSpeed's, when the accelerate config asks for DeepSpeed
+
+    def prepare_optimizer(self, model, optimizer, scheduler, train) -> None:
+        """Hand the optimizer and scheduler to DeepSpeed ZeRO when the accelerate config asks for it (see check_launch)."""
+        if not _launch_flag("ACCELERATE_USE_DEEPSPEED"):
+            return
+        import deepspeed
+
+        self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                               config=deepspeed_config(train, self.world), dist_init_required=False)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.engine is None:
+            loss.backward()
+        else:  # DeepSpeed averages gradients over processes; the loss is already this process's share of the global sum
+            self.engine.backward(loss * self.world, scale_wrt_gas=False)
+
+    def optimizer_step(self, model, optimizer, scheduler, max_norm: float, skip: bool) -> tuple[float, bool]:
+        """Synchronise and clip gradients, then step: (gradient norm, whether the step was applied).
+
+        A step is skipped (weights, optimizer and schedule untouched) when asked or when the
+        gradient is not finite; gradients are cleared either way.
+        """
+        if self.engine is not None:  # a NaN/inf loss left non-finite gradients, which DeepSpeed skips on its own
+            self.engine.step()
+            return float(self.engine.get_global_grad_norm()), self.engine.was_step_applied()
+        if not skip:
+            self.sum_gradients(model)
+        norm = self.clip_gradients(model, max_norm)
+        stepped = not skip and math.isfinite(norm)
+        if stepped:
+            optimizer.step()
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm, stepped
 
     def shard(self, model) -> None:
         """FSDP2 when the accelerate config asks for FSDP (see check_launch), in place; else nothing."""
@@ -88,6 +131,14 @@ class Processes:
         values = self.sum(torch.tensor([stats[k] for k in keys], dtype=torch.float64)) / self.world
         return dict(zip(keys, values.tolist()))
 
+    def gather_to_main(self, obj) -> list | None:
+        """Every process's `obj` on the main process only (None elsewhere): a partition each, not N full copies."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
     def gather(self, obj) -> list:
         if self.world == 1:
             return [obj]
@@ -117,15 +168,24 @@ class Processes:
                     weights[alias] = weights[first]
         return weights
 
-    def optimizer_state(self, model, optimizer) -> dict:
-        """The whole optimizer state on the main process (every process must call it)."""
+    def optimizer_state(self, model, optimizer) -> dict | list | None:
+        """The whole optimizer state on the main process (every process must call it); DeepSpeed's is one partition per process."""
+        if self.engine is not None:
+            return self.gather_to_main(self.engine.optimizer.state_dict())
         if not self.sharded:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+    def load_optimizer_state(self, model, optimizer, state: dict | list) -> None:
+        if self.engine is not None:
+            if not isinstance(state, list):
+                raise ConfigError("this checkpoint was not saved under DeepSpeed; resume it with the accelerate config that wrote it")
+            self.engine.optimizer.load_state_dict(state)  # each process takes its own partition
+            return
+        if isinstance(state, list):
+            raise ConfigError("this checkpoint was saved under DeepSpeed; resume it with the same accelerate DeepSpeed config")
         if not self.sharded:
             optimizer.load_state_dict(state)
             return
@@ -155,12 +215,47 @@ def _launch_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() == "true"
 
 
+def deepspeed_config(train, world: int) -> dict:
+    """DeepSpeed's config: the accelerate config's ZeRO settings, with the batch, accumulation and clipping of the run config."""
+    try:
+        import deepspeed  # noqa: F401  (accelerate's plugin needs it too)
+    except ImportError:
+        raise ConfigError("the accelerate config asks for DeepSpeed, which is not installed: "
+                          "pip install --no-build-isolation 'deepspeed>=0.19.8' (after torch)") from None
+    from accelerate.utils import DeepSpeedPlugin
+
+    settings = dict(DeepSpeedPlugin().deepspeed_config)  # accelerate launch's deepspeed_config, or its deepspeed_config_file
+    zero = settings.get("zero_optimization", {})
+    if int(zero.get("stage", 0)) not in (1, 2):
+        raise ConfigError(
+            f"the accelerate DeepSpeed config sets zero_stage {zero.get('stage', 0)}; warmgen runs ZeRO stages 1 and 2 "
+            "(configs/accelerate/deepspeed_zero2.yaml). For sharded weights, as ZeRO-3, use configs/accelerate/fsdp.yaml: "
+            "warmup steps call the model outside DeepSpeed's forward, which stage 3 needs to gather weights")
+    offloaded = [side for side in ("offload_optimizer", "offload_param") if (zero.get(side) or {}).get("device") not in (None, "none")]
+    owned = [key for key in ("optimizer", "scheduler") if key in settings]
+    precision = [key for key in ("fp16", "bf16") if (settings.get(key) or {}).get("enabled") not in (None, False, "auto")]
+    if offloaded or owned or precision:
+        raise ConfigError(
+            f"the accelerate DeepSpeed config sets {(offloaded + owned + precision)[0]}, which warmgen does not support: start "
+            "from configs/accelerate/deepspeed_zero2.yaml (no offload; the optimizer and schedule come from the run config's "
+            "train section, and mixed precision from train.mixed_precision)")
+    for key, value in (("gradient_accumulation_steps", train.gradient_accumulation_steps), ("gradient_clipping", train.max_grad_norm)):
+        if settings.get(key, "auto") not in ("auto", value) and not (key == "gradient_accumulation_steps" and settings[key] == 1):
+            name = "train.gradient_accumulation_steps" if key == "gradient_accumulation_steps" else "train.max_grad_norm"
+            raise ConfigError(f"the accelerate DeepSpeed config sets {key} {settings[key]} but {name} is {value}: "
+                              f"warmgen follows {name}; set it there and leave {key} out of (or 'auto' in) the DeepSpeed config")
+    return {**settings, "train_micro_batch_size_per_gpu": train.batch_size,
+            "gradient_accumulation_steps": train.gradient_accumulation_steps,
+            "train_batch_size": train.batch_size * world * train.gradient_accumulation_steps,
+            "gradient_clipping": train.max_grad_norm, "steps_per_print": 2**31,
+            # The loop decides where optimizer steps fall (an epoch's last, shorter accumulation too).
+            "managed_gradient_accumulation": False}
+
+
 def check_launch(config) -> None:
     """Refuse `accelerate launch` settings this loop does not implement rather than ignore them."""
     if _launch_flag("ACCELERATE_USE_DEEPSPEED"):
-        raise ConfigError(
-            "the accelerate config asks for DeepSpeed, which warmgen does not support: launch with "
-            "configs/accelerate/fsdp.yaml (sharded weights, gradients and optimizer state) or configs/accelerate/multi_gpu.yaml")
+        deepspeed_config(config.train, world=1)  # raises on settings warmgen does not implement
     if _launch_flag("ACCELERATE_USE_FSDP"):
         version = os.environ.get("FSDP_VERSION", "1")
         unsupported = [name for name, flag in (("fsdp_version 1", version != "2"),

@@ -174,10 +174,9 @@ def train(config: Config, resume: bool = False) -> dict:
     t = config.train
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
-    )
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # No empty group (LoRA has no 1-d weights): DeepSpeed drops it, and the schedule would then count one group too many.
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2))
     global_batch = t.batch_size * procs.world
     if global_batch * t.gradient_accumulation_steps > len(data):
         raise ConfigError(
@@ -188,6 +187,7 @@ def train(config: Config, resume: bool = False) -> dict:
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
+    procs.prepare_optimizer(model, optimizer, scheduler, t)  # DeepSpeed ZeRO when the accelerate config asks for it
 
     step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps = 0, 0, 0, 0.0, 0, 0
     best = {"metric": None, "step": None}
@@ -209,7 +209,8 @@ def train(config: Config, resume: bool = False) -> dict:
                 (run_dir / name).unlink(missing_ok=True)
 
     header = {"step": 0, "event": "start", "parameters": count_parameters(model), "train_examples": len(data),
-              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded, **truncation,
+              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded,
+              "deepspeed": procs.engine is not None, **truncation,
               "family": layout.family}
     metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if procs.is_main else None
     samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8") if procs.is_main else None
@@ -283,10 +284,11 @@ def train(config: Config, resume: bool = False) -> dict:
             # Per-token loss over the global batch: this process's share, so summed gradients are exact.
             loss = -objective / procs.sum(tokens).to(objective.dtype)
             global_loss = procs.sum(loss.detach()).item()
+            # Backward even a NaN/inf loss (the step is then skipped): DeepSpeed reduces gradients during backward.
+            backward_started = time.perf_counter()
+            procs.backward(loss / t.gradient_accumulation_steps)
+            stats["time/backward"] = time.perf_counter() - backward_started
             if math.isfinite(global_loss):
-                backward_started = time.perf_counter()
-                (loss / t.gradient_accumulation_steps).backward()
-                stats["time/backward"] = time.perf_counter() - backward_started
                 stats["target_tokens"] = float(sum(len(target) + 1 for target in targets))
                 for key, value in {"loss": global_loss, **procs.mean_stats(stats)}.items():
                     accumulated[key] = accumulated.get(key, 0.0) + value / t.gradient_accumulation_steps
@@ -296,12 +298,11 @@ def train(config: Config, resume: bool = False) -> dict:
             if micro % t.gradient_accumulation_steps and batch_index < batches_per_epoch:
                 continue
             micro = 0
-            if not bad_batch:
-                procs.sum_gradients(model)
-            grad_norm = procs.clip_gradients(model, t.max_grad_norm)
-            if bad_batch or not math.isfinite(grad_norm):
-                # Skip the whole optimizer step; after too many in a row, stop with `last` intact.
-                optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            optimizer_started = time.perf_counter()
+            grad_norm, stepped = procs.optimizer_step(model, optimizer, scheduler, t.max_grad_norm, skip=bad_batch)
+            if not stepped:
+                # The whole optimizer step was skipped; after too many in a row, stop with `last` intact.
                 accumulated, bad_batch = {}, False
                 skipped_steps += 1
                 consecutive_bad += 1
@@ -313,12 +314,7 @@ def train(config: Config, resume: bool = False) -> dict:
                         "continue with --resume")
                 continue
             consecutive_bad = 0
-            lr = scheduler.get_last_lr()[0]
-            optimizer_started = time.perf_counter()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            accumulated["time/optimizer"] = time.perf_counter() - optimizer_started
+            accumulated["time/optimizer"] = time.perf_counter() - optimizer_started  # with gradient synchronisation and clipping
             # Training time runs from the end of the last step (or evaluation) to here.
             step_seconds = time.time() - tick
             train_seconds += step_seconds

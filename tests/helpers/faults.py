@@ -1,0 +1,48 @@
+"""Simulated faults for the resume and reliability tests.
+
+Run as a script, it is `warmgen.cli` with a fault in its warmup steps, for multi-process launches:
+
+    faults.py crash ARGS...      the third warmup step raises (after the step-2 checkpoint)
+    faults.py nan ARGS...        the second warmup step's loss is NaN on every process
+"""
+
+import sys
+
+
+def failing_on_call(function, n: int):
+    """`function`, except that its n-th call raises RuntimeError('simulated crash')."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise RuntimeError("simulated crash")
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def nan_objective_on_calls(warmup_step, calls: set[int]):
+    """`warmup_step`, except that on the given calls (1-based) its objective, hence the loss, is NaN."""
+    count = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        count["n"] += 1
+        result = warmup_step(*args, **kwargs)
+        if count["n"] in calls:
+            result.objective = result.objective * float("nan")
+        return result
+
+    return wrapper
+
+
+if __name__ == "__main__":
+    import warmgen.train
+    from warmgen.cli import main
+
+    fault, args = sys.argv[1], sys.argv[2:]
+    if fault == "crash":
+        warmgen.train.warmup_step = failing_on_call(warmgen.train.warmup_step, 3)
+    else:
+        warmgen.train.warmup_step = nan_objective_on_calls(warmgen.train.warmup_step, {2})
+    sys.exit(main(args))

@@ -9,7 +9,7 @@ warmups only save from an example's second visit on. Reports:
                all steps after the first, and split into the first epoch and the later ones
   tokens/s     target tokens trained per second
   peak_rss_mb  peak resident memory of the process
-  breakdown    seconds per step in sampling, scoring (forward), backward and the optimizer step
+  breakdown    seconds per step in sampling, scoring (forward), backward and the optimizer step (with gradient clipping)
 Ratios, not absolute times: the machine is noisy. Writes benchmarks/results/cost-<date>.json.
 
     python benchmarks/cost.py [--steps 30] [--models t5-mini llama-mini] [--ks 2 4 8] [--amortised 0|1]

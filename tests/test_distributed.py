@@ -110,7 +110,7 @@ def test_fsdp_warmup_training_resumes_exactly(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("accelerate", ["fsdp", "deepspeed_zero2"])
+@pytest.mark.parametrize("accelerate", ["fsdp", "deepspeed_zero2", "deepspeed_zero3"])
 def test_lora_matches_one_process(tmp_path, accelerate):
     # FSDP: frozen base weights and trainable adapters in the same shards; the adapter checkpoint is gathered whole.
     # DeepSpeed: the optimizer holds only the adapters, all in one parameter group (no 1-d weights).
@@ -128,15 +128,18 @@ def test_lora_matches_one_process(tmp_path, accelerate):
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_matches_one_process(tmp_path):
-    # DeepSpeed owns the optimizer (partitioned state, its own clipping and step) and the loop accumulates
-    # two micro-batches per step: the same losses and weights as one process.
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_matches_one_process(tmp_path, stage):
+    # DeepSpeed owns the optimizer (partitioned state, its own clipping and step; at stage 3 the weights are
+    # partitioned too, and the checkpoint gathered whole) and the loop accumulates two micro-batches per step:
+    # the same losses and weights as one process.
     accumulate = ["--method", "sft", "--train.gradient_accumulation_steps", "2", "--train.max_grad_norm", "0.5"]
     assert main(["train", *ARGS, *accumulate, "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
-    out = launch(tmp_path / "two", *accumulate, "--train.batch_size", "4", accelerate="deepspeed_zero2")
+    out = launch(tmp_path / "two", *accumulate, "--train.batch_size", "4", accelerate=f"deepspeed_zero{stage}")
     assert out.returncode == 0, out.stderr[-3000:]
     header = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[0])
-    assert header["processes"] == 2 and header["deepspeed"] is True
+    assert header["processes"] == 2 and header["deepspeed"] is True and header["sharded"] is (stage == 3)
+    assert header["parameters"] == json.loads((tmp_path / "one" / "metrics.jsonl").read_text().splitlines()[0])["parameters"]
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=TOLERANCE)
     norms = lambda run: [r["grad_norm"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]  # noqa: E731
     assert norms(tmp_path / "two") == pytest.approx(norms(tmp_path / "one"), rel=TOLERANCE)
@@ -144,16 +147,19 @@ def test_deepspeed_zero2_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_deepspeed_warmup_training_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_warmup_training_resumes_exactly(tmp_path, stage):
     # An encoder-decoder model; each process's optimizer partition is saved and loaded back by the same process.
+    # At stage 3 generation and evaluation run on both processes together (partitioned weights).
     t5 = ["--model.name", "t5-tiny", "--method", "warmup", "--train.batch_size", "4", "--train.max_steps", "6"]
-    full = launch(tmp_path / "full", *t5, accelerate="deepspeed_zero2")
+    config = f"deepspeed_zero{stage}"
+    full = launch(tmp_path / "full", *t5, accelerate=config)
     assert full.returncode == 0, full.stderr[-3000:]
-    crashed = launch(tmp_path / "crashed", *t5, accelerate="deepspeed_zero2", program=(FAULTS, "crash"))
+    crashed = launch(tmp_path / "crashed", *t5, accelerate=config, program=(FAULTS, "crash"))
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
     state = torch.load(tmp_path / "crashed" / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)
     assert len(state["optimizer"]) == 2  # one partition per process
-    resumed = launch(tmp_path / "crashed", *t5, "--resume", accelerate="deepspeed_zero2")
+    resumed = launch(tmp_path / "crashed", *t5, "--resume", accelerate=config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     logged = lambda run: [(r["step"], r["loss"], r["reward"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                           if "loss" in r]  # noqa: E731
@@ -174,7 +180,8 @@ def test_deepspeed_skips_a_nan_step_like_the_plain_loop(tmp_path):
     assert_same_weights(tmp_path / "plain", tmp_path / "deepspeed", "model.safetensors", atol=1e-5)
 
 
-@pytest.mark.parametrize("name, distributed_type", [("multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED")])
+@pytest.mark.parametrize("name, distributed_type", [("multi_gpu", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED"),
+                                                         ("deepspeed_zero3", "DEEPSPEED")])
 def test_accelerate_config_files_are_valid(name, distributed_type):
     config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
     assert config.distributed_type == distributed_type and config.mixed_precision == "no"
@@ -184,7 +191,8 @@ def test_accelerate_config_files_are_valid(name, distributed_type):
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, [], "fsdp_version 1"),
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"}, [], "fsdp_offload_params"),
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, ["--warmup.keep_best_warmup", "true"], "warmup.keep_best_warmup"),
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, [], "configs/accelerate/fsdp.yaml"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, ["--warmup.keep_best_warmup", "true"],
+     "warmup.keep_best_warmup"),
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"},
      [], "offload_optimizer"),
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "4"},

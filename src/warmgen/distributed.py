@@ -12,12 +12,13 @@ the same forward passes: generation keeps stepping until all processes finish (t
 synced_gpus), and evaluation runs on all processes. Checkpoints gather the full weights and
 optimizer state, so they load unsharded.
 
-With an accelerate DeepSpeed config (ZeRO stage 1 or 2), DeepSpeed's engine owns the optimizer:
-each process keeps 1/N of the optimizer state (and, at stage 2, of the gradients), backward
-reduce-scatters the gradients, and the engine clips, steps and skips steps whose gradients are not
-finite. The loop still calls the model itself (weights are whole on every process at these stages)
-and decides where optimizer steps fall (DeepSpeed's managed_gradient_accumulation off).
-Checkpoints hold every process's optimizer partition, so a run resumes with as many processes.
+With an accelerate DeepSpeed config, DeepSpeed's engine owns the optimizer: each process keeps
+1/N of the optimizer state (stage 1), of the gradients (stage 2) and of the weights (stage 3, which
+gathers each layer in hooks around its forward and backward, so it runs collectively like FSDP).
+Backward reduce-scatters the gradients, and the engine clips, steps and skips steps whose gradients
+are not finite. The loop still calls the model itself and decides where optimizer steps fall
+(DeepSpeed's managed_gradient_accumulation off). Checkpoints hold the gathered weights and every
+process's optimizer partition, so a run resumes with as many processes.
 With one process and no DeepSpeed every function here is a no-op.
 """
 
@@ -52,12 +53,21 @@ class Processes:
 
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                config=deepspeed_config(train, self.world), dist_init_required=False)
+        if self.engine.zero_optimization_partition_weights() and self.world > 1:  # ZeRO-3: every forward pass is collective
+            root = model.get_base_model() if hasattr(model, "get_base_model") else model
+            root._is_fsdp_managed_module = True  # transformers' generate then keeps all processes stepping together
+            self.sharded = True
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.engine is None:
             loss.backward()
-        else:  # DeepSpeed averages gradients over processes; the loss is already this process's share of the global sum
-            self.engine.backward(loss * self.world, scale_wrt_gas=False)
+            return
+        # engine.forward would start DeepSpeed's backward bookkeeping from a hook on its output; the loop calls
+        # the model itself (generate, encoder, prefix and continuations), so it is started here.
+        self.engine.optimizer.clear_backward_seen_flag()
+        self.engine._backward_prologue()
+        # DeepSpeed averages gradients over processes; the loss is already this process's share of the global sum.
+        self.engine.backward(loss * self.world, scale_wrt_gas=False)
 
     def optimizer_step(self, model, optimizer, scheduler, max_norm: float, skip: bool) -> tuple[float, bool]:
         """Synchronise and clip gradients, then step: (gradient norm, whether the step was applied).
@@ -154,6 +164,8 @@ class Processes:
         """The unsharded weights on the main process (every process must call it), or None: use the model's own."""
         if not self.sharded:
             return None
+        if self.engine is not None:  # ZeRO-3; keeps tied parameters shared
+            return self.engine._zero3_consolidated_16bit_state_dict()  # despite the name, in the weights' own dtype
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -221,29 +233,29 @@ def deepspeed_config(train, world: int) -> dict:
         import deepspeed  # noqa: F401  (accelerate's plugin needs it too)
     except ImportError:
         raise ConfigError("the accelerate config asks for DeepSpeed, which is not installed: "
-                          "pip install --no-build-isolation 'deepspeed>=0.19.8' (after torch)") from None
+                          "pip install --no-build-isolation 'deepspeed>=0.19.8,<0.20' (after torch)") from None
     from accelerate.utils import DeepSpeedPlugin
 
     settings = dict(DeepSpeedPlugin().deepspeed_config)  # accelerate launch's deepspeed_config, or its deepspeed_config_file
     zero = settings.get("zero_optimization", {})
-    if int(zero.get("stage", 0)) not in (1, 2):
-        raise ConfigError(
-            f"the accelerate DeepSpeed config sets zero_stage {zero.get('stage', 0)}; warmgen runs ZeRO stages 1 and 2 "
-            "(configs/accelerate/deepspeed_zero2.yaml). For sharded weights, as ZeRO-3, use configs/accelerate/fsdp.yaml: "
-            "warmup steps call the model outside DeepSpeed's forward, which stage 3 needs to gather weights")
+    if int(zero.get("stage", 0)) not in (1, 2, 3):
+        raise ConfigError(f"the accelerate DeepSpeed config sets zero_stage {zero.get('stage', 0)}; warmgen runs ZeRO "
+                          "stages 1 to 3 (configs/accelerate/deepspeed_zero2.yaml, deepspeed_zero3.yaml)")
     offloaded = [side for side in ("offload_optimizer", "offload_param") if (zero.get(side) or {}).get("device") not in (None, "none")]
     owned = [key for key in ("optimizer", "scheduler") if key in settings]
     precision = [key for key in ("fp16", "bf16") if (settings.get(key) or {}).get("enabled") not in (None, False, "auto")]
     if offloaded or owned or precision:
         raise ConfigError(
             f"the accelerate DeepSpeed config sets {(offloaded + owned + precision)[0]}, which warmgen does not support: start "
-            "from configs/accelerate/deepspeed_zero2.yaml (no offload; the optimizer and schedule come from the run config's "
+            "from configs/accelerate/deepspeed_zero2.yaml or deepspeed_zero3.yaml (no offload; the optimizer and schedule come from the run config's "
             "train section, and mixed precision from train.mixed_precision)")
     for key, value in (("gradient_accumulation_steps", train.gradient_accumulation_steps), ("gradient_clipping", train.max_grad_norm)):
         if settings.get(key, "auto") not in ("auto", value) and not (key == "gradient_accumulation_steps" and settings[key] == 1):
             name = "train.gradient_accumulation_steps" if key == "gradient_accumulation_steps" else "train.max_grad_norm"
             raise ConfigError(f"the accelerate DeepSpeed config sets {key} {settings[key]} but {name} is {value}: "
                               f"warmgen follows {name}; set it there and leave {key} out of (or 'auto' in) the DeepSpeed config")
+    # A DeepSpeed config file written for transformers' Trainer may leave sizes 'auto' for it to fill: use DeepSpeed's defaults.
+    settings["zero_optimization"] = {key: value for key, value in zero.items() if value != "auto"}
     return {**settings, "train_micro_batch_size_per_gpu": train.batch_size,
             "gradient_accumulation_steps": train.gradient_accumulation_steps,
             "train_batch_size": train.batch_size * world * train.gradient_accumulation_steps,
@@ -255,7 +267,11 @@ def deepspeed_config(train, world: int) -> dict:
 def check_launch(config) -> None:
     """Refuse `accelerate launch` settings this loop does not implement rather than ignore them."""
     if _launch_flag("ACCELERATE_USE_DEEPSPEED"):
-        deepspeed_config(config.train, world=1)  # raises on settings warmgen does not implement
+        settings = deepspeed_config(config.train, world=1)  # raises on settings warmgen does not implement
+        if int(settings.get("zero_optimization", {}).get("stage", 0)) == 3 and config.method == "warmup" and config.warmup.keep_best_warmup:
+            raise ConfigError("warmup.keep_best_warmup with DeepSpeed ZeRO-3: processes would sample different numbers of "
+                              "times, and sharded forward passes must run on all processes together; set warmup.keep_best_warmup "
+                              "false or use ZeRO-2")
     if _launch_flag("ACCELERATE_USE_FSDP"):
         version = os.environ.get("FSDP_VERSION", "1")
         unsupported = [name for name, flag in (("fsdp_version 1", version != "2"),

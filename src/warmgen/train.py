@@ -187,6 +187,7 @@ def train(config: Config, resume: bool = False) -> dict:
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
+    parameters = count_parameters(model)  # before ZeRO-3 partitions the weights
     procs.prepare_optimizer(model, optimizer, scheduler, t)  # DeepSpeed ZeRO when the accelerate config asks for it
 
     step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps = 0, 0, 0, 0.0, 0, 0
@@ -208,7 +209,7 @@ def train(config: Config, resume: bool = False) -> dict:
             else:
                 (run_dir / name).unlink(missing_ok=True)
 
-    header = {"step": 0, "event": "start", "parameters": count_parameters(model), "train_examples": len(data),
+    header = {"step": 0, "event": "start", "parameters": parameters, "train_examples": len(data),
               "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded,
               "deepspeed": procs.engine is not None, **truncation,
               "family": layout.family}
@@ -351,7 +352,7 @@ def train(config: Config, resume: bool = False) -> dict:
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
     results = {"method": config.method, "checkpoint": str(final_dir), "best_step": best["step"], "train_seconds": train_seconds,
                "epochs": total_steps / steps_per_epoch, "seconds_per_epoch": train_seconds / (total_steps / steps_per_epoch),
-               "parameters": count_parameters(model), "generated_tokens": generated_tokens, "skipped_steps": skipped_steps,
+               "parameters": parameters, "generated_tokens": generated_tokens, "skipped_steps": skipped_steps,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
     for split in ("dev", "test"):

@@ -18,6 +18,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from recording import write_record  # benchmarks/, this script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 
 BASE = ["--model.name", "t5-mini", "--model.vocab_size", "400", "--data.max_source_length", "32", "--data.max_target_length", "32",
@@ -93,8 +95,7 @@ def main() -> None:
         "common_args": common,
         "results": results,
     }
-    path = ROOT / "benchmarks" / "results" / f"g2p-knobs-{record['date']}.json"
-    path.write_text(json.dumps(record, indent=2))
+    path = write_record("g2p-knobs", record)
     print(f"{'variant':<45} {'WER':>6} {'PER':>6} {'train s':>8} {'wlen':>5}")
     for name, r in results.items():
         print(f"{name:<45} {r['test']['wer']:>6.3f} {r['test']['per']:>6.3f} {r['train_seconds']:>8.0f} "

@@ -30,6 +30,7 @@ from warmgen.evaluate import evaluate  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
 from warmgen.train import load_checkpoint  # noqa: E402
+from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
 
 
 def load_run(run_dir: Path):
@@ -68,8 +69,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     record = {"benchmark": "inference_cost", "command": "python " + " ".join(sys.argv), "git_commit": commit,
               "date": datetime.date.today().isoformat(), "repeats": args.repeats, "results": rows}
-    path = ROOT / "benchmarks" / "results" / f"inference-cost-{record['date']}.json"
-    path.write_text(json.dumps(record, indent=2))
+    path = write_record("inference-cost", record)
     print(f"wrote {path}")
 
 

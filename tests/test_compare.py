@@ -1,6 +1,12 @@
 """`warmgen compare`: bootstrap CIs, resumable runs, and the report."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +86,35 @@ def test_bad_spec(tmp_path):
     spec.write_text("contrasts: [[a, b]]\nvariants: {a: {}}\n")
     with pytest.raises(ConfigError, match="contrast must be a"):
         load_spec(spec)
+
+
+def _processes_training(run_dir: Path) -> list[int]:
+    """Pids of live processes whose command line names `run_dir` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(run_dir).encode() in (entry / "cmdline").read_bytes():
+                if (entry / "stat").read_text().split(")")[-1].split()[0] != "Z":
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_stopping_a_comparison_stops_its_training_run(tmp_path):
+    out = tmp_path / "cmp"
+    long = [*TINY, "--train.max_steps", "100000"]
+    parent = subprocess.Popen([sys.executable, "-m", "warmgen.cli", "compare", str(spec_file(tmp_path)), "--output_dir", str(out), *long],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = out / "sft" / "seed0"
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.jsonl").is_file() and time.time() < deadline:  # the training process has started
+        time.sleep(0.2)
+    assert _processes_training(run_dir), "the training process did not start"
+    os.kill(parent.pid, signal.SIGTERM)
+    assert parent.wait(timeout=60) != 0
+    deadline = time.time() + 30
+    while _processes_training(run_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_training(run_dir) == []

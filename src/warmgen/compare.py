@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import html
 import json
+import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -93,8 +95,28 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
             print(f"[compare] {variant} seed {seed}: training ({run_dir})", flush=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir / "train.log", "a", encoding="utf-8") as log:
-                if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode:
+                if _run_child(command, log):
                     raise RuntimeError(f"training {variant} seed {seed} failed; see {run_dir / 'train.log'}")
+
+
+def _run_child(command: list[str], log) -> int:
+    """Run one training process; its exit code. A comparison that is stopped (Ctrl-C, kill, an error) stops it too,
+    rather than leaving it training unseen; the run resumes from its last checkpoint next time."""
+    def stop(signum, frame):
+        sys.exit(128 + signum)  # unwinds to the cleanup below, unlike the default SIGTERM action
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return child.wait()
+    except BaseException:
+        child.terminate()
+        child.wait()
+        raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -98,7 +98,7 @@ class Processes:
         if model.config.is_encoder_decoder:
             raise ConfigError(
                 "FSDP is supported for decoder-only models; encoder-decoder models call their encoder outside the sharded "
-                "forward pass. Launch with configs/accelerate/multi_gpu.yaml")
+                "forward pass. Launch with configs/accelerate/deepspeed_zero3.yaml to shard it, or multi_gpu.yaml")
         plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* settings accelerate launch exported
         # The root is the transformers model, also under a LoRA wrapper: `generate` calls its forward
         # directly, and only the root's forward gathers the weights outside the blocks (embeddings, head).

@@ -266,12 +266,11 @@ def deepspeed_config(train, world: int) -> dict:
 
 def check_launch(config) -> None:
     """Refuse `accelerate launch` settings this loop does not implement rather than ignore them."""
+    shards_weights = None  # which launch mode makes every forward pass collective
     if _launch_flag("ACCELERATE_USE_DEEPSPEED"):
         settings = deepspeed_config(config.train, world=1)  # raises on settings warmgen does not implement
-        if int(settings.get("zero_optimization", {}).get("stage", 0)) == 3 and config.method == "warmup" and config.warmup.keep_best_warmup:
-            raise ConfigError("warmup.keep_best_warmup with DeepSpeed ZeRO-3: processes would sample different numbers of "
-                              "times, and sharded forward passes must run on all processes together; set warmup.keep_best_warmup "
-                              "false or use ZeRO-2")
+        if int(settings.get("zero_optimization", {}).get("stage", 0)) == 3:
+            shards_weights = "DeepSpeed ZeRO-3"
     if _launch_flag("ACCELERATE_USE_FSDP"):
         version = os.environ.get("FSDP_VERSION", "1")
         unsupported = [name for name, flag in (("fsdp_version 1", version != "2"),
@@ -281,9 +280,10 @@ def check_launch(config) -> None:
         if unsupported:
             raise ConfigError(f"the accelerate FSDP config sets {unsupported[0]}, which warmgen does not support: start from "
                               "configs/accelerate/fsdp.yaml (fsdp_version 2, no offload, no activation checkpointing)")
-        if config.method == "warmup" and config.warmup.keep_best_warmup:
-            raise ConfigError("warmup.keep_best_warmup with FSDP: processes would sample different numbers of times, and "
-                              "sharded forward passes must run on all processes together; set warmup.keep_best_warmup false")
+        shards_weights = "FSDP"
+    if shards_weights and config.method == "warmup" and config.warmup.keep_best_warmup:
+        raise ConfigError(f"warmup.keep_best_warmup with {shards_weights}: processes would sample different numbers of times, and "
+                          "sharded forward passes must run on all processes together; set warmup.keep_best_warmup false")
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if launched not in ("no", config.train.mixed_precision):
         raise ConfigError(

@@ -249,9 +249,10 @@ def deepspeed_config(train, world: int) -> dict:
             f"the accelerate DeepSpeed config sets {(offloaded + owned + precision)[0]}, which warmgen does not support: start "
             "from configs/accelerate/deepspeed_zero2.yaml or deepspeed_zero3.yaml (no offload; the optimizer and schedule come from the run config's "
             "train section, and mixed precision from train.mixed_precision)")
-    for key, value in (("gradient_accumulation_steps", train.gradient_accumulation_steps), ("gradient_clipping", train.max_grad_norm)):
-        if settings.get(key, "auto") not in ("auto", value) and not (key == "gradient_accumulation_steps" and settings[key] == 1):
-            name = "train.gradient_accumulation_steps" if key == "gradient_accumulation_steps" else "train.max_grad_norm"
+    # accelerate writes gradient_accumulation_steps 1 when its config leaves it out, so 1 means "not set" there.
+    for key, name, value, unset in (("gradient_accumulation_steps", "train.gradient_accumulation_steps", train.gradient_accumulation_steps, 1),
+                                    ("gradient_clipping", "train.max_grad_norm", train.max_grad_norm, "auto")):
+        if settings.get(key, "auto") not in ("auto", unset, value):
             raise ConfigError(f"the accelerate DeepSpeed config sets {key} {settings[key]} but {name} is {value}: "
                               f"warmgen follows {name}; set it there and leave {key} out of (or 'auto' in) the DeepSpeed config")
     # A DeepSpeed config file written for transformers' Trainer may leave sizes 'auto' for it to fill: use DeepSpeed's defaults.

@@ -75,6 +75,24 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert summary["table"]["sft"]["train_load_average"] is None and summary["table"]["warmup"]["train_load_average"]
 
 
+def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seeds: [3]\nbootstrap: 20\nbudget: wall_clock\nbaseline: sft\n"
+                    "variants:\n  warmup: {method: warmup, warmup.num_warmups: 2}\n  sft: {method: sft}\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(spec), "--output_dir", str(out), *TINY]) == 0  # the baseline is listed last: trained first anyway
+    sft = json.loads((out / "sft" / "seed3" / "results.json").read_text())
+    warmup = json.loads((out / "warmup" / "seed3" / "results.json").read_text())
+    assert sft["train_seconds"] > 0 and not sft["stopped_by_time_budget"]
+    budget = (out / "warmup" / "seed3" / "config.yaml").read_text()
+    assert f"max_train_seconds: {round(sft['train_seconds'], 3)}" in budget
+    # A step is never cut short: a variant stops at the end of the step that reaches the budget.
+    assert warmup["steps"] >= 1 and warmup["stopped_by_time_budget"] == (warmup["steps"] < 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["table"]["warmup"]["epochs"]["mean"] == warmup["epochs"]
+    assert "at most sft's training time" in (out / "report.md").read_text().splitlines()[0]
+
+
 def test_bad_spec(tmp_path):
     spec = tmp_path / "bad.yaml"
     spec.write_text("variants:\n  a: {warmup.num_warmup: 3}\n")
@@ -85,6 +103,12 @@ def test_bad_spec(tmp_path):
         load_spec(spec)
     spec.write_text("contrasts: [[a, b]]\nvariants: {a: {}}\n")
     with pytest.raises(ConfigError, match="contrast must be a"):
+        load_spec(spec)
+    spec.write_text("budget: same\nvariants: {a: {}}\n")
+    with pytest.raises(ConfigError, match="budget must be one of epochs, wall_clock, not 'same'"):
+        load_spec(spec)
+    spec.write_text("budget: wall_clock\nvariants: {sft: {method: sft}, a: {train.max_train_seconds: 60}}\n")
+    with pytest.raises(ConfigError, match="remove it from variant 'a'"):
         load_spec(spec)
 
 

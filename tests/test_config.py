@@ -48,6 +48,8 @@ def test_cross_field_validation():
         load_config(None, parse_overrides(["--objective", "rloo", "--num_warmups", "1"]))
     with pytest.raises(ConfigError, match="min_warmup_length"):
         load_config(None, parse_overrides(["--min_warmup_length", "9", "--max_warmup_length", "4"]))
+    with pytest.raises(ConfigError, match="train.max_train_seconds must be >= 0"):
+        load_config(None, parse_overrides(["--max_train_seconds", "-5"]))
 
 
 def test_ambiguous_bare_key():

@@ -1,8 +1,12 @@
 """A run that dies after a checkpoint and is resumed logs the same losses as an uninterrupted run."""
 
+import itertools
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 import warmgen.train
 from warmgen.config import load_config, parse_overrides
@@ -46,3 +50,30 @@ def test_resume_without_checkpoint_says_so(tmp_path):
     config = load_config(None, parse_overrides(ARGS + ["--output_dir", str(tmp_path / "none")]))
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
         train(config, resume=True)
+
+
+def test_time_budget_stops_training_and_counts_time_across_resumes(tmp_path, monkeypatch):
+    """A fake clock makes every optimizer step take 10 s; with a 25 s budget the run stops after step 3 of 6,
+    also when it crashed after the step-2 checkpoint and was resumed (the budget counts the time before the crash)."""
+    clock = itertools.count(10, 10)
+    monkeypatch.setattr(warmgen.train, "time", SimpleNamespace(time=lambda: next(clock), perf_counter=time.perf_counter))
+    run = tmp_path / "budget"
+    config = load_config(None, parse_overrides(ARGS + ["--train.max_train_seconds", "25", "--output_dir", str(run)]))
+    real_step = warmgen.train.warmup_step
+    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config)
+    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    results = train(config, resume=True)
+
+    assert [s for s, _, _ in logged(run)] == [1, 2, 3]
+    assert results["steps"] == 3 and results["stopped_by_time_budget"] and results["train_seconds"] == 30
+    assert results["epochs"] == pytest.approx(3 / 5)  # 40 examples, 8 per step
+    assert torch.load(run / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)["step"] == 3
+    assert (run / "eval" / "test" / "predictions.jsonl").is_file()
+
+    # Resumed after the budget ran out (say, killed during the final evaluation): evaluated again, not trained further.
+    (run / "results.json").unlink()
+    again = train(config, resume=True)
+    assert again["steps"] == 3 and [s for s, _, _ in logged(run)] == [1, 2, 3]
+    assert again["splits"]["test"]["wer"] == results["splits"]["test"]["wer"]

@@ -8,6 +8,7 @@ A comparison spec (YAML):
     baseline: sft              # the variant the others are compared with
     contrasts: [[amortised, marginal]]   # further (variant, reference) pairs to compare (optional)
     bootstrap: 1000            # resamples
+    budget: epochs             # or wall_clock (below)
     variants:                  # name: config overrides (any field)
       sft: {method: sft}
       best_of_k: {method: warmup}
@@ -17,6 +18,15 @@ Each run is `warmgen train` in its own process (`<output>/<variant>/seed<N>`), s
 is per run; a finished run (results.json present) is skipped and an interrupted one resumed, so
 an interrupted comparison continues where it stopped. The seed sets model initialisation, data
 order and sampling, and is the same across variants: variants differ only in their overrides.
+
+Budget: by default every variant trains for the same epochs. `budget: wall_clock` gives every
+variant at most the training time of the baseline with the same seed instead: the baseline trains
+first, then the others run with `train.max_train_seconds` set to its `train_seconds` (their
+learning-rate schedule stays planned for the full epochs; a variant faster than the baseline stops
+at its epochs, so raise its `train.epochs` to let it use the whole time). For one fixed budget
+for every variant, put `train.max_train_seconds` in `overrides` instead. The report's `epochs`
+column shows how far each variant got. Wall-clock budgets are only as fair as the machine is quiet:
+see the `train_load_average` column.
 
 Significance: a paired bootstrap over test examples, pooled over seeds. Each resample draws
 example indices once; each metric is recomputed on them for every seed of both variants (from
@@ -43,8 +53,9 @@ from . import metrics
 from .config import ConfigError, load_config, parse_overrides
 from .tasks import load_task
 
-SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts"}
-COST = ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average")
+SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget"}
+BUDGETS = ("epochs", "wall_clock")
+COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average")
 
 
 def load_spec(path: Path) -> dict:
@@ -62,6 +73,9 @@ def load_spec(path: Path) -> dict:
     spec.setdefault("bootstrap", 1000)
     spec.setdefault("overrides", {})
     spec.setdefault("contrasts", [])
+    spec.setdefault("budget", "epochs")
+    if spec["budget"] not in BUDGETS:
+        raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}, not {spec['budget']!r}")
     if spec["baseline"] not in spec["variants"]:
         raise ConfigError(f"{path}: baseline '{spec['baseline']}' is not one of the variants")
     for pair in spec["contrasts"]:
@@ -72,6 +86,9 @@ def load_spec(path: Path) -> dict:
     for name, changes in spec["variants"].items():
         if not isinstance(changes, dict):
             raise ConfigError(f"{path}: variant '{name}' must be a mapping of config overrides")
+        if spec["budget"] == "wall_clock" and "train.max_train_seconds" in {**spec["overrides"], **changes}:
+            raise ConfigError(f"{path}: budget: wall_clock sets train.max_train_seconds from the baseline's training time; "
+                              f"remove it from {'overrides' if 'train.max_train_seconds' in spec['overrides'] else f'variant {name!r}'}")
         # Fail now, not hours later: every variant's config must load.
         load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items()))
     return spec
@@ -82,12 +99,18 @@ def _args(changes: dict) -> list[str]:
 
 
 def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
-    for variant, changes in spec["variants"].items():
+    baseline = spec["baseline"]
+    # The baseline first: under a wall-clock budget the others need its training time.
+    for variant in [baseline] + [v for v in spec["variants"] if v != baseline]:
+        changes = dict(spec["variants"][variant])
         for seed in spec["seeds"]:
             run_dir = output / variant / f"seed{seed}"
             if (run_dir / "results.json").is_file():
                 print(f"[compare] {variant} seed {seed}: done, skipped")
                 continue
+            if spec["budget"] == "wall_clock" and variant != baseline:
+                seconds = json.loads((output / baseline / f"seed{seed}" / "results.json").read_text())["train_seconds"]
+                changes["train.max_train_seconds"] = round(seconds, 3)
             command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
             command += (["--config", spec["base"]] if "base" in spec else []) + _args(spec["overrides"]) + _args(changes) + list(overrides)
             if (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
@@ -290,10 +313,11 @@ def make_plots(runs: dict, versus: dict, primary: str, output: Path) -> list[str
 def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for the report, shared by the Markdown and HTML writers."""
     table = summary["table"]
-    quality = [k for k in next(iter(table.values())) if k not in COST]
+    # Every variant's metrics, in order of first appearance: warmup variants have warmup/* columns that SFT lacks.
+    quality = list(dict.fromkeys(k for row in table.values() for k in row if k not in COST))
     tables = [("Test metrics (mean ± std over seeds) and cost; train_load_average is the machine's mean 1-minute load during "
                 "training: times compare only between runs with similar load", ["variant"] + quality + list(COST),
-               [[v] + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" if row[k] else "-" for k in quality + list(COST)]
+               [[v] + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" if row.get(k) else "-" for k in quality + list(COST)]
                 for v, row in table.items()])]
     rows = [[v, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.3g}"]
             for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]
@@ -316,7 +340,8 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
 
 
 def write_reports(summary: dict, plots: list[str], output: Path) -> None:
-    title = f"warmgen compare: {summary['task']}, {len(summary['spec']['seeds'])} seed(s), {summary['test_examples']} test examples"
+    budget = {"epochs": "same epochs", "wall_clock": f"at most {summary['spec']['baseline']}'s training time"}[summary["spec"]["budget"]]
+    title = f"warmgen compare: {summary['task']}, {len(summary['spec']['seeds'])} seed(s), {summary['test_examples']} test examples, {budget}"
     cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]

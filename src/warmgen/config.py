@@ -175,6 +175,11 @@ class TrainConfig:
     epochs: float = 1.0
     # Optimizer steps; 0 = derive from epochs.
     max_steps: int = 0
+    # A time budget: stop at the end of the optimizer step that reaches this many seconds of
+    # training (summed over resumes; evaluation and checkpoints not counted); 0 = none. The
+    # learning-rate schedule is still planned for `epochs`/`max_steps`, so a run the budget stops
+    # ends before its learning rate has decayed to 0. Stopped runs are evaluated as usual.
+    max_train_seconds: float = 0.0
     # Evaluate on dev and save `best`/`last` every N optimizer steps (0 = once per epoch).
     eval_every: int = 0
     log_every: int = 10
@@ -393,6 +398,7 @@ def validate(config: Config) -> None:
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),
         (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
+        (t.max_train_seconds >= 0, "train.max_train_seconds must be >= 0 (0 = no time budget)"),
         (t.max_bad_steps >= 1, "train.max_bad_steps must be at least 1"),
         (config.decode.num_beams >= 1, "decode.num_beams must be at least 1"),
         (config.model.lora_rank >= 0, "model.lora_rank must be >= 0 (0 = full fine-tuning)"),

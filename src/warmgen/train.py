@@ -250,13 +250,18 @@ def train(config: Config, resume: bool = False) -> dict:
             log(row)
         procs.barrier()
 
+    def out_of_time() -> bool:
+        # One answer for all processes: one stopping alone would leave the others waiting in a collective.
+        return t.max_train_seconds > 0 and procs.sum(float(train_seconds >= t.max_train_seconds)).item() > 0
+
     model.train()
     progress = tqdm(total=total_steps, initial=step, desc=f"{config.method}", dynamic_ncols=True, mininterval=1.0,
                     disable=not procs.is_main)
     accumulated: dict[str, float] = {}
     micro, bad_batch, consecutive_bad = 0, False, 0
+    stopped_by_time = out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
     tick = time.time()
-    while step < total_steps:
+    while step < total_steps and not stopped_by_time:
         order = epoch_order(len(data), config.seed, epoch)
         while batch_index < batches_per_epoch and step < total_steps:
             global_ids = order[batch_index * global_batch : (batch_index + 1) * global_batch]
@@ -320,13 +325,14 @@ def train(config: Config, resume: bool = False) -> dict:
             step_seconds = time.time() - tick
             train_seconds += step_seconds
             step += 1
+            stopped_by_time = out_of_time()
             progress.update(1)
             if "warmup/mean_length" in accumulated:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}", reward=f"{accumulated['reward']:.2f}",
                                      wlen=f"{accumulated['warmup/mean_length']:.1f}", trunc=f"{accumulated['warmup/truncated_ratio']:.2f}")
             else:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
-            if step % t.log_every == 0 or step == total_steps:
+            if step % t.log_every == 0 or step == total_steps or stopped_by_time:
                 # The machine's 1-minute load average: times are only comparable between runs that had the CPU alone.
                 log({"step": step, "epoch": step / steps_per_epoch, "lr": lr, "grad_norm": grad_norm, "sft": use_sft,
                      "skipped_steps": skipped_steps, "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
@@ -334,8 +340,12 @@ def train(config: Config, resume: bool = False) -> dict:
                 write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout)
             accumulated = {}
             eval_due = step % t.eval_every == 0 if t.eval_every else batch_index >= batches_per_epoch
-            if eval_due or step == total_steps:
+            if eval_due or step == total_steps or stopped_by_time:
                 evaluate_and_save()
+            if stopped_by_time:
+                tqdm.write(f"step {step}: time budget train.max_train_seconds = {t.max_train_seconds:g} reached "
+                           f"({train_seconds:.0f} s of training), stopping before step {total_steps}")
+                break
             tick = time.time()
         if batch_index >= batches_per_epoch:
             epoch, batch_index = epoch + 1, 0
@@ -351,7 +361,8 @@ def train(config: Config, resume: bool = False) -> dict:
     final_model.to(device)
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
     results = {"method": config.method, "checkpoint": str(final_dir), "best_step": best["step"], "train_seconds": train_seconds,
-               "epochs": total_steps / steps_per_epoch, "seconds_per_epoch": train_seconds / (total_steps / steps_per_epoch),
+               "steps": step, "stopped_by_time_budget": step < total_steps,
+               "epochs": step / steps_per_epoch, "seconds_per_epoch": train_seconds / (step / steps_per_epoch),
                "parameters": parameters, "generated_tokens": generated_tokens, "skipped_steps": skipped_steps,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "versions": library_versions(), "git_commit": git_commit(), "splits": {}}

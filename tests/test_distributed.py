@@ -38,7 +38,7 @@ def assert_same_weights(one, two, name, atol):
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=atol, msg=key)
 
 
-def launch(run_dir, *extra, accelerate=None, program=("-m", "warmgen.cli")):
+def launch(run_dir, *extra, accelerate=None, program=("-m", "warmgen.cli"), timeout=600):
     """Two processes: torchrun, or `accelerate launch` with one of configs/accelerate (e.g. "fsdp")."""
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
@@ -48,7 +48,7 @@ def launch(run_dir, *extra, accelerate=None, program=("-m", "warmgen.cli")):
                  "--main_process_port", str(port)] if accelerate else
                 ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)])
     command = [sys.executable, *launcher, *program, "train", *ARGS, "--output_dir", str(run_dir), *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -137,6 +137,18 @@ def test_sharded_warmup_training_resumes_exactly(tmp_path, accelerate, model):
                           if "loss" in r]  # noqa: E731
     assert [step for step, _, _ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
     assert logged(tmp_path / "crashed") == pytest.approx(logged(tmp_path / "full"), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_processes_stop_together_when_one_runs_out_of_time(tmp_path):
+    # Only the second process's clock says the 100 s budget is spent after step 1; had the first process
+    # carried on alone, it would wait for the second in the next gradient reduction until the timeout.
+    out = launch(tmp_path / "budget", "--method", "warmup", "--train.batch_size", "4", "--train.max_train_seconds", "100",
+                 program=(FAULTS, "fast_clock"), timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "budget" / "results.json").read_text())
+    assert results["steps"] == 1 and results["stopped_by_time_budget"] and results["train_seconds"] < 100  # the main process's own clock
+    assert "time budget train.max_train_seconds = 100 reached" in out.stderr + out.stdout
 
 
 @pytest.mark.slow

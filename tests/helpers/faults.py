@@ -4,8 +4,10 @@ Run as a script, it is `warmgen.cli` with a fault in its warmup steps, for multi
 
     faults.py crash ARGS...      the third warmup step raises (after the step-2 checkpoint)
     faults.py nan ARGS...        the second warmup step's loss is NaN on every process
+    faults.py fast_clock ARGS... the last process's training clock runs 1000 s per reading
 """
 
+import os
 import sys
 
 
@@ -43,6 +45,13 @@ if __name__ == "__main__":
     fault, args = sys.argv[1], sys.argv[2:]
     if fault == "crash":
         warmgen.train.warmup_step = failing_on_call(warmgen.train.warmup_step, 3)
-    else:
+    elif fault == "nan":
         warmgen.train.warmup_step = nan_objective_on_calls(warmgen.train.warmup_step, {2})
+    elif int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1:  # fast_clock
+        import itertools
+        import time
+        from types import SimpleNamespace
+
+        clock = itertools.count(1000, 1000)
+        warmgen.train.time = SimpleNamespace(time=lambda: next(clock), perf_counter=time.perf_counter)
     sys.exit(main(args))

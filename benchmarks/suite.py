@@ -27,6 +27,7 @@ TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
     "g2p-quick": "configs/compare/g2p-quick.yaml",
     "g2p-amortised": "configs/compare/g2p-amortised.yaml",
+    "g2p-same-time": "configs/compare/g2p-same-time.yaml",
     "deu-eng": "configs/compare/deu-eng.yaml",
     "eng-deu": "configs/compare/eng-deu.yaml",
     "xsum": "configs/compare/xsum.yaml",
@@ -36,7 +37,7 @@ TASKS = {  # task: comparison spec
     "deu-eng-quick": "configs/compare/deu-eng-quick.yaml",
     "eng-deu-quick": "configs/compare/eng-deu-quick.yaml",
 }
-SMOKE = ("g2p-quick", "g2p-amortised", "logiqa-quick", "xsum-quick", "deu-eng-quick", "eng-deu-quick")  # run only when asked for
+SMOKE = ("g2p-quick", "g2p-amortised", "g2p-same-time", "logiqa-quick", "xsum-quick", "deu-eng-quick", "eng-deu-quick")  # run only when asked for
 
 
 def main() -> None:

@@ -54,6 +54,10 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     loads = [np.mean([r["load_average"] for r in map(json.loads, (out / "warmup" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines())
                       if "loss" in r]) for seed in (0, 1)]
     assert summary["table"]["warmup"]["train_load_average"]["mean"] == pytest.approx(np.mean(loads))
+    decoding_loads = [json.loads((out / "warmup" / f"seed{seed}" / "results.json").read_text())["splits"]["test"]["inference_load_average"]
+                      for seed in (0, 1)]
+    assert min(decoding_loads) > 0
+    assert summary["table"]["warmup"]["inference_load_average"]["mean"] == pytest.approx(np.mean(decoding_loads))
     assert "warmup" in summary["warmup_analysis"] and "sft" not in summary["warmup_analysis"]
     for name in ("report.md", "report.html", "loss.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
@@ -63,16 +67,20 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert reverse["diff"] == pytest.approx(-forward["diff"]) and reverse["p_value"] == pytest.approx(forward["p_value"])
 
     stamp = (out / "warmup" / "seed1" / "results.json").stat().st_mtime
-    # A run logged before the load average was recorded: the summary leaves that column empty.
+    # A run logged before the load averages were recorded: the summary leaves those columns empty.
     log = out / "sft" / "seed0" / "metrics.jsonl"
     log.write_text("".join(json.dumps({k: v for k, v in json.loads(l).items() if k != "load_average"}) + "\n"
                            for l in log.read_text().splitlines()))
+    results = json.loads((out / "sft" / "seed0" / "results.json").read_text())
+    del results["splits"]["test"]["inference_load_average"]
+    (out / "sft" / "seed0" / "results.json").write_text(json.dumps(results))
     capsys.readouterr()
     assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), *TINY]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 4
     assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"]["sft"]["train_load_average"] is None and summary["table"]["warmup"]["train_load_average"]
+    assert summary["table"]["sft"]["inference_load_average"] is None and "inference_load_average" in (out / "report.md").read_text()
 
 
 def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_path):

@@ -55,7 +55,8 @@ from .tasks import load_task
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget"}
 BUDGETS = ("epochs", "wall_clock")
-COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average")
+COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
+        "inference_load_average")
 
 
 def load_spec(path: Path) -> dict:
@@ -201,8 +202,8 @@ def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None)
 
 
 def _cost(key: str, test: dict, run: dict) -> float | None:
-    if key == "inference_seconds":
-        return test.get(key)
+    if key in ("inference_seconds", "inference_load_average"):
+        return test.get(key)  # inference_load_average: None for evaluations made before warmgen recorded it
     if key == "train_load_average":  # above the run's thread count: it shared the CPU, so its times are inflated
         loads = [row["load_average"] for row in run["log"] if "load_average" in row]
         return float(np.mean(loads)) if loads else None  # runs logged before warmgen recorded it
@@ -231,7 +232,7 @@ def summarize(spec: dict, output: Path) -> dict:
     table = {}
     for variant, seeds in runs.items():
         tests = [r["results"]["splits"]["test"] for r in seeds.values()]
-        keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k not in ("num_examples", "inference_seconds")]
+        keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k != "num_examples" and k not in COST]
         row = {k: {"mean": float(np.mean([t[k] for t in tests])), "std": float(np.std([t[k] for t in tests]))} for k in keys}
         for k in COST:
             values = [_cost(k, t, r) for t, r in zip(tests, seeds.values())]
@@ -315,8 +316,8 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     table = summary["table"]
     # Every variant's metrics, in order of first appearance: warmup variants have warmup/* columns that SFT lacks.
     quality = list(dict.fromkeys(k for row in table.values() for k in row if k not in COST))
-    tables = [("Test metrics (mean ± std over seeds) and cost; train_load_average is the machine's mean 1-minute load during "
-                "training: times compare only between runs with similar load", ["variant"] + quality + list(COST),
+    tables = [("Test metrics (mean ± std over seeds) and cost; train_load_average and inference_load_average are the machine's "
+                "mean 1-minute load during training and test decoding: times compare only between runs with similar load", ["variant"] + quality + list(COST),
                [[v] + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" if row.get(k) else "-" for k in quality + list(COST)]
                 for v, row in table.items()])]
     rows = [[v, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.3g}"]

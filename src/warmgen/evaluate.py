@@ -8,6 +8,7 @@ per-token log-likelihood gives `options/*` and `options_norm/*` metrics.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
     was_training = model.training
     model.eval()
     start = time.time()
-    predictions, warmup_lengths, target_lengths = [], [], []
+    predictions, warmup_lengths, target_lengths, loads = [], [], [], []
     size = config.decode.batch_size
     tokenizer = layout.tokenizer
     for i in range(0, len(examples), size):
@@ -56,6 +57,7 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
                 row["option_logp"] = [round(v, 4) for v in logp[j]]
                 row["option_tokens"] = counts[j]
             predictions.append(row)
+        loads.append(os.getloadavg()[0])
     model.train(was_training)
     inference_seconds = time.time() - start  # decoding (and option scoring) only, not the metrics
 
@@ -77,6 +79,8 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
     if task.skipped:
         scores["skipped"] = dict(task.skipped)
     scores["inference_seconds"] = inference_seconds
+    # The machine's 1-minute load after each batch: decoding times compare only between evaluations with similar load.
+    scores["inference_load_average"] = sum(loads) / max(len(loads), 1)
     if use_warmup:
         scores["warmup/mean_length"] = sum(warmup_lengths) / max(len(warmup_lengths), 1)
     if target_lengths:  # generated target tokens (without </s>): the inference cost floor is a token ratio

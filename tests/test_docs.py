@@ -42,3 +42,13 @@ def test_g2p_config_is_the_demo(tmp_path):
     for key in ("output_dir", "config_dir"):
         shipped.pop(key), demo.pop(key)
     assert shipped == demo
+
+
+def test_readme_results_table_is_the_records():
+    """The README's results-at-a-glance table is what benchmarks/summary_table.py makes of benchmarks/results."""
+    import runpy
+
+    table = runpy.run_path(str(ROOT / "benchmarks" / "summary_table.py"))["table"]()
+    readme = (ROOT / "README.md").read_text()
+    quoted = readme.split("<!-- summary_table.py -->\n", 1)[1].split("\n<!-- /summary_table.py -->", 1)[0]
+    assert quoted == table, "README results table is stale: paste the output of python benchmarks/summary_table.py"

@@ -101,22 +101,17 @@ def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_pa
     assert "at most sft's training time" in (out / "report.md").read_text().splitlines()[0]
 
 
-def test_bad_spec(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("variants:\n  a: {warmup.num_warmup: 3}\n", "unknown config key 'warmup.num_warmup'"),
+    ("seed: [1]\nvariants: {a: {}}\n", "unknown key"),
+    ("contrasts: [[a, b]]\nvariants: {a: {}}\n", "contrast must be a"),
+    ("budget: same\nvariants: {a: {}}\n", "budget must be one of epochs, wall_clock, not 'same'"),
+    ("budget: wall_clock\nvariants: {sft: {method: sft}, a: {train.max_train_seconds: 60}}\n", "remove it from variant 'a'"),
+])
+def test_bad_spec(tmp_path, text, message):
     spec = tmp_path / "bad.yaml"
-    spec.write_text("variants:\n  a: {warmup.num_warmup: 3}\n")
-    with pytest.raises(ConfigError, match="unknown config key 'warmup.num_warmup'"):
-        load_spec(spec)
-    spec.write_text("seed: [1]\nvariants: {a: {}}\n")
-    with pytest.raises(ConfigError, match="unknown key"):
-        load_spec(spec)
-    spec.write_text("contrasts: [[a, b]]\nvariants: {a: {}}\n")
-    with pytest.raises(ConfigError, match="contrast must be a"):
-        load_spec(spec)
-    spec.write_text("budget: same\nvariants: {a: {}}\n")
-    with pytest.raises(ConfigError, match="budget must be one of epochs, wall_clock, not 'same'"):
-        load_spec(spec)
-    spec.write_text("budget: wall_clock\nvariants: {sft: {method: sft}, a: {train.max_train_seconds: 60}}\n")
-    with pytest.raises(ConfigError, match="remove it from variant 'a'"):
+    spec.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         load_spec(spec)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from warmgen.cli import main
 from warmgen.config import ConfigError, ModelConfig
-from warmgen.models import load_model, prepare_tokenizer
+from warmgen.models import load_model, prepare_tokenizer, resolve_sep_init
 
 TINY = ["--data.max_train_examples", "32", "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "2",
         "--train.batch_size", "4", "--train.log_every", "1", "--warmup.max_warmup_length", "3", "--decode.batch_size", "4",
@@ -72,3 +72,16 @@ def test_sep_init_copies_a_token_rows(untied):
     assert not torch.equal(model.get_input_embeddings().weight[sep], model.get_input_embeddings().weight[tokenizer.eos_token_id])
     with pytest.raises(ConfigError, match="model.sep_init 'two' is 3 tokens"):
         prepare_tokenizer(*fresh(), "two")
+
+
+def test_sep_init_auto_copies_a_newline_only_into_pretrained_models():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import ByT5Tokenizer, PreTrainedTokenizerFast
+
+    bytes_ = ByT5Tokenizer()  # a newline is one token
+    assert resolve_sep_init("auto", bytes_, from_scratch=False) == "\n"
+    assert resolve_sep_init("auto", bytes_, from_scratch=True) == "random"
+    assert resolve_sep_init("eos", bytes_, from_scratch=False) == "eos"
+    words = Tokenizer(models.WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()  # drops the newline, like T5's sentencepiece
+    assert resolve_sep_init("auto", PreTrainedTokenizerFast(tokenizer_object=words), from_scratch=False) == "random"

@@ -49,8 +49,9 @@ class ModelConfig:
     # Off unless you trust the model's repository: it runs that repository's Python code.
     trust_remote_code: bool = False
     # How the new <sep> token's embedding starts: `random` (the model's initializer), `eos` (a copy
-    # of the end-of-sequence token's rows), or any text that is one token, e.g. "\n". A random row
-    # is almost never predicted by a pretrained model, so its warmups run to max_warmup_length;
+    # of the end-of-sequence token's rows), any text that is one token, e.g. "\n", or `auto` ("\n"
+    # for a pretrained model whose tokenizer writes a newline as one token, else random). A random
+    # row is almost never predicted by a pretrained model, so its warmups run to max_warmup_length;
     # a copied row is predicted where that token would be.
     sep_init: str = "random"
     # LoRA adapters via `peft` (pretrained models only); 0 = full fine-tuning. The <sep>

@@ -167,6 +167,18 @@ def prepare_tokenizer(model: PreTrainedModel, tokenizer, sep_init: str = "random
     return sep_id
 
 
+def resolve_sep_init(sep_init: str, tokenizer, from_scratch: bool) -> str:
+    """`auto`: a newline's rows for a pretrained model whose tokenizer writes one as a single token, else random.
+
+    From scratch every row starts random anyway; a newline that a tokenizer normalises away (T5's
+    sentencepiece turns it into a space) is no newline to copy.
+    """
+    if sep_init != "auto":
+        return sep_init
+    ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    return "\n" if not from_scratch and len(ids) == 1 and tokenizer.decode(ids) == "\n" else "random"
+
+
 def _single_token(tokenizer, text: str) -> int:
     if text == "eos":
         return tokenizer.eos_token_id
@@ -186,7 +198,7 @@ def load_model(config: ModelConfig, training_texts: Iterable[str] = ()):
         model, tokenizer = load_pretrained(str(import_gguf(name)))
     else:
         model, tokenizer = load_pretrained(name, trust_remote_code=config.trust_remote_code)
-    sep_id = prepare_tokenizer(model, tokenizer, config.sep_init)
+    sep_id = prepare_tokenizer(model, tokenizer, resolve_sep_init(config.sep_init, tokenizer, from_scratch=name in PRESETS))
     if config.lora_rank:
         if name in PRESETS:
             raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")

@@ -325,7 +325,7 @@ def train(config: Config, resume: bool = False) -> dict:
             step_seconds = time.time() - tick
             train_seconds += step_seconds
             step += 1
-            stopped_by_time = out_of_time()
+            stopped_by_time = step < total_steps and out_of_time()
             progress.update(1)
             if "warmup/mean_length" in accumulated:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}", reward=f"{accumulated['reward']:.2f}",

@@ -34,7 +34,7 @@ def newest_suite_records(folder: Path = RESULTS) -> dict[str, tuple[Path, dict]]
 
 
 def table(folder: Path = RESULTS) -> str:
-    rows = ["| task | seeds | test examples | metric | variant | variant | baseline | difference [95% CI] | p | record |",
+    rows = ["| task | seeds | test examples | metric | comparison | variant's score | baseline's score | difference [95% CI] | p | record |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, (path, record) in newest_suite_records(folder).items():
         summary = record["summary"]

@@ -1,9 +1,6 @@
 """A run that dies after a checkpoint and is resumed logs the same losses as an uninterrupted run."""
 
-import itertools
 import json
-import time
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +9,7 @@ import warmgen.train
 from warmgen.config import load_config, parse_overrides
 from warmgen.train import train
 
-from helpers.faults import failing_on_call
+from helpers.faults import failing_on_call, ticking_clock
 
 ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40",
         "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",
@@ -55,8 +52,7 @@ def test_resume_without_checkpoint_says_so(tmp_path):
 def test_time_budget_stops_training_and_counts_time_across_resumes(tmp_path, monkeypatch):
     """A fake clock makes every optimizer step take 10 s; with a 25 s budget the run stops after step 3 of 6,
     also when it crashed after the step-2 checkpoint and was resumed (the budget counts the time before the crash)."""
-    clock = itertools.count(10, 10)
-    monkeypatch.setattr(warmgen.train, "time", SimpleNamespace(time=lambda: next(clock), perf_counter=time.perf_counter))
+    monkeypatch.setattr(warmgen.train, "time", ticking_clock(10))
     run = tmp_path / "budget"
     config = load_config(None, parse_overrides(ARGS + ["--train.max_train_seconds", "25", "--output_dir", str(run)]))
     real_step = warmgen.train.warmup_step

@@ -7,8 +7,11 @@ Run as a script, it is `warmgen.cli` with a fault in its warmup steps, for multi
     faults.py fast_clock ARGS... the last process's training clock runs 1000 s per reading
 """
 
+import itertools
 import os
 import sys
+import time
+from types import SimpleNamespace
 
 
 def failing_on_call(function, n: int):
@@ -22,6 +25,12 @@ def failing_on_call(function, n: int):
         return function(*args, **kwargs)
 
     return wrapper
+
+
+def ticking_clock(seconds: float) -> SimpleNamespace:
+    """A stand-in for warmgen.train's `time` module whose time() advances `seconds` per reading."""
+    readings = itertools.count(seconds, seconds)
+    return SimpleNamespace(time=lambda: next(readings), perf_counter=time.perf_counter)
 
 
 def nan_objective_on_calls(warmup_step, calls: set[int]):
@@ -48,10 +57,5 @@ if __name__ == "__main__":
     elif fault == "nan":
         warmgen.train.warmup_step = nan_objective_on_calls(warmgen.train.warmup_step, {2})
     elif int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1:  # fast_clock
-        import itertools
-        import time
-        from types import SimpleNamespace
-
-        clock = itertools.count(1000, 1000)
-        warmgen.train.time = SimpleNamespace(time=lambda: next(clock), perf_counter=time.perf_counter)
+        warmgen.train.time = ticking_clock(1000)
     sys.exit(main(args))

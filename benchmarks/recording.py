@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RECORD_NAME = re.compile(r"^(?P<name>.+)-(?P<date>\d{4}-\d{2}-\d{2})(?:-(?P<n>\d+))?\.json$")
 
 
 def new_record_path(name: str, date: str) -> Path:
@@ -16,6 +18,12 @@ def new_record_path(name: str, date: str) -> Path:
         path = RESULTS / f"{name}-{date}-{n}.json"
         n += 1
     return path
+
+
+def record_order(path: Path) -> tuple[str, int] | None:
+    """(date, n) of a record file named by new_record_path, which sorts same-named records oldest first; None for other files."""
+    match = RECORD_NAME.match(path.name)
+    return (match["date"], int(match["n"] or 1)) if match else None
 
 
 def write_record(name: str, record: dict) -> Path:

@@ -11,23 +11,24 @@ README holds exactly this output.
 from __future__ import annotations
 
 import json
-import re
+import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-NAME = re.compile(r"^(?P<task>.+)-(?P<date>\d{4}-\d{2}-\d{2})(?:-(?P<n>\d+))?\.json$")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recording.py, beside this script
+from recording import RESULTS, record_order  # noqa: E402
 
 
 def newest_suite_records(folder: Path = RESULTS) -> dict[str, tuple[Path, dict]]:
     """task -> (path, record) of its newest suite record."""
     newest: dict[str, tuple[tuple[str, int], Path, dict]] = {}
     for path in folder.glob("*.json"):
-        match = NAME.match(path.name)
+        order = record_order(path)
+        if order is None:
+            continue
         record = json.loads(path.read_text(encoding="utf-8"))
-        if not match or not str(record.get("benchmark", "")).startswith("suite/"):
+        if not str(record.get("benchmark", "")).startswith("suite/"):
             continue
         task = record["benchmark"].removeprefix("suite/")
-        order = (match["date"], int(match["n"] or 1))
         if task not in newest or order > newest[task][0]:
             newest[task] = (order, path, record)
     return {task: (path, record) for task, (_, path, record) in sorted(newest.items())}

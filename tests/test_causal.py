@@ -74,14 +74,32 @@ def test_sep_init_copies_a_token_rows(untied):
         prepare_tokenizer(*fresh(), "two")
 
 
-def test_sep_init_auto_copies_a_newline_only_into_pretrained_models():
+def test_sep_init_auto_copies_a_newline_only_into_pretrained_models_learning_warmups():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import ByT5Tokenizer, PreTrainedTokenizerFast
 
     bytes_ = ByT5Tokenizer()  # a newline is one token
-    assert resolve_sep_init("auto", bytes_, from_scratch=False) == "\n"
-    assert resolve_sep_init("auto", bytes_, from_scratch=True) == "random"
-    assert resolve_sep_init("eos", bytes_, from_scratch=False) == "eos"
+    assert resolve_sep_init("auto", bytes_, from_scratch=False, learns_warmups=True) == "\n"
+    assert resolve_sep_init("auto", bytes_, from_scratch=True, learns_warmups=True) == "random"
+    assert resolve_sep_init("auto", bytes_, from_scratch=False, learns_warmups=False) == "random"  # SFT
+    assert resolve_sep_init("eos", bytes_, from_scratch=False, learns_warmups=False) == "eos"  # asked for by name
+    assert resolve_sep_init("auto", None, from_scratch=False, learns_warmups=True) == "auto"  # only the tokenizer can tell
     words = Tokenizer(models.WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()  # drops the newline, like T5's sentencepiece
-    assert resolve_sep_init("auto", PreTrainedTokenizerFast(tokenizer_object=words), from_scratch=False) == "random"
+    assert resolve_sep_init("auto", PreTrainedTokenizerFast(tokenizer_object=words), from_scratch=False, learns_warmups=True) == "random"
+
+
+def test_load_model_copies_the_newline_for_warmup_training_only(tmp_path):
+    """A local pretrained folder under the default `sep_init: auto`: the warmup run's <sep> starts as a newline, SFT's does not."""
+    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = ByT5Tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"][0]
+    for learns_warmups in (True, False):
+        model, _, sep = load_model(ModelConfig(name=str(tmp_path)), learns_warmups=learns_warmups)
+        rows = model.get_input_embeddings().weight
+        assert torch.equal(rows[sep], rows[newline]) == learns_warmups

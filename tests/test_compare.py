@@ -50,6 +50,8 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert {"wer", "per", "exact_match"} <= set(summary["versus_baseline"]["warmup"])
     for key in ("train_seconds", "peak_rss_mb", "generated_tokens", "inference_seconds"):
         assert key in summary["table"]["warmup"]
+    wer = summary["table"]["warmup"]["wer"]
+    assert set(wer["per_seed"]) == {"0", "1"} and wer["mean"] == pytest.approx(np.mean(list(wer["per_seed"].values())))
     assert summary["table"]["sft"]["generated_tokens"]["mean"] == 0 < summary["table"]["warmup"]["generated_tokens"]["mean"]
     loads = [np.mean([r["load_average"] for r in map(json.loads, (out / "warmup" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines())
                       if "loss" in r]) for seed in (0, 1)]
@@ -74,6 +76,9 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     results = json.loads((out / "sft" / "seed0" / "results.json").read_text())
     del results["splits"]["test"]["inference_load_average"]
     (out / "sft" / "seed0" / "results.json").write_text(json.dumps(results))
+    # Saved as `random` by a warmgen whose default that was: the same as `auto` for SFT.
+    saved = out / "sft" / "seed0" / "config.yaml"
+    saved.write_text(saved.read_text().replace("sep_init: auto", "sep_init: random"))
     capsys.readouterr()
     assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), *TINY]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 4
@@ -81,6 +86,15 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"]["sft"]["train_load_average"] is None and summary["table"]["warmup"]["train_load_average"]
     assert summary["table"]["sft"]["inference_load_average"] is None and "inference_load_average" in (out / "report.md").read_text()
+
+    # An edited spec does not silently reuse runs trained with the old one.
+    edited = spec_file(tmp_path)
+    edited.write_text(edited.read_text().replace("warmup.num_warmups: 2", "warmup.num_warmups: 3"))
+    capsys.readouterr()
+    assert main(["compare", str(edited), "--output_dir", str(out), *TINY]) == 2
+    error = capsys.readouterr().err
+    assert "warmup/seed0/config.yaml: " in error and "warmup.num_warmups: 2 there, 3 now" in error and f"delete {out}/warmup/seed0" in error
+    assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
 
 
 def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_path):

@@ -16,8 +16,10 @@ A comparison spec (YAML):
 
 Each run is `warmgen train` in its own process (`<output>/<variant>/seed<N>`), so peak memory
 is per run; a finished run (results.json present) is skipped and an interrupted one resumed, so
-an interrupted comparison continues where it stopped. The seed sets model initialisation, data
-order and sampling, and is the same across variants: variants differ only in their overrides.
+an interrupted comparison continues where it stopped. A run whose saved config differs from what
+the spec gives now (the spec was edited) is refused with the differing fields, never silently
+reused. The seed sets model initialisation, data order and sampling, and is the same across
+variants: variants differ only in their overrides.
 
 Budget: by default every variant trains for the same epochs. `budget: wall_clock` gives every
 variant at most the training time of the baseline with the same seed instead: the baseline trains
@@ -51,6 +53,7 @@ import yaml
 
 from . import metrics
 from .config import ConfigError, load_config, parse_overrides
+from .models import PRESETS, resolve_sep_init
 from .tasks import load_task
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget"}
@@ -106,12 +109,13 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
         changes = dict(spec["variants"][variant])
         for seed in spec["seeds"]:
             run_dir = output / variant / f"seed{seed}"
-            if (run_dir / "results.json").is_file():
-                print(f"[compare] {variant} seed {seed}: done, skipped")
-                continue
             if spec["budget"] == "wall_clock" and variant != baseline:
                 seconds = json.loads((output / baseline / f"seed{seed}" / "results.json").read_text())["train_seconds"]
                 changes["train.max_train_seconds"] = round(seconds, 3)
+            check_same_config(run_dir, spec, changes, overrides, seed)
+            if (run_dir / "results.json").is_file():
+                print(f"[compare] {variant} seed {seed}: done, skipped")
+                continue
             command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
             command += (["--config", spec["base"]] if "base" in spec else []) + _args(spec["overrides"]) + _args(changes) + list(overrides)
             if (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
@@ -121,6 +125,44 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
             with open(run_dir / "train.log", "a", encoding="utf-8") as log:
                 if _run_child(command, log):
                     raise RuntimeError(f"training {variant} seed {seed} failed; see {run_dir / 'train.log'}")
+
+
+def check_same_config(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> None:
+    """Refuse to skip or resume a run that was started with a config other than the one the spec gives now.
+
+    Where the run is kept (output_dir, config_dir) may differ, and a field the saved config lacks
+    (written by an older warmgen) is not compared.
+    """
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = _settled_sep_init(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+    wanted = _settled_sep_init(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
+                                           + parse_overrides(overrides) + [("seed", seed)]).to_dict())
+    differences = []
+    for key, value in wanted.items():
+        if key in ("output_dir", "config_dir") or key not in saved:
+            continue
+        pairs = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub_key, sub_value in pairs:
+            old = saved[key] if sub_key is None else saved[key].get(sub_key, sub_value)
+            if old != sub_value:
+                differences.append(f"{key if sub_key is None else f'{key}.{sub_key}'}: {old!r} there, {sub_value!r} now")
+    if differences:
+        raise ConfigError(f"{saved_path}: this run was trained with another config than the spec gives now "
+                          f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
+
+
+def _settled_sep_init(config: dict) -> dict:
+    """`model.sep_init: auto` replaced by what it means where that needs no tokenizer (SFT, models from scratch)."""
+    model = config.get("model", {})
+    if "sep_init" in model:
+        model["sep_init"] = resolve_sep_init(model["sep_init"], None, model.get("name") in PRESETS, config.get("method") == "warmup")
+    return config
+
+
+def _over_seeds(seeds: dict, values: list) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": dict(zip(map(str, seeds), map(float, values)))}
 
 
 def _run_child(command: list[str], log) -> int:
@@ -233,10 +275,10 @@ def summarize(spec: dict, output: Path) -> dict:
     for variant, seeds in runs.items():
         tests = [r["results"]["splits"]["test"] for r in seeds.values()]
         keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k != "num_examples" and k not in COST]
-        row = {k: {"mean": float(np.mean([t[k] for t in tests])), "std": float(np.std([t[k] for t in tests]))} for k in keys}
+        row = {k: _over_seeds(seeds, [t[k] for t in tests]) for k in keys}
         for k in COST:
             values = [_cost(k, t, r) for t, r in zip(tests, seeds.values())]
-            row[k] = {"mean": float(np.mean(values)), "std": float(np.std(values))} if None not in values else None
+            row[k] = _over_seeds(seeds, values) if None not in values else None
         table[variant] = row
 
     baseline = spec["baseline"]

@@ -50,10 +50,11 @@ class ModelConfig:
     trust_remote_code: bool = False
     # How the new <sep> token's embedding starts: `random` (the model's initializer), `eos` (a copy
     # of the end-of-sequence token's rows), any text that is one token, e.g. "\n", or `auto` ("\n"
-    # for a pretrained model whose tokenizer writes a newline as one token, else random). A random
-    # row is almost never predicted by a pretrained model, so its warmups run to max_warmup_length;
-    # a copied row is predicted where that token would be.
-    sep_init: str = "random"
+    # when a pretrained model learns warmups and its tokenizer writes a newline as one token; random
+    # for SFT and for models trained from scratch). A random row is almost never predicted by a
+    # pretrained model, so its warmups run to max_warmup_length; a copied row is predicted where
+    # that token would be.
+    sep_init: str = "auto"
     # LoRA adapters via `peft` (pretrained models only); 0 = full fine-tuning. The <sep>
     # embedding row is trained too. Checkpoints then hold the adapter, not the whole model.
     lora_rank: int = 0

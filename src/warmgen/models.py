@@ -167,16 +167,22 @@ def prepare_tokenizer(model: PreTrainedModel, tokenizer, sep_init: str = "random
     return sep_id
 
 
-def resolve_sep_init(sep_init: str, tokenizer, from_scratch: bool) -> str:
-    """`auto`: a newline's rows for a pretrained model whose tokenizer writes one as a single token, else random.
+def resolve_sep_init(sep_init: str, tokenizer, from_scratch: bool, learns_warmups: bool) -> str:
+    """`auto`: a newline's rows for a pretrained model learning warmups whose tokenizer writes one as a single token, else random.
 
     From scratch every row starts random anyway; a newline that a tokenizer normalises away (T5's
-    sentencepiece turns it into a space) is no newline to copy.
+    sentencepiece turns it into a space) is no newline to copy. SFT never writes `<sep>`, and a
+    copied row (tied to the output layer in many models) would compete with the newline there, so
+    an SFT baseline keeps the random row that leaves it as it was before `<sep>` existed.
     """
     if sep_init != "auto":
         return sep_init
+    if from_scratch or not learns_warmups:
+        return "random"
+    if tokenizer is None:  # undecided until the tokenizer is loaded
+        return "auto"
     ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    return "\n" if not from_scratch and len(ids) == 1 and tokenizer.decode(ids) == "\n" else "random"
+    return "\n" if len(ids) == 1 and tokenizer.decode(ids) == "\n" else "random"
 
 
 def _single_token(tokenizer, text: str) -> int:
@@ -189,8 +195,11 @@ def _single_token(tokenizer, text: str) -> int:
     return ids[0]
 
 
-def load_model(config: ModelConfig, training_texts: Iterable[str] = ()):
-    """Return (model, tokenizer, sep_id) for `config.name`; presets fit their tokenizer to `training_texts`."""
+def load_model(config: ModelConfig, training_texts: Iterable[str] = (), learns_warmups: bool = True):
+    """Return (model, tokenizer, sep_id) for `config.name`; presets fit their tokenizer to `training_texts`.
+
+    `learns_warmups` is False for SFT, whose `<sep>` then starts random under `sep_init: auto`.
+    """
     name = config.name
     if name in PRESETS:
         model, tokenizer = build_preset(name, training_texts, config.vocab_size)
@@ -198,7 +207,7 @@ def load_model(config: ModelConfig, training_texts: Iterable[str] = ()):
         model, tokenizer = load_pretrained(str(import_gguf(name)))
     else:
         model, tokenizer = load_pretrained(name, trust_remote_code=config.trust_remote_code)
-    sep_id = prepare_tokenizer(model, tokenizer, resolve_sep_init(config.sep_init, tokenizer, from_scratch=name in PRESETS))
+    sep_id = prepare_tokenizer(model, tokenizer, resolve_sep_init(config.sep_init, tokenizer, name in PRESETS, learns_warmups))
     if config.lora_rank:
         if name in PRESETS:
             raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")

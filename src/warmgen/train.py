@@ -153,13 +153,13 @@ def train(config: Config, resume: bool = False) -> dict:
             raise TrainingError(f"{last_dir} was saved by {len(state['rng'])} process(es); resume it with as many, not {procs.world}")
     elif procs.world == 1:
         texts = [e.source for e in train_examples] + [e.target for e in train_examples]
-        model, tokenizer, sep_id = load_model(config.model, texts)
+        model, tokenizer, sep_id = load_model(config.model, texts, config.method == "warmup")
     else:
         # Every process must start from the same weights and tokenizer: the main process builds them.
         init_dir = run_dir / "checkpoints" / "init"
         if procs.is_main:
             texts = [e.source for e in train_examples] + [e.target for e in train_examples]
-            save_checkpoint(init_dir, *load_model(config.model, texts)[:2], config, None)
+            save_checkpoint(init_dir, *load_model(config.model, texts, config.method == "warmup")[:2], config, None)
         procs.barrier()
         model, tokenizer, sep_id, _ = load_checkpoint(init_dir)
         torch.manual_seed(config.seed * 1000 + procs.rank)  # each process samples its own warmups

@@ -126,3 +126,23 @@ def test_bf16_autocast_trains_close_to_float32(tmp_path):
         assert b == pytest.approx(a, rel=0.05)
     model, _ = warmgen.train.load_pretrained(str(tmp_path / "bf16" / "checkpoints" / "last"))
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_a_folder_in_use_is_refused_and_freed_after_an_error(tmp_path, monkeypatch, capsys):
+    from warmgen.train import hold_folder
+
+    run = tmp_path / "busy"
+    holder = hold_folder(run, "warmgen train")  # another process's lock, as far as flock is concerned
+    assert main(["train", *ARGS, "--output_dir", str(run)]) == 2
+    assert f"{run} is in use by warmgen train (pid {os.getpid()})" in capsys.readouterr().err
+    (tmp_path / "spec.yaml").write_text("variants: {sft: {method: sft}}\n")
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "spec.yaml"), "--output_dir", str(run), *ARGS]) == 2
+    assert "is in use by warmgen train" in capsys.readouterr().err
+    holder.close()
+    # A run that fails leaves the folder free: the same process trains it again at once.
+    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(warmgen.train.warmup_step, 1))
+    with pytest.raises(RuntimeError) as failure:  # the traceback, kept alive, still holds the run's frames
+        train(config(tmp_path, "busy"))
+    monkeypatch.undo()
+    assert failure.value and train(config(tmp_path, "busy", "--train.max_steps", "1"))["steps"] == 1

@@ -55,6 +55,7 @@ from . import metrics
 from .config import ConfigError, load_config, parse_overrides
 from .models import PRESETS, resolve_sep_init
 from .tasks import load_task
+from .train import hold_folder
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget"}
 BUDGETS = ("epochs", "wall_clock")
@@ -406,8 +407,11 @@ def run_comparison(spec_path: str, output_dir: str | None = None, overrides: lis
     spec = load_spec(path)
     parse_overrides(list(overrides))  # validate the form early
     output = Path(output_dir or spec.get("output_dir") or f"runs/compare-{path.stem}")
-    output.mkdir(parents=True, exist_ok=True)
-    run_all(spec, output, list(overrides))
-    summary = summarize(spec, output)
+    lock = hold_folder(output, "warmgen compare")  # two comparisons in one folder would train the same runs at once
+    try:
+        run_all(spec, output, list(overrides))
+        summary = summarize(spec, output)
+    finally:
+        lock.close()
     print(f"[compare] wrote {output / 'report.md'}, {output / 'report.html'} and {output / 'summary.json'}")
     return summary

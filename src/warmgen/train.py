@@ -9,6 +9,7 @@ A run directory holds everything to reproduce and resume:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -40,6 +41,29 @@ class TrainingError(RuntimeError):
 
 CONFIG_NAME = "warmgen.yaml"
 STATE_NAME = "trainer_state.pt"
+
+
+def hold_folder(folder: Path, user: str):
+    """Lock `folder` for this process (`folder/.lock`) and return the open lock file: the lock lasts while it is open.
+
+    `user` names what holds it ("warmgen train"). A second process that tries gets a ConfigError
+    naming the holder and its pid, instead of writing the same checkpoints and logs. The operating
+    system drops the lock when the holder exits, even on kill -9, so no stale lock is left behind.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+", encoding="utf-8")  # "a+" keeps the holder's line readable until we own it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid, _, holder = handle.read().strip().partition(" ")
+        handle.close()
+        raise ConfigError(f"{folder} is in use by {holder or 'another process'} (pid {pid or 'unknown'}): wait for it to "
+                          "finish, stop it, or choose another output_dir") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()} {user}\n")
+    handle.flush()
+    return handle
 
 
 # ----------------------------------------------------------------------------- data
@@ -132,6 +156,15 @@ def train(config: Config, resume: bool = False) -> dict:
     procs = Processes()
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = hold_folder(run_dir, "warmgen train") if procs.is_main else None
+    try:
+        return _train(config, resume, procs, run_dir)
+    finally:
+        if lock is not None:  # also after an error, so the same process (a notebook) can resume at once
+            lock.close()
+
+
+def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dict | None:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)

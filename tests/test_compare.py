@@ -87,13 +87,32 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert summary["table"]["sft"]["train_load_average"] is None and summary["table"]["warmup"]["train_load_average"]
     assert summary["table"]["sft"]["inference_load_average"] is None and "inference_load_average" in (out / "report.md").read_text()
 
+    # --status reads the folder and trains nothing; a run whose folder is locked is being trained.
+    from warmgen.train import hold_folder
+
+    finished = out / "warmup" / "seed1" / "results.json"
+    finished.rename(tmp_path / "aside.json")  # as while it trains
+    holder = hold_folder(out / "warmup" / "seed1", "warmgen train")
+    capsys.readouterr()
+    assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), "--status", *TINY]) == 0
+    status = capsys.readouterr().out
+    holder.close()
+    (tmp_path / "aside.json").rename(finished)
+    assert f"{out}: no comparison running" in status and "sft seed 0: done: test wer " in status
+    assert f"warmup seed 1: training: step 2 of 2 (warmgen train (pid {os.getpid()}))" in status
+    assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
+
     # An edited spec does not silently reuse runs trained with the old one.
     edited = spec_file(tmp_path)
-    edited.write_text(edited.read_text().replace("warmup.num_warmups: 2", "warmup.num_warmups: 3"))
+    edited.write_text(edited.read_text().replace("warmup.num_warmups: 2", "warmup.num_warmups: 3").replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
     capsys.readouterr()
     assert main(["compare", str(edited), "--output_dir", str(out), *TINY]) == 2
     error = capsys.readouterr().err
     assert "warmup/seed0/config.yaml: " in error and "warmup.num_warmups: 2 there, 3 now" in error and f"delete {out}/warmup/seed0" in error
+    assert main(["compare", str(edited), "--output_dir", str(out), "--status", *TINY]) == 0
+    status = capsys.readouterr().out
+    assert "warmup seed 0: trained under another spec (warmup.num_warmups: 2 there, 3 now); delete it" in status
+    assert "sft seed 2: pending" in status  # the edited spec was refused before anything trained
     assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
 
 

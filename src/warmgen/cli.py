@@ -96,9 +96,12 @@ def cmd_generate(args, overrides: list[str]) -> None:
 
 
 def cmd_compare(args, overrides: list[str]) -> None:
-    from .compare import run_comparison
+    from .compare import comparison_status, run_comparison
 
-    run_comparison(args.spec, args.output_dir, overrides)
+    if args.status:
+        print(comparison_status(args.spec, args.output_dir, overrides))
+    else:
+        run_comparison(args.spec, args.output_dir, overrides)
 
 
 def cmd_demo(args, overrides: list[str]) -> None:
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("compare", help="train every variant x seed of a comparison spec and report differences with bootstrap CIs")
     p.add_argument("spec", help="comparison YAML: base, seeds, baseline, bootstrap, variants")
     p.add_argument("--output_dir", help="comparison folder (default: the spec's output_dir or runs/compare-<spec name>)")
+    p.add_argument("--status", action="store_true", help="show which runs are done, training, stopped or pending; train nothing")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 9 minutes on 2 CPU cores)")

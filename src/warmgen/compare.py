@@ -55,7 +55,7 @@ from . import metrics
 from .config import ConfigError, load_config, parse_overrides
 from .models import PRESETS, resolve_sep_init
 from .tasks import load_task
-from .train import hold_folder
+from .train import folder_holder, hold_folder
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget"}
 BUDGETS = ("epochs", "wall_clock")
@@ -105,15 +105,19 @@ def _args(changes: dict) -> list[str]:
 
 def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
     baseline = spec["baseline"]
-    # The baseline first: under a wall-clock budget the others need its training time.
-    for variant in [baseline] + [v for v in spec["variants"] if v != baseline]:
-        changes = dict(spec["variants"][variant])
+    # Before training anything: a run started under an edited spec is never reused under its new name.
+    for variant in spec["variants"]:
         for seed in spec["seeds"]:
             run_dir = output / variant / f"seed{seed}"
-            if spec["budget"] == "wall_clock" and variant != baseline:
-                seconds = json.loads((output / baseline / f"seed{seed}" / "results.json").read_text())["train_seconds"]
-                changes["train.max_train_seconds"] = round(seconds, 3)
-            check_same_config(run_dir, spec, changes, overrides, seed)
+            differences = config_differences(run_dir, spec, run_changes(spec, output, variant, seed), overrides, seed)
+            if differences:
+                raise ConfigError(f"{run_dir / 'config.yaml'}: this run was trained with another config than the spec gives now "
+                                  f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
+    # The baseline first: under a wall-clock budget the others need its training time.
+    for variant in [baseline] + [v for v in spec["variants"] if v != baseline]:
+        for seed in spec["seeds"]:
+            run_dir = output / variant / f"seed{seed}"
+            changes = run_changes(spec, output, variant, seed)
             if (run_dir / "results.json").is_file():
                 print(f"[compare] {variant} seed {seed}: done, skipped")
                 continue
@@ -128,15 +132,24 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
                     raise RuntimeError(f"training {variant} seed {seed} failed; see {run_dir / 'train.log'}")
 
 
-def check_same_config(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> None:
-    """Refuse to skip or resume a run that was started with a config other than the one the spec gives now.
+def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
+    """The variant's overrides, plus under a wall-clock budget the baseline's training time on this seed (once it has one)."""
+    changes = dict(spec["variants"][variant])
+    baseline_results = output / spec["baseline"] / f"seed{seed}" / "results.json"
+    if spec["budget"] == "wall_clock" and variant != spec["baseline"] and baseline_results.is_file():
+        changes["train.max_train_seconds"] = round(json.loads(baseline_results.read_text())["train_seconds"], 3)
+    return changes
+
+
+def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> list[str]:
+    """How the config a run was started with differs from the one the spec gives now ("key: old there, new now").
 
     Where the run is kept (output_dir, config_dir) may differ, and a field the saved config lacks
-    (written by an older warmgen) is not compared.
+    (written by an older warmgen) is not compared. A run not started yet has no differences.
     """
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
-        return
+        return []
     saved = _settled_sep_init(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
     wanted = _settled_sep_init(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
                                            + parse_overrides(overrides) + [("seed", seed)]).to_dict())
@@ -149,9 +162,7 @@ def check_same_config(run_dir: Path, spec: dict, changes: dict, overrides: list[
             old = saved[key] if sub_key is None else saved[key].get(sub_key, sub_value)
             if old != sub_value:
                 differences.append(f"{key if sub_key is None else f'{key}.{sub_key}'}: {old!r} there, {sub_value!r} now")
-    if differences:
-        raise ConfigError(f"{saved_path}: this run was trained with another config than the spec gives now "
-                          f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
+    return differences
 
 
 def _settled_sep_init(config: dict) -> dict:
@@ -402,11 +413,59 @@ def write_reports(summary: dict, plots: list[str], output: Path) -> None:
                                         + "\n".join(body), encoding="utf-8")
 
 
+def comparison_folder(spec_path: Path, spec: dict, output_dir: str | None) -> Path:
+    return Path(output_dir or spec.get("output_dir") or f"runs/compare-{spec_path.stem}")
+
+
+def comparison_status(spec_path: str, output_dir: str | None = None, overrides: list[str] = ()) -> str:
+    """Where a (possibly running) comparison stands: every variant x seed as done, training, stopped or pending."""
+    path = Path(spec_path)
+    spec = load_spec(path)
+    output = comparison_folder(path, spec, output_dir)
+    holder = folder_holder(output)
+    primary = load_task(load_config(spec.get("base"), list(spec["overrides"].items()) + parse_overrides(list(overrides)))).primary_metric
+    lines = [f"{output}: {'being run by ' + holder if holder else 'no comparison running'}"]
+    for variant in spec["variants"]:
+        for seed in spec["seeds"]:
+            run_dir = output / variant / f"seed{seed}"
+            differences = config_differences(run_dir, spec, run_changes(spec, output, variant, seed), list(overrides), seed)
+            if differences:
+                lines.append(f"  {variant} seed {seed}: trained under another spec ({'; '.join(differences)}); delete it to retrain")
+                continue
+            rows = _jsonl_rows(run_dir / "metrics.jsonl")
+            total = next((row["total_steps"] for row in rows if "total_steps" in row), "?")
+            step = max((row["step"] for row in rows if "step" in row), default=0)
+            if (run_dir / "results.json").is_file():
+                results = json.loads((run_dir / "results.json").read_text())
+                state = f"done: test {primary} {results['splits']['test'][primary]:.4g}, {results['train_seconds']:.0f} s of training"
+            elif run_holder := folder_holder(run_dir):
+                state = f"training: step {step} of {total} ({run_holder})"
+            elif (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
+                state = f"stopped at step {step} of {total}: resumes from its last checkpoint"
+            else:
+                state = "pending"
+            lines.append(f"  {variant} seed {seed}: {state}")
+    return "\n".join(lines)
+
+
+def _jsonl_rows(path: Path) -> list[dict]:
+    """The complete lines of a log another process may be writing (its last line can be half-written)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
 def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = ()) -> dict:
     path = Path(spec_path)
     spec = load_spec(path)
     parse_overrides(list(overrides))  # validate the form early
-    output = Path(output_dir or spec.get("output_dir") or f"runs/compare-{path.stem}")
+    output = comparison_folder(path, spec, output_dir)
     lock = hold_folder(output, "warmgen compare")  # two comparisons in one folder would train the same runs at once
     try:
         run_all(spec, output, list(overrides))

@@ -52,18 +52,33 @@ def hold_folder(folder: Path, user: str):
     """
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / ".lock", "a+", encoding="utf-8")  # "a+" keeps the holder's line readable until we own it
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        pid, _, holder = handle.read().strip().partition(" ")
-        handle.close()
-        raise ConfigError(f"{folder} is in use by {holder or 'another process'} (pid {pid or 'unknown'}): wait for it to "
-                          "finish, stop it, or choose another output_dir") from None
+    holder = _locked_by(handle)
+    if holder is not None:
+        raise ConfigError(f"{folder} is in use by {holder}: wait for it to finish, stop it, or choose another output_dir")
     handle.truncate(0)
     handle.write(f"{os.getpid()} {user}\n")
     handle.flush()
     return handle
+
+
+def folder_holder(folder: Path) -> str | None:
+    """Who holds `folder`'s lock ("warmgen train (pid 123)"), or None when no process does."""
+    if not (folder / ".lock").is_file():
+        return None
+    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+        return _locked_by(handle)  # closing the file drops the lock if we got it
+
+
+def _locked_by(handle) -> str | None:
+    """Take the lock on `handle`, or (closing it) describe the process that has it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        handle.seek(0)
+        pid, _, user = handle.read().strip().partition(" ")
+        handle.close()
+        return f"{user or 'another process'} (pid {pid or 'unknown'})"
 
 
 # ----------------------------------------------------------------------------- data

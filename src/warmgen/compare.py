@@ -173,10 +173,6 @@ def _settled_sep_init(config: dict) -> dict:
     return config
 
 
-def _over_seeds(seeds: dict, values: list) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": dict(zip(map(str, seeds), map(float, values)))}
-
-
 def _run_child(command: list[str], log) -> int:
     """Run one training process; its exit code. A comparison that is stopped (Ctrl-C, kill, an error) stops it too,
     rather than leaving it training unseen; the run resumes from its last checkpoint next time."""
@@ -262,6 +258,10 @@ def _cost(key: str, test: dict, run: dict) -> float | None:
         loads = [row["load_average"] for row in run["log"] if "load_average" in row]
         return float(np.mean(loads)) if loads else None  # runs logged before warmgen recorded it
     return run["results"].get(key)
+
+
+def _over_seeds(seeds: dict, values: list) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": dict(zip(map(str, seeds), map(float, values)))}
 
 
 def summarize(spec: dict, output: Path) -> dict:

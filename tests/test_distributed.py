@@ -143,8 +143,9 @@ def test_sharded_warmup_training_resumes_exactly(tmp_path, accelerate, model):
 def test_processes_stop_together_when_one_runs_out_of_time(tmp_path):
     # Only the second process's clock says the 100 s budget is spent after step 1; had the first process
     # carried on alone, it would wait for the second in the next gradient reduction until the timeout.
+    # lr_decay_by_time adds a reduction of the time spent, which every process must join too.
     out = launch(tmp_path / "budget", "--method", "warmup", "--train.batch_size", "4", "--train.max_train_seconds", "100",
-                 program=(FAULTS, "fast_clock"), timeout=180)
+                 "--train.lr_decay_by_time", "true", program=(FAULTS, "fast_clock"), timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "budget" / "results.json").read_text())
     assert results["steps"] == 1 and results["stopped_by_time_budget"] and results["train_seconds"] < 100  # the main process's own clock

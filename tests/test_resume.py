@@ -49,12 +49,33 @@ def test_resume_without_checkpoint_says_so(tmp_path):
         train(config, resume=True)
 
 
+def learning_rates(run_dir):
+    return [r["lr"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_lr_decay_by_time_reaches_zero_at_the_budget_also_across_a_resume(tmp_path, monkeypatch):
+    """10 s steps, a 25 s budget: the rate is capped at the time left, 1 - 10/25 after step 1 and 1 - 20/25 after step 2."""
+    monkeypatch.setattr(warmgen.train, "time", ticking_clock(10))
+    run = tmp_path / "decay"
+    config = load_config(None, parse_overrides(ARGS + ["--train.max_train_seconds", "25", "--train.lr_warmup_steps", "0",
+                                                       "--train.lr_decay_by_time", "true", "--output_dir", str(run)]))
+    real_step = warmgen.train.warmup_step
+    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config)
+    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    assert train(config, resume=True)["steps"] == 3
+    peak = config.train.learning_rate
+    assert learning_rates(run) == pytest.approx([peak, peak * 0.6, peak * 0.2])
+
+
 def test_time_budget_stops_training_and_counts_time_across_resumes(tmp_path, monkeypatch):
     """A fake clock makes every optimizer step take 10 s; with a 25 s budget the run stops after step 3 of 6,
     also when it crashed after the step-2 checkpoint and was resumed (the budget counts the time before the crash)."""
     monkeypatch.setattr(warmgen.train, "time", ticking_clock(10))
     run = tmp_path / "budget"
-    config = load_config(None, parse_overrides(ARGS + ["--train.max_train_seconds", "25", "--output_dir", str(run)]))
+    config = load_config(None, parse_overrides(ARGS + ["--train.max_train_seconds", "25", "--train.lr_warmup_steps", "0",
+                                                       "--output_dir", str(run)]))
     real_step = warmgen.train.warmup_step
     monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -67,6 +88,10 @@ def test_time_budget_stops_training_and_counts_time_across_resumes(tmp_path, mon
     assert results["epochs"] == pytest.approx(3 / 5)  # 40 examples, 8 per step
     assert torch.load(run / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)["step"] == 3
     assert (run / "eval" / "test" / "predictions.jsonl").is_file()
+
+    # The planned schedule (6 steps, no warmup) ignores the budget: 1, 5/6, 4/6 of the peak rate.
+    peak = config.train.learning_rate
+    assert learning_rates(run) == pytest.approx([peak, peak * 5 / 6, peak * 4 / 6])
 
     # Resumed after the budget ran out (say, killed during the final evaluation): evaluated again, not trained further.
     (run / "results.json").unlink()

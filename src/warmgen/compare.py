@@ -24,7 +24,8 @@ variants: variants differ only in their overrides.
 Budget: by default every variant trains for the same epochs. `budget: wall_clock` gives every
 variant at most the training time of the baseline with the same seed instead: the baseline trains
 first, then the others run with `train.max_train_seconds` set to its `train_seconds` (their
-learning-rate schedule stays planned for the full epochs; a variant faster than the baseline stops
+learning-rate schedule stays planned for the full epochs unless `train.lr_decay_by_time` is in
+`overrides`, which makes it reach 0 at the budget; a variant faster than the baseline stops
 at its epochs, so raise its `train.epochs` to let it use the whole time). For one fixed budget
 for every variant, put `train.max_train_seconds` in `overrides` instead. The report's `epochs`
 column shows how far each variant got. Wall-clock budgets are only as fair as the machine is quiet:

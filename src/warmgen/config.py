@@ -180,8 +180,12 @@ class TrainConfig:
     # A time budget: stop at the end of the optimizer step that reaches this many seconds of
     # training (summed over resumes; evaluation and checkpoints not counted); 0 = none. The
     # learning-rate schedule is still planned for `epochs`/`max_steps`, so a run the budget stops
-    # ends before its learning rate has decayed to 0. Stopped runs are evaluated as usual.
+    # ends before its learning rate has decayed to 0, unless `lr_decay_by_time`. Stopped runs are
+    # evaluated as usual.
     max_train_seconds: float = 0.0
+    # With a time budget: also cap the learning rate at peak x (time left / budget), so it reaches
+    # 0 when the budget runs out, as a planned schedule does at its last step. No effect without one.
+    lr_decay_by_time: bool = False
     # Evaluate on dev and save `best`/`last` every N optimizer steps (0 = once per epoch).
     eval_every: int = 0
     log_every: int = 10

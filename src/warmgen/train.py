@@ -352,7 +352,7 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
             if micro % t.gradient_accumulation_steps and batch_index < batches_per_epoch:
                 continue
             micro = 0
-            lr = scheduler.get_last_lr()[0]
+            lr = optimizer.param_groups[0]["lr"]  # the schedule's, or lower under lr_decay_by_time
             optimizer_started = time.perf_counter()
             grad_norm, stepped = procs.optimizer_step(model, optimizer, scheduler, t.max_grad_norm, skip=bad_batch)
             if not stepped:
@@ -373,6 +373,11 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
             step_seconds = time.time() - tick
             train_seconds += step_seconds
             step += 1
+            if t.lr_decay_by_time and t.max_train_seconds:
+                # The processes' mean time, so that every process steps with the same rate.
+                time_left = max(0.0, 1 - procs.sum(train_seconds).item() / procs.world / t.max_train_seconds)
+                for group in optimizer.param_groups:
+                    group["lr"] = min(group["lr"], group["initial_lr"] * time_left)
             stopped_by_time = step < total_steps and out_of_time()
             progress.update(1)
             if "warmup/mean_length" in accumulated:

@@ -433,33 +433,30 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
             if differences:
                 lines.append(f"  {variant} seed {seed}: trained under another spec ({'; '.join(differences)}); delete it to retrain")
                 continue
-            rows = _jsonl_rows(run_dir / "metrics.jsonl")
-            total = next((row["total_steps"] for row in rows if "total_steps" in row), "?")
-            step = max((row["step"] for row in rows if "step" in row), default=0)
             if (run_dir / "results.json").is_file():
                 results = json.loads((run_dir / "results.json").read_text())
                 state = f"done: test {primary} {results['splits']['test'][primary]:.4g}, {results['train_seconds']:.0f} s of training"
             elif run_holder := folder_holder(run_dir):
-                state = f"training: step {step} of {total} ({run_holder})"
+                state = f"training: {_progress(run_dir)} ({run_holder})"
             elif (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
-                state = f"stopped at step {step} of {total}: resumes from its last checkpoint"
+                state = f"stopped at {_progress(run_dir)}: resumes from its last checkpoint"
             else:
                 state = "pending"
             lines.append(f"  {variant} seed {seed}: {state}")
     return "\n".join(lines)
 
 
-def _jsonl_rows(path: Path) -> list[dict]:
-    """The complete lines of a log another process may be writing (its last line can be half-written)."""
-    if not path.is_file():
-        return []
+def _progress(run_dir: Path) -> str:
+    """"step N of M" from a run's log, which its training process may be writing (the last line can be half-written)."""
+    path = run_dir / "metrics.jsonl"
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
         try:
             rows.append(json.loads(line))
         except ValueError:
             continue
-    return rows
+    total = next((row["total_steps"] for row in rows if "total_steps" in row), "?")
+    return f"step {max((row['step'] for row in rows if 'step' in row), default=0)} of {total}"
 
 
 def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = ()) -> dict:

@@ -51,9 +51,14 @@ def hold_folder(folder: Path, user: str):
     system drops the lock when the holder exits, even on kill -9, so no stale lock is left behind.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / ".lock", "a+", encoding="utf-8")  # "a+" keeps the holder's line readable until we own it
-    holder = _locked_by(handle)
-    if holder is not None:
+    for _ in range(3):
+        handle = open(folder / ".lock", "a+", encoding="utf-8")  # "a+" keeps the holder's line readable until we own it
+        holder = _locked_by(handle)
+        if holder is None:
+            break
+        # `folder_holder` (compare --status) takes the lock for an instant to test it: wait that out.
+        time.sleep(0.1)
+    else:
         raise ConfigError(f"{folder} is in use by {holder}: wait for it to finish, stop it, or choose another output_dir")
     handle.truncate(0)
     handle.write(f"{os.getpid()} {user}\n")

@@ -30,7 +30,7 @@ def failing_on_call(function, n: int):
 def ticking_clock(seconds: float) -> SimpleNamespace:
     """A stand-in for warmgen.train's `time` module whose time() advances `seconds` per reading."""
     readings = itertools.count(seconds, seconds)
-    return SimpleNamespace(time=lambda: next(readings), perf_counter=time.perf_counter)
+    return SimpleNamespace(time=lambda: next(readings), perf_counter=time.perf_counter, sleep=time.sleep)
 
 
 def nan_objective_on_calls(warmup_step, calls: set[int]):

@@ -1,15 +1,22 @@
-"""The README's results-at-a-glance table, generated from the suite's records (never typed by hand).
+"""The README's results tables, generated from the suite's records (never typed by hand).
 
-    python benchmarks/summary_table.py            # Markdown, from benchmarks/results/*.json
+    python benchmarks/summary_table.py            # results at a glance, from benchmarks/results/*.json
+    python benchmarks/summary_table.py --record g2p-2026-11-22.json --columns wer per epochs --versus wer
 
-For every task benchmarks/suite.py has recorded, the newest record (by date, then the -2, -3 ...
-suffix of same-day reruns): each variant against the baseline on the task's primary metric,
-with the paired-bootstrap 95% CI and p-value from the record. tests/test_docs.py checks that the
-README holds exactly this output.
+Without --record: for every task benchmarks/suite.py has recorded, the newest record (by date,
+then the -2, -3 ... suffix of same-day reruns), each variant against the baseline on the task's
+primary metric, with the paired-bootstrap 95% CI and p-value from the record. With --record: one
+record's variants, one row each, with the --columns from its table (mean ± std over seeds) and,
+for each --versus metric, the difference from the baseline with its CI and p.
+
+The README marks every generated table with the command's arguments
+(`<!-- summary_table.py --record ... -->` ... `<!-- /summary_table.py -->`), and
+tests/test_docs.py checks that each holds exactly this output.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -58,5 +65,61 @@ def table(folder: Path = RESULTS) -> str:
     return "\n".join(rows)
 
 
+def _decimals(values: list[float]) -> int:
+    """Error rates and accuracies get 3 decimals, chrF/ROUGE points and lengths 2, seconds and tokens none."""
+    largest = max((abs(v) for v in values), default=0.0)
+    return 3 if largest < 1 else 2 if largest < 100 else 0
+
+
+def variant_table(record_name: str, columns: list[str], versus: list[str] = (), folder: Path = RESULTS) -> str:
+    """One record's variants: `columns` as mean ± std over seeds, and the difference from the baseline for `versus`."""
+    summary = json.loads((folder / record_name).read_text(encoding="utf-8"))["summary"]
+    spec, rows = summary["spec"], summary["table"]
+    baseline, seeds = spec["baseline"], len(spec["seeds"])
+    for name in [*columns, *versus]:
+        if not any(name in row for row in rows.values()):
+            known = sorted({key for row in rows.values() for key in row})
+            raise SystemExit(f"{record_name}: no column {name!r} in its table; it has {', '.join(known)}")
+    decimals = {name: _decimals([row[name]["mean"] for row in rows.values() if name in row]) for name in columns}
+    for name in versus:
+        decimals.setdefault(name, _decimals([row[name]["mean"] for row in rows.values() if name in row]))
+
+    def cell(row: dict, name: str) -> str:
+        if name not in row:
+            return "–"
+        d = decimals[name]
+        return f"{row[name]['mean']:.{d}f}" + (f" ± {row[name]['std']:.{d}f}" if seeds > 1 else "")
+
+    def difference(variant: str, name: str) -> str:
+        found = summary["versus_baseline"].get(variant, {}).get(name)
+        if found is None:
+            return ""
+        d = decimals[name]
+        return f"{found['diff']:+.{d}f} [{found['ci_low']:+.{d}f}, {found['ci_high']:+.{d}f}], p = {found['p_value']:.3f}"
+
+    header = ["variant", *columns, *(f"Δ {name} vs {baseline} [95% CI]" for name in versus)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, row in rows.items():
+        label = f"{variant} (baseline)" if variant == baseline else variant
+        cells = [label, *(cell(row, name) for name in columns), *(difference(variant, name) for name in versus)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description="Markdown tables from the suite's records.")
+    parser.add_argument("--record", help="a file in benchmarks/results/: print its variants' table")
+    parser.add_argument("--columns", nargs="+", default=[], help="with --record: table columns, e.g. wer per epochs train_seconds")
+    parser.add_argument("--versus", nargs="*", default=[], help="with --record: metrics to give as differences from the baseline")
+    args = parser.parse_args(argv)
+    if args.record is None:
+        if args.columns or args.versus:
+            parser.error("--columns and --versus need --record")
+        return table()
+    if not args.columns and not args.versus:
+        parser.error("--record needs --columns or --versus")
+    return variant_table(args.record, args.columns, args.versus)
+
+
 if __name__ == "__main__":
-    print(table())
+    print(main())

@@ -44,11 +44,26 @@ def test_g2p_config_is_the_demo(tmp_path):
     assert shipped == demo
 
 
-def test_readme_results_table_is_the_records():
-    """The README's results-at-a-glance table is what benchmarks/summary_table.py makes of benchmarks/results."""
+GENERATED = re.compile(r"<!-- summary_table\.py(?P<args>[^>]*?) -->\n(?P<quoted>.*?)\n<!-- /summary_table\.py -->", re.S)
+
+
+def test_readme_results_tables_are_the_records():
+    """Every README table marked `<!-- summary_table.py ARGS -->` is what the script prints with ARGS."""
+    import runpy
+    import shlex
+
+    main = runpy.run_path(str(ROOT / "benchmarks" / "summary_table.py"))["main"]
+    blocks = list(GENERATED.finditer((ROOT / "README.md").read_text()))
+    assert any(not b["args"].strip() for b in blocks), "the results-at-a-glance table is missing"
+    for block in blocks:
+        args = shlex.split(block["args"])
+        assert block["quoted"] == main(args), (
+            f"README table is stale: paste the output of python benchmarks/summary_table.py {block['args'].strip()}")
+
+
+def test_summary_table_refuses_unknown_columns():
     import runpy
 
-    table = runpy.run_path(str(ROOT / "benchmarks" / "summary_table.py"))["table"]()
-    readme = (ROOT / "README.md").read_text()
-    quoted = readme.split("<!-- summary_table.py -->\n", 1)[1].split("\n<!-- /summary_table.py -->", 1)[0]
-    assert quoted == table, "README results table is stale: paste the output of python benchmarks/summary_table.py"
+    variant_table = runpy.run_path(str(ROOT / "benchmarks" / "summary_table.py"))["variant_table"]
+    with pytest.raises(SystemExit, match="no column 'bleu'.*wer"):
+        variant_table("g2p-same-time-2026-11-22.json", ["wer", "bleu"])

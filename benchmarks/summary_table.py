@@ -7,7 +7,8 @@ Without --record: for every task benchmarks/suite.py has recorded, the newest re
 then the -2, -3 ... suffix of same-day reruns), each variant against the baseline on the task's
 primary metric, with the paired-bootstrap 95% CI and p-value from the record. With --record: one
 record's variants, one row each, with the --columns from its table (mean ± std over seeds) and,
-for each --versus metric, the difference from the baseline with its CI and p.
+for each --versus metric, the difference from the baseline with its CI and p; --contrasts adds a
+table of the spec's other pairs (`contrasts`) on those metrics.
 
 The README marks every generated table with the command's arguments
 (`<!-- summary_table.py --record ... -->` ... `<!-- /summary_table.py -->`), and
@@ -71,18 +72,29 @@ def _decimals(values: list[float]) -> int:
     return 3 if largest < 1 else 2 if largest < 100 else 0
 
 
-def variant_table(record_name: str, columns: list[str], versus: list[str] = (), folder: Path = RESULTS) -> str:
-    """One record's variants: `columns` as mean ± std over seeds, and the difference from the baseline for `versus`."""
+def _difference(found: dict | None, decimals: int) -> str:
+    if found is None:
+        return ""
+    d = decimals
+    return f"{found['diff']:+.{d}f} [{found['ci_low']:+.{d}f}, {found['ci_high']:+.{d}f}], p = {found['p_value']:.3f}"
+
+
+def _load(record_name: str, folder: Path, names: list[str]) -> tuple[dict, dict[str, int]]:
+    """A record's summary, and the decimals of each of `names` (refused unless its table has them)."""
     summary = json.loads((folder / record_name).read_text(encoding="utf-8"))["summary"]
-    spec, rows = summary["spec"], summary["table"]
-    baseline, seeds = spec["baseline"], len(spec["seeds"])
-    for name in [*columns, *versus]:
+    rows = summary["table"]
+    for name in names:
         if not any(name in row for row in rows.values()):
             known = sorted({key for row in rows.values() for key in row})
             raise SystemExit(f"{record_name}: no column {name!r} in its table; it has {', '.join(known)}")
-    decimals = {name: _decimals([row[name]["mean"] for row in rows.values() if name in row]) for name in columns}
-    for name in versus:
-        decimals.setdefault(name, _decimals([row[name]["mean"] for row in rows.values() if name in row]))
+    return summary, {name: _decimals([row[name]["mean"] for row in rows.values() if name in row]) for name in names}
+
+
+def variant_table(record_name: str, columns: list[str], versus: list[str] = (), folder: Path = RESULTS) -> str:
+    """One record's variants: `columns` as mean ± std over seeds, and the difference from the baseline for `versus`."""
+    summary, decimals = _load(record_name, folder, [*columns, *versus])
+    spec, rows = summary["spec"], summary["table"]
+    baseline, seeds = spec["baseline"], len(spec["seeds"])
 
     def cell(row: dict, name: str) -> str:
         if name not in row:
@@ -91,11 +103,7 @@ def variant_table(record_name: str, columns: list[str], versus: list[str] = (), 
         return f"{row[name]['mean']:.{d}f}" + (f" ± {row[name]['std']:.{d}f}" if seeds > 1 else "")
 
     def difference(variant: str, name: str) -> str:
-        found = summary["versus_baseline"].get(variant, {}).get(name)
-        if found is None:
-            return ""
-        d = decimals[name]
-        return f"{found['diff']:+.{d}f} [{found['ci_low']:+.{d}f}, {found['ci_high']:+.{d}f}], p = {found['p_value']:.3f}"
+        return _difference(summary["versus_baseline"].get(variant, {}).get(name), decimals[name])
 
     header = ["variant", *columns, *(f"Δ {name} vs {baseline} [95% CI]" for name in versus)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -106,19 +114,35 @@ def variant_table(record_name: str, columns: list[str], versus: list[str] = (), 
     return "\n".join(lines)
 
 
+def contrast_table(record_name: str, metrics: list[str], folder: Path = RESULTS) -> str:
+    """The spec's `contrasts` (variant vs reference, other than the baseline): the difference in each of `metrics`."""
+    summary, decimals = _load(record_name, folder, metrics)
+    if not summary.get("contrasts"):
+        raise SystemExit(f"{record_name}: its spec has no contrasts")
+    header = ["contrast", *(f"Δ {name} [95% CI]" for name in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for pair, found in summary["contrasts"].items():
+        lines.append("| " + " | ".join([pair, *(_difference(found.get(name), decimals[name]) for name in metrics)]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description="Markdown tables from the suite's records.")
     parser.add_argument("--record", help="a file in benchmarks/results/: print its variants' table")
     parser.add_argument("--columns", nargs="+", default=[], help="with --record: table columns, e.g. wer per epochs train_seconds")
-    parser.add_argument("--versus", nargs="*", default=[], help="with --record: metrics to give as differences from the baseline")
+    parser.add_argument("--versus", nargs="+", default=[], help="with --record: metrics to give as differences from the baseline")
+    parser.add_argument("--contrasts", nargs="+", default=[], help="with --record: the spec's contrasts on these metrics, as a table of their own")
     args = parser.parse_args(argv)
     if args.record is None:
-        if args.columns or args.versus:
-            parser.error("--columns and --versus need --record")
+        if args.columns or args.versus or args.contrasts:
+            parser.error("--columns, --versus and --contrasts need --record")
         return table()
-    if not args.columns and not args.versus:
-        parser.error("--record needs --columns or --versus")
-    return variant_table(args.record, args.columns, args.versus)
+    if not (args.columns or args.versus or args.contrasts):
+        parser.error("--record needs --columns, --versus or --contrasts")
+    tables = [variant_table(args.record, args.columns, args.versus)] if args.columns or args.versus else []
+    if args.contrasts:
+        tables.append(contrast_table(args.record, args.contrasts))
+    return "\n\n".join(tables)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,9 @@ def _difference(found: dict | None, decimals: int) -> str:
 def _load(record_name: str, folder: Path, names: list[str]) -> tuple[dict, dict[str, int]]:
     """A record's summary, and the decimals of each of `names` (refused unless its table has them)."""
     summary = json.loads((folder / record_name).read_text(encoding="utf-8"))["summary"]
-    rows = summary["table"]
+    # A cost a run did not log (load averages before warmgen logged them) is None: shown as "–".
+    rows = {variant: {k: v for k, v in row.items() if v is not None} for variant, row in summary["table"].items()}
+    summary = {**summary, "table": rows}
     for name in names:
         if not any(name in row for row in rows.values()):
             known = sorted({key for row in rows.values() for key in row})

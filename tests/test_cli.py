@@ -78,3 +78,24 @@ def test_unknown_model_path_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--model.name", str(tmp_path / "no-such-model"), "--data.max_train_examples", "4"]) == 2
     err = capsys.readouterr().err
     assert "could not be loaded as a preset, a local folder, or a reachable hub id" in err and "Traceback" not in err
+
+
+def test_fixed_warmup_control(tmp_path, capsys):
+    """warmup.fixed_warmup: nothing is sampled, the one candidate is the given text, and decoding writes it."""
+    run = tmp_path / "fixed"
+    assert main(["train", *TINY, "--warmup.fixed_warmup", "ab", "--output_dir", str(run)]) == 0
+    assert json.loads((run / "results.json").read_text())["generated_tokens"] == 0
+    samples = [json.loads(l) for l in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples and all([c["warmup"] for c in s["candidates"]] == ["ab"] for s in samples)
+    predictions = [json.loads(l) for l in (run / "eval" / "test" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 8 and {p["warmup"] for p in predictions} == {"ab"}
+    capsys.readouterr()
+    assert main(["generate", str(run), "hello", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warmup"] == "ab"
+
+    # Longer than max_warmup_length (4 here): refused before training, naming both fields.
+    assert main(["train", *TINY, "--warmup.fixed_warmup", "abcdefghijklmnop", "--output_dir", str(tmp_path / "long")]) == 2
+    assert "warmup.fixed_warmup 'abcdefghijklmnop' is" in capsys.readouterr().err
+    assert main(["train", *TINY, "--warmup.fixed_warmup", "ab", "--warmup.keep_best_warmup", "true",
+                 "--output_dir", str(tmp_path / "kept")]) == 2
+    assert "turn off warmup.keep_best_warmup" in capsys.readouterr().err

@@ -158,6 +158,10 @@ class WarmupConfig:
     # Adaptive k, with keep_best_warmup: an example whose kept warmup already gives the target a
     # mean per-token log-probability >= this (e.g. -0.1) gets no fresh samples. None = off.
     target_reward: Optional[float] = None
+    # A control, not Warmup Generations: every example's one warmup is this text, in training
+    # and at inference, and nothing is sampled ("pause tokens"). It tells whether a variant that
+    # ends up writing one fixed warmup gains from the extra positions or from what it learnt.
+    fixed_warmup: Optional[str] = None
 
 
 @dataclass
@@ -400,6 +404,8 @@ def validate(config: Config) -> None:
          "warmup.target_reward is a mean log-probability per target token, so it must be <= 0 (e.g. -0.1), or null for off"),
         (not (w.keep_best_warmup and w.no_warmup_candidate),
          "warmup.keep_best_warmup and warmup.no_warmup_candidate cannot be combined; turn one off"),
+        (w.fixed_warmup is None or not (w.keep_best_warmup or w.no_warmup_candidate),
+         "warmup.fixed_warmup is the only candidate: turn off warmup.keep_best_warmup and warmup.no_warmup_candidate"),
         (t.batch_size >= 1, "train.batch_size must be at least 1"),
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),
         (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),

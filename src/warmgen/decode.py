@@ -3,7 +3,7 @@
 Greedy warmup + greedy target is one `generate` call (the logits processor below keeps the
 `c <sep> y </s>` shape). A sampled warmup or beam search on the target takes two calls: the
 warmup first, then the target continued from each `c <sep>` (grouped by warmup length, so no
-padding sits between the input and the prefix).
+padding sits between the input and the prefix). A `warmup.fixed_warmup` is given, not generated.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor
+
+from .config import ConfigError
 
 
 class WarmupLogitsProcessor(LogitsProcessor):
@@ -93,6 +95,18 @@ def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, 
     return warmups, truncated
 
 
+def fixed_warmup_ids(layout, config) -> list[int] | None:
+    """The tokens of `warmup.fixed_warmup` (None when unset); refused if longer than `max_warmup_length`."""
+    w = config.warmup
+    if w.fixed_warmup is None:
+        return None
+    ids = layout.tokenizer(w.fixed_warmup, add_special_tokens=False)["input_ids"]
+    if len(ids) > w.max_warmup_length:
+        raise ConfigError(f"warmup.fixed_warmup {w.fixed_warmup!r} is {len(ids)} tokens, more than "
+                         f"warmup.max_warmup_length {w.max_warmup_length}: shorten it or raise the limit")
+    return ids
+
+
 @torch.no_grad()
 def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) -> list[Generation]:
     """Generate (warmup, target) token lists for a batch of tokenised sources."""
@@ -100,6 +114,9 @@ def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) ->
         inputs, start = layout.generation_inputs(sources)
         output = model.generate(**_on_device(model, inputs), generation_config=_target_config(model, layout, config))
         return [Generation(None, split_at(row, layout.eos_id)[0]) for row in output[:, start:].tolist()]
+    fixed = fixed_warmup_ids(layout, config)
+    if fixed is not None:
+        return decode_after(model, layout, sources, [fixed] * len(sources), config)
     if config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
         return decode_one_pass(model, layout, sources, config)
     return decode_two_stage(model, layout, sources, config)
@@ -127,12 +144,17 @@ def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Gen
 
 
 def decode_two_stage(model, layout, sources: list[list[int]], config) -> list[Generation]:
-    """Warmup (greedy or sampled) first; then the target after each `c <sep>`, grouped by warmup length."""
+    """Warmup (greedy or sampled) first; then the target after each `c <sep>`."""
     w = config.warmup
     warmups, _ = generate_warmups(
         model, layout, sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=config.decode.warmup_strategy == "sample",
         temperature=w.temperature, top_k=w.top_k, top_p=w.top_p,
     )
+    return decode_after(model, layout, sources, warmups, config)
+
+
+def decode_after(model, layout, sources: list[list[int]], warmups: list[list[int]], config) -> list[Generation]:
+    """The target after each given warmup `c <sep>`, grouped by warmup length."""
     by_length = defaultdict(list)
     for i, warmup in enumerate(warmups):
         by_length[len(warmup)].append(i)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import metrics
 from .config import Config
-from .decode import decode, generate_warmups, score_options
+from .decode import decode, fixed_warmup_ids, generate_warmups, score_options
 from .provenance import library_versions
 from .tasks import Task
 
@@ -42,9 +42,13 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
             outputs = [tokenizer.decode(g.target, skip_special_tokens=True).strip() for g in generations]
             target_lengths += [len(g.target) for g in generations]
         else:
-            w = config.warmup
-            warmups = (generate_warmups(model, layout, batch_sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=False)[0]
-                       if use_warmup else [None] * len(batch))
+            w, fixed = config.warmup, fixed_warmup_ids(layout, config)
+            if not use_warmup:
+                warmups = [None] * len(batch)
+            elif fixed is not None:
+                warmups = [fixed] * len(batch)
+            else:
+                warmups = generate_warmups(model, layout, batch_sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=False)[0]
             outputs = [None] * len(batch)
         if with_options:
             options = [[layout.target_ids(o)[0] for o in e.extra["options"]] for e in batch]

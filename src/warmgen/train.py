@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import Config, ConfigError, load_config
+from .decode import fixed_warmup_ids
 from .distributed import Processes, check_launch
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
@@ -222,6 +223,7 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
     model.to(device)
     procs.shard(model)  # FSDP when the accelerate config asks for it
     layout = make_layout(model, tokenizer, sep_id, config)
+    fixed_warmup = fixed_warmup_ids(layout, config) if config.method == "warmup" else None
     data, truncation = tokenize(layout, train_examples, config.data.on_overlength)
 
     t = config.train
@@ -334,6 +336,8 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
                     stats = {"time/scoring": time.perf_counter() - scored}
                 else:
                     kept, fresh = memory.plan(ids) if memory is not None else (None, None)
+                    if fixed_warmup is not None:  # the control: each example's one candidate is the given warmup
+                        kept, fresh = [fixed_warmup] * len(ids), [0] * len(ids)
                     result = warmup_step(model, layout, sources, targets, config.warmup, kept, fresh)
                     objective, tokens, stats = result.objective, result.tokens, result.stats
                     generated_tokens += int(procs.sum(result.generated_tokens))

@@ -130,6 +130,12 @@ def test_multiple_choice_end_to_end(tmp_path):
     row = json.loads((run / "eval" / "test" / "predictions.jsonl").read_text().splitlines()[0])
     assert len(row["option_logp"]) == 4 and row["warmup"] is not None
 
+    # Options scored after a given warmup (the fixed-warmup control), with no letter generated.
+    fixed = tmp_path / "fixed"
+    assert main(["eval", str(run), "--data.mc_eval", "options", "--warmup.fixed_warmup", "ab", "--output", str(fixed)]) == 0
+    rows = [json.loads(l) for l in (fixed / "predictions.jsonl").read_text().splitlines()]
+    assert {r["warmup"] for r in rows} == {"ab"} and all(len(r["option_logp"]) == 4 and r["prediction"] is None for r in rows)
+
 
 def test_summarization_end_to_end(tmp_path):
     docs = [{"id": str(i), "document": f"The council met on day {i} and agreed a new budget for roads.", "summary": f"Budget agreed on day {i}."}

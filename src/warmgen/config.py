@@ -161,6 +161,7 @@ class WarmupConfig:
     # A control, not Warmup Generations: every example's one warmup is this text, in training
     # and at inference, and nothing is sampled ("pause tokens"). It tells whether a variant that
     # ends up writing one fixed warmup gains from the extra positions or from what it learnt.
+    # With one candidate the objective is lam*A + R (rloo: R alone, it has no baseline).
     fixed_warmup: Optional[str] = None
 
 

@@ -72,10 +72,15 @@ def _decimals(values: list[float]) -> int:
     return 3 if largest < 1 else 2 if largest < 100 else 0
 
 
-def _difference(found: dict | None, decimals: int) -> str:
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
+def _difference(found: dict | None, d: int) -> str:
+    """A difference with its CI and p, to `d` decimals ("" when the record has none)."""
     if found is None:
         return ""
-    d = decimals
     return f"{found['diff']:+.{d}f} [{found['ci_low']:+.{d}f}, {found['ci_high']:+.{d}f}], p = {found['p_value']:.3f}"
 
 
@@ -108,12 +113,9 @@ def variant_table(record_name: str, columns: list[str], versus: list[str] = (), 
         return _difference(summary["versus_baseline"].get(variant, {}).get(name), decimals[name])
 
     header = ["variant", *columns, *(f"Δ {name} vs {baseline} [95% CI]" for name in versus)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for variant, row in rows.items():
-        label = f"{variant} (baseline)" if variant == baseline else variant
-        cells = [label, *(cell(row, name) for name in columns), *(difference(variant, name) for name in versus)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _markdown(header, [[f"{variant} (baseline)" if variant == baseline else variant,
+                               *(cell(row, name) for name in columns), *(difference(variant, name) for name in versus)]
+                              for variant, row in rows.items()])
 
 
 def contrast_table(record_name: str, metrics: list[str], folder: Path = RESULTS) -> str:
@@ -122,10 +124,8 @@ def contrast_table(record_name: str, metrics: list[str], folder: Path = RESULTS)
     if not summary.get("contrasts"):
         raise SystemExit(f"{record_name}: its spec has no contrasts")
     header = ["contrast", *(f"Δ {name} [95% CI]" for name in metrics)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for pair, found in summary["contrasts"].items():
-        lines.append("| " + " | ".join([pair, *(_difference(found.get(name), decimals[name]) for name in metrics)]) + " |")
-    return "\n".join(lines)
+    return _markdown(header, [[pair, *(_difference(found.get(name), decimals[name]) for name in metrics)]
+                              for pair, found in summary["contrasts"].items()])
 
 
 def main(argv: list[str] | None = None) -> str:

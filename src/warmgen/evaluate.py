@@ -33,6 +33,7 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
     start = time.time()
     predictions, warmup_lengths, target_lengths, loads = [], [], [], []
     size = config.decode.batch_size
+    fixed = fixed_warmup_ids(layout, config) if use_warmup else None  # tokenised once, not per batch
     tokenizer = layout.tokenizer
     for i in range(0, len(examples), size):
         batch, batch_sources = examples[i : i + size], sources[i : i + size]
@@ -42,7 +43,7 @@ def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: 
             outputs = [tokenizer.decode(g.target, skip_special_tokens=True).strip() for g in generations]
             target_lengths += [len(g.target) for g in generations]
         else:
-            w, fixed = config.warmup, fixed_warmup_ids(layout, config)
+            w = config.warmup
             if not use_warmup:
                 warmups = [None] * len(batch)
             elif fixed is not None:

@@ -1,0 +1,61 @@
+"""Training-log values of a comparison's runs, recorded so the README can quote them.
+
+    python benchmarks/training_curves.py --name g2p-curves --comparison runs/suite/g2p \
+        --variants rloo+warm_start marginal+warm_start --metrics warmup/truncated_ratio --steps 275 500 1000
+
+The run folders (`<comparison>/<variant>/seed<N>/metrics.jsonl`) are not in git; this copies the
+asked-for values out of them into benchmarks/results/<name>-<date>.json with the command and the
+git commit, per variant and seed: each metric at each logged step asked for, and the median of
+`time/step` over the whole run (how fast the machine was stepping, which a wall-clock budget
+turns into epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recording.py, beside this script
+from recording import write_record  # noqa: E402
+
+
+def run_curves(run_dir: Path, metrics: list[str], steps: list[int]) -> dict:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    logged = {row["step"]: row for row in rows if "loss" in row}  # training log lines, not evaluations
+    missing = [step for step in steps if step not in logged]
+    if missing:
+        raise SystemExit(f"{run_dir / 'metrics.jsonl'}: no training log line at step(s) {missing}; "
+                         f"it logs every {min(logged)} steps up to {max(logged)}")
+    return {"median_seconds_per_step": statistics.median(row["time/step"] for row in logged.values()),
+            **{metric: {str(step): logged[step].get(metric) for step in steps} for metric in metrics}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="record name: benchmarks/results/<name>-<date>.json")
+    parser.add_argument("--comparison", required=True, help="a warmgen compare output folder")
+    parser.add_argument("--variants", nargs="+", required=True)
+    parser.add_argument("--metrics", nargs="*", default=[], help="training-log keys, e.g. warmup/truncated_ratio")
+    parser.add_argument("--steps", nargs="*", type=int, default=[])
+    args = parser.parse_args()
+    comparison = Path(args.comparison)
+    runs = {}
+    for variant in args.variants:
+        seeds = sorted((comparison / variant).glob("seed*/metrics.jsonl"))
+        if not seeds:
+            raise SystemExit(f"{comparison / variant}: no seed*/metrics.jsonl")
+        runs[variant] = {path.parent.name: run_curves(path.parent, args.metrics, args.steps) for path in seeds}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
+    record = {"benchmark": "training-curves", "command": "python " + " ".join(sys.argv), "git_commit": commit,
+              "date": datetime.date.today().isoformat(), "comparison": str(comparison), "runs": runs}
+    print(f"wrote {write_record(args.name, record)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -93,3 +93,27 @@ def test_rloo_single_candidate_trains_the_likelihood_only():
     assert objective.item() == -5.0 and tokens.item() == 6.0
     (grad,) = torch.autograd.grad(objective.sum(), logp_c)
     assert (grad == 0).all()
+
+
+def test_joint_best_of_k_picks_the_argmax_of_the_joint_log_probability():
+    _, _, weights = objective_terms("best_of_k", LOGP_C, LOGP_Y, N_C, N_Y, 0.5, rank_by="joint")
+    assert torch.equal(weights.argmax(dim=1), (0.5 * LOGP_C + LOGP_Y).argmax(dim=1))
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+def test_joint_marginal_gradient_equals_autograd_of_the_candidate_set_marginal(lam):
+    """J's gradient is that of log sum_i P(c_i|x)^lam P(y|c_i,x), in both log-probability terms."""
+    logp_c, logp_y = LOGP_C.clone().requires_grad_(True), LOGP_Y.clone().requires_grad_(True)
+    objective, _, weights = objective_terms("marginal", logp_c, logp_y, N_C, N_Y, lam, rank_by="joint")
+    grads = torch.autograd.grad(objective.sum(), (logp_c, logp_y))
+    reference_c, reference_y = LOGP_C.clone().requires_grad_(True), LOGP_Y.clone().requires_grad_(True)
+    torch.logsumexp(lam * reference_c + reference_y, dim=1).sum().backward()
+    assert torch.allclose(grads[0], reference_c.grad, atol=1e-6)
+    assert torch.allclose(grads[1], reference_y.grad, atol=1e-6)
+    assert torch.allclose(weights.sum(1), torch.ones(3))
+
+
+def test_joint_leaves_rloo_on_the_reward():
+    for a, b in zip(objective_terms("rloo", LOGP_C, LOGP_Y, N_C, N_Y, 1.0),
+                    objective_terms("rloo", LOGP_C, LOGP_Y, N_C, N_Y, 1.0, rank_by="joint")):
+        assert torch.equal(a, b)

@@ -85,15 +85,50 @@ def test_memory_plans_first_visits_refreshes_and_adaptive_k():
     assert restored.plan([0, 1, 2]) == memory.plan([0, 1, 2])
 
 
-def test_memory_keeps_the_best_candidate_per_example():
+@pytest.mark.parametrize("rank_by", ["reward", "joint"])
+def test_memory_keeps_the_best_candidate_per_example(rank_by):
     model, layout, _ = tiny("t5-tiny")
-    config = WarmupConfig(num_warmups=3, max_warmup_length=4, keep_best_warmup=True)
+    config = WarmupConfig(num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by=rank_by, warmup_loss_weight=0.5)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M")]
     memory = WarmupMemory(config)
     step = warmup_step(model, layout, sources, targets, config, *memory.plan([10, 11]))
     memory.apply(memory.updates([10, 11], step, targets))
     for b, i in enumerate([10, 11]):
-        best = step.rewards[b].argmax().item()
+        scores = layout.score(model, [sources[b]], step.candidates[b], [targets[b]] * 3)
+        ranked = scores.logp_target + (0.5 * scores.logp_warmup if rank_by == "joint" else 0)
+        best = ranked.argmax().item()
+        assert step.best[b] == best
         assert memory.entries[i]["warmup"] == step.candidates[b][best]
         assert memory.entries[i]["reward"] == pytest.approx(step.rewards[b, best].item() / (len(targets[b]) + 1))
+
+
+def test_joint_marginal_sums_over_distinct_candidates(monkeypatch):
+    """rank_by joint: a fresh sample repeating the kept warmup (or another sample) is counted once,
+    and value and gradient equal the per-example candidate-set marginal over the distinct warmups."""
+    model, layout, _ = tiny("llama-tiny")
+    config = WarmupConfig(num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by="joint")
+    sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
+    targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
+    sampled = [[[8, 9], [8, 9], [3]], [[5, 6], [4]], []]
+    monkeypatch.setattr("warmgen.warmup.sample_warmups",
+                        lambda model, layout, sources, counts, config: (sampled, [[False] * n for n in counts]))
+    step = warmup_step(model, layout, sources, targets, config, [None, [5, 6], [7]], [3, 2, 0])
+    (step.objective / step.tokens).backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    assert step.candidates == [[[8, 9], [8, 9], [3]], [[5, 6], [5, 6], [4]], [[7]]]
+    assert step.weights[0, 1] == 0 and step.weights[1, 1] == 0  # the repeats
+
+    total_objective, total_tokens = 0, 0
+    for b, distinct in enumerate([[[8, 9], [3]], [[5, 6], [4]], [[7]]]):
+        scores = layout.score(model, [sources[b]], distinct, [targets[b]] * len(distinct))
+        value, tokens, _ = objective_terms("marginal", *(v.view(1, -1) for v in (scores.logp_warmup, scores.logp_target,
+                                                                                  scores.n_warmup, scores.n_target)),
+                                           1.0, rank_by="joint")
+        total_objective, total_tokens = total_objective + value.sum(), total_tokens + tokens.sum()
+    (total_objective / total_tokens).backward()
+    assert step.objective.item() == pytest.approx(total_objective.item(), rel=1e-5)
+    assert step.tokens.item() == pytest.approx(total_tokens.item(), rel=1e-6)
+    for a, p in zip(fast, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)

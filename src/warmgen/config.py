@@ -142,12 +142,19 @@ class WarmupConfig:
     top_p: float = 1.0
     # Weight of the log P(c|x) term; 0 = warmups are only selected, never imitated.
     warmup_loss_weight: float = 1.0
+    # How candidates are ranked: best_of_k's choice, the memory's kept warmup and marginal's weights.
+    # "reward": by log P(y|c,x), the paper's score. "joint": by lam*log P(c|x) + log P(y|c,x) under
+    # the current model, so a kept warmup the model no longer writes loses its place; marginal then
+    # maximises log sum over the distinct candidates of P(c|x)^lam P(y|c,x), with lam = 1 a lower
+    # bound of log P(y|x) whatever chose the candidates (a memory may). rloo's advantages stay on
+    # the reward.
+    rank_by: Literal["reward", "joint"] = "reward"
     # Make the empty warmup one of the k candidates: a warmup must beat "no warmup" to win.
     no_warmup_candidate: bool = False
     # Optimizer steps of plain SFT (`y </s>`) before warmup sampling starts.
     sft_warm_start_steps: int = 0
     # Amortised warmups (beyond the paper; cuts sampling and scoring): remember each training
-    # example's best warmup (highest reward when last scored) and re-score it at every visit
+    # example's best warmup (top-ranked by rank_by when last scored) and re-score it at every visit
     # beside only `fresh_warmups` new samples. An example's first visit samples num_warmups.
     # Kept warmups are saved in checkpoints, so a resumed run continues with them.
     keep_best_warmup: bool = False

@@ -11,6 +11,13 @@ For an example (x, y) with warmups c_1..c_k sampled from the current model:
                 (its gradient is the score-function gradient of log (1/k) sum_i P(y|c_i,x))
     rloo:       b_i = mean_{j != i} R_j            J = (1/k) sum_i [lam*(R_i - b_i) A_i + R_i]
 
+With `rank_by: joint` candidates are ranked by S_i = lam*A_i + R_i instead of R_i: best_of_k takes
+argmax_i S_i, and marginal's weights become softmax_i(S_i) over the distinct candidates, the
+gradient of log sum_i P(c_i|x)^lam P(y|c_i,x). With lam = 1 that is log P(y|x) summed over the
+candidate set only, a lower bound whichever way the set was chosen, so it stays a proper objective
+when a memory supplies candidates the current model did not sample (maximum marginal likelihood
+over a candidate set; cf. the memory buffer of MAPO, Liang et al. 2018).
+
 Each J is a sum of log-probabilities over tokens. To keep the loss on the scale of SFT's
 per-token NLL, the batch loss is -sum_b J_b / sum_b T_b, where T_b counts the tokens J_b covers
 with the same weights: one-hot, w_i, or 1/k times (lam*|c_i <sep>| + |y </s>|). `warmup_step`
@@ -34,14 +41,22 @@ from .config import WarmupConfig
 from .decode import generate_warmups
 
 
+def ranking_scores(rank_by: str, logp_warmup: torch.Tensor, logp_target: torch.Tensor, warmup_loss_weight: float,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """What candidates are ranked by (R, or lam*A + R for "joint"), held fixed; -inf at padding."""
+    scores = logp_target if rank_by == "reward" else warmup_loss_weight * logp_warmup + logp_target
+    return scores.detach().masked_fill(~mask, -float("inf"))
+
+
 def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torch.Tensor,
                     n_warmup: torch.Tensor, n_target: torch.Tensor, warmup_loss_weight: float,
-                    mask: torch.Tensor | None = None):
+                    mask: torch.Tensor | None = None, rank_by: str = "reward"):
     """Per-example objective J [B] (to maximise), token count T [B], and candidate weights [B, K].
 
     All inputs are [B, K]; `mask` marks real candidates when examples have fewer than K (padding
-    holds zeros). The weights are those of the likelihood terms (for logging). With a single
-    candidate, rloo has no baseline and trains the likelihood term only.
+    holds zeros; for "joint" marginal the caller also masks repeated candidates). The weights are
+    those of the likelihood terms (for logging). With a single candidate, rloo has no baseline and
+    trains the likelihood term only.
     """
     reward = logp_target.detach()
     k = reward.shape[1]
@@ -49,10 +64,11 @@ def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torc
     count = mask.sum(dim=1, keepdim=True)
     lam = warmup_loss_weight
     if objective == "best_of_k":
-        weights = torch.nn.functional.one_hot(reward.masked_fill(~mask, -float("inf")).argmax(dim=1), k).to(reward.dtype)
+        scores = ranking_scores(rank_by, logp_warmup, logp_target, lam, mask)
+        weights = torch.nn.functional.one_hot(scores.argmax(dim=1), k).to(reward.dtype)
         warmup_term = weights * logp_warmup
     elif objective == "marginal":
-        weights = torch.softmax(reward.masked_fill(~mask, -float("inf")), dim=1)
+        weights = torch.softmax(ranking_scores(rank_by, logp_warmup, logp_target, lam, mask), dim=1)
         warmup_term = weights * logp_warmup
     elif objective == "rloo":
         weights = mask / count
@@ -75,7 +91,7 @@ class WarmupStep:
     rewards: torch.Tensor  # [B, K], log P(y|c,x); padding where mask is False
     weights: torch.Tensor  # [B, K]
     mask: torch.Tensor  # [B, K] real candidates
-    best: list[int]  # per example, the index of its highest-reward candidate
+    best: list[int]  # per example, the index of its top-ranked candidate (warmup.rank_by)
     generated_tokens: int  # sampled this step, <sep> included
 
 
@@ -113,6 +129,17 @@ def sample_candidates(model, layout, sources: list[list[int]], config: WarmupCon
     return warmups, truncated
 
 
+def first_occurrences(candidates: list[list[list[int]]]) -> list[bool]:
+    """Flat over all candidates: False where a warmup repeats an earlier one of the same example."""
+    flags = []
+    for warmups in candidates:
+        seen = set()
+        for warmup in warmups:
+            flags.append(tuple(warmup) not in seen)
+            seen.add(tuple(warmup))
+    return flags
+
+
 def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
     """Flat per-candidate values [N] -> [B, K], zero-padded."""
     return torch.nn.utils.rnn.pad_sequence(list(values.split(counts)), batch_first=True)
@@ -143,10 +170,13 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts)
     grids = [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
     mask = _grid(torch.ones(len(flat), dtype=torch.bool), counts)
-    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, mask)
+    summed = mask
+    if config.rank_by == "joint" and config.objective == "marginal":  # a sum over distinct warmups: no repeats
+        summed = mask & _grid(torch.tensor(first_occurrences(candidates)), counts)
+    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, summed, config.rank_by)
     rewards = grids[1].detach()
-    best_reward = rewards.masked_fill(~mask, -float("inf")).max(dim=1)
-    best = best_reward.indices.tolist()  # best_of_k's choice, the memory's next kept warmup
+    # best_of_k's choice, the memory's next kept warmup
+    best = ranking_scores(config.rank_by, grids[0], grids[1], config.warmup_loss_weight, mask).argmax(dim=1).tolist()
     if config.objective == "best_of_k":
         again = layout.score(model, sources, [candidates[b][i] for b, i in enumerate(best)], targets)
         objective = config.warmup_loss_weight * again.logp_warmup + again.logp_target
@@ -156,7 +186,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     stats = {
         "reward": rewards[mask].mean().item(),
         "reward_std": _masked_std(rewards, mask),
-        "reward/best": best_reward.values.mean().item(),
+        "reward/best": rewards.masked_fill(~mask, -float("inf")).max(dim=1).values.mean().item(),
         "warmup/mean_length": lengths[mask].mean().item(),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
         "warmup/candidates": len(flat) / len(sources),
@@ -189,7 +219,7 @@ def _masked_std(values: torch.Tensor, mask: torch.Tensor) -> float:
 class WarmupMemory:
     """Amortised warmups: per training example, the best warmup so far and when to sample again.
 
-    An entry holds the warmup with the highest reward at the example's last visit (scored under
+    An entry holds the top-ranked warmup (`rank_by`) at the example's last visit (scored under
     the model of that step), that reward per target token, and the number of visits.
     """
 

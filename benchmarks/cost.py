@@ -12,7 +12,11 @@ warmups only save from an example's second visit on. Reports:
   breakdown    seconds per step in sampling, scoring (forward), backward and the optimizer step (with gradient clipping)
 Ratios, not absolute times: the machine is noisy. Writes benchmarks/results/cost-<date>.json.
 
-    python benchmarks/cost.py [--steps 30] [--models t5-mini llama-mini] [--ks 2 4 8] [--amortised 0|1]
+`--models` also takes a trained checkpoint folder (a warmup run's checkpoints/last): models from
+scratch sample k different warmups, trained ones mostly repeat one, and a repeated warmup is
+scored once, so a trained model measures what the later epochs of a run cost.
+
+    python benchmarks/cost.py [--steps 30] [--models t5-mini llama-mini PATH] [--ks 2 4 8] [--amortised 0|1]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,7 +46,7 @@ AMORTISED = {  # name: overrides, at k = 4 with the marginal objective
 
 
 def measure(model: str, method: str, extra: list[str], steps: int, examples: int, workdir: Path) -> dict:
-    run = workdir / f"{model}-{method}-{'-'.join(extra).replace('--', '').replace('.', '_')}"
+    run = workdir / re.sub(r"[^\w=+-]", "_", f"{model}-{method}-{'-'.join(extra).replace('--', '')}")
     command = [sys.executable, "-m", "warmgen.cli", "train", *COMMON, "--model.name", model, "--method", method,
                "--train.max_steps", str(steps), "--data.max_train_examples", str(examples), "--output_dir", str(run), *extra]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -55,6 +60,8 @@ def measure(model: str, method: str, extra: list[str], steps: int, examples: int
             "seconds_per_step_later_epochs": mean("time/step", later),
             "target_tokens_per_second": mean("target_tokens") / max(mean("time/step"), 1e-9),
             "candidates_per_example": mean("warmup/candidates"), "sampled_per_example": mean("warmup/sampled"),
+            "distinct_ratio": mean("warmup/distinct_ratio"),
+            "scored_per_example": mean("warmup/scored") if any("warmup/scored" in r for r in rows) else None,
             "peak_rss_mb": results["peak_rss_mb"],
             "breakdown": {k: mean(f"time/{k}") for k in ("sampling", "scoring", "backward", "optimizer")}}
 

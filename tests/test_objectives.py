@@ -117,3 +117,14 @@ def test_joint_leaves_rloo_on_the_reward():
     for a, b in zip(objective_terms("rloo", LOGP_C, LOGP_Y, N_C, N_Y, 1.0),
                     objective_terms("rloo", LOGP_C, LOGP_Y, N_C, N_Y, 1.0, rank_by="joint")):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["best_of_k", "marginal", "rloo"])
+def test_a_candidate_drawn_twice_equals_two_copies(name):
+    """draws [2, 1, 1] over candidates (0, 2, 3) gives what the 4 candidates (0, 0, 2, 3) give."""
+    copies = [torch.stack([t[:, 0], t[:, 0], t[:, 2], t[:, 3]], dim=1) for t in (LOGP_C, LOGP_Y, N_C, N_Y)]
+    merged = [torch.stack([t[:, 0], t[:, 2], t[:, 3]], dim=1) for t in (LOGP_C, LOGP_Y, N_C, N_Y)]
+    once = objective_terms(name, *merged, 0.5, torch.tensor([[2, 1, 1]] * 3))
+    twice = objective_terms(name, *copies, 0.5)
+    assert torch.allclose(once[0], twice[0], rtol=1e-6) and torch.allclose(once[1], twice[1], rtol=1e-6)
+    assert torch.allclose(once[2][:, 0], twice[2][:, 0] + twice[2][:, 1])

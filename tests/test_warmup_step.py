@@ -103,29 +103,38 @@ def test_memory_keeps_the_best_candidate_per_example(rank_by):
         assert memory.entries[i]["reward"] == pytest.approx(step.rewards[b, best].item() / (len(targets[b]) + 1))
 
 
-def test_joint_marginal_sums_over_distinct_candidates(monkeypatch):
-    """rank_by joint: a fresh sample repeating the kept warmup (or another sample) is counted once,
-    and value and gradient equal the per-example candidate-set marginal over the distinct warmups."""
+@pytest.mark.parametrize("objective,rank_by", [("best_of_k", "reward"), ("marginal", "reward"), ("rloo", "reward"),
+                                              ("best_of_k", "joint"), ("marginal", "joint")])
+def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by):
+    """A warmup drawn twice (two samples alike, or a sample repeating the kept warmup) is scored
+    once; value and gradient equal scoring every draw, except that "joint" marginal is the
+    candidate-set marginal, which counts each distinct warmup once."""
     model, layout, _ = tiny("llama-tiny")
-    config = WarmupConfig(num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by="joint")
+    config = WarmupConfig(objective=objective, num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by=rank_by)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
-    sampled = [[[8, 9], [8, 9], [3]], [[5, 6], [4]], []]
+    sampled = [[[8, 9], [3], [8, 9]], [[5, 6], [4]], []]
     monkeypatch.setattr("warmgen.warmup.sample_warmups",
                         lambda model, layout, sources, counts, config: (sampled, [[False] * n for n in counts]))
+    scored_rows = []
+    score = layout.score
+    monkeypatch.setattr(layout, "score", lambda model, sources, warmups, *a: scored_rows.append(len(warmups)) or score(model, sources, warmups, *a))
     step = warmup_step(model, layout, sources, targets, config, [None, [5, 6], [7]], [3, 2, 0])
     (step.objective / step.tokens).backward()
     fast = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    assert step.candidates == [[[8, 9], [8, 9], [3]], [[5, 6], [5, 6], [4]], [[7]]]
-    assert step.weights[0, 1] == 0 and step.weights[1, 1] == 0  # the repeats
+    assert step.candidates == [[[8, 9], [3]], [[5, 6], [4]], [[7]]]
+    assert step.draws.tolist() == [[2, 1], [2, 1], [1, 0]]
+    assert scored_rows[0] == 5  # the distinct warmups, not the 7 draws
+    assert step.stats["warmup/candidates"] == 7 / 3 and step.stats["warmup/scored"] == 5 / 3
 
     total_objective, total_tokens = 0, 0
-    for b, distinct in enumerate([[[8, 9], [3]], [[5, 6], [4]], [[7]]]):
-        scores = layout.score(model, [sources[b]], distinct, [targets[b]] * len(distinct))
-        value, tokens, _ = objective_terms("marginal", *(v.view(1, -1) for v in (scores.logp_warmup, scores.logp_target,
-                                                                                  scores.n_warmup, scores.n_target)),
-                                           1.0, rank_by="joint")
+    every_draw = [[[8, 9], [3], [8, 9]], [[5, 6], [5, 6], [4]], [[7]]]
+    for b, warmups in enumerate(every_draw if rank_by == "reward" else step.candidates):
+        scores = score(model, [sources[b]], warmups, [targets[b]] * len(warmups))
+        value, tokens, _ = objective_terms(objective, *(v.view(1, -1) for v in (scores.logp_warmup, scores.logp_target,
+                                                                                 scores.n_warmup, scores.n_target)),
+                                           1.0, rank_by=rank_by)
         total_objective, total_tokens = total_objective + value.sum(), total_tokens + tokens.sum()
     (total_objective / total_tokens).backward()
     assert step.objective.item() == pytest.approx(total_objective.item(), rel=1e-5)

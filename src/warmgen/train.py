@@ -439,12 +439,13 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
 
 
 def write_samples(stream, step: int, examples, result, layout) -> None:
-    """A few training examples with their warmups, rewards log P(y|c,x) and objective weights."""
+    """A few training examples with their distinct warmups, how often each was drawn, rewards
+    log P(y|c,x) and objective weights."""
     decode_text = layout.tokenizer.decode
     for b, example in enumerate(examples[:3]):
         candidates = [
-            {"warmup": decode_text(warmup), "reward": round(result.rewards[b, i].item(), 4),
-             "weight": round(result.weights[b, i].item(), 4)}
+            {"warmup": decode_text(warmup), "draws": int(result.draws[b, i].item()),
+             "reward": round(result.rewards[b, i].item(), 4), "weight": round(result.weights[b, i].item(), 4)}
             for i, warmup in enumerate(result.candidates[b])
         ]
         stream.write(json.dumps({"step": step, "source": example.source, "target": example.target, "candidates": candidates},

@@ -18,6 +18,11 @@ candidate set only, a lower bound whichever way the set was chosen, so it stays 
 when a memory supplies candidates the current model did not sample (maximum marginal likelihood
 over a candidate set; cf. the memory buffer of MAPO, Liang et al. 2018).
 
+A warmup sampled several times for one example is scored once and counted as often as it was drawn
+(for "joint" marginal, once): the value and gradient of scoring every copy, exactly so without
+dropout (with dropout the copies share one dropout mask). Trained models often write the same
+warmup for most of the k draws, so this saves most of the scoring and backward work.
+
 Each J is a sum of log-probabilities over tokens. To keep the loss on the scale of SFT's
 per-token NLL, the batch loss is -sum_b J_b / sum_b T_b, where T_b counts the tokens J_b covers
 with the same weights: one-hot, w_i, or 1/k times (lam*|c_i <sep>| + |y </s>|). `warmup_step`
@@ -50,30 +55,33 @@ def ranking_scores(rank_by: str, logp_warmup: torch.Tensor, logp_target: torch.T
 
 def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torch.Tensor,
                     n_warmup: torch.Tensor, n_target: torch.Tensor, warmup_loss_weight: float,
-                    mask: torch.Tensor | None = None, rank_by: str = "reward"):
+                    draws: torch.Tensor | None = None, rank_by: str = "reward"):
     """Per-example objective J [B] (to maximise), token count T [B], and candidate weights [B, K].
 
-    All inputs are [B, K]; `mask` marks real candidates when examples have fewer than K (padding
-    holds zeros; for "joint" marginal the caller also masks repeated candidates). The weights are
-    those of the likelihood terms (for logging). With a single candidate, rloo has no baseline and
-    trains the likelihood term only.
+    All inputs are [B, K]. `draws` says how many of the example's samples each candidate stands
+    for (bool or int; 0 marks padding, which holds zeros, when examples have fewer than K); by
+    default every candidate is one draw. The weights are those of the likelihood terms (for
+    logging). With a single draw, rloo has no baseline and trains the likelihood term only.
     """
     reward = logp_target.detach()
     k = reward.shape[1]
-    mask = torch.ones_like(reward, dtype=torch.bool) if mask is None else mask
-    count = mask.sum(dim=1, keepdim=True)
+    draws = torch.ones_like(reward) if draws is None else draws.to(reward.dtype)
+    mask = draws > 0
+    total = draws.sum(dim=1, keepdim=True)
     lam = warmup_loss_weight
     if objective == "best_of_k":
         scores = ranking_scores(rank_by, logp_warmup, logp_target, lam, mask)
         weights = torch.nn.functional.one_hot(scores.argmax(dim=1), k).to(reward.dtype)
         warmup_term = weights * logp_warmup
     elif objective == "marginal":
-        weights = torch.softmax(ranking_scores(rank_by, logp_warmup, logp_target, lam, mask), dim=1)
+        scores = ranking_scores(rank_by, logp_warmup, logp_target, lam, mask)
+        # The candidate-set marginal ("joint") sums over distinct warmups: each counts once.
+        weights = torch.softmax(scores + draws.log() if rank_by == "reward" else scores, dim=1)
         warmup_term = weights * logp_warmup
     elif objective == "rloo":
-        weights = mask / count
-        baseline = ((reward * mask).sum(dim=1, keepdim=True) - reward) / (count - 1).clamp(min=1)
-        advantage = torch.where(count > 1, reward - baseline, torch.zeros_like(reward))
+        weights = draws / total
+        baseline = ((reward * draws).sum(dim=1, keepdim=True) - reward) / (total - 1).clamp(min=1)
+        advantage = torch.where(total > 1, reward - baseline, torch.zeros_like(reward))
         warmup_term = weights * advantage * logp_warmup
     else:
         raise ValueError(f"unknown objective {objective!r}")
@@ -87,10 +95,11 @@ class WarmupStep:
     objective: torch.Tensor  # sum_b J_b, to maximise
     tokens: torch.Tensor  # sum_b T_b; the training loop's loss is -objective / tokens
     stats: dict[str, float]
-    candidates: list[list[list[int]]]  # per example, its warmups (a kept one first)
+    candidates: list[list[list[int]]]  # per example, its distinct warmups (a kept one first)
     rewards: torch.Tensor  # [B, K], log P(y|c,x); padding where mask is False
     weights: torch.Tensor  # [B, K]
     mask: torch.Tensor  # [B, K] real candidates
+    draws: torch.Tensor  # [B, K] how many of the example's samples each candidate is (0 = padding)
     best: list[int]  # per example, the index of its top-ranked candidate (warmup.rank_by)
     generated_tokens: int  # sampled this step, <sep> included
 
@@ -129,15 +138,12 @@ def sample_candidates(model, layout, sources: list[list[int]], config: WarmupCon
     return warmups, truncated
 
 
-def first_occurrences(candidates: list[list[list[int]]]) -> list[bool]:
-    """Flat over all candidates: False where a warmup repeats an earlier one of the same example."""
-    flags = []
-    for warmups in candidates:
-        seen = set()
-        for warmup in warmups:
-            flags.append(tuple(warmup) not in seen)
-            seen.add(tuple(warmup))
-    return flags
+def distinct(warmups: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """An example's distinct warmups in first-drawn order, and how many times each was drawn."""
+    draws: dict[tuple, int] = {}
+    for warmup in warmups:
+        draws[tuple(warmup)] = draws.get(tuple(warmup), 0) + 1
+    return [list(w) for w in draws], list(draws.values())
 
 
 def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
@@ -147,7 +153,7 @@ def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig,
                 kept: list[list[int] | None] | None = None, fresh: list[int] | None = None) -> WarmupStep:
-    """Sample, score all candidates in one forward pass; return the batch objective and token count.
+    """Sample, score each example's distinct candidates in one forward pass; return the batch objective and token count.
 
     Without `kept`/`fresh` (from `WarmupMemory.plan`) every example gets k fresh candidates.
     best_of_k needs gradients only through each example's chosen candidate, so it scores the
@@ -164,16 +170,16 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         candidates = [([k] if k is not None else []) + s for k, s in zip(kept, samples)]
         had_kept = [k is not None for k in kept]
     sampled = time.perf_counter()
+    drawn = [w for c in candidates for w in c]
+    candidates, draws = zip(*(distinct(c) for c in candidates))
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.objective != "best_of_k"):
         scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts)
     grids = [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
-    mask = _grid(torch.ones(len(flat), dtype=torch.bool), counts)
-    summed = mask
-    if config.rank_by == "joint" and config.objective == "marginal":  # a sum over distinct warmups: no repeats
-        summed = mask & _grid(torch.tensor(first_occurrences(candidates)), counts)
-    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, summed, config.rank_by)
+    draws = _grid(torch.tensor([n for d in draws for n in d], dtype=torch.float), counts)
+    mask = draws > 0
+    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
     rewards = grids[1].detach()
     # best_of_k's choice, the memory's next kept warmup
     best = ranking_scores(config.rank_by, grids[0], grids[1], config.warmup_loss_weight, mask).argmax(dim=1).tolist()
@@ -183,36 +189,41 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float), counts)
     n_sampled = sum(len(s) for s in samples)
     with_kept = sum(had_kept)
+
+    def over_draws(values):  # the mean over every drawn candidate, repeats included
+        return ((values * draws).sum() / draws.sum()).item()
+
     stats = {
-        "reward": rewards[mask].mean().item(),
-        "reward_std": _masked_std(rewards, mask),
+        "reward": over_draws(rewards),
+        "reward_std": _std_over_draws(rewards, draws),
         "reward/best": rewards.masked_fill(~mask, -float("inf")).max(dim=1).values.mean().item(),
-        "warmup/mean_length": lengths[mask].mean().item(),
+        "warmup/mean_length": over_draws(lengths),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
-        "warmup/candidates": len(flat) / len(sources),
+        "warmup/candidates": len(drawn) / len(sources),
+        "warmup/scored": len(flat) / len(sources),  # distinct candidates: the rows scored
         "warmup/sampled": n_sampled / len(sources),
         "warmup/truncated_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
-        "warmup/empty_ratio": (lengths[mask] == 0).float().mean().item(),
+        "warmup/empty_ratio": over_draws((lengths == 0).float()),
         # Distinct warmups over all candidates in the batch: near 1/(B*k) means collapse.
-        "warmup/distinct_ratio": len({tuple(w) for w in flat}) / len(flat),
-        "warmup/logp": scores.logp_warmup.detach().mean().item(),
+        "warmup/distinct_ratio": len({tuple(w) for w in drawn}) / len(drawn),
+        "warmup/logp": over_draws(grids[0].detach()),
         "time/sampling": sampled - started,
         "time/scoring": time.perf_counter() - sampled,
     }
     if with_kept:  # how often the remembered warmup still beats the fresh samples
         stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, best)) / with_kept
     generated = sum(len(w) + 1 for s in samples for w in s)
-    return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, best, generated)
+    return WarmupStep(objective.sum(), tokens.sum(), stats, list(candidates), rewards, weights, mask, draws, best, generated)
 
 
-def _masked_std(values: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean over examples with >= 2 candidates of the std of their rewards (0 when none has two)."""
-    count = mask.sum(dim=1)
-    many = count > 1
+def _std_over_draws(values: torch.Tensor, draws: torch.Tensor) -> float:
+    """Mean over examples with >= 2 draws of the std of their rewards over the draws (0 when none has two)."""
+    total = draws.sum(dim=1)
+    many = total > 1
     if not many.any():
         return 0.0
-    mean = (values * mask).sum(dim=1) / count
-    var = (((values - mean.unsqueeze(1)) ** 2) * mask).sum(dim=1) / (count - 1).clamp(min=1)
+    mean = (values * draws).sum(dim=1) / total
+    var = (((values - mean.unsqueeze(1)) ** 2) * draws).sum(dim=1) / (total - 1).clamp(min=1)
     return var[many].sqrt().mean().item()
 
 

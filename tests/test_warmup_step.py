@@ -57,11 +57,18 @@ def test_kept_warmups_and_ragged_candidates(objective):
     assert step.best == step.rewards.masked_fill(~step.mask, -float("inf")).argmax(dim=1).tolist()
     assert step.stats["warmup/kept_best_ratio"] == sum(i == 0 for i in step.best[1:]) / 2
 
+    assert_per_example_definition(step, fast, model, layout.score, sources, targets, step.candidates, objective)
+
+
+def assert_per_example_definition(step, fast, model, score, sources, targets, candidates, objective, rank_by="reward"):
+    """The step's value, token count and gradient (`fast`) equal objective_terms applied to each
+    example's `candidates` alone, scored one example at a time."""
     total_objective, total_tokens = 0, 0
-    for b, candidates in enumerate(step.candidates):
-        scores = layout.score(model, [sources[b]], candidates, [targets[b]] * len(candidates))
+    for b, warmups in enumerate(candidates):
+        scores = score(model, [sources[b]], warmups, [targets[b]] * len(warmups))
         value, tokens, _ = objective_terms(objective, *(v.view(1, -1) for v in (scores.logp_warmup, scores.logp_target,
-                                                                                 scores.n_warmup, scores.n_target)), 1.0)
+                                                                                 scores.n_warmup, scores.n_target)),
+                                           1.0, rank_by=rank_by)
         total_objective, total_tokens = total_objective + value.sum(), total_tokens + tokens.sum()
     (total_objective / total_tokens).backward()
     assert step.objective.item() == pytest.approx(total_objective.item(), rel=1e-5)
@@ -128,16 +135,6 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by):
     assert scored_rows[0] == 5  # the distinct warmups, not the 7 draws
     assert step.stats["warmup/candidates"] == 7 / 3 and step.stats["warmup/scored"] == 5 / 3
 
-    total_objective, total_tokens = 0, 0
     every_draw = [[[8, 9], [3], [8, 9]], [[5, 6], [5, 6], [4]], [[7]]]
-    for b, warmups in enumerate(every_draw if rank_by == "reward" else step.candidates):
-        scores = score(model, [sources[b]], warmups, [targets[b]] * len(warmups))
-        value, tokens, _ = objective_terms(objective, *(v.view(1, -1) for v in (scores.logp_warmup, scores.logp_target,
-                                                                                 scores.n_warmup, scores.n_target)),
-                                           1.0, rank_by=rank_by)
-        total_objective, total_tokens = total_objective + value.sum(), total_tokens + tokens.sum()
-    (total_objective / total_tokens).backward()
-    assert step.objective.item() == pytest.approx(total_objective.item(), rel=1e-5)
-    assert step.tokens.item() == pytest.approx(total_tokens.item(), rel=1e-6)
-    for a, p in zip(fast, model.parameters()):
-        assert torch.allclose(a, p.grad, atol=1e-6)
+    assert_per_example_definition(step, fast, model, score, sources, targets,
+                                  every_draw if rank_by == "reward" else step.candidates, objective, rank_by)

@@ -171,13 +171,13 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         had_kept = [k is not None for k in kept]
     sampled = time.perf_counter()
     drawn = [w for c in candidates for w in c]
-    candidates, draws = zip(*(distinct(c) for c in candidates))
+    candidates, draw_counts = zip(*(distinct(c) for c in candidates))
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.objective != "best_of_k"):
         scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts)
     grids = [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
-    draws = _grid(torch.tensor([n for d in draws for n in d], dtype=torch.float), counts)
+    draws = _grid(torch.tensor([n for d in draw_counts for n in d], dtype=torch.float), counts)
     mask = draws > 0
     objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
     rewards = grids[1].detach()

@@ -7,7 +7,7 @@ The run folders (`<comparison>/<variant>/seed<N>/metrics.jsonl`) are not in git;
 asked-for values out of them into benchmarks/results/<name>-<date>.json with the command and the
 git commit, per variant and seed: each metric at each logged step asked for, and the median of
 `time/step` over the whole run (how fast the machine was stepping, which a wall-clock budget
-turns into epochs).
+turns into epochs) and per epoch (warmup steps cost more while warmups still differ).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,11 @@ def run_curves(run_dir: Path, metrics: list[str], steps: list[int]) -> dict:
     if missing:
         raise SystemExit(f"{run_dir / 'metrics.jsonl'}: no training log line at step(s) {missing}; "
                          f"it logs every {min(logged)} steps up to {max(logged)}")
+    by_epoch = {}
+    for row in logged.values():  # a logged step belongs to the epoch it ends in (epoch 0.1-1.0 is the first)
+        by_epoch.setdefault(str(math.ceil(round(row["epoch"], 6))), []).append(row["time/step"])
     return {"median_seconds_per_step": statistics.median(row["time/step"] for row in logged.values()),
+            "median_seconds_per_step_by_epoch": {epoch: statistics.median(times) for epoch, times in by_epoch.items()},
             **{metric: {str(step): logged[step].get(metric) for step in steps} for metric in metrics}}
 
 

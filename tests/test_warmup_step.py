@@ -110,14 +110,17 @@ def test_memory_keeps_the_best_candidate_per_example(rank_by):
         assert memory.entries[i]["reward"] == pytest.approx(step.rewards[b, best].item() / (len(targets[b]) + 1))
 
 
-@pytest.mark.parametrize("objective,rank_by", [("best_of_k", "reward"), ("marginal", "reward"), ("rloo", "reward"),
-                                              ("best_of_k", "joint"), ("marginal", "joint")])
-def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by):
-    """A warmup drawn twice (two samples alike, or a sample repeating the kept warmup) is scored
-    once; value and gradient equal scoring every draw, except that "joint" marginal is the
-    candidate-set marginal, which counts each distinct warmup once."""
+@pytest.mark.parametrize("objective,rank_by,merge", [("best_of_k", "reward", True), ("marginal", "reward", True),
+                                                    ("rloo", "reward", True), ("best_of_k", "joint", False),
+                                                    ("marginal", "joint", False), ("marginal", "reward", False)])
+def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
+    """With merge_repeats (always with joint) a warmup drawn twice (two samples alike, or a sample
+    repeating the kept warmup) is scored once; value and gradient equal scoring every draw, except
+    that "joint" marginal is the candidate-set marginal, which counts each distinct warmup once.
+    Without, every draw is scored."""
     model, layout, _ = tiny("llama-tiny")
-    config = WarmupConfig(objective=objective, num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by=rank_by)
+    config = WarmupConfig(objective=objective, num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by=rank_by,
+                          merge_repeats=merge)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
     sampled = [[[8, 9], [3], [8, 9]], [[5, 6], [4]], []]
@@ -130,11 +133,14 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by):
     (step.objective / step.tokens).backward()
     fast = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    assert step.candidates == [[[8, 9], [3]], [[5, 6], [4]], [[7]]]
-    assert step.draws.tolist() == [[2, 1], [2, 1], [1, 0]]
-    assert scored_rows[0] == 5  # the distinct warmups, not the 7 draws
-    assert step.stats["warmup/candidates"] == 7 / 3 and step.stats["warmup/scored"] == 5 / 3
-
     every_draw = [[[8, 9], [3], [8, 9]], [[5, 6], [5, 6], [4]], [[7]]]
+    if merge or rank_by == "joint":
+        assert step.candidates == [[[8, 9], [3]], [[5, 6], [4]], [[7]]]
+        assert step.draws.tolist() == [[2, 1], [2, 1], [1, 0]]
+        assert scored_rows[0] == 5  # the distinct warmups, not the 7 draws
+        assert step.stats["warmup/candidates"] == 7 / 3 and step.stats["warmup/scored"] == 5 / 3
+    else:
+        assert step.candidates == every_draw and scored_rows[0] == 7
+
     assert_per_example_definition(step, fast, model, score, sources, targets,
                                   every_draw if rank_by == "reward" else step.candidates, objective, rank_by)

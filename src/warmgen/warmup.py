@@ -18,10 +18,11 @@ candidate set only, a lower bound whichever way the set was chosen, so it stays 
 when a memory supplies candidates the current model did not sample (maximum marginal likelihood
 over a candidate set; cf. the memory buffer of MAPO, Liang et al. 2018).
 
-A warmup sampled several times for one example is scored once and counted as often as it was drawn
-(for "joint" marginal, once): the value and gradient of scoring every copy, exactly so without
-dropout (with dropout the copies share one dropout mask). Trained models often write the same
-warmup for most of the k draws, so this saves most of the scoring and backward work.
+With `merge_repeats` (and always with "joint") a warmup sampled several times for one example is
+scored once and counted as often as it was drawn (for "joint" marginal, once): the value and
+gradient of scoring every copy, exactly so without dropout (with dropout the copies share one
+dropout mask). Trained models often write the same warmup for most of the k draws, so this saves
+most of the scoring and backward work.
 
 Each J is a sum of log-probabilities over tokens. To keep the loss on the scale of SFT's
 per-token NLL, the batch loss is -sum_b J_b / sum_b T_b, where T_b counts the tokens J_b covers
@@ -95,7 +96,7 @@ class WarmupStep:
     objective: torch.Tensor  # sum_b J_b, to maximise
     tokens: torch.Tensor  # sum_b T_b; the training loop's loss is -objective / tokens
     stats: dict[str, float]
-    candidates: list[list[list[int]]]  # per example, its distinct warmups (a kept one first)
+    candidates: list[list[list[int]]]  # per example, its warmups (a kept one first; distinct when merged)
     rewards: torch.Tensor  # [B, K], log P(y|c,x); padding where mask is False
     weights: torch.Tensor  # [B, K]
     mask: torch.Tensor  # [B, K] real candidates
@@ -153,7 +154,7 @@ def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig,
                 kept: list[list[int] | None] | None = None, fresh: list[int] | None = None) -> WarmupStep:
-    """Sample, score each example's distinct candidates in one forward pass; return the batch objective and token count.
+    """Sample, score the candidates in one forward pass; return the batch objective and token count.
 
     Without `kept`/`fresh` (from `WarmupMemory.plan`) every example gets k fresh candidates.
     best_of_k needs gradients only through each example's chosen candidate, so it scores the
@@ -171,7 +172,10 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         had_kept = [k is not None for k in kept]
     sampled = time.perf_counter()
     drawn = [w for c in candidates for w in c]
-    candidates, draw_counts = zip(*(distinct(c) for c in candidates))
+    if config.merge_repeats or config.rank_by == "joint":
+        candidates, draw_counts = map(list, zip(*(distinct(c) for c in candidates)))
+    else:
+        draw_counts = [[1] * len(c) for c in candidates]
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.objective != "best_of_k"):
@@ -200,7 +204,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         "warmup/mean_length": over_draws(lengths),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
         "warmup/candidates": len(drawn) / len(sources),
-        "warmup/scored": len(flat) / len(sources),  # distinct candidates: the rows scored
+        "warmup/scored": len(flat) / len(sources),  # the rows scored (fewer than candidates when merged)
         "warmup/sampled": n_sampled / len(sources),
         "warmup/truncated_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
         "warmup/empty_ratio": over_draws((lengths == 0).float()),
@@ -213,7 +217,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     if with_kept:  # how often the remembered warmup still beats the fresh samples
         stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, best)) / with_kept
     generated = sum(len(w) + 1 for s in samples for w in s)
-    return WarmupStep(objective.sum(), tokens.sum(), stats, list(candidates), rewards, weights, mask, draws, best, generated)
+    return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, draws, best, generated)
 
 
 def _std_over_draws(values: torch.Tensor, draws: torch.Tensor) -> float:

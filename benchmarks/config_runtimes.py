@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from warmgen.config import load_config  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
+from recording import head_commit  # noqa: E402  benchmarks/, this script's folder
 
 
 def seconds_per_step(config_path: Path, method: str, steps: int, workdir: Path) -> float:
@@ -67,7 +68,7 @@ def main() -> None:
 
 
 def write(rows: dict) -> None:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = head_commit()
     record = {"benchmark": "config-runtimes", "command": "python " + " ".join(sys.argv), "git_commit": commit,
               "date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores",
               "note": "training only (evaluation excluded), extrapolated from the measured steps", "results": rows}

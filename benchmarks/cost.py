@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from recording import write_record  # benchmarks/, this script's folder
+from recording import head_commit, write_record  # benchmarks/, this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--config", str(ROOT / "configs" / "g2p-t5.yaml"), "--warmup.sft_warm_start_steps", "0", "--train.eval_every", "0",
@@ -101,7 +101,7 @@ def main() -> None:
             for name, extra in settings.items():
                 results[model][name] = with_ratios(measure(model, "warmup", extra, args.steps, args.examples, Path(tmp)), sft)
                 report(model, name, results[model][name])
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = head_commit()
     record = {"benchmark": "cost", "command": "python " + " ".join(sys.argv), "git_commit": commit,
               "date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores", "steps": args.steps,
               "train_examples": args.examples,

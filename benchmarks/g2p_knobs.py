@@ -18,7 +18,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from recording import write_record  # benchmarks/, this script's folder
+from recording import head_commit, write_record  # benchmarks/, this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def main() -> None:
                                                              "warmup/empty_ratio", "warmup/distinct_ratio", "warmup/truncated_ratio")},
             "args": VARIANTS[name],
         }
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = head_commit()
     record = {
         "benchmark": "g2p-knobs",
         "command": "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,3 +32,8 @@ def write_record(name: str, record: dict) -> Path:
     path = new_record_path(name, record["date"])
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
     return path
+
+
+def head_commit() -> str:
+    """The commit checked out where the benchmark scripts are (recorded beside their results)."""
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()

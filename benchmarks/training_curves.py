@@ -17,12 +17,11 @@ import datetime
 import json
 import math
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # recording.py, beside this script
-from recording import write_record  # noqa: E402
+from recording import head_commit, write_record  # noqa: E402
 
 
 def run_curves(run_dir: Path, metrics: list[str], steps: list[int]) -> dict:
@@ -55,8 +54,7 @@ def main() -> None:
         if not seeds:
             raise SystemExit(f"{comparison / variant}: no seed*/metrics.jsonl")
         runs[variant] = {path.parent.name: run_curves(path.parent, args.metrics, args.steps) for path in seeds}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()
+    commit = head_commit()
     record = {"benchmark": "training-curves", "command": "python " + " ".join(sys.argv), "git_commit": commit,
               "date": datetime.date.today().isoformat(), "comparison": str(comparison), "runs": runs}
     print(f"wrote {write_record(args.name, record)}")

@@ -439,8 +439,8 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
 
 
 def write_samples(stream, step: int, examples, result, layout) -> None:
-    """A few training examples with their distinct warmups, how often each was drawn, rewards
-    log P(y|c,x) and objective weights."""
+    """A few training examples with their warmups (distinct when merged), how often each was drawn,
+    rewards log P(y|c,x) and objective weights."""
     decode_text = layout.tokenizer.decode
     for b, example in enumerate(examples[:3]):
         candidates = [

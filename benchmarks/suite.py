@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,13 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from warmgen.compare import run_comparison  # noqa: E402
-from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
+from recording import head_commit, write_record  # noqa: E402  (benchmarks/, this script's folder)
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
     "g2p-quick": "configs/compare/g2p-quick.yaml",
     "g2p-amortised": "configs/compare/g2p-amortised.yaml",
     "g2p-same-time": "configs/compare/g2p-same-time.yaml",
+    "g2p-merge-repeats": "configs/compare/g2p-merge-repeats.yaml",
     "deu-eng": "configs/compare/deu-eng.yaml",
     "eng-deu": "configs/compare/eng-deu.yaml",
     "xsum": "configs/compare/xsum.yaml",
@@ -37,7 +37,7 @@ TASKS = {  # task: comparison spec
     "deu-eng-quick": "configs/compare/deu-eng-quick.yaml",
     "eng-deu-quick": "configs/compare/eng-deu-quick.yaml",
 }
-SMOKE = ("g2p-quick", "g2p-amortised", "g2p-same-time", "logiqa-quick", "xsum-quick", "deu-eng-quick", "eng-deu-quick")  # run only when asked for
+SMOKE = ("g2p-quick", "g2p-amortised", "g2p-same-time", "g2p-merge-repeats", "logiqa-quick", "xsum-quick", "deu-eng-quick", "eng-deu-quick")  # run only when asked for
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in SMOKE], choices=list(TASKS))
     parser.add_argument("--out", default="runs/suite")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = head_commit()
     lines = []
     for task in args.tasks:
         summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / task))

@@ -137,10 +137,16 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
     if merge or rank_by == "joint":
         assert step.candidates == [[[8, 9], [3]], [[5, 6], [4]], [[7]]]
         assert step.draws.tolist() == [[2, 1], [2, 1], [1, 0]]
-        assert scored_rows[0] == 5  # the distinct warmups, not the 7 draws
+        # The 5 distinct warmups, not the 7 draws. best_of_k ranks only the examples with a choice
+        # (4 rows), then scores the 3 chosen ones with a graph.
+        assert scored_rows == ([4, 3] if objective == "best_of_k" else [5])
         assert step.stats["warmup/candidates"] == 7 / 3 and step.stats["warmup/scored"] == 5 / 3
     else:
         assert step.candidates == every_draw and scored_rows[0] == 7
+    with torch.no_grad():
+        for b, warmups in enumerate(step.candidates):
+            rewards = score(model, [sources[b]], warmups, [targets[b]] * len(warmups)).logp_target
+            assert torch.allclose(step.rewards[b, : len(warmups)], rewards, atol=1e-5)
 
     assert_per_example_definition(step, fast, model, score, sources, targets,
                                   every_draw if rank_by == "reward" else step.candidates, objective, rank_by)

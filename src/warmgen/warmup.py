@@ -159,7 +159,8 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     Without `kept`/`fresh` (from `WarmupMemory.plan`) every example gets k fresh candidates.
     best_of_k needs gradients only through each example's chosen candidate, so it scores the
     candidates without building a graph and re-scores the B chosen ones with gradients: k
-    forward passes plus one forward and backward, instead of k of each. Same value, same gradient.
+    forward passes plus one forward and backward, instead of k of each. Same value, same gradient
+    (`_score_best_of_k`).
     """
     started = time.perf_counter()
     if kept is None:
@@ -178,19 +179,19 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         draw_counts = [[1] * len(c) for c in candidates]
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
-    with torch.set_grad_enabled(torch.is_grad_enabled() and config.objective != "best_of_k"):
-        scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts)
-    grids = [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
-    draws = _grid(torch.tensor([n for d in draw_counts for n in d], dtype=torch.float), counts)
+    # Everything on the model's device: the scores are there.
+    draws = _grid(torch.tensor([n for d in draw_counts for n in d], dtype=torch.float, device=model.device), counts)
     mask = draws > 0
-    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
+    if config.objective == "best_of_k":
+        grids, objective = _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
+        _, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
+    else:
+        grids = _score_grids(model, layout, sources, targets, candidates)
+        objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
     rewards = grids[1].detach()
     # best_of_k's choice, the memory's next kept warmup
     best = ranking_scores(config.rank_by, grids[0], grids[1], config.warmup_loss_weight, mask).argmax(dim=1).tolist()
-    if config.objective == "best_of_k":
-        again = layout.score(model, sources, [candidates[b][i] for b, i in enumerate(best)], targets)
-        objective = config.warmup_loss_weight * again.logp_warmup + again.logp_target
-    lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float), counts)
+    lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float, device=model.device), counts)
     n_sampled = sum(len(s) for s in samples)
     with_kept = sum(had_kept)
 
@@ -204,7 +205,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         "warmup/mean_length": over_draws(lengths),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
         "warmup/candidates": len(drawn) / len(sources),
-        "warmup/scored": len(flat) / len(sources),  # the rows scored (fewer than candidates when merged)
+        "warmup/scored": len(flat) / len(sources),  # candidates scored (fewer than drawn when merged)
         "warmup/sampled": n_sampled / len(sources),
         "warmup/truncated_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
         "warmup/empty_ratio": over_draws((lengths == 0).float()),
@@ -218,6 +219,38 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, best)) / with_kept
     generated = sum(len(w) + 1 for s in samples for w in s)
     return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, draws, best, generated)
+
+
+def _score_grids(model, layout, sources, targets, candidates) -> list[torch.Tensor]:
+    """logp_warmup, logp_target, n_warmup, n_target of every candidate, each as a [B, K] grid."""
+    counts = [len(c) for c in candidates]
+    flat = [w for c in candidates for w in c]
+    scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts)
+    return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
+
+
+def _score_best_of_k(model, layout, sources, targets, candidates, mask, config: WarmupConfig):
+    """best_of_k's grids (held fixed) and per-example objective, with a graph through the chosen candidates only.
+
+    Examples with a choice to make are scored without a graph to rank their candidates; then each
+    example's chosen candidate is scored with one. An example with a single candidate (all its
+    draws alike, merged) is only scored the second time.
+    """
+    several = [b for b, c in enumerate(candidates) if len(c) > 1]
+    grids = [torch.zeros(mask.shape, dtype=dtype, device=mask.device) for dtype in (torch.float, torch.float, torch.long, torch.long)]
+    if several:
+        with torch.no_grad():
+            ranked = _score_grids(model, layout, [sources[b] for b in several], [targets[b] for b in several],
+                                  [candidates[b] for b in several])
+        for grid, values in zip(grids, ranked):
+            grid[several, : values.shape[1]] = values.to(grid.dtype)
+    lam = config.warmup_loss_weight
+    chosen = ranking_scores(config.rank_by, grids[0], grids[1], lam, mask).argmax(dim=1).tolist()
+    again = layout.score(model, sources, [candidates[b][i] for b, i in enumerate(chosen)], targets)
+    single = [b for b, c in enumerate(candidates) if len(c) == 1]
+    for grid, values in zip(grids, (again.logp_warmup, again.logp_target, again.n_warmup, again.n_target)):
+        grid[single, 0] = values.detach()[single].to(grid.dtype)
+    return grids, lam * again.logp_warmup + again.logp_target
 
 
 def _std_over_draws(values: torch.Tensor, draws: torch.Tensor) -> float:

@@ -1,7 +1,7 @@
 """What does warmup training cost relative to SFT? Ratios per epoch-equivalent, with a breakdown.
 
 For a T5 and a Llama-style model from scratch on the demo's G2P data, trains SFT and warmup
-(each objective, k in 2/4/8, and the amortised settings at k=4) for the same number of steps on
+(each objective, k in 2/4/8, and the amortised and adaptive settings at k=4) for the same number of steps on
 the same batches (warm start off), each in its own process so peak memory is per setting. The
 training set is small (320 examples = 5 steps of 64) so the steps span several epochs: amortised
 warmups only save from an example's second visit on. Reports:
@@ -17,6 +17,7 @@ scratch sample k different warmups, trained ones mostly repeat one, and a repeat
 scored once, so a trained model measures what the later epochs of a run cost.
 
     python benchmarks/cost.py [--steps 30] [--models t5-mini llama-mini PATH] [--ks 2 4 8] [--amortised 0|1]
+                              [--set warmup.merge_repeats true]   # an override for every warmup setting
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ AMORTISED = {  # name: overrides, at k = 4 with the marginal objective
                                           "--warmup.refresh_every", "2"],
     "keep_best+1_fresh/target_reward=-0.5": ["--warmup.keep_best_warmup", "true", "--warmup.fresh_warmups", "1",
                                              "--warmup.target_reward", "-0.5"],
+    "first_draws=2": ["--warmup.first_draws", "2"],
 }
 
 
@@ -86,7 +88,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["t5-mini", "llama-mini"])
     parser.add_argument("--ks", nargs="*", type=int, default=[2, 4, 8])
     parser.add_argument("--objectives", nargs="*", default=["best_of_k", "marginal", "rloo"])
-    parser.add_argument("--amortised", type=int, default=1, help="also the amortised settings (k=4, marginal)")
+    parser.add_argument("--amortised", type=int, default=1, help="also the amortised and adaptive settings (k=4, marginal)")
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="a config override for every warmup setting, e.g. --set warmup.merge_repeats true")
     parser.add_argument("--examples", type=int, default=320, help="training examples (the steps cycle over them)")
     args = parser.parse_args()
     settings = {f"{o}/k={k}": ["--warmup.objective", o, "--warmup.num_warmups", str(k)] for o in args.objectives for k in args.ks}
@@ -99,7 +103,8 @@ def main() -> None:
             sft = measure(model, "sft", [], args.steps, args.examples, Path(tmp))
             results[model] = {"sft": with_ratios(sft, sft)}
             for name, extra in settings.items():
-                results[model][name] = with_ratios(measure(model, "warmup", extra, args.steps, args.examples, Path(tmp)), sft)
+                overrides = [a for key, value in args.set for a in (f"--{key}", value)]
+                results[model][name] = with_ratios(measure(model, "warmup", extra + overrides, args.steps, args.examples, Path(tmp)), sft)
                 report(model, name, results[model][name])
     commit = head_commit()
     record = {"benchmark": "cost", "command": "python " + " ".join(sys.argv), "git_commit": commit,

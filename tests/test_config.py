@@ -50,6 +50,9 @@ def test_cross_field_validation():
         load_config(None, parse_overrides(["--min_warmup_length", "9", "--max_warmup_length", "4"]))
     with pytest.raises(ConfigError, match="train.max_train_seconds must be >= 0"):
         load_config(None, parse_overrides(["--max_train_seconds", "-5"]))
+    for first_draws in ("1", "4"):  # one draw cannot disagree; k draws leave none to add
+        with pytest.raises(ConfigError, match="warmup.first_draws must be 0"):
+            load_config(None, parse_overrides(["--first_draws", first_draws, "--num_warmups", "4"]))
 
 
 def test_ambiguous_bare_key():

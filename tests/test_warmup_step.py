@@ -150,3 +150,32 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
 
     assert_per_example_definition(step, fast, model, score, sources, targets,
                                   every_draw if rank_by == "reward" else step.candidates, objective, rank_by)
+
+
+def test_first_draws_sample_the_rest_only_where_they_disagree(monkeypatch):
+    """Adaptive k by agreement: 2 draws each, then 2 more only for the example whose 2 differed;
+    the step trains on the ragged candidates with the per-example definition."""
+    model, layout, _ = tiny("llama-tiny")
+    config = WarmupConfig(objective="marginal", num_warmups=4, max_warmup_length=4, first_draws=2)
+    sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
+    targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
+    draws = {0: [[8, 9], [8, 9]], 1: [[5], [6], [7], [5]], 2: [[], []]}  # per source, in drawing order
+    calls = []
+
+    def fake_generate(model, layout, asked, count, *args, **kwargs):
+        calls.append((len(asked), count))
+        rows = []
+        for source in asked:
+            b = sources.index(source)
+            rows += [draws[b].pop(0) for _ in range(count)]
+        return rows, [False] * len(rows)
+
+    monkeypatch.setattr("warmgen.warmup.generate_warmups", fake_generate)
+    step = warmup_step(model, layout, sources, targets, config)
+    assert calls == [(3, 2), (1, 2)]  # everyone's first two, then the disagreeing example's other two
+    assert step.candidates == [[[8, 9], [8, 9]], [[5], [6], [7], [5]], [[], []]]
+    assert step.stats["warmup/sampled"] == 8 / 3 and step.stats["warmup/candidates"] == 8 / 3
+    (step.objective / step.tokens).backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    assert_per_example_definition(step, fast, model, layout.score, sources, targets, step.candidates, "marginal")

@@ -155,6 +155,11 @@ class WarmupConfig:
     # Cost); with dropout the copies share one mask instead of averaging k, which changed G2P's
     # results (WER 0.961 against 0.946 at 3 seeds, README), so it is off by default.
     merge_repeats: bool = False
+    # Adaptive k by agreement (beyond the paper): draw this many warmups per example first and the
+    # other num_warmups - first_draws only for examples whose first draws are not all alike.
+    # Trained models mostly repeat one warmup, so most examples stop early; a settled example
+    # then trains on the warmup it would almost surely have drawn k times. 0 = all k at once.
+    first_draws: int = 0
     # Make the empty warmup one of the k candidates: a warmup must beat "no warmup" to win.
     no_warmup_candidate: bool = False
     # Optimizer steps of plain SFT (`y </s>`) before warmup sampling starts.
@@ -412,6 +417,9 @@ def validate(config: Config) -> None:
         (0 < w.top_p <= 1, "warmup.top_p must be in (0, 1]"),
         (w.top_k >= 0, "warmup.top_k must be >= 0 (0 = off)"),
         (w.warmup_loss_weight >= 0, "warmup.warmup_loss_weight must be >= 0"),
+        (w.first_draws == 0 or 2 <= w.first_draws < w.num_warmups,
+         "warmup.first_draws must be 0 (off) or from 2 to warmup.num_warmups - 1: the first draws must be able to disagree, "
+         "and the rest must exist"),
         (w.fresh_warmups >= 0, "warmup.fresh_warmups must be >= 0"),
         (w.refresh_every >= 1, "warmup.refresh_every must be at least 1 (1 = fresh samples at every visit)"),
         (w.target_reward is None or w.target_reward <= 0,

@@ -106,10 +106,22 @@ class WarmupStep:
 
 
 def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], config: WarmupConfig):
-    """counts[b] sampled warmups for source b, per source, and their truncation flags.
+    """counts[b] sampled warmups for source b (fewer with `first_draws`), per source, and their truncation flags.
 
-    Sources asking for the same number are sampled in one `generate` call.
+    With `first_draws`, a source asking for more draws that many first, and the rest only when
+    its first draws are not all alike.
     """
+    if not config.first_draws:
+        return _sample(model, layout, sources, counts, config)
+    first = [min(n, config.first_draws) for n in counts]
+    warmups, truncated = _sample(model, layout, sources, first, config)
+    rest = [n - f if len({tuple(w) for w in drawn}) > 1 else 0 for n, f, drawn in zip(counts, first, warmups)]
+    more, more_truncated = _sample(model, layout, sources, rest, config)
+    return [a + b for a, b in zip(warmups, more)], [a + b for a, b in zip(truncated, more_truncated)]
+
+
+def _sample(model, layout, sources: list[list[int]], counts: list[int], config: WarmupConfig):
+    """counts[b] sampled warmups for source b; sources asking for the same number share one `generate` call."""
     warmups: list[list[list[int]]] = [[] for _ in sources]
     truncated: list[list[bool]] = [[] for _ in sources]
     by_count = defaultdict(list)

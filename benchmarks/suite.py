@@ -28,6 +28,7 @@ TASKS = {  # task: comparison spec
     "g2p-amortised": "configs/compare/g2p-amortised.yaml",
     "g2p-same-time": "configs/compare/g2p-same-time.yaml",
     "g2p-merge-repeats": "configs/compare/g2p-merge-repeats.yaml",
+    "g2p-no-dropout": "configs/compare/g2p-no-dropout.yaml",
     "deu-eng": "configs/compare/deu-eng.yaml",
     "eng-deu": "configs/compare/eng-deu.yaml",
     "xsum": "configs/compare/xsum.yaml",
@@ -37,7 +38,7 @@ TASKS = {  # task: comparison spec
     "deu-eng-quick": "configs/compare/deu-eng-quick.yaml",
     "eng-deu-quick": "configs/compare/eng-deu-quick.yaml",
 }
-SMOKE = ("g2p-quick", "g2p-amortised", "g2p-same-time", "g2p-merge-repeats", "logiqa-quick", "xsum-quick", "deu-eng-quick", "eng-deu-quick")  # run only when asked for
+SMOKE = ("g2p-quick", "g2p-amortised", "g2p-same-time", "g2p-merge-repeats", "g2p-no-dropout", "logiqa-quick", "xsum-quick", "deu-eng-quick", "eng-deu-quick")  # run only when asked for
 
 
 def main() -> None:

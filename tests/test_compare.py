@@ -76,9 +76,11 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     results = json.loads((out / "sft" / "seed0" / "results.json").read_text())
     del results["splits"]["test"]["inference_load_average"]
     (out / "sft" / "seed0" / "results.json").write_text(json.dumps(results))
-    # Saved as `random` by a warmgen whose default that was: the same as `auto` for SFT.
+    # Saved as `random` by a warmgen whose default that was: the same as `auto` for SFT. Likewise
+    # merge_repeats false, the default before `auto`, which merges only where merging is exact.
     saved = out / "sft" / "seed0" / "config.yaml"
-    saved.write_text(saved.read_text().replace("sep_init: auto", "sep_init: random"))
+    assert "merge_repeats: auto" in saved.read_text()
+    saved.write_text(saved.read_text().replace("sep_init: auto", "sep_init: random").replace("merge_repeats: auto", "merge_repeats: false"))
     capsys.readouterr()
     assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), *TINY]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 4

@@ -156,7 +156,7 @@ def test_first_draws_sample_the_rest_only_where_they_disagree(monkeypatch):
     """Adaptive k by agreement: 2 draws each, then 2 more only for the example whose 2 differed;
     the step trains on the ragged candidates with the per-example definition."""
     model, layout, _ = tiny("llama-tiny")
-    config = WarmupConfig(objective="marginal", num_warmups=4, max_warmup_length=4, first_draws=2)
+    config = WarmupConfig(objective="marginal", num_warmups=4, max_warmup_length=4, first_draws=2, merge_repeats=False)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
     draws = {0: [[8, 9], [8, 9]], 1: [[5], [6], [7], [5]], 2: [[], []]}  # per source, in drawing order

@@ -151,8 +151,8 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return []
-    saved = _settled_sep_init(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
-    wanted = _settled_sep_init(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
+    saved = _settled(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+    wanted = _settled(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
                                            + parse_overrides(overrides) + [("seed", seed)]).to_dict())
     differences = []
     for key, value in wanted.items():
@@ -166,11 +166,18 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
     return differences
 
 
-def _settled_sep_init(config: dict) -> dict:
-    """`model.sep_init: auto` replaced by what it means where that needs no tokenizer (SFT, models from scratch)."""
-    model = config.get("model", {})
+def _settled(config: dict) -> dict:
+    """`auto` settings replaced by what they mean where the model is not needed to tell.
+
+    `model.sep_init: auto` where that needs no tokenizer (SFT, models from scratch), and
+    `warmup.merge_repeats: auto` by false: the two differ only without dropout, where merging
+    computes the same loss and gradient, so a run from before `auto` existed still matches.
+    """
+    model, warmup = config.get("model", {}), config.get("warmup", {})
     if "sep_init" in model:
         model["sep_init"] = resolve_sep_init(model["sep_init"], None, model.get("name") in PRESETS, config.get("method") == "warmup")
+    if warmup.get("merge_repeats") == "auto":
+        warmup["merge_repeats"] = False
     return config
 
 

@@ -60,6 +60,9 @@ class ModelConfig:
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
+    # Every dropout rate of the model (presets: T5 0.1, GPT-2 0.1, Llama 0), e.g. 0 to make
+    # warmup.merge_repeats exact under `auto`; null = the model's own. Kept in checkpoints.
+    dropout: Optional[float] = None
 
 
 @dataclass
@@ -150,11 +153,12 @@ class WarmupConfig:
     # the reward.
     rank_by: Literal["reward", "joint"] = "reward"
     # Score a warmup drawn several times for one example once and count it as often as drawn
-    # (always so with rank_by joint, whose marginal counts each warmup once). The same objective
-    # and gradient without dropout, and about half the step time once warmups settle (README,
-    # Cost); with dropout the copies share one mask instead of averaging k, which changed G2P's
-    # results (WER 0.961 against 0.946 at 3 seeds, README), so it is off by default.
-    merge_repeats: bool = False
+    # (always so with rank_by joint, whose marginal counts each warmup once): about half the step
+    # time once warmups settle (README, Cost). Without dropout it is the same objective and
+    # gradient; with dropout the copies share one mask instead of averaging k, which made G2P's
+    # WER worse (0.961 against 0.946 at 3 seeds, README). `auto`: merge when the model has no
+    # dropout (Llama presets, SmolLM2 without LoRA, any model with model.dropout 0).
+    merge_repeats: Literal["auto", True, False] = "auto"
     # Adaptive k by agreement (beyond the paper): draw this many warmups per example first and the
     # other num_warmups - first_draws only for examples whose first draws are not all alike.
     # Trained models mostly repeat one warmup, so most examples stop early; a settled example
@@ -281,8 +285,9 @@ def _check_type(value: Any, expected: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _check_type(value, inner[0], key)
     if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        if not any(value == a and type(value) is type(a) for a in args):  # 1 is not True
+            shown = ", ".join(str(a).lower() if isinstance(a, bool) else repr(a) for a in args)
+            raise ConfigError(f"{key}: {value!r} is not one of {shown}")
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -420,6 +425,7 @@ def validate(config: Config) -> None:
         (w.first_draws == 0 or 2 <= w.first_draws < w.num_warmups,
          "warmup.first_draws must be 0 (off) or from 2 to warmup.num_warmups - 1: the first draws must be able to disagree, "
          "and the rest must exist"),
+        (config.model.dropout is None or 0 <= config.model.dropout < 1, "model.dropout must be in [0, 1), or null for the model's own"),
         (w.fresh_warmups >= 0, "warmup.fresh_warmups must be >= 0"),
         (w.refresh_every >= 1, "warmup.refresh_every must be at least 1 (1 = fresh samples at every visit)"),
         (w.target_reward is None or w.target_reward <= 0,

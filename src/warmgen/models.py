@@ -195,6 +195,31 @@ def _single_token(tokenizer, text: str) -> int:
     return ids[0]
 
 
+def set_dropout(model: PreTrainedModel, rate: float) -> None:
+    """Every dropout rate of the model set to `rate`: dropout modules, the rates attention layers
+    hand to their kernels, and the config fields, so checkpoints keep it. LoRA's own dropout
+    (`model.lora_dropout`) is left alone."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = rate
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float):  # T5Attention.dropout, LlamaAttention.attention_dropout
+                setattr(module, name, rate)
+    for name, value in model.config.to_dict().items():
+        if ("dropout" in name or name.endswith("_pdrop")) and isinstance(value, float):  # dropout_rate, attn_pdrop, ...
+            setattr(model.config, name, rate)
+
+
+def has_dropout(model) -> bool:
+    """Whether a training-mode forward pass is random: a dropout module or an attention dropout rate above 0."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            return True
+        if any("dropout" in name and isinstance(value, float) and value > 0 for name, value in vars(module).items()):
+            return True
+    return False
+
+
 def load_model(config: ModelConfig, training_texts: Iterable[str] = (), learns_warmups: bool = True):
     """Return (model, tokenizer, sep_id) for `config.name`; presets fit their tokenizer to `training_texts`.
 
@@ -208,6 +233,8 @@ def load_model(config: ModelConfig, training_texts: Iterable[str] = (), learns_w
     else:
         model, tokenizer = load_pretrained(name, trust_remote_code=config.trust_remote_code)
     sep_id = prepare_tokenizer(model, tokenizer, resolve_sep_init(config.sep_init, tokenizer, name in PRESETS, learns_warmups))
+    if config.dropout is not None:
+        set_dropout(model, config.dropout)
     if config.lora_rank:
         if name in PRESETS:
             raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")

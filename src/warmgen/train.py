@@ -29,11 +29,11 @@ from .decode import fixed_warmup_ids
 from .distributed import Processes, check_launch
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
-from .models import SEP, count_parameters, load_adapter, load_model, load_pretrained
+from .models import SEP, count_parameters, has_dropout, load_adapter, load_model, load_pretrained
 from .provenance import git_commit, library_versions
 from .records import DataError
 from .tasks import load_task
-from .warmup import WarmupMemory, warmup_step
+from .warmup import WarmupMemory, merges_repeats, warmup_step
 
 
 class TrainingError(RuntimeError):
@@ -267,7 +267,9 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
     header = {"step": 0, "event": "start", "parameters": parameters, "train_examples": len(data),
               "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded,
               "deepspeed": procs.engine is not None, **truncation,
-              "family": layout.family}
+              "family": layout.family, "dropout": has_dropout(model)}
+    if config.method == "warmup":
+        header["merge_repeats"] = merges_repeats(config.warmup, header["dropout"])
     metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if procs.is_main else None
     samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8") if procs.is_main else None
 

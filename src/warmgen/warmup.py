@@ -18,10 +18,10 @@ candidate set only, a lower bound whichever way the set was chosen, so it stays 
 when a memory supplies candidates the current model did not sample (maximum marginal likelihood
 over a candidate set; cf. the memory buffer of MAPO, Liang et al. 2018).
 
-With `merge_repeats` (and always with "joint") a warmup sampled several times for one example is
-scored once and counted as often as it was drawn (for "joint" marginal, once): the value and
-gradient of scoring every copy, exactly so without dropout (with dropout the copies share one
-dropout mask). Trained models often write the same warmup for most of the k draws, so this saves
+With `merge_repeats` (by default when the model has no dropout, and always with "joint") a warmup
+sampled several times for one example is scored once and counted as often as it was drawn (for
+"joint" marginal, once): the value and gradient of scoring every copy, exactly so without dropout
+(with dropout the copies share one dropout mask). Trained models often write the same warmup for most of the k draws, so this saves
 most of the scoring and backward work.
 
 Each J is a sum of log-probabilities over tokens. To keep the loss on the scale of SFT's
@@ -45,6 +45,7 @@ import torch
 
 from .config import WarmupConfig
 from .decode import generate_warmups
+from .models import has_dropout
 
 
 def ranking_scores(rank_by: str, logp_warmup: torch.Tensor, logp_target: torch.Tensor, warmup_loss_weight: float,
@@ -151,6 +152,12 @@ def sample_candidates(model, layout, sources: list[list[int]], config: WarmupCon
     return warmups, truncated
 
 
+def merges_repeats(config: WarmupConfig, dropout: bool) -> bool:
+    """Whether a warmup drawn several times is scored once: `merge_repeats` true, or `auto` without
+    dropout (exact there); always with rank_by joint."""
+    return config.rank_by == "joint" or config.merge_repeats is True or (config.merge_repeats == "auto" and not dropout)
+
+
 def distinct(warmups: list[list[int]]) -> tuple[list[list[int]], list[int]]:
     """An example's distinct warmups in first-drawn order, and how many times each was drawn."""
     draws: dict[tuple, int] = {}
@@ -185,7 +192,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         had_kept = [k is not None for k in kept]
     sampled = time.perf_counter()
     drawn = [w for c in candidates for w in c]
-    if config.merge_repeats or config.rank_by == "joint":
+    if merges_repeats(config, model.training and has_dropout(model)):
         candidates, draw_counts = map(list, zip(*(distinct(c) for c in candidates)))
     else:
         draw_counts = [[1] * len(c) for c in candidates]

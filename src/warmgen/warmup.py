@@ -21,8 +21,8 @@ over a candidate set; cf. the memory buffer of MAPO, Liang et al. 2018).
 With `merge_repeats` (by default when the model has no dropout, and always with "joint") a warmup
 sampled several times for one example is scored once and counted as often as it was drawn (for
 "joint" marginal, once): the value and gradient of scoring every copy, exactly so without dropout
-(with dropout the copies share one dropout mask). Trained models often write the same warmup for most of the k draws, so this saves
-most of the scoring and backward work.
+(with dropout the copies share one dropout mask). Trained models often write the same warmup for
+most of the k draws, so this saves most of the scoring and backward work.
 
 Each J is a sum of log-probabilities over tokens. To keep the loss on the scale of SFT's
 per-token NLL, the batch loss is -sum_b J_b / sum_b T_b, where T_b counts the tokens J_b covers

@@ -1,8 +1,8 @@
 """What does warmup training cost relative to SFT? Ratios per epoch-equivalent, with a breakdown.
 
 For a T5 and a Llama-style model from scratch on the demo's G2P data, trains SFT and warmup
-(each objective, k in 2/4/8, and the amortised and adaptive settings at k=4) for the same number of steps on
-the same batches (warm start off), each in its own process so peak memory is per setting. The
+(each objective, k in 2/4/8, and the amortised and adaptive settings at k=4) for the same number
+of steps on the same batches (warm start off), each in its own process so peak memory is per setting. The
 training set is small (320 examples = 5 steps of 64) so the steps span several epochs: amortised
 warmups only save from an example's second visit on. Reports:
   ratio        warmup seconds per step / SFT seconds per step (= per epoch: same batches), over

@@ -58,3 +58,17 @@ def test_train_header_says_whether_repeats_are_merged(tmp_path, dropout, merged)
                  *overrides, "--output_dir", str(run)]) == 0
     header = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert header["dropout"] is not merged and header["merge_repeats"] is merged
+
+
+def test_merged_repeats_train_the_same_without_dropout(tmp_path):
+    """The real loop on a Llama (no dropout) sampling with top_k 1, so the k draws repeat:
+    `auto` scores fewer rows than `false` and logs the same losses."""
+    logs = {}
+    for merge in ("auto", "false"):
+        run = tmp_path / merge
+        assert main(["train", *TINY, "--model.name", "llama-tiny", "--train.max_steps", "3", "--train.eval_every", "0",
+                     "--data.max_test_examples", "1", "--warmup.top_k", "1", "--warmup.merge_repeats", merge,
+                     "--output_dir", str(run)]) == 0
+        logs[merge] = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert all(r["warmup/scored"] == 1 for r in logs["auto"]) and all(r["warmup/scored"] == 4 for r in logs["false"])
+    assert [r["loss"] for r in logs["auto"]] == pytest.approx([r["loss"] for r in logs["false"]], abs=1e-5)

@@ -97,13 +97,13 @@ def main() -> None:
     if args.amortised:
         settings.update({name: ["--warmup.objective", "marginal", "--warmup.num_warmups", "4", *extra]
                          for name, extra in AMORTISED.items()})
+    overrides = [a for key, value in args.set for a in (f"--{key}", value)]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             sft = measure(model, "sft", [], args.steps, args.examples, Path(tmp))
             results[model] = {"sft": with_ratios(sft, sft)}
             for name, extra in settings.items():
-                overrides = [a for key, value in args.set for a in (f"--{key}", value)]
                 results[model][name] = with_ratios(measure(model, "warmup", extra + overrides, args.steps, args.examples, Path(tmp)), sft)
                 report(model, name, results[model][name])
     commit = head_commit()

@@ -202,9 +202,8 @@ def set_dropout(model: PreTrainedModel, rate: float) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.modules.dropout._DropoutNd):
             module.p = rate
-        for name, value in list(vars(module).items()):
-            if "dropout" in name and isinstance(value, float):  # T5Attention.dropout, LlamaAttention.attention_dropout
-                setattr(module, name, rate)
+        for name in _rate_attributes(module):
+            setattr(module, name, rate)
     for name, value in model.config.to_dict().items():
         if ("dropout" in name or name.endswith("_pdrop")) and isinstance(value, float):  # dropout_rate, attn_pdrop, ...
             setattr(model.config, name, rate)
@@ -215,9 +214,15 @@ def has_dropout(model) -> bool:
     for module in model.modules():
         if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
             return True
-        if any("dropout" in name and isinstance(value, float) and value > 0 for name, value in vars(module).items()):
+        if any(getattr(module, name) > 0 for name in _rate_attributes(module)):
             return True
     return False
+
+
+def _rate_attributes(module) -> list[str]:
+    """A module's float attributes that are dropout rates its forward applies itself
+    (T5Attention.dropout, LlamaAttention.attention_dropout)."""
+    return [name for name, value in vars(module).items() if "dropout" in name and isinstance(value, float)]
 
 
 def load_model(config: ModelConfig, training_texts: Iterable[str] = (), learns_warmups: bool = True):

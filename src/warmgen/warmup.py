@@ -202,11 +202,12 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     draws = _grid(torch.tensor([n for d in draw_counts for n in d], dtype=torch.float, device=model.device), counts)
     mask = draws > 0
     if config.objective == "best_of_k":
-        grids, objective = _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
-        _, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
+        grids, chosen = _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
     else:
-        grids = _score_grids(model, layout, sources, targets, candidates)
-        objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
+        grids, chosen = _score_grids(model, layout, sources, targets, candidates), None
+    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
+    if chosen is not None:  # the same value, with a graph through the chosen candidates only
+        objective = chosen
     rewards = grids[1].detach()
     # best_of_k's choice, the memory's next kept warmup
     best = ranking_scores(config.rank_by, grids[0], grids[1], config.warmup_loss_weight, mask).argmax(dim=1).tolist()

@@ -24,6 +24,7 @@ from recording import head_commit, write_record  # noqa: E402  (benchmarks/, thi
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
+    "g2p-full": "configs/compare/g2p-full.yaml",
     "g2p-quick": "configs/compare/g2p-quick.yaml",
     "g2p-amortised": "configs/compare/g2p-amortised.yaml",
     "g2p-same-time": "configs/compare/g2p-same-time.yaml",

@@ -40,7 +40,11 @@ class ModelConfig:
     """
 
     name: str = "t5-mini"
-    # Presets train a byte-level BPE tokenizer on the training split with this many tokens.
+    # The tokenizer a preset trains on the training split: `bpe` (byte-level BPE of vocab_size
+    # tokens), `symbols` (one token per whitespace-separated target symbol and per character of
+    # the input, as G2P models use), or `auto` (`symbols` for the built-in g2p task, else `bpe`).
+    tokenizer: Literal["auto", "bpe", "symbols"] = "auto"
+    # Presets with `bpe`: how many tokens the tokenizer has (`symbols` takes what the data has).
     vocab_size: int = 512
     # Causal models only: how the input is written before the warmup. `{source}` is replaced.
     prompt_template: str = "Input: {source}\nOutput:\n"
@@ -60,8 +64,8 @@ class ModelConfig:
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
-    # Every dropout rate of the model (presets: T5 0.1, GPT-2 0.1, Llama 0), e.g. 0 to make
-    # warmup.merge_repeats exact under `auto`; null = the model's own. Kept in checkpoints.
+    # Every dropout rate of the model, e.g. 0.1 to regularise a preset (presets have none) or 0
+    # to make warmup.merge_repeats exact under `auto`; null = the model's own. Kept in checkpoints.
     dropout: Optional[float] = None
 
 

@@ -35,6 +35,8 @@ PRESETS = {
     "t5-tiny": dict(arch="t5", d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16),
     # The CPU demo: about 1M parameters.
     "t5-mini": dict(arch="t5", d_model=128, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32),
+    # About 3.4M parameters, the size of the usual 2-layer G2P Transformer: the competent G2P recipe.
+    "t5-g2p": dict(arch="t5", d_model=256, d_ff=1024, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=64),
     # About 7M parameters: translation from scratch on CPU.
     "t5-small-scratch": dict(arch="t5", d_model=256, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=4, d_kv=64),
     "llama-tiny": dict(arch="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
@@ -49,21 +51,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WARMGEN_CACHE", Path.home() / ".cache" / "warmgen"))
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, encoder_decoder: bool) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer fitted to `texts` (no unknown tokens, exact round trip)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def train_tokenizer(sources: Iterable[str], targets: Iterable[str], vocab_size: int, encoder_decoder: bool,
+                    kind: str = "bpe") -> PreTrainedTokenizerFast:
+    """A tokenizer fitted to the training texts, with the specials every model here needs.
+
+    `bpe`: byte-level BPE of `vocab_size` tokens (no unknown tokens, exact round trip).
+    `symbols`: one token per whitespace-separated target symbol ("AH0") and per character of
+    anything else, the usual vocabulary of character-level tasks such as G2P: a word becomes its
+    letters unless it spells a target symbol, and decoding joins tokens with spaces.
+    """
+    from tokenizers import processors
 
     specials = ["<pad>", "</s>", "<unk>", SEP] + ([] if encoder_decoder else ["<s>"])
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=max(vocab_size, 256 + len(specials)),
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    sources, targets = list(sources), list(targets)
+    if kind == "symbols":
+        tokenizer = _symbol_tokenizer(sources, targets, specials)
+    else:
+        tokenizer = _bpe_tokenizer(sources + targets, vocab_size, specials)
     # Like T5, the encoder input ends with </s>; like Llama, a causal prompt starts with <s>.
     if encoder_decoder:
         tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
@@ -75,22 +79,66 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, encoder_decoder: bool
         eos_token="</s>",
         unk_token="<unk>",
         bos_token=None if encoder_decoder else "<s>",
+        clean_up_tokenization_spaces=False,
     )
 
 
-def build_preset(name: str, texts: Iterable[str], vocab_size: int):
+# BPE learns from pieces of at most this many characters: its training is quadratic in the
+# length of a word, and one long unspaced line (a URL list, unspaced Chinese) would hang it.
+BPE_PIECE_CHARS = 256
+
+
+def _bpe_tokenizer(texts: list[str], vocab_size: int, specials: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=max(vocab_size, 256 + len(specials)),
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    pieces = (text[start : start + BPE_PIECE_CHARS] for text in texts for start in range(0, len(text), BPE_PIECE_CHARS))
+    tokenizer.train_from_iterator(pieces, trainer=trainer)
+    return tokenizer
+
+
+def _symbol_tokenizer(sources: list[str], targets: list[str], specials: list[str]):
+    import re
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    symbols = sorted({symbol for text in targets for symbol in text.split()})
+    characters = sorted({char for text in sources + targets for char in text if not char.isspace()})
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials + characters + symbols))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    # Longest symbols first, then any single character: every character lands in exactly one token.
+    words = sorted((s for s in symbols if len(s) > 1), key=len, reverse=True)
+    pattern = "|".join([re.escape(s) for s in words] + ["."])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(pattern), behavior="isolated")])
+    return tokenizer  # no decoder: tokens are joined with spaces
+
+
+def build_preset(name: str, sources: Iterable[str], targets: Iterable[str] = (), vocab_size: int = 512,
+                 tokenizer_kind: str = "bpe"):
+    """A preset architecture with fresh weights and a tokenizer fitted to the training texts."""
     spec = dict(PRESETS[name])
     arch = spec.pop("arch")
-    tokenizer = train_tokenizer(texts, vocab_size, encoder_decoder=arch == "t5")
+    tokenizer = train_tokenizer(sources, targets, vocab_size, encoder_decoder=arch == "t5", kind=tokenizer_kind)
     ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    # No dropout: models trained from scratch here are small and see much data (set model.dropout to add it).
     if arch == "t5":
-        config = T5Config(**spec, **ids, decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.1)
+        config = T5Config(**spec, **ids, decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.0)
         model = AutoModelForSeq2SeqLM.from_config(config)
     elif arch == "llama":
         config = LlamaConfig(**spec, **ids, bos_token_id=tokenizer.bos_token_id, max_position_embeddings=2048, tie_word_embeddings=True)
         model = AutoModelForCausalLM.from_config(config)
     else:
-        config = GPT2Config(**spec, **ids, bos_token_id=tokenizer.bos_token_id, n_positions=1024)
+        config = GPT2Config(**spec, **ids, bos_token_id=tokenizer.bos_token_id, n_positions=1024,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         model = AutoModelForCausalLM.from_config(config)
     return model, tokenizer
 
@@ -225,14 +273,19 @@ def _rate_attributes(module) -> list[str]:
     return [name for name, value in vars(module).items() if "dropout" in name and isinstance(value, float)]
 
 
-def load_model(config: ModelConfig, training_texts: Iterable[str] = (), learns_warmups: bool = True):
-    """Return (model, tokenizer, sep_id) for `config.name`; presets fit their tokenizer to `training_texts`.
+def load_model(config: ModelConfig, sources: Iterable[str] = (), targets: Iterable[str] = (), learns_warmups: bool = True,
+               task: str = ""):
+    """Return (model, tokenizer, sep_id) for `config.name`; presets fit their tokenizer to the training
+    `sources` and `targets` (see `tokenizer_kind` for which tokenizer).
 
     `learns_warmups` is False for SFT, whose `<sep>` then starts random under `sep_init: auto`.
     """
     name = config.name
     if name in PRESETS:
-        model, tokenizer = build_preset(name, training_texts, config.vocab_size)
+        kind = tokenizer_kind(config, task)
+        if kind == "symbols" and PRESETS[name]["arch"] != "t5":  # the prompt's own characters need tokens too
+            sources = [*sources, config.prompt_template.replace("{source}", "")]
+        model, tokenizer = build_preset(name, sources, targets, config.vocab_size, kind)
     elif name in SMOLLM2:
         model, tokenizer = load_pretrained(str(import_gguf(name)))
     else:
@@ -245,6 +298,13 @@ def load_model(config: ModelConfig, training_texts: Iterable[str] = (), learns_w
             raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")
         model = add_lora(model, config, sep_id)
     return model, tokenizer, sep_id
+
+
+def tokenizer_kind(config: ModelConfig, task: str) -> str:
+    """The tokenizer a preset trains: `model.tokenizer`, where `auto` is `symbols` for the built-in G2P task, else `bpe`."""
+    if config.tokenizer != "auto":
+        return config.tokenizer
+    return "symbols" if task == "g2p" else "bpe"
 
 
 def add_lora(model: PreTrainedModel, config: ModelConfig, sep_id: int):

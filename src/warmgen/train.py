@@ -13,6 +13,7 @@ import fcntl
 import json
 import math
 import os
+import pickle
 import random
 import resource
 import shutil
@@ -146,13 +147,32 @@ def load_checkpoint(folder: Path):
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Every random generator's state as tensors and plain values, so it loads with weights_only=True."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state(numpy_state)
+
+
+def load_trainer_state(path: Path) -> dict:
+    """`trainer_state.pt` read as tensors and plain values only: a pickle that would build any other
+    object (and so could run code) is refused, never executed."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise TrainingError(f"{path}: refused to load: it holds more than tensors and plain values, so loading it could run "
+                            f"code ({reason}); it was not written by this version of warmgen") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise TrainingError(f"{path}: cannot be read, the file is damaged or incomplete ({str(err).strip().splitlines()[0]}); "
+                            f"delete {path.parent} to train again from the start") from None
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -160,6 +180,12 @@ def _truncate_log(path: Path, step: int) -> None:
     if path.exists():
         lines = [l for l in path.read_text().splitlines() if json.loads(l).get("step", 0) <= step]
         path.write_text("".join(l + "\n" for l in lines))
+
+
+def _new_model(config: Config, train_examples):
+    """(model, tokenizer, sep_id) at the start of training; presets fit their tokenizer to the training split."""
+    return load_model(config.model, [e.source for e in train_examples], [e.target for e in train_examples],
+                      learns_warmups=config.method == "warmup", task=config.data.task)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -202,18 +228,16 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
         if not (last_dir / STATE_NAME).is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start without --resume")
         model, tokenizer, sep_id, _ = load_checkpoint(last_dir)
-        state = torch.load(last_dir / STATE_NAME, weights_only=False)
+        state = load_trainer_state(last_dir / STATE_NAME)
         if len(state["rng"]) != procs.world:
             raise TrainingError(f"{last_dir} was saved by {len(state['rng'])} process(es); resume it with as many, not {procs.world}")
     elif procs.world == 1:
-        texts = [e.source for e in train_examples] + [e.target for e in train_examples]
-        model, tokenizer, sep_id = load_model(config.model, texts, config.method == "warmup")
+        model, tokenizer, sep_id = _new_model(config, train_examples)
     else:
         # Every process must start from the same weights and tokenizer: the main process builds them.
         init_dir = run_dir / "checkpoints" / "init"
         if procs.is_main:
-            texts = [e.source for e in train_examples] + [e.target for e in train_examples]
-            save_checkpoint(init_dir, *load_model(config.model, texts, config.method == "warmup")[:2], config, None)
+            save_checkpoint(init_dir, *_new_model(config, train_examples)[:2], config, None)
         procs.barrier()
         model, tokenizer, sep_id, _ = load_checkpoint(init_dir)
         torch.manual_seed(config.seed * 1000 + procs.rank)  # each process samples its own warmups

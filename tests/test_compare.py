@@ -90,7 +90,7 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert summary["table"]["sft"]["inference_load_average"] is None and "inference_load_average" in (out / "report.md").read_text()
 
     # --status reads the folder and trains nothing; a run whose folder is locked is being trained.
-    from warmgen.train import hold_folder
+    from warmgen.rundir import hold_folder
 
     finished = out / "warmup" / "seed1" / "results.json"
     finished.rename(tmp_path / "aside.json")  # as while it trains

@@ -72,3 +72,35 @@ def test_saved_config_keeps_the_folder_relative_paths_start_from(tmp_path):
     config = load_config(write(tmp_path / "exp", "data:\n  task: seq2seq\n  train_file: train.jsonl\n"))
     config.save(tmp_path / "saved.yaml")  # e.g. a checkpoint's warmgen.yaml, elsewhere
     assert load_config(tmp_path / "saved.yaml").config_dir == str((tmp_path / "exp").resolve())
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--seed", "-1"], "seed must be >= 0"),
+    (["--log_every", "0"], "train.log_every must be at least 1"),
+    (["--decode.batch_size", "0"], "decode.batch_size must be at least 1"),
+    (["--learning_rate", ".inf"], "train.learning_rate: expected a finite number"),
+    (["--temperature", "nan"], "warmup.temperature: expected a finite number"),
+    (["--max_grad_norm", "-1"], "train.max_grad_norm must be >= 0 \\(0 = no clipping\\)"),
+    (["--max_train_examples", "-5"], "data.max_train_examples, max_dev_examples and max_test_examples must be >= 0"),
+    (["--max_dev_examples", "-1"], "must be >= 0"),
+    (["--output_dir", ""], "output_dir is empty"),
+    (["--eval_every", "-2"], "train.eval_every must be >= 0"),
+    (["--max_target_length", "0"], "must be at least 1"),
+])
+def test_every_range_is_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, parse_overrides(override))
+
+
+def test_a_key_given_twice_in_yaml_is_refused(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: 2\nmethod: sft\ntrain:\n  learning_rate: 1.0e-3\n")
+    with pytest.raises(ConfigError, match=r"run.yaml:4: not valid YAML: key 'train' appears twice in one mapping"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="key 'epochs' appears twice"):
+        load_config(write(tmp_path, "train:\n  epochs: 2\n  epochs: 3\n"))
+
+
+def test_yaml_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("\ufeffmethod: sft\n".encode())
+    assert load_config(path).method == "sft"

@@ -85,7 +85,7 @@ def test_lora_matches_one_process(tmp_path, accelerate):
     # FSDP: frozen base weights and trainable adapters in the same shards; the adapter checkpoint is gathered whole.
     # DeepSpeed: the optimizer holds only the adapters, all in one parameter group (no 1-d weights).
     # No LoRA dropout: the processes draw other random numbers than one process would.
-    model, tokenizer = build_preset("llama-tiny", ["a b c d e f g h i j k l m n o p"] * 4, 300)
+    model, tokenizer = build_preset("llama-tiny", ["a b c d e f g h i j k l m n o p"] * 4, vocab_size=300)
     model.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
     lora = ["--model.name", str(tmp_path / "base"), "--model.lora_rank", "4", "--model.lora_dropout", "0", "--method", "sft"]

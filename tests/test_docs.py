@@ -86,3 +86,12 @@ def test_training_curves_copies_logged_values_and_names_missing_steps(tmp_path):
         "warmup/truncated_ratio": {"25": 1.0, "50": 0.5, "75": None}}
     with pytest.raises(SystemExit, match=r"metrics.jsonl: no training log line at step\(s\) \[60\]; it logs every 25 steps up to 75"):
         run_curves(tmp_path, [], [60])
+
+
+def test_reliability_claims_name_tests_that_exist():
+    """Every promise in docs/reliability.md names tests, and every test it names exists."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith(("| promise", "|---"))]
+    assert rows and all("tests/" in row for row in rows), "a promise without a test"
+    for path, name in re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text):
+        assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.MULTILINE), f"{path}::{name} does not exist"

@@ -55,3 +55,38 @@ def test_parallel_files(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_tsv(tmp_path / "nope.tsv")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path):
+    bom = "\ufeff".encode()
+    (tmp_path / "d.tsv").write_bytes(bom + b"cat\tK AE1 T\n")
+    (tmp_path / "d.jsonl").write_bytes(bom + b'{"input": "cat", "target": "K AE1 T"}\n')
+    (tmp_path / "p.src").write_bytes(bom + b"cat\n")
+    (tmp_path / "p.tgt").write_bytes(bom + b"K AE1 T\n")
+    for rows in (read_tsv(tmp_path / "d.tsv"), read_jsonl(tmp_path / "d.jsonl", "input", "target"),
+                 read_parallel(tmp_path / "p.src", tmp_path / "p.tgt")):
+        assert [(r.source, r.target) for r in rows] == [("cat", "K AE1 T")]
+
+
+@pytest.mark.parametrize("header", ["input\ttarget", "Source\tTarget", "word\tphones"])
+def test_a_tsv_header_row_is_not_an_example(tmp_path, header):
+    path = tmp_path / "d.tsv"
+    path.write_text(f"{header}\ncat\tK AE1 T\n")
+    rows = read_tsv(path, header=("word", "phones"))
+    assert [(r.source, r.target) for r in rows] == [("cat", "K AE1 T")]
+    path.write_text("cat\tK AE1 T\ninput\ttarget\n")  # only the first line can be a header
+    assert len(read_tsv(path)) == 2
+
+
+def test_an_empty_dev_file_and_a_missing_file_name_the_setting_and_the_path_as_written(tmp_path):
+    from warmgen.config import load_config, parse_overrides
+    from warmgen.tasks import load_task
+
+    (tmp_path / "train.tsv").write_text("cat\tK AE1 T\n")
+    (tmp_path / "dev.tsv").write_text("\n")
+    base = ["--data.task", "seq2seq", "--data.train_file", str(tmp_path / "train.tsv")]
+    with pytest.raises(DataError, match=r"data.dev_file '.*dev.tsv' has no examples"):
+        load_task(load_config(None, parse_overrides(base + ["--data.dev_file", str(tmp_path / "dev.tsv")])))
+    config = load_config(None, parse_overrides(base + ["--data.test_file", "no/such/test.tsv", "--config_dir", str(tmp_path)]))
+    with pytest.raises(DataError, match=r"^'no/such/test.tsv': file not found \(looked for .*no/such/test.tsv and "):
+        load_task(config)

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+import warmgen.models
 import warmgen.train
 from warmgen.cli import main
 from warmgen.config import ConfigError, load_config, parse_overrides
@@ -92,7 +93,7 @@ def test_overlength_error_names_the_example(tmp_path):
 
 
 def test_tokenizer_without_eos_is_refused():
-    model, tokenizer = build_preset("llama-tiny", ["a b c"], 300)
+    model, tokenizer = build_preset("llama-tiny", ["a b c"], vocab_size=300)
     tokenizer.eos_token = None
     with pytest.raises(ConfigError, match="has no end-of-sequence token"):
         prepare_tokenizer(model, tokenizer)
@@ -124,12 +125,12 @@ def test_bf16_autocast_trains_close_to_float32(tmp_path):
     assert full != mixed
     for (_, a), (_, b) in zip(full, mixed):
         assert b == pytest.approx(a, rel=0.05)
-    model, _ = warmgen.train.load_pretrained(str(tmp_path / "bf16" / "checkpoints" / "last"))
+    model, _ = warmgen.models.load_pretrained(str(tmp_path / "bf16" / "checkpoints" / "last"))
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_a_folder_in_use_is_refused_and_freed_after_an_error(tmp_path, monkeypatch, capsys):
-    from warmgen.train import hold_folder
+    from warmgen.rundir import hold_folder
 
     run = tmp_path / "busy"
     holder = hold_folder(run, "warmgen train")  # another process's lock, as far as flock is concerned
@@ -145,4 +146,4 @@ def test_a_folder_in_use_is_refused_and_freed_after_an_error(tmp_path, monkeypat
     with pytest.raises(RuntimeError) as failure:  # the traceback, kept alive, still holds the run's frames
         train(config(tmp_path, "busy"))
     monkeypatch.undo()
-    assert failure.value and train(config(tmp_path, "busy", "--train.max_steps", "1"))["steps"] == 1
+    assert failure.value and train(config(tmp_path, "busy", "--train.max_steps", "1"), overwrite="delete")["steps"] == 1

@@ -18,12 +18,17 @@ from pathlib import Path
 from .config import ConfigError, load_config, parse_overrides, set_value, validate
 from .distributed import leave_process_group
 from .records import DataError
+from .rundir import RunFolderError
 from .train import TrainingError
+
+
+OVERWRITE = ("move", "delete")
+OVERWRITE_HELP = "when output_dir holds an earlier run: move it to OUTPUT_DIR.previous-N, or delete it, and start over"
 
 
 def _checkpoint_folder(path: Path) -> Path:
     """A run directory's best (else last) checkpoint, or the checkpoint folder itself."""
-    from .train import CONFIG_NAME
+    from .rundir import CONFIG_NAME
 
     if (path / CONFIG_NAME).is_file():
         return path
@@ -35,7 +40,7 @@ def _checkpoint_folder(path: Path) -> Path:
 
 def _load(path: str, overrides: list[str]):
     from .layout import make_layout
-    from .train import load_checkpoint
+    from .rundir import load_checkpoint
 
     folder = _checkpoint_folder(Path(path))
     model, tokenizer, sep_id, config = load_checkpoint(folder)
@@ -49,7 +54,7 @@ def cmd_train(args, overrides: list[str]) -> None:
     from .train import train
 
     config = load_config(args.config, parse_overrides(overrides))
-    results = train(config, resume=args.resume)
+    results = train(config, resume=args.resume, overwrite=args.overwrite)
     if results is not None:  # only the main process has results
         print(json.dumps(results["splits"], indent=2, ensure_ascii=False))
         print(f"run directory: {config.output_dir}")
@@ -58,13 +63,20 @@ def cmd_train(args, overrides: list[str]) -> None:
 def cmd_eval(args, overrides: list[str]) -> None:
     from .evaluate import evaluate, write_eval
     from .tasks import load_task
+    from .rundir import hold_folder
 
     folder, model, layout, config = _load(args.path, overrides)
-    task = load_task(config)
-    scores, predictions = evaluate(model, layout, task, args.split, config, use_warmup=config.method == "warmup")
     run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder
     output = Path(args.output) if args.output else run_dir / "eval" / args.split
-    write_eval(output, scores, predictions, {"checkpoint": str(folder), "split": args.split, "config": config.to_dict()})
+    # Never into a run folder that a training run is still writing (it replaces eval/ when it ends).
+    lock = None if args.output else hold_folder(run_dir, "warmgen eval")
+    try:
+        task = load_task(config)
+        scores, predictions = evaluate(model, layout, task, args.split, config, use_warmup=config.method == "warmup")
+        write_eval(output, scores, predictions, {"checkpoint": str(folder), "split": args.split, "config": config.to_dict()})
+    finally:
+        if lock is not None:
+            lock.close()
     print(json.dumps(scores, indent=2))
     print(f"wrote {output / 'results.json'} and {output / 'predictions.jsonl'}")
 
@@ -107,7 +119,7 @@ def cmd_compare(args, overrides: list[str]) -> None:
 def cmd_demo(args, overrides: list[str]) -> None:
     from .demo import run_demo
 
-    run_demo(args.output_dir, parse_overrides(overrides))
+    run_demo(args.output_dir, parse_overrides(overrides), args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="train a model (SFT or warmup); extra --section.key value pairs override the config")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last")
+    p.add_argument("--overwrite", choices=OVERWRITE, help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run directory or checkpoint on a split; writes results.json")
@@ -141,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 9 minutes on 2 CPU cores)")
     p.add_argument("--output_dir", default="runs/demo")
+    p.add_argument("--overwrite", choices=OVERWRITE, help=OVERWRITE_HELP + " (without it a finished demo is shown again)")
     p.set_defaults(func=cmd_demo)
 
     args, rest = parser.parse_known_args(argv)
@@ -151,10 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     rest = [r for r in rest if r != "--debug"]
     try:
         args.func(args, rest)
-    except (ConfigError, DataError, FileNotFoundError, TrainingError) as err:
+    except (ConfigError, DataError, FileNotFoundError, RunFolderError, TrainingError) as err:
         if debug:
             raise
         print(f"warmgen: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the operating system's word: no space, permission denied, not a directory, ...
+        if debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"warmgen: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("warmgen: interrupted; resume training with --resume", file=sys.stderr)

@@ -53,10 +53,10 @@ import numpy as np
 import yaml
 
 from . import metrics
-from .config import ConfigError, load_config, parse_overrides
+from .config import ConfigError, differences, load_config, parse_overrides, read_yaml
 from .models import PRESETS, resolve_sep_init
 from .tasks import load_task
-from .train import folder_holder, hold_folder
+from .rundir import folder_holder, hold_folder, resumable
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget"}
 BUDGETS = ("epochs", "wall_clock")
@@ -65,10 +65,9 @@ COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generate
 
 
 def load_spec(path: Path) -> dict:
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read the comparison spec: {err}") from None
+    spec = read_yaml(path) or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a comparison spec is a mapping (base, seeds, variants, ...), not {type(spec).__name__}")
     unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SPEC_KEYS))}")
@@ -124,8 +123,8 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
                 continue
             command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
             command += (["--config", spec["base"]] if "base" in spec else []) + _args(spec["overrides"]) + _args(changes) + list(overrides)
-            if (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
-                command.append("--resume")
+            # A run stopped before its first checkpoint has nothing to continue: it starts again.
+            command += ["--resume"] if resumable(run_dir) else ["--overwrite", "delete"]
             print(f"[compare] {variant} seed {seed}: training ({run_dir})", flush=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir / "train.log", "a", encoding="utf-8") as log:
@@ -154,16 +153,7 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
     saved = _settled(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
     wanted = _settled(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
                                            + parse_overrides(overrides) + [("seed", seed)]).to_dict())
-    differences = []
-    for key, value in wanted.items():
-        if key in ("output_dir", "config_dir") or key not in saved:
-            continue
-        pairs = value.items() if isinstance(value, dict) else [(None, value)]
-        for sub_key, sub_value in pairs:
-            old = saved[key] if sub_key is None else saved[key].get(sub_key, sub_value)
-            if old != sub_value:
-                differences.append(f"{key if sub_key is None else f'{key}.{sub_key}'}: {old!r} there, {sub_value!r} now")
-    return differences
+    return differences(saved, wanted)
 
 
 def _settled(config: dict) -> dict:

@@ -16,6 +16,7 @@ field name is unique across sections, `--num_warmups 8`). Unknown keys and wrong
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -201,6 +202,7 @@ class TrainConfig:
     adam_beta2: float = 0.999
     # Linear learning-rate warmup (not to be confused with warmup *generations*), then linear decay.
     lr_warmup_steps: int = 100
+    # Gradients are clipped to this global norm; 0 = no clipping (as in transformers).
     max_grad_norm: float = 1.0
     # Examples per micro-batch; warmup runs score batch_size * num_warmups sequences.
     batch_size: int = 32
@@ -297,13 +299,14 @@ def _check_type(value: Any, expected: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is float and isinstance(value, str):
+    if expected is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
-            return float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
+            number = float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
         except ValueError:
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if expected is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if expected is int and isinstance(value, bool):
@@ -390,6 +393,37 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not the last one winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; a missing or unreadable file, invalid YAML and keys given twice are ConfigErrors naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read it: {err}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}{line}: not valid YAML: {' '.join(str(problem).split())}") from None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str, Any]] = ()) -> Config:
     """Defaults, then the YAML file, then overrides (later wins); validated."""
     config = Config()
@@ -397,10 +431,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            mapping = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        mapping = read_yaml(path) or {}
         apply_mapping(config, mapping, str(path))
         if "config_dir" not in mapping:
             config.config_dir = str(path.resolve().parent)
@@ -413,9 +444,30 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str
     return config
 
 
+# Fields that say where a run is kept or how it is logged, not what it computes.
+BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "decode.batch_size")
+
+
+def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
+    """Where two configs (as dicts) differ, as "key: old there, new now"; a field `old` lacks (an older warmgen) is not compared."""
+    found = []
+    for key, value in new.items():
+        if key not in old:
+            continue
+        pairs = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub_key, sub_value in pairs:
+            name = key if sub_key is None else f"{key}.{sub_key}"
+            if name in ignore or (sub_key is not None and sub_key not in old[key]):
+                continue
+            before = old[key] if sub_key is None else old[key][sub_key]
+            if before != sub_value:
+                found.append(f"{name}: {before!r} there, {sub_value!r} now")
+    return found
+
+
 def validate(config: Config) -> None:
     """Cross-field checks that a type cannot express."""
-    w, t = config.warmup, config.train
+    w, t, d = config.warmup, config.train, config.data
     checks = [
         (w.num_warmups >= 1, "warmup.num_warmups must be at least 1"),
         (w.objective != "rloo" or w.num_warmups >= 2, "warmup.objective rloo needs warmup.num_warmups >= 2 (the baseline leaves one out)"),
@@ -438,6 +490,26 @@ def validate(config: Config) -> None:
          "warmup.keep_best_warmup and warmup.no_warmup_candidate cannot be combined; turn one off"),
         (w.fixed_warmup is None or not (w.keep_best_warmup or w.no_warmup_candidate),
          "warmup.fixed_warmup is the only candidate: turn off warmup.keep_best_warmup and warmup.no_warmup_candidate"),
+        (config.output_dir.strip() != "", "output_dir is empty: name the folder the run is written to"),
+        (config.seed >= 0, "seed must be >= 0"),
+        (config.model.vocab_size >= 1, "model.vocab_size must be at least 1"),
+        (config.model.lora_alpha > 0, "model.lora_alpha must be > 0"),
+        (0 <= config.model.lora_dropout < 1, "model.lora_dropout must be in [0, 1)"),
+        (min(d.max_train_examples, d.max_dev_examples, d.max_test_examples) >= 0,
+         "data.max_train_examples, max_dev_examples and max_test_examples must be >= 0 (0 = all)"),
+        (min(d.max_source_length, d.max_target_length) >= 1, "data.max_source_length and data.max_target_length must be at least 1"),
+        (min(d.g2p_dev_size, d.g2p_test_size, d.dev_size, d.g2p_split_seed) >= 0,
+         "data.g2p_dev_size, g2p_test_size, g2p_split_seed and dev_size must be >= 0"),
+        (t.max_grad_norm >= 0, "train.max_grad_norm must be >= 0 (0 = no clipping)"),
+        (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "train.adam_beta1 and train.adam_beta2 must be in [0, 1)"),
+        (t.lr_warmup_steps >= 0, "train.lr_warmup_steps must be >= 0"),
+        (t.epochs >= 0 and t.max_steps >= 0, "train.epochs and train.max_steps must be >= 0"),
+        (t.eval_every >= 0, "train.eval_every must be >= 0 (0 = once per epoch)"),
+        (t.log_every >= 1, "train.log_every must be at least 1"),
+        (t.samples_every >= 0, "train.samples_every must be >= 0 (0 = never)"),
+        (w.sft_warm_start_steps >= 0, "warmup.sft_warm_start_steps must be >= 0"),
+        (config.decode.batch_size >= 1, "decode.batch_size must be at least 1"),
         (t.batch_size >= 1, "train.batch_size must be at least 1"),
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),
         (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),
@@ -457,11 +529,16 @@ def data_root() -> Path:
 
 
 def resolve_path(config: Config, path: str) -> Path:
-    """A data path from a config: absolute, else next to the config file, else under the data root."""
+    """A data path from a config: absolute, else next to the config file, else under the data root.
+
+    A path found in neither place is an error that shows the path as written and where it was looked for.
+    """
+    from .records import DataError
+
     candidate = Path(path).expanduser()
-    if candidate.is_absolute():
-        return candidate
-    beside_config = Path(config.config_dir) / candidate
-    if beside_config.exists() or beside_config.with_name(beside_config.name + config.data.source_suffix).exists():
-        return beside_config
-    return data_root() / candidate
+    places = [candidate] if candidate.is_absolute() else [Path(config.config_dir) / candidate, data_root() / candidate]
+    for place in places:
+        # A pair of parallel files is named by its stem: `train` for train.src + train.tgt.
+        if place.exists() or place.with_name(place.name + config.data.source_suffix).exists():
+            return place
+    raise DataError(f"'{path}': file not found (looked for {' and '.join(str(p) for p in places)})")

@@ -14,6 +14,7 @@ import yaml
 
 from .config import Config, apply_mapping, set_value, validate
 from .provenance import git_commit
+from .rundir import resumable
 from .train import train
 
 DEMO = {
@@ -38,7 +39,9 @@ def demo_config(method: str, output_dir: Path, overrides) -> Config:
     return config
 
 
-def run_demo(output_dir: str, overrides=()) -> dict:
+def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dict:
+    """Train both methods (a run already there with the same settings is continued, or just
+    evaluated again when finished) and print the comparison; `overwrite` as for `warmgen train`."""
     output = Path(output_dir)
     started = time.time()
     configs = {method: demo_config(method, output, overrides) for method in ("sft", "warmup")}
@@ -47,7 +50,7 @@ def run_demo(output_dir: str, overrides=()) -> dict:
     results = {}
     for method, config in configs.items():
         print(f"\n== training {method} ==")
-        results[method] = train(config)
+        results[method] = train(config, resume=overwrite is None and resumable(Path(config.output_dir)), overwrite=overwrite)
 
     print(f"\n{'method':<8} {'test WER':>9} {'test PER':>9} {'train s':>8} {'s/epoch':>8} {'warmup len':>10}")
     for method, r in results.items():

@@ -157,7 +157,8 @@ class Processes:
         return out
 
     def clip_gradients(self, model, max_norm: float) -> float:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        """Clip to `max_norm` (0 = no clipping, as in transformers); the global norm before clipping."""
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else math.inf)
         return (norm.full_tensor() if self.sharded else norm).item()  # sharded: the norm over all shards
 
     def full_state_dict(self, model) -> dict | None:

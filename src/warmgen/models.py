@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -179,6 +180,8 @@ def load_pretrained(path_or_id: str, trust_remote_code: bool = False):
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
         model = auto.from_pretrained(path_or_id, dtype=torch.float32, use_safetensors=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
+    except SafetensorError as err:
+        raise ConfigError(f"{path_or_id}: its safetensors weights cannot be read, the file is damaged or incomplete ({err})") from None
     except (OSError, ValueError) as err:
         where = "a local folder" if Path(path_or_id).exists() else "a preset, a local folder, or a reachable hub id"
         presets = ", ".join(list(PRESETS) + list(SMOLLM2))

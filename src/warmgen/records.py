@@ -31,6 +31,7 @@ def _read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte {err.start}); re-encode the file as UTF-8") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write, is not part of the first record
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # trailing newline; a last line without one is still a record
@@ -72,11 +73,13 @@ def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example
     return examples
 
 
-def read_tsv(path: Path) -> list[Example]:
-    """Two tab-separated columns, source then target; no header."""
+def read_tsv(path: Path, header: tuple[str, str] = ("input", "target")) -> list[Example]:
+    """Two tab-separated columns, source then target. A first line that names the columns (`header`,
+    input/target or source/target; as `Dataset.to_csv(sep="\t")` writes) is a header, not an example."""
     examples = []
+    names = {tuple(n.lower() for n in header), ("input", "target"), ("source", "target")}
     for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
+        if not line.strip() or (number == 1 and tuple(c.strip().lower() for c in line.split("\t")) in names):
             continue
         columns = line.split("\t")
         if len(columns) != 2:

@@ -1,22 +1,15 @@
 """The training loop: batches, an SFT or warmup step, AdamW, evaluation, checkpoints, logs.
 
-A run directory holds everything to reproduce and resume:
-
-    config.yaml         effective config          metrics.jsonl   one line per log/eval
-    samples.jsonl       sampled warmups + rewards  results.json    final test/dev metrics
-    checkpoints/last    checkpoints/best           save_pretrained folders + trainer_state.pt
+What a run writes where, and how checkpoints are saved and resumed, is `rundir.py`'s.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
-import pickle
 import random
 import resource
-import shutil
 import time
 from pathlib import Path
 
@@ -25,14 +18,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, differences, read_yaml
 from .decode import fixed_warmup_ids
 from .distributed import Processes, check_launch
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
-from .models import SEP, count_parameters, has_dropout, load_adapter, load_model, load_pretrained
+from .models import count_parameters, has_dropout, load_model
 from .provenance import git_commit, library_versions
 from .records import DataError
+from .rundir import (CONFIG_NAME, STATE_NAME, clear_run_folder, hold_folder, load_checkpoint, load_trainer_state, rng_state,
+                     save_checkpoint, set_rng_state, truncate_log)
 from .tasks import load_task
 from .warmup import WarmupMemory, merges_repeats, warmup_step
 
@@ -40,52 +35,6 @@ from .warmup import WarmupMemory, merges_repeats, warmup_step
 class TrainingError(RuntimeError):
     """Training cannot continue; the message says why and what to do."""
 
-
-CONFIG_NAME = "warmgen.yaml"
-STATE_NAME = "trainer_state.pt"
-
-
-def hold_folder(folder: Path, user: str):
-    """Lock `folder` for this process (`folder/.lock`) and return the open lock file: the lock lasts while it is open.
-
-    `user` names what holds it ("warmgen train"). A second process that tries gets a ConfigError
-    naming the holder and its pid, instead of writing the same checkpoints and logs. The operating
-    system drops the lock when the holder exits, even on kill -9, so no stale lock is left behind.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        handle = open(folder / ".lock", "a+", encoding="utf-8")  # "a+" keeps the holder's line readable until we own it
-        holder = _locked_by(handle)
-        if holder is None:
-            break
-        # `folder_holder` (compare --status) takes the lock for an instant to test it: wait that out.
-        time.sleep(0.1)
-    else:
-        raise ConfigError(f"{folder} is in use by {holder}: wait for it to finish, stop it, or choose another output_dir")
-    handle.truncate(0)
-    handle.write(f"{os.getpid()} {user}\n")
-    handle.flush()
-    return handle
-
-
-def folder_holder(folder: Path) -> str | None:
-    """Who holds `folder`'s lock ("warmgen train (pid 123)"), or None when no process does."""
-    if not (folder / ".lock").is_file():
-        return None
-    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
-        return _locked_by(handle)  # closing the file drops the lock if we got it
-
-
-def _locked_by(handle) -> str | None:
-    """Take the lock on `handle`, or (closing it) describe the process that has it."""
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        handle.seek(0)
-        pid, _, user = handle.read().strip().partition(" ")
-        handle.close()
-        return f"{user or 'another process'} (pid {pid or 'unknown'})"
 
 
 # ----------------------------------------------------------------------------- data
@@ -115,73 +64,6 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(folder: Path, model, tokenizer, config: Config, state: dict | None, weights: dict | None = None) -> None:
-    """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint.
-
-    `weights` replaces the model's own state dict (the gathered weights of a sharded model).
-    """
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # A LoRA adapter needs no copy of the resized embedding: <sep>'s row lives in the adapter.
-    model.save_pretrained(tmp, **({"save_embedding_layers": False} if hasattr(model, "peft_config") else {}),
-                          **({"state_dict": weights} if weights is not None else {}))
-    tokenizer.save_pretrained(tmp)
-    config.save(tmp / CONFIG_NAME)
-    if state is not None:
-        torch.save(state, tmp / STATE_NAME)
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_checkpoint(folder: Path):
-    """(model, tokenizer, sep_id, config) from a checkpoint folder written by `save_checkpoint`."""
-    config = load_config(folder / CONFIG_NAME)
-    if (folder / "adapter_config.json").is_file():
-        model, tokenizer, sep_id = load_adapter(config.model, folder)
-        return model, tokenizer, sep_id, config
-    model, tokenizer = load_pretrained(str(folder))
-    return model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), config
-
-
-def _rng_state() -> dict:
-    """Every random generator's state as tensors and plain values, so it loads with weights_only=True."""
-    numpy_state = np.random.get_state(legacy=False)
-    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
-    np.random.set_state(numpy_state)
-
-
-def load_trainer_state(path: Path) -> dict:
-    """`trainer_state.pt` read as tensors and plain values only: a pickle that would build any other
-    object (and so could run code) is refused, never executed."""
-    try:
-        return torch.load(path, weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0]
-        raise TrainingError(f"{path}: refused to load: it holds more than tensors and plain values, so loading it could run "
-                            f"code ({reason}); it was not written by this version of warmgen") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise TrainingError(f"{path}: cannot be read, the file is damaged or incomplete ({str(err).strip().splitlines()[0]}); "
-                            f"delete {path.parent} to train again from the start") from None
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from."""
-    if path.exists():
-        lines = [l for l in path.read_text().splitlines() if json.loads(l).get("step", 0) <= step]
-        path.write_text("".join(l + "\n" for l in lines))
-
-
 def _new_model(config: Config, train_examples):
     """(model, tokenizer, sep_id) at the start of training; presets fit their tokenizer to the training split."""
     return load_model(config.model, [e.source for e in train_examples], [e.target for e in train_examples],
@@ -191,13 +73,16 @@ def _new_model(config: Config, train_examples):
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(config: Config, resume: bool = False) -> dict:
+def train(config: Config, resume: bool = False, overwrite: str | None = None) -> dict:
     """Train, keep best/last checkpoints, evaluate the best on dev and test; return results.
 
     Under `accelerate launch` / torchrun each process trains on its share of every global batch
     (`batch_size` examples per process); only the main process logs, saves and evaluates the final
     checkpoint (dev evaluation during training runs on every process when the model is sharded),
     and only it returns results (the others return None).
+
+    A folder that holds an earlier run is refused unless `resume` continues it or `overwrite`
+    (`move` or `delete`) says what to do with it; see `clear_run_folder`.
     """
     check_launch(config)
     procs = Processes()
@@ -205,6 +90,8 @@ def train(config: Config, resume: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = hold_folder(run_dir, "warmgen train") if procs.is_main else None
     try:
+        if procs.is_main:
+            clear_run_folder(run_dir, resume, overwrite)
         return _train(config, resume, procs, run_dir)
     finally:
         if lock is not None:  # also after an error, so the same process (a notebook) can resume at once
@@ -227,6 +114,10 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
             os.replace(old, last_dir)  # killed between the two renames of save_checkpoint
         if not (last_dir / STATE_NAME).is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start without --resume")
+        changed = differences(read_yaml(last_dir / CONFIG_NAME) or {}, config.to_dict())
+        if changed:
+            raise ConfigError(f"--resume: {last_dir} was trained with another config ({'; '.join(changed)}); resume with the "
+                              "settings it was trained with, or start a new run in another output_dir")
         model, tokenizer, sep_id, _ = load_checkpoint(last_dir)
         state = load_trainer_state(last_dir / STATE_NAME)
         if len(state["rng"]) != procs.world:
@@ -278,13 +169,13 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
         step, epoch, batch_index, train_seconds = state["step"], state["epoch"], state["batch_index"], state["train_seconds"]
         generated_tokens, skipped_steps = state["generated_tokens"], state["skipped_steps"]
         best = state["best"]
-        _set_rng_state(state["rng"][procs.rank])
+        set_rng_state(state["rng"][procs.rank])
         if memory is not None and "warmup_memory" in state:
             memory.load_state_dict(state["warmup_memory"])
     if procs.is_main:
         for name in ("metrics.jsonl", "samples.jsonl"):
             if state is not None:
-                _truncate_log(run_dir / name, step)
+                truncate_log(run_dir / name, step)
             else:
                 (run_dir / name).unlink(missing_ok=True)
 
@@ -308,7 +199,7 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
 
     def evaluate_and_save() -> None:
         # Every process calls this: the gathers below (and, for a sharded model, evaluation) need them all.
-        rng = procs.gather(_rng_state())  # every process's RNG, so a resumed run samples the same
+        rng = procs.gather(rng_state())  # every process's RNG, so a resumed run samples the same
         row, improved = {"step": step, "epoch": step / steps_per_epoch}, False
         if has_dev and procs.evaluates:
             scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=config.method == "warmup")
@@ -397,10 +288,12 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
                 consecutive_bad += 1
                 tqdm.write(f"step {step + 1}: NaN/inf loss or gradient, optimizer step skipped ({consecutive_bad} in a row)")
                 if consecutive_bad >= t.max_bad_steps:
-                    raise TrainingError(
-                        f"{consecutive_bad} optimizer steps in a row had a NaN/inf loss or gradient, so training stopped. "
-                        f"The last good checkpoint is {last_dir}: lower train.learning_rate or train.max_grad_norm and "
-                        "continue with --resume")
+                    where = (f"The last good checkpoint is {last_dir}: lower train.learning_rate or train.max_grad_norm and "
+                             "continue with --resume" if (last_dir / STATE_NAME).is_file() else
+                             "No checkpoint was saved yet: lower train.learning_rate or train.max_grad_norm and start again "
+                             "with --overwrite delete")
+                    raise TrainingError(f"{consecutive_bad} optimizer steps in a row had a NaN/inf loss or gradient, so training "
+                                        f"stopped. {where}")
                 continue
             consecutive_bad = 0
             accumulated["time/optimizer"] = time.perf_counter() - optimizer_started  # with gradient synchronisation and clipping

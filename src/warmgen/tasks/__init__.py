@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 
 from ..config import Config, ConfigError
-from ..records import Example
+from ..records import DataError, Example
 
 
 @dataclass
@@ -63,9 +63,15 @@ def load_task(config: Config) -> Task:
 
 
 def read_files(config: Config, reader) -> dict[str, list[Example]]:
-    """{split: reader(path)} for each of train/dev/test whose file is configured."""
-    return {name: reader(getattr(config.data, f"{name}_file")) if getattr(config.data, f"{name}_file") else []
-            for name in ("train", "dev", "test")}
+    """{split: reader(path)} for each of train/dev/test whose file is configured; a configured file
+    without examples is an error (an empty dev file would silently skip model selection)."""
+    splits = {}
+    for name in ("train", "dev", "test"):
+        path = getattr(config.data, f"{name}_file")
+        splits[name] = reader(path) if path else []
+        if path and not splits[name]:
+            raise DataError(f"data.{name}_file '{path}' has no examples: fill it or leave data.{name}_file unset")
+    return splits
 
 
 def shuffled(rows: list[Example], seed: int) -> list[Example]:

@@ -29,7 +29,7 @@ def read_split(config: Config, path_text: str) -> list[Example]:
     if fmt == "jsonl":
         return read_jsonl(path, data.source_field, data.target_field)
     if fmt == "tsv":
-        return read_tsv(path)
+        return read_tsv(path, (data.source_field, data.target_field))
     return read_parallel(Path(str(path) + data.source_suffix), Path(str(path) + data.target_suffix))
 
 

@@ -1,0 +1,211 @@
+"""The run folder: its file names, the lock, atomic checkpoints and the trainer state.
+
+    config.yaml         effective config          metrics.jsonl   one line per log/eval
+    samples.jsonl       sampled warmups + rewards  results.json    final test/dev metrics
+    eval/{dev,test}/    metrics + predictions      .lock           held while a run trains here
+    checkpoints/last    checkpoints/best           save_pretrained folders (+ warmgen.yaml);
+                                                   last also has trainer_state.pt
+
+Nothing here knows how training works: it keeps what the loop hands it and gives it back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import json
+import os
+import pickle
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config, ConfigError, load_config
+from .models import SEP, load_adapter, load_pretrained
+
+
+class RunFolderError(RuntimeError):
+    """A run folder's file cannot be written or read (a full disk, a damaged or unsafe file); the message names it."""
+
+
+CONFIG_NAME = "warmgen.yaml"
+STATE_NAME = "trainer_state.pt"
+
+
+def hold_folder(folder: Path, user: str):
+    """Lock `folder` for this process (`folder/.lock`) and return the open lock file: the lock lasts while it is open.
+
+    `user` names what holds it ("warmgen train"). A second process that tries gets a ConfigError
+    naming the holder and its pid, instead of writing the same checkpoints and logs. The operating
+    system drops the lock when the holder exits, even on kill -9, so no stale lock is left behind.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        handle = open(folder / ".lock", "a+", encoding="utf-8")  # "a+" keeps the holder's line readable until we own it
+        holder = _locked_by(handle)
+        if holder is None:
+            break
+        # `folder_holder` (compare --status) takes the lock for an instant to test it: wait that out.
+        time.sleep(0.1)
+    else:
+        raise ConfigError(f"{folder} is in use by {holder}: wait for it to finish, stop it, or choose another output_dir")
+    handle.truncate(0)
+    handle.write(f"{os.getpid()} {user}\n")
+    handle.flush()
+    return handle
+
+
+# What a training run writes into its folder; a folder holding any of them holds a run.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "results.json", "checkpoints", "eval")
+
+
+def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None:
+    """Make sure a new run never replaces an earlier one unasked.
+
+    Without `--resume`, a folder that holds a run is refused unless `overwrite` is `move` (the
+    earlier run's files go to `<run_dir>.previous-N`) or `delete`.
+    """
+    if resume:
+        return
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not found:
+        return
+    state = "finished" if "results.json" in found else "started"
+    if overwrite is None:
+        raise ConfigError(f"{run_dir} holds a {state} run ({', '.join(found)}): continue it with --resume, keep it and start "
+                          f"over with --overwrite move (to {run_dir}.previous-N), or start over with --overwrite delete")
+    if overwrite == "move":
+        n = 1
+        while run_dir.with_name(f"{run_dir.name}.previous-{n}").exists():
+            n += 1
+        aside = run_dir.with_name(f"{run_dir.name}.previous-{n}")
+        aside.mkdir()
+        for name in found:
+            os.replace(run_dir / name, aside / name)
+        tqdm.write(f"moved the earlier run in {run_dir} to {aside}")
+        return
+    for name in found:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def resumable(run_dir: Path) -> bool:
+    """Whether `run_dir` has a checkpoint that `--resume` continues (also one killed between the renames of a swap)."""
+    return any((run_dir / "checkpoints" / name / STATE_NAME).is_file() for name in ("last", "last.old"))
+
+
+def folder_holder(folder: Path) -> str | None:
+    """Who holds `folder`'s lock ("warmgen train (pid 123)"), or None when no process does."""
+    if not (folder / ".lock").is_file():
+        return None
+    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+        return _locked_by(handle)  # closing the file drops the lock if we got it
+
+
+def _locked_by(handle) -> str | None:
+    """Take the lock on `handle`, or (closing it) describe the process that has it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        handle.seek(0)
+        pid, _, user = handle.read().strip().partition(" ")
+        handle.close()
+        return f"{user or 'another process'} (pid {pid or 'unknown'})"
+
+
+def save_checkpoint(folder: Path, model, tokenizer, config: Config, state: dict | None, weights: dict | None = None) -> None:
+    """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint,
+    and a failed write (a full disk) leaves the previous checkpoint and no temporary folder.
+
+    `weights` replaces the model's own state dict (the gathered weights of a sharded model).
+    """
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        # A LoRA adapter needs no copy of the resized embedding: <sep>'s row lives in the adapter.
+        model.save_pretrained(tmp, **({"save_embedding_layers": False} if hasattr(model, "peft_config") else {}),
+                              **({"state_dict": weights} if weights is not None else {}))
+        tokenizer.save_pretrained(tmp)
+        config.save(tmp / CONFIG_NAME)
+        if state is not None:
+            torch.save(state, tmp / STATE_NAME)
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RunFolderError(f"cannot write the checkpoint {folder}: {write_failure(err, folder.parent)}") from None
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_failure(err: Exception, folder: Path) -> str:
+    """What went wrong with a write, in words: torch reports a full disk as an `enforce fail` RuntimeError."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    free = shutil.disk_usage(folder).free
+    if free < 64 * 2**20:
+        return f"No space left on device ({free // 2**20} MiB free in {folder})"
+    return str(err).strip().splitlines()[0]
+
+
+def load_checkpoint(folder: Path):
+    """(model, tokenizer, sep_id, config) from a checkpoint folder written by `save_checkpoint`."""
+    config = load_config(folder / CONFIG_NAME)
+    if (folder / "adapter_config.json").is_file():
+        model, tokenizer, sep_id = load_adapter(config.model, folder)
+        return model, tokenizer, sep_id, config
+    model, tokenizer = load_pretrained(str(folder))
+    return model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), config
+
+
+def rng_state() -> dict:
+    """Every random generator's state as tensors and plain values, so it loads with weights_only=True."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state(numpy_state)
+
+
+# Data-only classes that DeepSpeed's ZeRO optimizers keep in their state: rebuilding them runs no code of the file's.
+DEEPSPEED_STATE = {"deepspeed.runtime.fp16.loss_scaler.LossScaler", "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+                   "deepspeed.runtime.zero.config.ZeroStageEnum", "deepspeed.utils.tensor_fragment.fragment_address"}
+
+
+def load_trainer_state(path: Path) -> dict:
+    """`trainer_state.pt` read as tensors and plain values only: a pickle that would build any other
+    object (and so could run code) is refused, never executed."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        if unsafe and set(unsafe) <= DEEPSPEED_STATE:
+            classes = [getattr(importlib.import_module(module), name) for module, _, name in (n.rpartition(".") for n in unsafe)]
+            with torch.serialization.safe_globals(classes):
+                return torch.load(path, weights_only=True)
+        raise RunFolderError(f"{path}: refused to load: it holds more than tensors and plain values "
+                             f"({', '.join(unsafe) or 'unknown objects'}), so loading it could run code; it was not written "
+                             "by this version of warmgen") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise RunFolderError(f"{path}: cannot be read, the file is damaged or incomplete ({str(err).strip().splitlines()[0]}); "
+                             f"delete {path.parent} to train again from the start") from None
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from."""
+    if path.exists():
+        lines = [l for l in path.read_text().splitlines() if json.loads(l).get("step", 0) <= step]
+        path.write_text("".join(l + "\n" for l in lines))

@@ -180,3 +180,21 @@ def test_stopping_a_comparison_stops_its_training_run(tmp_path):
     while _processes_training(run_dir) and time.time() < deadline:
         time.sleep(0.2)
     assert _processes_training(run_dir) == []
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_and_one_with_a_checkpoint_resumes(tmp_path, monkeypatch):
+    from warmgen import compare
+    from warmgen.rundir import STATE_NAME
+
+    spec = compare.load_spec(spec_file(tmp_path))
+    out = tmp_path / "cmp"
+    (out / "sft" / "seed0").mkdir(parents=True)
+    (out / "sft" / "seed0" / "metrics.jsonl").write_text("")  # killed before step 1's checkpoint
+    (out / "warmup" / "seed0" / "checkpoints" / "last").mkdir(parents=True)
+    (out / "warmup" / "seed0" / "checkpoints" / "last" / STATE_NAME).write_bytes(b"")
+    commands = {}
+    monkeypatch.setattr(compare, "_run_child", lambda command, log: commands.setdefault(command[command.index("--output_dir") + 1], command) and 0)
+    compare.run_all(spec, out, TINY)
+    assert commands[str(out / "sft" / "seed0")][-2:] == ["--overwrite", "delete"]
+    assert commands[str(out / "warmup" / "seed0")][-1] == "--resume"
+    assert commands[str(out / "sft" / "seed1")][-2:] == ["--overwrite", "delete"]  # harmless where the folder is new

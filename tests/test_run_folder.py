@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,7 +141,14 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint_and_no_temporary
     assert losses(tmp_path / "full") == losses(tmp_path / "whole")
 
 
-def test_os_errors_are_one_line(tmp_path):
+def test_os_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    def denied(self, *args, **kwargs):  # as root here, so the operating system's refusal is simulated
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    assert main(["train", *ARGS, "--output_dir", str(tmp_path / "locked")]) == 2
+    assert capsys.readouterr().err == f"warmgen: error: {tmp_path / 'locked'}: Permission denied\n"
+    monkeypatch.undo()
     target = tmp_path / "a-file"
     target.write_text("not a folder")
     code, err = run_cli("train", *ARGS, "--output_dir", str(target))

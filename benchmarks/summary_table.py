@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def newest_suite_records(folder: Path = RESULTS) -> dict[str, tuple[Path, dict]]
     return {task: (path, record) for task, (_, path, record) in sorted(newest.items())}
 
 
-def table(folder: Path = RESULTS) -> str:
+def table(folder: Path = RESULTS, links: str = "benchmarks/results") -> str:
     rows = ["| task | seeds | test examples | metric | comparison | variant's score | baseline's score | difference [95% CI] | p | record |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, (path, record) in newest_suite_records(folder).items():
@@ -62,7 +63,7 @@ def table(folder: Path = RESULTS) -> str:
                 f"| {task} | {seeds} | {summary['test_examples']} | {metric} | {variant} vs {spec['baseline']} "
                 f"| {value(summary['table'][variant][primary])} | {value(baseline)} "
                 f"| {found['diff']:+.{decimals}f} [{found['ci_low']:+.{decimals}f}, {found['ci_high']:+.{decimals}f}] "
-                f"| {found['p_value']:.3f} | [{path.name}](benchmarks/results/{path.name}) |")
+                f"| {found['p_value']:.3f} | [{path.name}]({links}/{path.name}) |")
     return "\n".join(rows)
 
 
@@ -134,11 +135,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--columns", nargs="+", default=[], help="with --record: table columns, e.g. wer per epochs train_seconds")
     parser.add_argument("--versus", nargs="+", default=[], help="with --record: metrics to give as differences from the baseline")
     parser.add_argument("--contrasts", nargs="+", default=[], help="with --record: the spec's contrasts on these metrics, as a table of their own")
+    parser.add_argument("--page", default="README.md", help="the page the table goes in, from the repository root: "
+                        "links to records are relative to it")
     args = parser.parse_args(argv)
     if args.record is None:
         if args.columns or args.versus or args.contrasts:
             parser.error("--columns, --versus and --contrasts need --record")
-        return table()
+        return table(links=os.path.relpath("benchmarks/results", os.path.dirname(args.page) or "."))
     if not (args.columns or args.versus or args.contrasts):
         parser.error("--record needs --columns, --versus or --contrasts")
     tables = [variant_table(args.record, args.columns, args.versus)] if args.columns or args.versus else []

@@ -2,12 +2,15 @@
 
     python benchmarks/training_curves.py --name g2p-curves --comparison runs/suite/g2p \
         --variants rloo+warm_start marginal+warm_start --metrics warmup/truncated_ratio --steps 275 500 1000
+    python benchmarks/training_curves.py --name demo-curves --comparison runs/demo --variants sft warmup --runs . --evaluations
 
 The run folders (`<comparison>/<variant>/seed<N>/metrics.jsonl`) are not in git; this copies the
 asked-for values out of them into benchmarks/results/<name>-<date>.json with the command and the
 git commit, per variant and seed: each metric at each logged step asked for, and the median of
 `time/step` over the whole run (how fast the machine was stepping, which a wall-clock budget
-turns into epochs) and per epoch (warmup steps cost more while warmups still differ).
+turns into epochs) and per epoch (warmup steps cost more while warmups still differ). With
+--evaluations also every dev evaluation (step, training seconds so far, dev metrics): the curve of
+dev score against training time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # recording.py, beside
 from recording import head_commit, write_record  # noqa: E402
 
 
-def run_curves(run_dir: Path, metrics: list[str], steps: list[int]) -> dict:
+def run_curves(run_dir: Path, metrics: list[str], steps: list[int], evaluations: bool = False) -> dict:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     logged = {row["step"]: row for row in rows if "loss" in row}  # training log lines, not evaluations
     missing = [step for step in steps if step not in logged]
@@ -34,9 +37,13 @@ def run_curves(run_dir: Path, metrics: list[str], steps: list[int]) -> dict:
     by_epoch = {}
     for row in logged.values():  # a logged step belongs to the epoch it ends in (epoch 0.1-1.0 is the first)
         by_epoch.setdefault(str(math.ceil(round(row["epoch"], 6))), []).append(row["time/step"])
-    return {"median_seconds_per_step": statistics.median(row["time/step"] for row in logged.values()),
-            "median_seconds_per_step_by_epoch": {epoch: statistics.median(times) for epoch, times in by_epoch.items()},
-            **{metric: {str(step): logged[step].get(metric) for step in steps} for metric in metrics}}
+    curves = {"median_seconds_per_step": statistics.median(row["time/step"] for row in logged.values()),
+              "median_seconds_per_step_by_epoch": {epoch: statistics.median(times) for epoch, times in by_epoch.items()},
+              **{metric: {str(step): logged[step].get(metric) for step in steps} for metric in metrics}}
+    if evaluations:
+        curves["evaluations"] = [{key: value for key, value in row.items() if key in ("step", "epoch", "train_seconds")
+                                  or key.startswith("dev/")} for row in rows if any(key.startswith("dev/") for key in row)]
+    return curves
 
 
 def main() -> None:
@@ -46,14 +53,17 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", required=True)
     parser.add_argument("--metrics", nargs="*", default=[], help="training-log keys, e.g. warmup/truncated_ratio")
     parser.add_argument("--steps", nargs="*", type=int, default=[])
+    parser.add_argument("--runs", default="seed*", help="the run folders inside each variant's (a glob; '.' for the "
+                        "variant's folder itself, as `warmgen demo` writes them)")
+    parser.add_argument("--evaluations", action="store_true", help="also copy every dev evaluation")
     args = parser.parse_args()
     comparison = Path(args.comparison)
     runs = {}
     for variant in args.variants:
-        seeds = sorted((comparison / variant).glob("seed*/metrics.jsonl"))
+        seeds = sorted((comparison / variant).glob(f"{args.runs}/metrics.jsonl"))
         if not seeds:
-            raise SystemExit(f"{comparison / variant}: no seed*/metrics.jsonl")
-        runs[variant] = {path.parent.name: run_curves(path.parent, args.metrics, args.steps) for path in seeds}
+            raise SystemExit(f"{comparison / variant}: no {args.runs}/metrics.jsonl")
+        runs[variant] = {path.parent.name: run_curves(path.parent, args.metrics, args.steps, args.evaluations) for path in seeds}
     commit = head_commit()
     record = {"benchmark": "training-curves", "command": "python " + " ".join(sys.argv), "git_commit": commit,
               "date": datetime.date.today().isoformat(), "comparison": str(comparison), "runs": runs}

@@ -47,18 +47,19 @@ def test_g2p_config_is_the_demo(tmp_path):
 GENERATED = re.compile(r"<!-- summary_table\.py(?P<args>[^>]*?) -->\n(?P<quoted>.*?)\n<!-- /summary_table\.py -->", re.S)
 
 
-def test_readme_results_tables_are_the_records():
-    """Every README table marked `<!-- summary_table.py ARGS -->` is what the script prints with ARGS."""
+def test_results_tables_are_the_records():
+    """Every table in the README or docs/ marked `<!-- summary_table.py ARGS -->` is what the script prints with ARGS."""
     import runpy
     import shlex
 
     main = runpy.run_path(str(ROOT / "benchmarks" / "summary_table.py"))["main"]
-    blocks = list(GENERATED.finditer((ROOT / "README.md").read_text()))
-    assert any(not b["args"].strip() for b in blocks), "the results-at-a-glance table is missing"
-    for block in blocks:
+    blocks = [(path, block) for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+              for block in GENERATED.finditer(path.read_text())]
+    assert any("--record" not in b["args"] for _, b in blocks), "the results-at-a-glance table is missing"
+    for path, block in blocks:
         args = shlex.split(block["args"])
-        assert block["quoted"] == main(args), (
-            f"README table is stale: paste the output of python benchmarks/summary_table.py {block['args'].strip()}")
+        assert block["quoted"] == main(args), (f"{path.name}: table is stale: paste the output of "
+                                               f"python benchmarks/summary_table.py {block['args'].strip()}")
 
 
 def test_summary_table_refuses_unknown_columns():
@@ -86,6 +87,7 @@ def test_training_curves_copies_logged_values_and_names_missing_steps(tmp_path):
         "warmup/truncated_ratio": {"25": 1.0, "50": 0.5, "75": None}}
     with pytest.raises(SystemExit, match=r"metrics.jsonl: no training log line at step\(s\) \[60\]; it logs every 25 steps up to 75"):
         run_curves(tmp_path, [], [60])
+    assert run_curves(tmp_path, [], [], evaluations=True)["evaluations"] == [{"step": 50, "epoch": 1.0, "dev/wer": 0.9}]
 
 
 def test_reliability_claims_name_tests_that_exist():

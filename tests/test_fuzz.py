@@ -103,7 +103,7 @@ def test_faults_at_seeded_random_points_resume_to_the_uninterrupted_run(tmp_path
                     raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
                 return real_save(*args, **kwargs)
 
-            monkeypatch.setattr(warmgen.train.torch, "save", full_disk)
+            monkeypatch.setattr(torch, "save", full_disk)
         with pytest.raises(RuntimeError):  # the simulated crash, or RunFolderError for the full disk
             warmgen.train.train(config(tmp_path, run, "--train.eval_every", "1"))
         monkeypatch.undo()

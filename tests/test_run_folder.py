@@ -127,8 +127,8 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint_and_no_temporary
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1024 vs 512")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(warmgen.train.torch, "save", full_disk_after_first)
-    monkeypatch.setattr(warmgen.train.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    monkeypatch.setattr(torch, "save", full_disk_after_first)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
     capsys.readouterr()
     assert main(["train", *ARGS, "--train.eval_every", "1", "--output_dir", str(tmp_path / "full")]) == 2
     errors = error_lines(capsys.readouterr().err)

@@ -200,7 +200,7 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
     def evaluate_and_save() -> None:
         # Every process calls this: the gathers below (and, for a sharded model, evaluation) need them all.
         rng = procs.gather(rng_state())  # every process's RNG, so a resumed run samples the same
-        row, improved = {"step": step, "epoch": step / steps_per_epoch}, False
+        row, improved = {"step": step, "epoch": step / steps_per_epoch, "train_seconds": train_seconds}, False
         if has_dev and procs.evaluates:
             scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=config.method == "warmup")
             row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature") and k != "skipped"})

@@ -56,9 +56,23 @@ def tokenize(layout, examples, on_overlength: str = "truncate") -> tuple[list[tu
     return rows, {"truncated_sources": cut_sources, "truncated_targets": cut_targets}
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The example order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+def epoch_order(n: int, seed: int, epoch: int, lengths: list[int] | None = None, batch: int = 1) -> list[int]:
+    """The example order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same.
+
+    With `lengths` (train.group_by_length), consecutive `batch`-sized slices hold examples of
+    similar length, so batches carry little padding: the shuffled order is cut into groups of 50
+    batches, each group sorted by length and cut into batches, and those batches shuffled (a short
+    last batch stays last).
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    if lengths is None:
+        return order
+    group = 50 * batch
+    batches = [chunk[i : i + batch] for start in range(0, n, group)
+               for chunk in [sorted(order[start : start + group], key=lambda j: lengths[j])] for i in range(0, len(chunk), batch)]
+    last = [batches.pop()] if len(batches[-1]) < batch else []
+    return [j for b in torch.randperm(len(batches), generator=generator).tolist() for j in batches[b]] + [j for b in last for j in b]
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -154,6 +168,7 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
             f"train.gradient_accumulation_steps {t.gradient_accumulation_steps} = {global_batch * t.gradient_accumulation_steps} "
             f"examples, but there are {len(data)} training examples: lower the batch size or accumulation")
     batches_per_epoch = math.ceil(len(data) / global_batch)
+    lengths = [len(source) + len(target) for source, target in data] if t.group_by_length else None
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
@@ -234,7 +249,7 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
     stopped_by_time = out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
     tick = time.time()
     while step < total_steps and not stopped_by_time:
-        order = epoch_order(len(data), config.seed, epoch)
+        order = epoch_order(len(data), config.seed, epoch, lengths, global_batch)
         while batch_index < batches_per_epoch and step < total_steps:
             global_ids = order[batch_index * global_batch : (batch_index + 1) * global_batch]
             batch_index += 1

@@ -21,9 +21,9 @@ DEMO = {
     "seed": 0,
     "model": {"name": "t5-mini"},
     "data": {"task": "g2p", "max_dev_examples": 500, "max_test_examples": 500, "max_source_length": 32, "max_target_length": 32},
-    "train": {"learning_rate": 3e-3, "lr_warmup_steps": 200, "batch_size": 128, "group_by_length": True, "epochs": 1.5, "eval_every": 250,
+    "train": {"learning_rate": 3e-3, "lr_warmup_steps": 200, "batch_size": 128, "epochs": 1.1, "eval_every": 250,
               "log_every": 25, "samples_every": 250},
-    "warmup": {"objective": "marginal", "num_warmups": 4, "max_warmup_length": 8, "sft_warm_start_steps": 1000},
+    "warmup": {"objective": "marginal", "num_warmups": 4, "max_warmup_length": 8, "sft_warm_start_steps": 780},
 }
 EXAMPLES = 5
 

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--status", action="store_true", help="show which runs are done, training, stopped or pending; train nothing")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 9 minutes on 2 CPU cores)")
+    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 12 minutes on 2 CPU cores)")
     p.add_argument("--output_dir", default="runs/demo")
     p.add_argument("--overwrite", choices=OVERWRITE, help=OVERWRITE_HELP + " (without it a finished demo is shown again)")
     p.set_defaults(func=cmd_demo)

@@ -208,7 +208,7 @@ class TrainConfig:
     batch_size: int = 32
     # Batches of examples of similar length (as transformers' group_by_length): less padding, so
     # faster steps. The order stays random: examples are sorted within groups of 50 batches and
-    # the batches shuffled.
+    # the batches shuffled. It can change what is learnt, not only how fast: measure it (README).
     group_by_length: bool = False
     gradient_accumulation_steps: int = 1
     epochs: float = 1.0

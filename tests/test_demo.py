@@ -1,0 +1,29 @@
+"""`warmgen demo` end to end at tiny size: both methods, the printed table, and a second run that
+shows the finished demo again instead of replacing it."""
+
+import json
+
+import pytest
+
+from warmgen.config import ConfigError, parse_overrides
+from warmgen.demo import run_demo
+
+TINY = parse_overrides(["--model.name", "t5-tiny", "--data.max_train_examples", "16", "--data.max_dev_examples", "4",
+                        "--data.max_test_examples", "5", "--train.max_steps", "2", "--train.batch_size", "8",
+                        "--warmup.max_warmup_length", "3", "--warmup.sft_warm_start_steps", "1", "--train.eval_every", "1"])
+
+
+def test_demo_trains_both_then_shows_the_finished_demo_again(tmp_path, capsys):
+    summary = run_demo(str(tmp_path), TINY)
+    out = capsys.readouterr().out
+    assert "test WER" in out and "First 5 test words" in out
+    assert set(summary["results"]) == {"sft", "warmup"} and (tmp_path / "demo.json").is_file()
+    log = (tmp_path / "sft" / "metrics.jsonl").read_text()
+    again = run_demo(str(tmp_path), TINY)  # finished: evaluated again, not trained again
+    assert (tmp_path / "sft" / "metrics.jsonl").read_text() == log
+    assert again["results"]["sft"]["test"]["wer"] == summary["results"]["sft"]["test"]["wer"]
+    with pytest.raises(ConfigError, match="train.max_steps: 2 there, 3 now"):
+        run_demo(str(tmp_path), TINY + [("train.max_steps", 3)])
+    run_demo(str(tmp_path), TINY + [("train.max_steps", 3)], overwrite="move")
+    assert json.loads((tmp_path / "sft" / "results.json").read_text())["steps"] == 3
+    assert json.loads((tmp_path / "sft.previous-1" / "results.json").read_text())["steps"] == 2

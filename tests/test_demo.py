@@ -18,6 +18,7 @@ def test_demo_trains_both_then_shows_the_finished_demo_again(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test WER" in out and "First 5 test words" in out
     assert set(summary["results"]) == {"sft", "warmup"} and (tmp_path / "demo.json").is_file()
+    assert summary["machine"]["torch_threads"] >= 1 and len(summary["machine"]["load_average_1_5_15"]) == 3
     log = (tmp_path / "sft" / "metrics.jsonl").read_text()
     again = run_demo(str(tmp_path), TINY)  # finished: evaluated again, not trained again
     assert (tmp_path / "sft" / "metrics.jsonl").read_text() == log

@@ -7,9 +7,11 @@ overridden on the command line, e.g. `warmgen demo --train.epochs 1`.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from .config import Config, apply_mapping, set_value, validate
@@ -67,7 +69,10 @@ def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dic
         print(f"  {sft_row['source']:<14} reference: {sft_row['target']}")
         print(f"  {'':<14} sft:       {sft_row['prediction']}")
         print(f"  {'':<14} warmup:    {warm_row['warmup']!r} -> {warm_row['prediction']}")
+    # Times compare only between machines alike and equally quiet: say which, and how busy it was.
+    machine = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average_1_5_15": os.getloadavg()}
     summary = {"command": "warmgen demo " + " ".join(f"--{k} {v}" for k, v in overrides), "git_commit": git_commit(),
+               "machine": machine,
                "settings": configs["warmup"].to_dict(), "total_seconds": time.time() - started,
                "results": {m: {"test": r["splits"]["test"], "train_seconds": r["train_seconds"],
                                "seconds_per_epoch": r["seconds_per_epoch"]} for m, r in results.items()},

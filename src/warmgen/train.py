@@ -127,7 +127,8 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
         if not last_dir.exists() and (old / STATE_NAME).is_file():
             os.replace(old, last_dir)  # killed between the two renames of save_checkpoint
         if not (last_dir / STATE_NAME).is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start without --resume")
+            raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start over without --resume "
+                                    "(with --overwrite delete or move if the folder holds the stopped run)")
         changed = differences(read_yaml(last_dir / CONFIG_NAME) or {}, config.to_dict())
         if changed:
             raise ConfigError(f"--resume: {last_dir} was trained with another config ({'; '.join(changed)}); resume with the "

@@ -97,3 +97,18 @@ def test_reliability_claims_name_tests_that_exist():
     assert rows and all("tests/" in row for row in rows), "a promise without a test"
     for path, name in re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text):
         assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.MULTILINE), f"{path}::{name} does not exist"
+
+
+def test_readme_demo_table_is_the_demo_record():
+    """The numbers of the README's demo table are those of the demo record the section names first."""
+    import json
+
+    section = (ROOT / "README.md").read_text().split("## The demo\n", 1)[1].split("\n## ", 1)[0]
+    record = json.loads((ROOT / "benchmarks" / "results" / re.search(r"benchmarks/results/(demo-[\d-]+\.json)", section)[1]).read_text())
+    assert f"**{record['total_seconds'] / 60:.1f} minutes in all**" in section
+    for method, label in (("sft", "SFT"), ("warmup", "Warmup Generations")):
+        result = record["results"][method]
+        test = result["test"]
+        row = (f"| {label} | {test['wer']:.3f} | {test['per']:.3f} | {test['exact_match']:.3f} | {result['train_seconds']:.0f} | "
+               + (f"{test['warmup/mean_length']:.2f} |" if method == "warmup" else "– |"))
+        assert row in section, f"README demo table lacks {row}"

@@ -150,7 +150,7 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return []
-    saved = _settled(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+    saved = _settled(read_yaml(saved_path) or {})
     wanted = _settled(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
                                            + parse_overrides(overrides) + [("seed", seed)]).to_dict())
     return differences(saved, wanted)

@@ -36,7 +36,7 @@ PRESETS = {
     "t5-tiny": dict(arch="t5", d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16),
     # The CPU demo: about 1M parameters.
     "t5-mini": dict(arch="t5", d_model=128, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32),
-    # About 3.4M parameters, the size of the usual 2-layer G2P Transformer: the competent G2P recipe.
+    # About 3.7M parameters, the size of the usual 2-layer G2P Transformer: the competent G2P recipe.
     "t5-g2p": dict(arch="t5", d_model=256, d_ff=1024, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=64),
     # About 7M parameters: translation from scratch on CPU.
     "t5-small-scratch": dict(arch="t5", d_model=256, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=4, d_kv=64),

@@ -36,7 +36,6 @@ class TrainingError(RuntimeError):
     """Training cannot continue; the message says why and what to do."""
 
 
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -68,11 +67,12 @@ def epoch_order(n: int, seed: int, epoch: int, lengths: list[int] | None = None,
     order = torch.randperm(n, generator=generator).tolist()
     if lengths is None:
         return order
-    group = 50 * batch
-    batches = [chunk[i : i + batch] for start in range(0, n, group)
-               for chunk in [sorted(order[start : start + group], key=lambda j: lengths[j])] for i in range(0, len(chunk), batch)]
-    last = [batches.pop()] if len(batches[-1]) < batch else []
-    return [j for b in torch.randperm(len(batches), generator=generator).tolist() for j in batches[b]] + [j for b in last for j in b]
+    batches = []
+    for start in range(0, n, 50 * batch):
+        group = sorted(order[start : start + 50 * batch], key=lambda j: lengths[j])
+        batches += [group[i : i + batch] for i in range(0, len(group), batch)]
+    short = batches.pop() if len(batches[-1]) < batch else []
+    return [j for b in torch.randperm(len(batches), generator=generator).tolist() for j in batches[b]] + short
 
 
 # ----------------------------------------------------------------------------- checkpoints

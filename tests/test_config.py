@@ -104,3 +104,15 @@ def test_yaml_with_a_byte_order_mark_loads(tmp_path):
     path = tmp_path / "bom.yaml"
     path.write_bytes("\ufeffmethod: sft\n".encode())
     assert load_config(path).method == "sft"
+
+
+def test_two_sft_configs_are_not_told_apart_by_the_warmup_section_sft_never_reads():
+    from warmgen.config import differences
+
+    def config(method, steps, lr=1e-3):
+        return load_config(None, [("method", method), ("warmup.sft_warm_start_steps", steps), ("train.learning_rate", lr)]).to_dict()
+
+    assert differences(config("sft", 0), config("sft", 5)) == []
+    assert differences(config("sft", 0), config("sft", 5, lr=2e-3)) == ["train.learning_rate: 0.001 there, 0.002 now"]
+    assert differences(config("warmup", 0), config("warmup", 5)) == ["warmup.sft_warm_start_steps: 0 there, 5 now"]
+    assert differences(config("sft", 0), config("warmup", 0)) == ["method: 'sft' there, 'warmup' now"]

@@ -9,6 +9,7 @@ A comparison spec (YAML):
     contrasts: [[amortised, marginal]]   # further (variant, reference) pairs to compare (optional)
     bootstrap: 1000            # resamples
     budget: epochs             # or wall_clock (below)
+    warm_start_from: sft       # warmup variants take their SFT warm start from this variant (optional, below)
     variants:                  # name: config overrides (any field)
       sft: {method: sft}
       best_of_k: {method: warmup}
@@ -30,6 +31,13 @@ at its epochs, so raise its `train.epochs` to let it use the whole time). For on
 for every variant, put `train.max_train_seconds` in `overrides` instead. The report's `epochs`
 column shows how far each variant got. Wall-clock budgets are only as fair as the machine is quiet:
 see the `train_load_average` column.
+
+Shared warm start: with `warm_start_from: <an SFT variant>`, a warmup variant whose
+`warmup.sft_warm_start_steps` is N does not train those N SFT steps itself: the SFT variant (trained
+first) keeps its checkpoint of step N (`train.save_checkpoints_at`) and the warmup variant of the
+same seed starts from it (`warmup.sft_warm_start_from`). The configs must agree apart from method
+and warmup.*, so the warmup run computes what it would have computed alone (its training time
+includes the SFT steps' time), except that its best checkpoint is chosen from step N on.
 
 Significance: a paired bootstrap over test examples, pooled over seeds. Each resample draws
 example indices once; each metric is recomputed on them for every seed of both variants (from
@@ -54,11 +62,10 @@ import yaml
 
 from . import metrics
 from .config import ConfigError, differences, load_config, parse_overrides, read_yaml
-from .models import PRESETS, resolve_sep_init
 from .tasks import load_task
-from .rundir import folder_holder, hold_folder, resumable
+from .rundir import comparable, folder_holder, hold_folder, resumable, step_checkpoint
 
-SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget"}
+SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from"}
 BUDGETS = ("epochs", "wall_clock")
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
@@ -95,12 +102,27 @@ def load_spec(path: Path) -> dict:
             raise ConfigError(f"{path}: budget: wall_clock sets train.max_train_seconds from the baseline's training time; "
                               f"remove it from {'overrides' if 'train.max_train_seconds' in spec['overrides'] else f'variant {name!r}'}")
         # Fail now, not hours later: every variant's config must load.
-        load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items()))
+        variant_config(spec, name)
+    source = spec.setdefault("warm_start_from", None)
+    if source is not None and (source not in spec["variants"] or variant_config(spec, source).method != "sft"):
+        raise ConfigError(f"{path}: warm_start_from must name a variant with method sft, not {source!r}")
     return spec
 
 
 def _args(changes: dict) -> list[str]:
     return [item for key, value in changes.items() for item in (f"--{key}", yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip())]
+
+
+def variant_config(spec: dict, variant: str, changes: dict | None = None):
+    """A variant's config as the spec gives it (`changes`: its overrides, when they differ from the spec's)."""
+    changes = spec["variants"][variant] if changes is None else changes
+    return load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items()))
+
+
+def warm_start_steps(spec: dict, variant: str) -> int:
+    """The SFT steps `variant` takes from the spec's warm_start_from variant (0: none)."""
+    config = variant_config(spec, variant)
+    return config.warmup.sft_warm_start_steps if spec["warm_start_from"] and config.method == "warmup" else 0
 
 
 def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
@@ -113,14 +135,20 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
             if differences:
                 raise ConfigError(f"{run_dir / 'config.yaml'}: this run was trained with another config than the spec gives now "
                                   f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
-    # The baseline first: under a wall-clock budget the others need its training time.
-    for variant in [baseline] + [v for v in spec["variants"] if v != baseline]:
+    # The warm start's source, then the baseline: the others need its checkpoints, its training time under a wall-clock budget.
+    first = [v for v in (spec["warm_start_from"], baseline) if v]
+    for variant in dict.fromkeys(first + list(spec["variants"])):
         for seed in spec["seeds"]:
             run_dir = output / variant / f"seed{seed}"
             changes = run_changes(spec, output, variant, seed)
             if (run_dir / "results.json").is_file():
                 print(f"[compare] {variant} seed {seed}: done, skipped")
                 continue
+            start = changes.get("warmup.sft_warm_start_from")
+            if start and not Path(start).is_dir():
+                raise ConfigError(f"{start} is missing: {spec['warm_start_from']} seed {seed} was trained without keeping the checkpoint "
+                                  f"{variant} starts from; delete {Path(start).parent.parent} to train it again, or remove "
+                                  "warm_start_from from the spec")
             command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
             command += (["--config", spec["base"]] if "base" in spec else []) + _args(spec["overrides"]) + _args(changes) + list(overrides)
             # A run stopped before its first checkpoint has nothing to continue: it starts again.
@@ -133,8 +161,14 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
 
 
 def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
-    """The variant's overrides, plus under a wall-clock budget the baseline's training time on this seed (once it has one)."""
+    """The variant's overrides, plus under a wall-clock budget the baseline's training time on this seed (once it has one),
+    plus, with warm_start_from, the checkpoints the SFT variant keeps and the one each warmup variant starts from."""
     changes = dict(spec["variants"][variant])
+    source = spec["warm_start_from"]
+    if variant == source:
+        changes["train.save_checkpoints_at"] = sorted({n for v in spec["variants"] if (n := warm_start_steps(spec, v))})
+    elif source and (steps := warm_start_steps(spec, variant)):
+        changes["warmup.sft_warm_start_from"] = str(step_checkpoint(output / source / f"seed{seed}", steps))
     baseline_results = output / spec["baseline"] / f"seed{seed}" / "results.json"
     if spec["budget"] == "wall_clock" and variant != spec["baseline"] and baseline_results.is_file():
         changes["train.max_train_seconds"] = round(json.loads(baseline_results.read_text())["train_seconds"], 3)
@@ -150,25 +184,10 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return []
-    saved = _settled(read_yaml(saved_path) or {})
-    wanted = _settled(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
-                                           + parse_overrides(overrides) + [("seed", seed)]).to_dict())
+    saved = comparable(read_yaml(saved_path) or {})
+    wanted = comparable(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
+                                    + parse_overrides(overrides) + [("seed", seed)]).to_dict())
     return differences(saved, wanted)
-
-
-def _settled(config: dict) -> dict:
-    """`auto` settings replaced by what they mean where the model is not needed to tell.
-
-    `model.sep_init: auto` where that needs no tokenizer (SFT, models from scratch), and
-    `warmup.merge_repeats: auto` by false: the two differ only without dropout, where merging
-    computes the same loss and gradient, so a run from before `auto` existed still matches.
-    """
-    model, warmup = config.get("model", {}), config.get("warmup", {})
-    if "sep_init" in model:
-        model["sep_init"] = resolve_sep_init(model["sep_init"], None, model.get("name") in PRESETS, config.get("method") == "warmup")
-    if warmup.get("merge_repeats") == "auto":
-        warmup["merge_repeats"] = False
-    return config
 
 
 def _run_child(command: list[str], log) -> int:

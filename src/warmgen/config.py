@@ -173,6 +173,11 @@ class WarmupConfig:
     no_warmup_candidate: bool = False
     # Optimizer steps of plain SFT (`y </s>`) before warmup sampling starts.
     sft_warm_start_steps: int = 0
+    # Take those steps from an SFT run instead of training them again: its checkpoint at step
+    # sft_warm_start_steps (`checkpoints/step-N`, kept by its train.save_checkpoints_at). The SFT
+    # run's config must equal this one apart from method and warmup.*, so the result is the same
+    # as training the warm start here, except that `best` is chosen among evaluations from step N on.
+    sft_warm_start_from: Optional[str] = None
     # Amortised warmups (beyond the paper; cuts sampling and scoring): remember each training
     # example's best warmup (top-ranked by rank_by when last scored) and re-score it at every visit
     # beside only `fresh_warmups` new samples. An example's first visit samples num_warmups.
@@ -225,6 +230,9 @@ class TrainConfig:
     lr_decay_by_time: bool = False
     # Evaluate on dev and save `best`/`last` every N optimizer steps (0 = once per epoch).
     eval_every: int = 0
+    # Also keep a resumable checkpoint at these optimizer steps (`checkpoints/step-N`): a warmup
+    # run can start from one (warmup.sft_warm_start_from) instead of repeating its SFT warm start.
+    save_checkpoints_at: list[int] = field(default_factory=list)
     log_every: int = 10
     # A step with a NaN/inf loss or gradient is skipped; this many in a row stop the run.
     max_bad_steps: int = 10
@@ -449,11 +457,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str
 
 
 # Fields that say where a run is kept or how it is logged, not what it computes.
-BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "decode.batch_size")
+BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "train.save_checkpoints_at",
+               "decode.batch_size")
 
 
 def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
-    """Where two configs (as dicts) differ, as "key: old there, new now"; a field `old` lacks (an older warmgen) is not compared."""
+    """Where two configs (as dicts) differ, as "key: old there, new now"; a field `old` lacks (an older warmgen) is not compared,
+    nor, between two SFT configs, the warmup section that SFT never reads."""
+    if old.get("method") == new.get("method") == "sft":
+        ignore = ignore + ("warmup",)
     found = []
     for key, value in new.items():
         if key not in old:
@@ -461,7 +473,7 @@ def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> 
         pairs = value.items() if isinstance(value, dict) else [(None, value)]
         for sub_key, sub_value in pairs:
             name = key if sub_key is None else f"{key}.{sub_key}"
-            if name in ignore or (sub_key is not None and sub_key not in old[key]):
+            if name in ignore or key in ignore or (sub_key is not None and sub_key not in old[key]):
                 continue
             before = old[key] if sub_key is None else old[key][sub_key]
             if before != sub_value:
@@ -513,6 +525,9 @@ def validate(config: Config) -> None:
         (t.log_every >= 1, "train.log_every must be at least 1"),
         (t.samples_every >= 0, "train.samples_every must be >= 0 (0 = never)"),
         (w.sft_warm_start_steps >= 0, "warmup.sft_warm_start_steps must be >= 0"),
+        (not w.sft_warm_start_from or (config.method == "warmup" and w.sft_warm_start_steps > 0),
+         "warmup.sft_warm_start_from needs method: warmup and warmup.sft_warm_start_steps > 0 (the step it starts from)"),
+        (all(n >= 1 for n in t.save_checkpoints_at), "train.save_checkpoints_at lists optimizer steps, each at least 1"),
         (config.decode.batch_size >= 1, "decode.batch_size must be at least 1"),
         (t.batch_size >= 1, "train.batch_size must be at least 1"),
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),

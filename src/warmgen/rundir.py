@@ -4,7 +4,7 @@
     samples.jsonl       sampled warmups + rewards  results.json    final test/dev metrics
     eval/{dev,test}/    metrics + predictions      .lock           held while a run trains here
     checkpoints/last    checkpoints/best           save_pretrained folders (+ warmgen.yaml);
-                                                   last also has trainer_state.pt
+    checkpoints/step-N                             last and step-N also have trainer_state.pt
 
 Nothing here knows how training works: it keeps what the loop hands it and gives it back.
 """
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, ConfigError, load_config
-from .models import SEP, load_adapter, load_pretrained
+from .config import BOOKKEEPING, Config, ConfigError, differences, load_config, read_yaml
+from .models import PRESETS, SEP, load_adapter, load_pretrained, resolve_sep_init
 
 
 class RunFolderError(RuntimeError):
@@ -92,6 +92,11 @@ def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None
     for name in found:
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def step_checkpoint(run_dir: Path, step: int) -> Path:
+    """Where `train.save_checkpoints_at` keeps the checkpoint of optimizer step `step`."""
+    return run_dir / "checkpoints" / f"step-{step}"
 
 
 def resumable(run_dir: Path) -> bool:
@@ -209,3 +214,71 @@ def truncate_log(path: Path, step: int) -> None:
     if path.exists():
         lines = [l for l in path.read_text().splitlines() if json.loads(l).get("step", 0) <= step]
         path.write_text("".join(l + "\n" for l in lines))
+
+
+def comparable(config: dict) -> dict:
+    """A config (as a dict) with `auto` settings replaced by what they mean where the model is not needed to tell.
+
+    `model.sep_init: auto` where that needs no tokenizer (SFT, models from scratch), and
+    `warmup.merge_repeats: auto` by false: the two differ only without dropout, where merging
+    computes the same loss and gradient, so a run from before `auto` existed still matches.
+    """
+    model, warmup = config.get("model", {}), config.get("warmup", {})
+    if "sep_init" in model:
+        model["sep_init"] = resolve_sep_init(model["sep_init"], None, model.get("name") in PRESETS, config.get("method") == "warmup")
+    if warmup.get("merge_repeats") == "auto":
+        warmup["merge_repeats"] = False
+    return config
+
+
+# What may differ between an SFT run and a warmup run that starts from its checkpoint.
+WARM_START_FREE = BOOKKEEPING + ("method", "warmup")
+
+
+def load_warm_start(config: Config, processes: int):
+    """(model, tokenizer, sep_id, trainer state, the SFT run's training log up to the branch) for
+    `warmup.sft_warm_start_from`, after checking that the checkpoint is the warm start this run would train."""
+    folder = Path(config.warmup.sft_warm_start_from)
+    steps = config.warmup.sft_warm_start_steps
+    where = f"warmup.sft_warm_start_from: {folder}"
+    if not (folder / STATE_NAME).is_file():
+        raise ConfigError(f"{where} has no {STATE_NAME}: name the checkpoints/step-{steps} folder of an SFT run that "
+                          f"kept it (train.save_checkpoints_at: [{steps}])")
+    saved = read_yaml(folder / CONFIG_NAME) or {}
+    if saved.get("method") != "sft":
+        raise ConfigError(f"{where} was trained with method {saved.get('method')!r}, not sft")
+    changed = differences(comparable(saved), comparable(config.to_dict()), WARM_START_FREE)
+    model, tokenizer, sep_id, _ = load_checkpoint(folder)
+    scratch = config.model.name in PRESETS
+    ours, theirs = (resolve_sep_init(c, tokenizer, scratch, learns) for c, learns in ((config.model.sep_init, True),
+                                                                                     (saved["model"]["sep_init"], False)))
+    if ours != theirs:  # an SFT run under `auto` keeps <sep>'s row random; a pretrained warmup run would copy a newline's
+        changed.append(f"model.sep_init: {theirs!r} there, {ours!r} now (set model.sep_init: {theirs!r} to start from it)")
+    if changed:
+        raise ConfigError(f"{where} was trained with another config ({'; '.join(changed)}): only method and warmup.* may "
+                          "differ, or the warm start would not be this run's")
+    state = load_trainer_state(folder / STATE_NAME)
+    if state["step"] != steps:
+        raise ConfigError(f"{where} is the checkpoint of step {state['step']}, not of warmup.sft_warm_start_steps {steps}")
+    if len(state["rng"]) != processes:
+        raise ConfigError(f"{where} was saved by {len(state['rng'])} process(es); start from it with as many, not {processes}")
+    state["best"] = {"metric": None, "step": None}  # SFT's best was chosen by decoding without warmups
+    log = folder.parent.parent / "metrics.jsonl"
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] if log.is_file() else []
+    rows = [row for row in rows if "loss" in row and row.get("step", 0) <= steps]
+    return model, tokenizer, sep_id, state, rows
+
+
+def write_samples(stream, step: int, examples, result, layout) -> None:
+    """A few training examples with their warmups (distinct when merged), how often each was drawn,
+    rewards log P(y|c,x) and objective weights."""
+    decode_text = layout.tokenizer.decode
+    for b, example in enumerate(examples[:3]):
+        candidates = [
+            {"warmup": decode_text(warmup), "draws": int(result.draws[b, i].item()),
+             "reward": round(result.rewards[b, i].item(), 4), "weight": round(result.weights[b, i].item(), 4)}
+            for i, warmup in enumerate(result.candidates[b])
+        ]
+        stream.write(json.dumps({"step": step, "source": example.source, "target": example.target, "candidates": candidates},
+                                ensure_ascii=False) + "\n")
+    stream.flush()

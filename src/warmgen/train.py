@@ -26,8 +26,8 @@ from .layout import make_layout
 from .models import count_parameters, has_dropout, load_model
 from .provenance import git_commit, library_versions
 from .records import DataError
-from .rundir import (CONFIG_NAME, STATE_NAME, clear_run_folder, hold_folder, load_checkpoint, load_trainer_state, rng_state,
-                     save_checkpoint, set_rng_state, truncate_log)
+from .rundir import (CONFIG_NAME, STATE_NAME, clear_run_folder, hold_folder, load_checkpoint, load_trainer_state, load_warm_start,
+                     rng_state, save_checkpoint, set_rng_state, step_checkpoint, truncate_log, write_samples)
 from .tasks import load_task
 from .warmup import WarmupMemory, merges_repeats, warmup_step
 
@@ -121,7 +121,7 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
     train_examples = task.split("train")
     has_dev = bool(task.splits.get("dev"))
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
-    state = None
+    state, warm_start_log = None, []
     if resume:
         old = last_dir.with_name(last_dir.name + ".old")
         if not last_dir.exists() and (old / STATE_NAME).is_file():
@@ -137,6 +137,8 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
         state = load_trainer_state(last_dir / STATE_NAME)
         if len(state["rng"]) != procs.world:
             raise TrainingError(f"{last_dir} was saved by {len(state['rng'])} process(es); resume it with as many, not {procs.world}")
+    elif config.method == "warmup" and config.warmup.sft_warm_start_from:
+        model, tokenizer, sep_id, state, warm_start_log = load_warm_start(config, procs.world)
     elif procs.world == 1:
         model, tokenizer, sep_id = _new_model(config, train_examples)
     else:
@@ -190,7 +192,7 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
             memory.load_state_dict(state["warmup_memory"])
     if procs.is_main:
         for name in ("metrics.jsonl", "samples.jsonl"):
-            if state is not None:
+            if resume:
                 truncate_log(run_dir / name, step)
             else:
                 (run_dir / name).unlink(missing_ok=True)
@@ -201,6 +203,8 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
               "family": layout.family, "dropout": has_dropout(model)}
     if config.method == "warmup":
         header["merge_repeats"] = merges_repeats(config.warmup, header["dropout"])
+        if config.warmup.sft_warm_start_from:
+            header["sft_warm_start_from"] = config.warmup.sft_warm_start_from
     metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if procs.is_main else None
     samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8") if procs.is_main else None
 
@@ -209,9 +213,10 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
             metrics_log.write(json.dumps(row) + "\n")
             metrics_log.flush()
 
-    if state is None and procs.is_main:
+    if not resume and procs.is_main:
         print(json.dumps(header))
-        log(header)
+        for row in [header] + warm_start_log:  # the SFT run's training log of the steps this run starts after
+            log(row)
 
     def evaluate_and_save() -> None:
         # Every process calls this: the gathers below (and, for a sharded model, evaluation) need them all.
@@ -230,13 +235,22 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
                 save_checkpoint(best_dir, model, tokenizer, config, None, weights)
             if has_dev:
                 tqdm.write(f"step {step}: dev {task.primary_metric} {value:.4f} (best {best['metric']:.4f} at step {best['step']})")
-            save_checkpoint(last_dir, model, tokenizer, config,
-                            {"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
-                             "generated_tokens": generated_tokens, "skipped_steps": skipped_steps, "optimizer": optimizer_state,
-                             "scheduler": scheduler.state_dict(), "best": best, "rng": rng,
-                             **({"warmup_memory": memory.state_dict()} if memory is not None else {})}, weights)
+            save_checkpoint(last_dir, model, tokenizer, config, trainer_state(rng, optimizer_state), weights)
             log(row)
         procs.barrier()
+
+    def keep_checkpoint() -> None:  # train.save_checkpoints_at; every process calls it, as evaluate_and_save
+        rng = procs.gather(rng_state())
+        weights, optimizer_state = procs.full_state_dict(model), procs.optimizer_state(model, optimizer)
+        if procs.is_main:
+            save_checkpoint(step_checkpoint(run_dir, step), model, tokenizer, config, trainer_state(rng, optimizer_state), weights)
+        procs.barrier()
+
+    def trainer_state(rng: list, optimizer_state: dict) -> dict:
+        return {"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
+                "generated_tokens": generated_tokens, "skipped_steps": skipped_steps, "optimizer": optimizer_state,
+                "scheduler": scheduler.state_dict(), "best": best, "rng": rng,
+                **({"warmup_memory": memory.state_dict()} if memory is not None else {})}
 
     def out_of_time() -> bool:
         # One answer for all processes: one stopping alone would leave the others waiting in a collective.
@@ -248,6 +262,8 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
     accumulated: dict[str, float] = {}
     micro, bad_batch, consecutive_bad = 0, False, 0
     stopped_by_time = out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
+    if state is not None and not resume and t.eval_every and step % t.eval_every == 0:
+        evaluate_and_save()  # the evaluation a run that trained its own warm start makes at this step
     tick = time.time()
     while step < total_steps and not stopped_by_time:
         order = epoch_order(len(data), config.seed, epoch, lengths, global_batch)
@@ -339,6 +355,8 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
             eval_due = step % t.eval_every == 0 if t.eval_every else batch_index >= batches_per_epoch
             if eval_due or step == total_steps or stopped_by_time:
                 evaluate_and_save()
+            if step in t.save_checkpoints_at:
+                keep_checkpoint()
             if stopped_by_time:
                 tqdm.write(f"step {step}: time budget train.max_train_seconds = {t.max_train_seconds:g} reached "
                            f"({train_seconds:.0f} s of training), stopping before step {total_steps}")
@@ -372,17 +390,3 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
 
-
-def write_samples(stream, step: int, examples, result, layout) -> None:
-    """A few training examples with their warmups (distinct when merged), how often each was drawn,
-    rewards log P(y|c,x) and objective weights."""
-    decode_text = layout.tokenizer.decode
-    for b, example in enumerate(examples[:3]):
-        candidates = [
-            {"warmup": decode_text(warmup), "draws": int(result.draws[b, i].item()),
-             "reward": round(result.rewards[b, i].item(), 4), "weight": round(result.weights[b, i].item(), 4)}
-            for i, warmup in enumerate(result.candidates[b])
-        ]
-        stream.write(json.dumps({"step": step, "source": example.source, "target": example.target, "candidates": candidates},
-                                ensure_ascii=False) + "\n")
-    stream.flush()

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from warmgen.config import load_config  # noqa: E402
+from warmgen.config_files import load_config  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
 from recording import head_commit  # noqa: E402  benchmarks/, this script's folder
 

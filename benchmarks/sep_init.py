@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from warmgen.config import load_config  # noqa: E402
+from warmgen.config_files import load_config  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import load_model  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402

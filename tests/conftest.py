@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from warmgen.config import Config
+from warmgen.config import WarmupConfig
 from warmgen.layout import make_layout
 from warmgen.models import build_preset, prepare_tokenizer
 
@@ -15,7 +15,7 @@ def tiny(preset: str, **overrides):
     torch.manual_seed(0)
     model, tokenizer = build_preset(preset, TEXTS, vocab_size=300)
     sep_id = prepare_tokenizer(model, tokenizer)
-    config = Config()
+    config = WarmupConfig()
     for key, value in overrides.items():
         section, name = key.split("__")
         setattr(getattr(config, section), name, value)

@@ -1,6 +1,8 @@
 import pytest
 
-from warmgen.config import ConfigError, load_config, parse_overrides
+from warmgen.config import ConfigError
+
+from warmgen.config_files import load_config, parse_overrides
 
 
 def write(tmp_path, text):
@@ -107,7 +109,7 @@ def test_yaml_with_a_byte_order_mark_loads(tmp_path):
 
 
 def test_two_sft_configs_are_not_told_apart_by_the_warmup_section_sft_never_reads():
-    from warmgen.config import differences
+    from warmgen.config_files import differences
 
     def config(method, steps, lr=1e-3):
         return load_config(None, [("method", method), ("warmup.sft_warm_start_steps", steps), ("train.learning_rate", lr)]).to_dict()

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from warmgen.config import ConfigError, parse_overrides
+from warmgen.config import ConfigError
+
+from warmgen.config_files import parse_overrides
 from warmgen.demo import run_demo
 
 TINY = parse_overrides(["--model.name", "t5-tiny", "--data.max_train_examples", "16", "--data.max_dev_examples", "4",

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from warmgen.config import SECTIONS, TOP_LEVEL, Config, load_config
+from warmgen.config import SECTIONS, TOP_LEVEL, WarmupConfig
+
+from warmgen.config_files import load_config
 from warmgen.demo import demo_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +28,7 @@ RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("**/*.yaml") if p.parent
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_shipped_configs_load(path):
-    assert isinstance(load_config(path), Config)
+    assert isinstance(load_config(path), WarmupConfig)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "compare").glob("*.yaml")), ids=lambda p: p.name)

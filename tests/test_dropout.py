@@ -7,7 +7,7 @@ import torch
 from conftest import TEXTS, tiny
 
 from warmgen.cli import main
-from warmgen.config import WarmupConfig
+from warmgen.config import WarmupOptions
 from warmgen.models import build_preset, has_dropout, load_pretrained, set_dropout
 from warmgen.warmup import merges_repeats
 from test_cli import TINY
@@ -45,10 +45,10 @@ def test_llama_attention_dropout_counts_as_dropout():
 
 
 def test_merge_repeats_auto_merges_only_without_dropout():
-    auto, on, off = (WarmupConfig(merge_repeats=m) for m in ("auto", True, False))
+    auto, on, off = (WarmupOptions(merge_repeats=m) for m in ("auto", True, False))
     assert merges_repeats(auto, dropout=False) and not merges_repeats(auto, dropout=True)
     assert merges_repeats(on, dropout=True) and not merges_repeats(off, dropout=False)
-    assert merges_repeats(WarmupConfig(merge_repeats=False, rank_by="joint"), dropout=True)  # joint's marginal counts each once
+    assert merges_repeats(WarmupOptions(merge_repeats=False, rank_by="joint"), dropout=True)  # joint's marginal counts each once
 
 
 @pytest.mark.parametrize("dropout,merged", [(None, True), ("0.1", False)])

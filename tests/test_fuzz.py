@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import warmgen.cli
 import warmgen.train
-from warmgen.config import SECTIONS, TOP_LEVEL, ConfigError, load_config
+from warmgen.config import SECTIONS, TOP_LEVEL, ConfigError
+from warmgen.config_files import load_config
 from warmgen.records import DataError, read_jsonl, read_parallel, read_tsv
 
 from helpers.faults import failing_on_call

@@ -79,7 +79,7 @@ def test_a_tsv_header_row_is_not_an_example(tmp_path, header):
 
 
 def test_an_empty_dev_file_and_a_missing_file_name_the_setting_and_the_path_as_written(tmp_path):
-    from warmgen.config import load_config, parse_overrides
+    from warmgen.config_files import load_config, parse_overrides
     from warmgen.tasks import load_task
 
     (tmp_path / "train.tsv").write_text("cat\tK AE1 T\n")

@@ -13,7 +13,8 @@ import torch
 import warmgen.models
 import warmgen.train
 from warmgen.cli import main
-from warmgen.config import ConfigError, load_config, parse_overrides
+from warmgen.config import ConfigError
+from warmgen.config_files import load_config, parse_overrides
 from warmgen.models import build_preset, prepare_tokenizer
 from warmgen.records import DataError
 from warmgen.train import TrainingError, train

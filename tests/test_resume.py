@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import warmgen.train
-from warmgen.config import load_config, parse_overrides
+from warmgen.config_files import load_config, parse_overrides
 from warmgen.train import train
 
 from helpers.faults import failing_on_call, ticking_clock

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny
 
-from warmgen.config import WarmupConfig
+from warmgen.config import WarmupOptions
 from warmgen.decode import WarmupLogitsProcessor, generate_warmups
 from warmgen.warmup import sample_candidates
 
@@ -57,7 +57,7 @@ def test_caps_at_max_length_and_counts_truncation(any_family):
 
 def test_no_warmup_candidate_is_the_last_of_k(tiny_t5):
     model, layout, _ = tiny_t5
-    config = WarmupConfig(num_warmups=3, no_warmup_candidate=True, max_warmup_length=4)
+    config = WarmupOptions(num_warmups=3, no_warmup_candidate=True, max_warmup_length=4)
     warmups, truncated = sample_candidates(model, layout, [layout.source_ids(s)[0] for s in ("a", "b")], config)
     assert [len(w) for w in warmups] == [3, 3] and warmups[0][2] == [] and warmups[1][2] == [] and truncated[0][2] is False
 

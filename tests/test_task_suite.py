@@ -7,7 +7,8 @@ import torch
 from conftest import tiny
 
 from warmgen.cli import main
-from warmgen.config import ConfigError, load_config, parse_overrides
+from warmgen.config import ConfigError
+from warmgen.config_files import load_config, parse_overrides
 from warmgen.decode import score_options
 from warmgen.metrics import compute, parse_choice
 from warmgen.records import DataError

@@ -8,7 +8,8 @@ import yaml
 
 import warmgen.train
 from warmgen.compare import run_comparison
-from warmgen.config import ConfigError, load_config, parse_overrides
+from warmgen.config import ConfigError
+from warmgen.config_files import load_config, parse_overrides
 from warmgen.rundir import step_checkpoint
 from warmgen.train import train
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny
 
-from warmgen.config import WarmupConfig
+from warmgen.config import WarmupOptions
 from warmgen.warmup import WarmupMemory, objective_terms, warmup_step
 
 
@@ -13,7 +13,7 @@ from warmgen.warmup import WarmupMemory, objective_terms, warmup_step
 def test_step_objective_and_gradient_match_the_definition(preset, objective):
     """best_of_k back-propagates only through the chosen candidate; the value and gradient must not change."""
     model, layout, _ = tiny(preset)  # eval mode: no dropout, so both computations see the same model
-    config = WarmupConfig(objective=objective, num_warmups=3, max_warmup_length=4, warmup_loss_weight=0.5)
+    config = WarmupOptions(objective=objective, num_warmups=3, max_warmup_length=4, warmup_loss_weight=0.5)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M")]
     torch.manual_seed(3)
@@ -40,7 +40,7 @@ def test_kept_warmups_and_ragged_candidates(objective):
     """With a memory plan (kept warmup + a varying number of fresh samples), the kept warmup is the
     first candidate, the counts follow the plan, and value and gradient equal the per-example definition."""
     model, layout, _ = tiny("llama-tiny")
-    config = WarmupConfig(objective=objective, num_warmups=3, max_warmup_length=4, keep_best_warmup=True)
+    config = WarmupOptions(objective=objective, num_warmups=3, max_warmup_length=4, keep_best_warmup=True)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
     kept, fresh = [None, [5, 6], [7]], [3, 2, 0]
@@ -78,7 +78,7 @@ def assert_per_example_definition(step, fast, model, score, sources, targets, ca
 
 
 def test_memory_plans_first_visits_refreshes_and_adaptive_k():
-    config = WarmupConfig(num_warmups=4, keep_best_warmup=True, fresh_warmups=2, refresh_every=2, target_reward=-0.5)
+    config = WarmupOptions(num_warmups=4, keep_best_warmup=True, fresh_warmups=2, refresh_every=2, target_reward=-0.5)
     memory = WarmupMemory(config)
     assert memory.plan([0, 1]) == ([None, None], [4, 4])  # first visits sample all k
     memory.apply([(0, [9, 9], -2.0), (1, [8], -0.1)])
@@ -95,7 +95,7 @@ def test_memory_plans_first_visits_refreshes_and_adaptive_k():
 @pytest.mark.parametrize("rank_by", ["reward", "joint"])
 def test_memory_keeps_the_best_candidate_per_example(rank_by):
     model, layout, _ = tiny("t5-tiny")
-    config = WarmupConfig(num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by=rank_by, warmup_loss_weight=0.5)
+    config = WarmupOptions(num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by=rank_by, warmup_loss_weight=0.5)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M")]
     memory = WarmupMemory(config)
@@ -119,7 +119,7 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
     that "joint" marginal is the candidate-set marginal, which counts each distinct warmup once.
     Without, every draw is scored."""
     model, layout, _ = tiny("llama-tiny")
-    config = WarmupConfig(objective=objective, num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by=rank_by,
+    config = WarmupOptions(objective=objective, num_warmups=3, max_warmup_length=4, keep_best_warmup=True, rank_by=rank_by,
                           merge_repeats=merge)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
@@ -156,7 +156,7 @@ def test_first_draws_sample_the_rest_only_where_they_disagree(monkeypatch):
     """Adaptive k by agreement: 2 draws each, then 2 more only for the example whose 2 differed;
     the step trains on the ragged candidates with the per-example definition."""
     model, layout, _ = tiny("llama-tiny")
-    config = WarmupConfig(objective="marginal", num_warmups=4, max_warmup_length=4, first_draws=2, merge_repeats=False)
+    config = WarmupOptions(objective="marginal", num_warmups=4, max_warmup_length=4, first_draws=2, merge_repeats=False)
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
     draws = {0: [[8, 9], [8, 9]], 1: [[5], [6], [7], [5]], 2: [[], []]}  # per source, in drawing order

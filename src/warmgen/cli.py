@@ -15,7 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, parse_overrides, set_value, validate
+from .config import ConfigError, validate
+
+from .config_files import load_config, parse_overrides, set_value
 from .distributed import leave_process_group
 from .records import DataError
 from .rundir import RunFolderError
@@ -82,7 +84,7 @@ def cmd_eval(args, overrides: list[str]) -> None:
 
 
 def cmd_generate(args, overrides: list[str]) -> None:
-    from .decode import decode
+    from .trainer import generate
 
     _, model, layout, config = _load(args.path, overrides)
     inputs = list(args.inputs)
@@ -90,21 +92,14 @@ def cmd_generate(args, overrides: list[str]) -> None:
         inputs += [line.rstrip("\n") for line in open(args.file, encoding="utf-8") if line.strip()]
     if not inputs:
         raise ConfigError("generate: give inputs as arguments or with --file")
-    model.eval()
-    use_warmup = config.method == "warmup"
-    for start in range(0, len(inputs), config.decode.batch_size):
-        chunk = inputs[start : start + config.decode.batch_size]
-        generations = decode(model, layout, [layout.source_ids(text)[0] for text in chunk], use_warmup, config)
-        for text, generation in zip(chunk, generations):
-            warmup = None if generation.warmup is None else layout.tokenizer.decode(generation.warmup)
-            output = layout.tokenizer.decode(generation.target, skip_special_tokens=True).strip()
-            if args.json:
-                print(json.dumps({"input": text, "warmup": warmup, "output": output}, ensure_ascii=False))
-            else:
-                print(text)
-                if warmup is not None:
-                    print(f"  warmup: {warmup}")
-                print(f"  output: {output}")
+    for text, (warmup, output) in zip(inputs, generate(model, layout.tokenizer, inputs, config)):
+        if args.json:
+            print(json.dumps({"input": text, "warmup": warmup, "output": output}, ensure_ascii=False))
+        else:
+            print(text)
+            if warmup is not None:
+                print(f"  warmup: {warmup}")
+            print(f"  output: {output}")
 
 
 def cmd_compare(args, overrides: list[str]) -> None:

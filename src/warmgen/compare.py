@@ -61,7 +61,8 @@ import numpy as np
 import yaml
 
 from . import metrics
-from .config import ConfigError, differences, load_config, parse_overrides, read_yaml
+from .config import ConfigError
+from .config_files import differences, load_config, parse_overrides, read_yaml
 from .tasks import load_task
 from .rundir import comparable, folder_holder, hold_folder, resumable, step_checkpoint
 

@@ -1,6 +1,6 @@
 """Run configuration: grouped dataclasses, YAML loading, `--section.key value` overrides.
 
-A run is described by one `Config`. YAML files mirror its sections:
+A run is described by one `WarmupConfig`. YAML files mirror its sections:
 
     method: warmup
     model: {name: t5-mini}
@@ -9,30 +9,42 @@ A run is described by one `Config`. YAML files mirror its sections:
     train: {learning_rate: 1.0e-3, epochs: 4}
 
 Every field can be overridden from the command line as `--warmup.num_warmups 8` (or, when the
-field name is unique across sections, `--num_warmups 8`). Unknown keys and wrong types raise
-`ConfigError` listing what is valid.
+field name is unique across sections, `--num_warmups 8`). In Python, fields are checked as they
+are set, in the constructor too: `WarmupConfig(train={"epochs": 2})`, `config.warmup.num_warmups = 8`.
+Unknown keys (with the closest valid one) and wrong types raise `ConfigError`; the checks across
+fields run when a config is built, loaded or trained (`validate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import difflib
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 
+from .typecheck import ConfigError, check_type, field_types
 
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message says where and how."""
+
+class _Checked:
+    """A config section whose fields are checked as they are set: an unknown name or a value of the
+    wrong type is a ConfigError naming the field, never an attribute silently added or a failure later."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        types_ = field_types(type(self))
+        prefix = "" if type(self) is WarmupConfig else f"{SECTION_NAMES[type(self)]}."
+        if name not in types_:
+            close = difflib.get_close_matches(name, types_, n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"valid: {', '.join(prefix + n for n in types_)}"
+            raise ConfigError(f"unknown config key '{prefix}{name}': {hint}")
+        object.__setattr__(self, name, check_type(value, types_[name], prefix + name))
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Checked):
     """Which model to train and how to build it.
 
     `name` is one of: a preset built from scratch (`t5-tiny`, `t5-mini`, `t5-small-scratch`,
@@ -71,7 +83,7 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Checked):
     """Where examples come from and how long they may be.
 
     `task` selects the reader and metrics: `g2p` (built-in CMUdict grapheme-to-phoneme, needs no
@@ -127,14 +139,12 @@ class DataConfig:
 
 
 @dataclass
-class WarmupConfig:
+class WarmupOptions(_Checked):
     """Warmup Generations: sampling k warmups, scoring them, and the objective.
 
-    Only read when `method: warmup`. Defaults follow the G2P sweep in the README
-    (benchmarks/results/g2p-knobs-*.json): `marginal` was the best objective that did not
-    collapse; `no_warmup_candidate` and `min_warmup_length` led to empty or fixed warmups; a
-    weight of 0 on the warmup term was far worse. Models trained from scratch need
-    `sft_warm_start_steps` (pretrained ones already sample text).
+    Only read when `method: warmup`. The defaults follow the measured G2P sweep (docs/results-
+    undertrained.md). Models trained from scratch need `sft_warm_start_steps` (pretrained ones
+    already sample text).
     """
 
     objective: Literal["best_of_k", "marginal", "rloo"] = "marginal"
@@ -158,11 +168,10 @@ class WarmupConfig:
     # the reward.
     rank_by: Literal["reward", "joint"] = "reward"
     # Score a warmup drawn several times for one example once and count it as often as drawn
-    # (always so with rank_by joint, whose marginal counts each warmup once): about half the step
-    # time once warmups settle (README, Cost). Without dropout it is the same objective and
-    # gradient; with dropout the copies share one mask instead of averaging k, which made G2P's
-    # WER worse (0.961 against 0.946 at 3 seeds, README). `auto`: merge when the model has no
-    # dropout (Llama presets, SmolLM2 without LoRA, any model with model.dropout 0).
+    # (always so with rank_by joint, whose marginal counts each warmup once): less step time once
+    # warmups settle (docs/cost.md). Without dropout it is the same objective and gradient; with
+    # dropout the copies share one mask instead of averaging k, which made G2P worse (docs). `auto`:
+    # merge when the model has no dropout (Llama presets, SmolLM2 without LoRA, model.dropout 0).
     merge_repeats: Literal["auto", True, False] = "auto"
     # Adaptive k by agreement (beyond the paper): draw this many warmups per example first and the
     # other num_warmups - first_draws only for examples whose first draws are not all alike.
@@ -198,7 +207,7 @@ class WarmupConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Checked):
     """Optimiser, schedule, batching, evaluation and logging."""
 
     learning_rate: float = 1e-3
@@ -244,7 +253,7 @@ class TrainConfig:
 
 
 @dataclass
-class DecodeConfig:
+class DecodeConfig(_Checked):
     """Inference: warmup first (greedy or sampled), then the target (greedy or beam).
 
     Targets are cut at `data.max_target_length` tokens; warmups at `warmup.max_warmup_length`.
@@ -256,20 +265,27 @@ class DecodeConfig:
 
 
 @dataclass
-class Config:
-    """Everything one run needs; saved as `config.yaml` in the run directory."""
+class WarmupConfig(_Checked):
+    """Everything one run needs; saved as `config.yaml` in the run directory.
+
+    Sections can be given as their dataclass or as a dict of fields:
+    `WarmupConfig(method="sft", model={"name": "t5-mini"}, train={"epochs": 2})`.
+    """
 
     method: Literal["sft", "warmup"] = "warmup"
     seed: int = 0
     output_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    warmup: WarmupOptions = field(default_factory=WarmupOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     # Folder that relative data paths start from: set to the YAML file's folder when loading one,
     # and kept in saved configs so a checkpoint finds its data from anywhere.
     config_dir: str = "."
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -281,207 +297,15 @@ class Config:
 SECTIONS = {
     "model": ModelConfig,
     "data": DataConfig,
-    "warmup": WarmupConfig,
+    "warmup": WarmupOptions,
     "train": TrainConfig,
     "decode": DecodeConfig,
 }
 TOP_LEVEL = ("method", "seed", "output_dir", "config_dir")
+SECTION_NAMES = {cls: name for name, cls in SECTIONS.items()}
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _check_type(value: Any, expected: Any, key: str) -> Any:
-    """Return `value` converted to `expected`, or raise ConfigError naming `key`."""
-    origin = typing.get_origin(expected)
-    args = typing.get_args(expected)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(value, inner[0], key)
-    if origin is Literal:
-        if not any(value == a and type(value) is type(a) for a in args):  # 1 is not True
-            shown = ", ".join(str(a).lower() if isinstance(a, bool) else repr(a) for a in args)
-            raise ConfigError(f"{key}: {value!r} is not one of {shown}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if expected is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            number = float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
-        except ValueError:
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return number
-    if expected is bool and not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if expected is int and isinstance(value, bool):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if not isinstance(value, expected):
-        raise ConfigError(f"{key}: expected {expected.__name__}, got {value!r}")
-    return value
-
-
-def _valid_keys() -> str:
-    keys = list(TOP_LEVEL)
-    for section, cls in SECTIONS.items():
-        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
-    return ", ".join(keys)
-
-
-def set_value(config: Config, dotted_key: str, value: Any) -> None:
-    """Set one field, `section.name` or a unique bare `name`, checking its type."""
-    parts = dotted_key.split(".")
-    if len(parts) == 1 and parts[0] not in TOP_LEVEL:
-        owners = [s for s, cls in SECTIONS.items() if parts[0] in _field_types(cls)]
-        if len(owners) == 1:
-            parts = [owners[0], parts[0]]
-        elif len(owners) > 1:
-            raise ConfigError(
-                f"'{dotted_key}' is ambiguous: use one of {', '.join(f'{o}.{parts[0]}' for o in owners)}"
-            )
-    if len(parts) == 1 and parts[0] in TOP_LEVEL:
-        types_ = _field_types(Config)
-        setattr(config, parts[0], _check_type(value, types_[parts[0]], parts[0]))
-        return
-    if len(parts) == 2 and parts[0] in SECTIONS:
-        section = getattr(config, parts[0])
-        types_ = _field_types(SECTIONS[parts[0]])
-        if parts[1] in types_:
-            setattr(section, parts[1], _check_type(value, types_[parts[1]], ".".join(parts)))
-            return
-    raise ConfigError(f"unknown config key '{dotted_key}'. Valid keys: {_valid_keys()}")
-
-
-def apply_mapping(config: Config, mapping: dict[str, Any], origin: str) -> None:
-    """Apply a nested YAML mapping; errors name `origin` (the file) and the key."""
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{origin}: expected a mapping of config sections, got {type(mapping).__name__}")
-    for key, value in mapping.items():
-        try:
-            if key in SECTIONS:
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-                for sub_key, sub_value in value.items():
-                    set_value(config, f"{key}.{sub_key}", sub_value)
-            else:
-                set_value(config, str(key), value)
-        except ConfigError as err:
-            raise ConfigError(f"{origin}: {err}") from None
-
-
-def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
-    """`['--warmup.num_warmups', '8', '--method=sft']` -> [('warmup.num_warmups', 8), ('method', 'sft')].
-
-    Values are read as YAML scalars, so `8` is an int, `true` a bool and `[a, b]` a list.
-    """
-    pairs: list[tuple[str, Any]] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument '{arg}': overrides look like --section.key value")
-        if "=" in arg:
-            key, raw = arg[2:].split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(args):
-                raise ConfigError(f"override '{arg}' has no value")
-            key, raw = arg[2:], args[i + 1]
-            i += 2
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        if value is None and raw.strip() not in ("null", "~", "None"):
-            value = raw
-        pairs.append((key, value))
-    return pairs
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error, not the last one winning."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file's content; a missing or unreadable file, invalid YAML and keys given twice are ConfigErrors naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read it: {err}") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f":{where.line + 1}" if where is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{path}{line}: not valid YAML: {' '.join(str(problem).split())}") from None
-
-
-def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str, Any]] = ()) -> Config:
-    """Defaults, then the YAML file, then overrides (later wins); validated."""
-    config = Config()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        mapping = read_yaml(path) or {}
-        apply_mapping(config, mapping, str(path))
-        if "config_dir" not in mapping:
-            config.config_dir = str(path.resolve().parent)
-    for key, value in overrides:
-        try:
-            set_value(config, key, value)
-        except ConfigError as err:
-            raise ConfigError(f"command line: {err}") from None
-    validate(config)
-    return config
-
-
-# Fields that say where a run is kept or how it is logged, not what it computes.
-BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "train.save_checkpoints_at",
-               "decode.batch_size")
-
-
-def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
-    """Where two configs (as dicts) differ, as "key: old there, new now"; a field `old` lacks (an older warmgen) is not compared,
-    nor, between two SFT configs, the warmup section that SFT never reads."""
-    if old.get("method") == new.get("method") == "sft":
-        ignore = ignore + ("warmup",)
-    found = []
-    for key, value in new.items():
-        if key not in old:
-            continue
-        pairs = value.items() if isinstance(value, dict) else [(None, value)]
-        for sub_key, sub_value in pairs:
-            name = key if sub_key is None else f"{key}.{sub_key}"
-            if name in ignore or key in ignore or (sub_key is not None and sub_key not in old[key]):
-                continue
-            before = old[key] if sub_key is None else old[key][sub_key]
-            if before != sub_value:
-                found.append(f"{name}: {before!r} there, {sub_value!r} now")
-    return found
-
-
-def validate(config: Config) -> None:
+def validate(config: WarmupConfig) -> None:
     """Cross-field checks that a type cannot express."""
     w, t, d = config.warmup, config.train, config.data
     checks = [
@@ -541,23 +365,3 @@ def validate(config: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("WARMGEN_DATA_ROOT", "../shared/data"))
-
-
-def resolve_path(config: Config, path: str) -> Path:
-    """A data path from a config: absolute, else next to the config file, else under the data root.
-
-    A path found in neither place is an error that shows the path as written and where it was looked for.
-    """
-    from .records import DataError
-
-    candidate = Path(path).expanduser()
-    places = [candidate] if candidate.is_absolute() else [Path(config.config_dir) / candidate, data_root() / candidate]
-    for place in places:
-        # A pair of parallel files is named by its stem: `train` for train.src + train.tgt.
-        if place.exists() or place.with_name(place.name + config.data.source_suffix).exists():
-            return place
-    raise DataError(f"'{path}': file not found (looked for {' and '.join(str(p) for p in places)})")

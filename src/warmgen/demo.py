@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import Config, apply_mapping, set_value, validate
+from .config import WarmupConfig, validate
+
+from .config_files import apply_mapping, set_value
 from .provenance import git_commit
 from .rundir import resumable
 from .train import train
@@ -30,8 +32,8 @@ DEMO = {
 EXAMPLES = 5
 
 
-def demo_config(method: str, output_dir: Path, overrides) -> Config:
-    config = Config()
+def demo_config(method: str, output_dir: Path, overrides) -> WarmupConfig:
+    config = WarmupConfig()
     apply_mapping(config, DEMO, "demo settings")
     config.method = method
     config.output_dir = str(output_dir / method)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import metrics
-from .config import Config
+from .config import WarmupConfig
 from .decode import decode, fixed_warmup_ids, generate_warmups, score_options
 from .provenance import library_versions
 from .tasks import Task
@@ -22,7 +22,7 @@ from .tasks import Task
 _noted: set[str] = set()
 
 
-def evaluate(model, layout, task: Task, split: str, config: Config, use_warmup: bool) -> tuple[dict, list[dict]]:
+def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_warmup: bool) -> tuple[dict, list[dict]]:
     """Decode a split; return (metrics, per-example predictions with warmups)."""
     examples = task.split(split)
     sources = [layout.source_ids(e.source)[0] for e in examples]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutput
 
-from .config import Config
+from .config import WarmupConfig
 
 IGNORE = -100
 
@@ -86,7 +86,7 @@ def _token_logp(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class Seq2SeqLayout:
     family = "seq2seq"
 
-    def __init__(self, tokenizer, sep_id: int, config: Config, decoder_start_id: int):
+    def __init__(self, tokenizer, sep_id: int, config: WarmupConfig, decoder_start_id: int):
         self.tokenizer = tokenizer
         self.sep_id = sep_id
         self.eos_id = tokenizer.eos_token_id
@@ -151,7 +151,7 @@ class Seq2SeqLayout:
 class CausalLayout:
     family = "causal"
 
-    def __init__(self, tokenizer, sep_id: int, config: Config):
+    def __init__(self, tokenizer, sep_id: int, config: WarmupConfig):
         self.tokenizer = tokenizer
         self.sep_id = sep_id
         self.eos_id = tokenizer.eos_token_id
@@ -160,7 +160,7 @@ class CausalLayout:
         self.max_target_length = config.data.max_target_length
         self.prompt_head, self.prompt_tail = self._split_template(config)
 
-    def _split_template(self, config: Config) -> tuple[list[int], list[int]]:
+    def _split_template(self, config: WarmupConfig) -> tuple[list[int], list[int]]:
         """Token ids before and after the source in the prompt (template or chat template)."""
         marker = "\x00SOURCE\x00"
         if config.model.use_chat_template:
@@ -240,7 +240,7 @@ class CausalLayout:
         return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
 
 
-def make_layout(model, tokenizer, sep_id: int, config: Config):
+def make_layout(model, tokenizer, sep_id: int, config: WarmupConfig):
     if model.config.is_encoder_decoder:
         return Seq2SeqLayout(tokenizer, sep_id, config, model.config.decoder_start_token_id)
     return CausalLayout(tokenizer, sep_id, config)

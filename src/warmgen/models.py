@@ -293,12 +293,17 @@ def load_model(config: ModelConfig, sources: Iterable[str] = (), targets: Iterab
         model, tokenizer = load_pretrained(str(import_gguf(name)))
     else:
         model, tokenizer = load_pretrained(name, trust_remote_code=config.trust_remote_code)
-    sep_id = prepare_tokenizer(model, tokenizer, resolve_sep_init(config.sep_init, tokenizer, name in PRESETS, learns_warmups))
+    if config.lora_rank and name in PRESETS:
+        raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")
+    return ready_model(model, tokenizer, config, name in PRESETS, learns_warmups)
+
+
+def ready_model(model: PreTrainedModel, tokenizer, config: ModelConfig, from_scratch: bool = False, learns_warmups: bool = True):
+    """(model, tokenizer, sep_id) for training a loaded model: `<sep>` added, dropout set, LoRA adapters added as `config` says."""
+    sep_id = prepare_tokenizer(model, tokenizer, resolve_sep_init(config.sep_init, tokenizer, from_scratch, learns_warmups))
     if config.dropout is not None:
         set_dropout(model, config.dropout)
     if config.lora_rank:
-        if name in PRESETS:
-            raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")
         model = add_lora(model, config, sep_id)
     return model, tokenizer, sep_id
 

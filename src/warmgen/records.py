@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 
 class DataError(ValueError):
@@ -38,14 +39,14 @@ def _read_lines(path: Path) -> list[str]:
     return [line.rstrip("\r") for line in lines]
 
 
-def _text_field(record: dict, name: str, path: Path, line: int) -> str:
+def _text_field(record: dict, name: str, where: str) -> str:
     if name not in record:
-        raise DataError(f"{path}:{line}: field '{name}' is missing (fields present: {', '.join(record) or 'none'})")
+        raise DataError(f"{where}: field '{name}' is missing (fields present: {', '.join(record) or 'none'})")
     value = record[name]
     if not isinstance(value, str):
-        raise DataError(f"{path}:{line}: field '{name}' must be a string, got {type(value).__name__}")
+        raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
     if not value.strip():
-        raise DataError(f"{path}:{line}: field '{name}' is empty")
+        raise DataError(f"{where}: field '{name}' is empty")
     return value
 
 
@@ -63,14 +64,28 @@ def json_records(path: Path) -> Iterator[tuple[int, dict]]:
         yield number, record
 
 
-def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example]:
-    examples = []
+def file_records(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """(where, default id, object) for each record of a JSONL file: `file:line` in errors, `name:line` as id."""
     for number, record in json_records(path):
-        example_id = str(record.get("id", f"{path.name}:{number}"))
-        examples.append(
-            Example(example_id, _text_field(record, source_field, path, number), _text_field(record, target_field, path, number))
-        )
-    return examples
+        yield f"{path}:{number}", f"{path.name}:{number}", record
+
+
+def dataset_records(rows: Iterable, name: str) -> Iterator[tuple[str, str, dict]]:
+    """(where, default id, row) for an in-memory dataset: a list of dicts or a `datasets.Dataset` (`name` as in errors)."""
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise DataError(f"{name}[{index}]: expected a row of fields (a dict), got {type(row).__name__}")
+        yield f"{name}[{index}]", f"{name}:{index}", dict(row)
+
+
+def text_examples(records: Iterable[tuple[str, str, dict]], source_field: str, target_field: str) -> list[Example]:
+    """Examples from records with a text source and target field (an `id` field, if any, names the example)."""
+    return [Example(str(record.get("id", default_id)), _text_field(record, source_field, where), _text_field(record, target_field, where))
+            for where, default_id, record in records]
+
+
+def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example]:
+    return text_examples(file_records(path), source_field, target_field)
 
 
 def read_tsv(path: Path, header: tuple[str, str] = ("input", "target")) -> list[Example]:

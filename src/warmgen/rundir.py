@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import BOOKKEEPING, Config, ConfigError, differences, load_config, read_yaml
+from .config import WarmupConfig, ConfigError
+
+from .config_files import BOOKKEEPING, differences, load_config, read_yaml
 from .models import PRESETS, SEP, load_adapter, load_pretrained, resolve_sep_init
 
 
@@ -124,7 +126,7 @@ def _locked_by(handle) -> str | None:
         return f"{user or 'another process'} (pid {pid or 'unknown'})"
 
 
-def save_checkpoint(folder: Path, model, tokenizer, config: Config, state: dict | None, weights: dict | None = None) -> None:
+def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state: dict | None, weights: dict | None = None) -> None:
     """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint,
     and a failed write (a full disk) leaves the previous checkpoint and no temporary folder.
 
@@ -235,7 +237,7 @@ def comparable(config: dict) -> dict:
 WARM_START_FREE = BOOKKEEPING + ("method", "warmup")
 
 
-def load_warm_start(config: Config, processes: int):
+def load_warm_start(config: WarmupConfig, processes: int):
     """(model, tokenizer, sep_id, trainer state, the SFT run's training log up to the branch) for
     `warmup.sft_warm_start_from`, after checking that the checkpoint is the warm start this run would train."""
     folder = Path(config.warmup.sft_warm_start_from)

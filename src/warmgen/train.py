@@ -18,12 +18,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .config import Config, ConfigError, differences, read_yaml
+from .config import WarmupConfig, ConfigError, validate
+
+from .config_files import differences, read_yaml
 from .decode import fixed_warmup_ids
 from .distributed import Processes, check_launch
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
-from .models import count_parameters, has_dropout, load_model
+from .models import count_parameters, has_dropout, load_model, ready_model
 from .provenance import git_commit, library_versions
 from .records import DataError
 from .rundir import (CONFIG_NAME, STATE_NAME, clear_run_folder, hold_folder, load_checkpoint, load_trainer_state, load_warm_start,
@@ -78,8 +80,11 @@ def epoch_order(n: int, seed: int, epoch: int, lengths: list[int] | None = None,
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _new_model(config: Config, train_examples):
-    """(model, tokenizer, sep_id) at the start of training; presets fit their tokenizer to the training split."""
+def _new_model(config: WarmupConfig, train_examples, given_model=None):
+    """(model, tokenizer, sep_id) at the start of training: `given_model` (model, tokenizer) made ready,
+    else `model.name` loaded; presets fit their tokenizer to the training split."""
+    if given_model is not None:
+        return ready_model(*given_model, config.model, learns_warmups=config.method == "warmup")
     return load_model(config.model, [e.source for e in train_examples], [e.target for e in train_examples],
                       learns_warmups=config.method == "warmup", task=config.data.task)
 
@@ -87,8 +92,12 @@ def _new_model(config: Config, train_examples):
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(config: Config, resume: bool = False, overwrite: str | None = None) -> dict:
+def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = None, model=None, given: dict | None = None) -> dict:
     """Train, keep best/last checkpoints, evaluate the best on dev and test; return results.
+
+    `model`: a (model, tokenizer) pair to train instead of loading `config.model.name` (not used
+    when resuming, which continues from the checkpoint); `given`: in-memory splits used instead of
+    the configured files (see `load_task`). Both come from the Python API (`WarmupTrainer`).
 
     Under `accelerate launch` / torchrun each process trains on its share of every global batch
     (`batch_size` examples per process); only the main process logs, saves and evaluates the final
@@ -98,6 +107,7 @@ def train(config: Config, resume: bool = False, overwrite: str | None = None) ->
     A folder that holds an earlier run is refused unless `resume` continues it or `overwrite`
     (`move` or `delete`) says what to do with it; see `clear_run_folder`.
     """
+    validate(config)  # fields set one by one in Python are checked each alone
     check_launch(config)
     procs = Processes()
     run_dir = Path(config.output_dir)
@@ -106,18 +116,18 @@ def train(config: Config, resume: bool = False, overwrite: str | None = None) ->
     try:
         if procs.is_main:
             clear_run_folder(run_dir, resume, overwrite)
-        return _train(config, resume, procs, run_dir)
+        return _train(config, resume, procs, run_dir, model, given)
     finally:
         if lock is not None:  # also after an error, so the same process (a notebook) can resume at once
             lock.close()
 
 
-def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dict | None:
+def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, given_model, given: dict | None) -> dict | None:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
 
-    task = load_task(config)
+    task = load_task(config, given)
     train_examples = task.split("train")
     has_dev = bool(task.splits.get("dev"))
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
@@ -140,12 +150,12 @@ def _train(config: Config, resume: bool, procs: Processes, run_dir: Path) -> dic
     elif config.method == "warmup" and config.warmup.sft_warm_start_from:
         model, tokenizer, sep_id, state, warm_start_log = load_warm_start(config, procs.world)
     elif procs.world == 1:
-        model, tokenizer, sep_id = _new_model(config, train_examples)
+        model, tokenizer, sep_id = _new_model(config, train_examples, given_model)
     else:
         # Every process must start from the same weights and tokenizer: the main process builds them.
         init_dir = run_dir / "checkpoints" / "init"
         if procs.is_main:
-            save_checkpoint(init_dir, *_new_model(config, train_examples)[:2], config, None)
+            save_checkpoint(init_dir, *_new_model(config, train_examples, given_model)[:2], config, None)
         procs.barrier()
         model, tokenizer, sep_id, _ = load_checkpoint(init_dir)
         torch.manual_seed(config.seed * 1000 + procs.rank)  # each process samples its own warmups

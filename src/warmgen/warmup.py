@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import WarmupConfig
+from .config import WarmupOptions
 from .decode import generate_warmups
 from .models import has_dropout
 
@@ -106,7 +106,7 @@ class WarmupStep:
     generated_tokens: int  # sampled this step, <sep> included
 
 
-def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], config: WarmupConfig):
+def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
     """counts[b] sampled warmups for source b (fewer with `first_draws`), per source, and their truncation flags.
 
     With `first_draws`, a source asking for more draws that many first, and the rest only when
@@ -121,7 +121,7 @@ def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], c
     return [a + b for a, b in zip(warmups, more)], [a + b for a, b in zip(truncated, more_truncated)]
 
 
-def _sample(model, layout, sources: list[list[int]], counts: list[int], config: WarmupConfig):
+def _sample(model, layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
     """counts[b] sampled warmups for source b; sources asking for the same number share one `generate` call."""
     warmups: list[list[list[int]]] = [[] for _ in sources]
     truncated: list[list[bool]] = [[] for _ in sources]
@@ -142,7 +142,7 @@ def _sample(model, layout, sources: list[list[int]], counts: list[int], config: 
     return warmups, truncated
 
 
-def sample_candidates(model, layout, sources: list[list[int]], config: WarmupConfig):
+def sample_candidates(model, layout, sources: list[list[int]], config: WarmupOptions):
     """k candidates per source (the last one empty when `no_warmup_candidate`), and truncation flags."""
     sampled = config.num_warmups - int(config.no_warmup_candidate)
     warmups, truncated = sample_warmups(model, layout, sources, [sampled] * len(sources), config)
@@ -152,7 +152,7 @@ def sample_candidates(model, layout, sources: list[list[int]], config: WarmupCon
     return warmups, truncated
 
 
-def merges_repeats(config: WarmupConfig, dropout: bool) -> bool:
+def merges_repeats(config: WarmupOptions, dropout: bool) -> bool:
     """Whether a warmup drawn several times is scored once: `merge_repeats` true, or `auto` without
     dropout (exact there); always with rank_by joint."""
     return config.rank_by == "joint" or config.merge_repeats is True or (config.merge_repeats == "auto" and not dropout)
@@ -171,7 +171,7 @@ def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(list(values.split(counts)), batch_first=True)
 
 
-def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupConfig,
+def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupOptions,
                 kept: list[list[int] | None] | None = None, fresh: list[int] | None = None) -> WarmupStep:
     """Sample, score the candidates in one forward pass; return the batch objective and token count.
 
@@ -249,7 +249,7 @@ def _score_grids(model, layout, sources, targets, candidates) -> list[torch.Tens
     return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
 
 
-def _score_best_of_k(model, layout, sources, targets, candidates, mask, config: WarmupConfig):
+def _score_best_of_k(model, layout, sources, targets, candidates, mask, config: WarmupOptions):
     """best_of_k's grids (held fixed) and per-example objective, with a graph through the chosen candidates only.
 
     Examples with a choice to make are scored without a graph to rank their candidates; then each
@@ -291,7 +291,7 @@ class WarmupMemory:
     the model of that step), that reward per target token, and the number of visits.
     """
 
-    def __init__(self, config: WarmupConfig):
+    def __init__(self, config: WarmupOptions):
         self.config = config
         self.entries: dict[int, dict] = {}
 

@@ -1,7 +1,9 @@
 """Tasks: where examples come from and which metrics score them.
 
-A task module exposes `load(config) -> Task`. `load_task` picks it by `config.data.task`, then
-applies the options every task shares (dev hold-out, example limits, metric override).
+A task module exposes `load(config, given) -> Task`. `load_task` picks it by `config.data.task`, then
+applies the options every task shares (dev hold-out, example limits, metric override). `given`
+holds in-memory splits (a list of dicts or a `datasets.Dataset` per split, from the Python API),
+used instead of the configured files.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ..config import Config, ConfigError
-from ..records import DataError, Example
+from ..config import WarmupConfig, ConfigError
+from ..records import DataError, Example, dataset_records, text_examples
+
+# How the Python API's arguments name each split in errors.
+DATASET_NAMES = {"train": "train_dataset", "dev": "eval_dataset", "test": "test_dataset"}
 
 
 @dataclass
@@ -33,14 +38,14 @@ class Task:
         return self.splits[name]
 
 
-def load_task(config: Config) -> Task:
+def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
     from . import g2p, multiple_choice, seq2seq, summarization, translation
 
     loaders = {"g2p": g2p.load, "seq2seq": seq2seq.load, "translation": translation.load,
                "summarization": summarization.load, "multiple_choice": multiple_choice.load}
     if config.data.task not in loaders:
         raise ConfigError(f"data.task: unknown task '{config.data.task}'; choose one of {', '.join(loaders)}")
-    task = loaders[config.data.task](config)
+    task = loaders[config.data.task](config, given or {})
     data = config.data
     if data.source_prefix and data.task != "translation":
         for rows in task.splits.values():
@@ -62,16 +67,27 @@ def load_task(config: Config) -> Task:
     return task
 
 
-def read_files(config: Config, reader) -> dict[str, list[Example]]:
-    """{split: reader(path)} for each of train/dev/test whose file is configured; a configured file
-    without examples is an error (an empty dev file would silently skip model selection)."""
+def read_files(config: WarmupConfig, reader, given: dict, convert) -> dict[str, list[Example]]:
+    """{split: examples} for train/dev/test: `convert(rows, name)` of the in-memory rows `given` for the
+    split, else `reader(path)` of its configured file; a split given or configured without examples is
+    an error (an empty dev file would silently skip model selection)."""
     splits = {}
     for name in ("train", "dev", "test"):
         path = getattr(config.data, f"{name}_file")
+        if name in given:
+            splits[name] = convert(given[name], DATASET_NAMES[name])
+            if not splits[name]:
+                raise DataError(f"{DATASET_NAMES[name]} has no examples: pass some, or leave it out")
+            continue
         splits[name] = reader(path) if path else []
         if path and not splits[name]:
             raise DataError(f"data.{name}_file '{path}' has no examples: fill it or leave data.{name}_file unset")
     return splits
+
+
+def text_rows(config: WarmupConfig):
+    """The converter of in-memory rows with the configured source and target fields."""
+    return lambda rows, name: text_examples(dataset_records(rows, name), config.data.source_field, config.data.target_field)
 
 
 def shuffled(rows: list[Example], seed: int) -> list[Example]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import string
 
-from ..config import Config, ConfigError, resolve_path
-from ..records import DataError, Example, json_records
+from ..config import WarmupConfig, ConfigError
+
+from ..config_files import resolve_path
+from ..records import DataError, Example, dataset_records, file_records
 from . import Task, read_files, shuffled
 
 
@@ -20,30 +22,32 @@ def option_text(index: int, option: str) -> str:
     return f"{string.ascii_uppercase[index]}. {option}"
 
 
-def read_logiqa(path) -> list[Example]:
+def logiqa_examples(records) -> list[Example]:
+    """Examples from (where, default id, record) triples in LogiQA 2.0's fields (records.file_records / dataset_records)."""
     examples = []
-    for number, record in json_records(path):
+    for where, default_id, record in records:
         for name, kind in (("text", str), ("question", str), ("options", list), ("answer", int)):
             if name not in record:
-                raise DataError(f"{path}:{number}: field '{name}' is missing")
+                raise DataError(f"{where}: field '{name}' is missing")
             if not isinstance(record[name], kind) or isinstance(record[name], bool):
-                raise DataError(f"{path}:{number}: field '{name}' must be a {kind.__name__}, got {type(record[name]).__name__}")
+                raise DataError(f"{where}: field '{name}' must be a {kind.__name__}, got {type(record[name]).__name__}")
         options = record["options"]
         if len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
-            raise DataError(f"{path}:{number}: field 'options' must hold at least two non-empty strings")
+            raise DataError(f"{where}: field 'options' must hold at least two non-empty strings")
         if not 0 <= record["answer"] < len(options):
-            raise DataError(f"{path}:{number}: field 'answer' is {record['answer']}, not an index into {len(options)} options")
+            raise DataError(f"{where}: field 'answer' is {record['answer']}, not an index into {len(options)} options")
         lettered = [option_text(i, o) for i, o in enumerate(options)]
         source = f"{record['text']}\nQuestion: {record['question']}\n" + "\n".join(lettered)
-        examples.append(Example(str(record.get("id", f"{path.name}:{number}")), source, lettered[record["answer"]],
+        examples.append(Example(str(record.get("id", default_id)), source, lettered[record["answer"]],
                                 extra={"options": lettered, "answer": record["answer"]}))
     return examples
 
 
-def load(config: Config) -> Task:
-    if not config.data.train_file and not config.data.test_file:
+def load(config: WarmupConfig, given: dict) -> Task:
+    if not (config.data.train_file or config.data.test_file or given):
         raise ConfigError("data.task multiple_choice needs data.train_file and data.test_file (LogiQA-style JSONL)")
-    splits = read_files(config, lambda path: read_logiqa(resolve_path(config, path)))
+    splits = read_files(config, lambda path: logiqa_examples(file_records(resolve_path(config, path))), given,
+                        lambda rows, name: logiqa_examples(dataset_records(rows, name)))
     splits["train"] = shuffled(splits["train"], config.seed)
     primary = "options/accuracy" if config.data.mc_eval == "options" else "accuracy"
     metrics = ["accuracy", "macro_f1"] if config.data.mc_eval != "options" else []

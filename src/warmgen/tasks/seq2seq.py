@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Config, ConfigError, resolve_path
+from ..config import WarmupConfig, ConfigError
+
+from ..config_files import resolve_path
 from ..records import Example, read_jsonl, read_parallel, read_tsv
-from . import Task, read_files, shuffled
+from . import Task, read_files, shuffled, text_rows
 
 
-def read_split(config: Config, path_text: str) -> list[Example]:
+def read_split(config: WarmupConfig, path_text: str) -> list[Example]:
     data = config.data
     path = resolve_path(config, path_text)
     fmt = data.format
@@ -33,9 +35,9 @@ def read_split(config: Config, path_text: str) -> list[Example]:
     return read_parallel(Path(str(path) + data.source_suffix), Path(str(path) + data.target_suffix))
 
 
-def load(config: Config) -> Task:
-    if not config.data.train_file and not config.data.test_file:
+def load(config: WarmupConfig, given: dict) -> Task:
+    if not (config.data.train_file or config.data.test_file or given):
         raise ConfigError(f"data.task {config.data.task} needs data.train_file (and usually data.dev_file / data.test_file)")
-    splits = read_files(config, lambda path: read_split(config, path))
+    splits = read_files(config, lambda path: read_split(config, path), given, text_rows(config))
     splits["train"] = shuffled(splits["train"], config.seed)
     return Task("seq2seq", splits, metrics=["chrf", "bleu"], primary_metric="chrf", greater_is_better=True)

@@ -9,9 +9,11 @@ CHRF(word_order=2); COMET when `data.comet_model` names a local checkpoint.
 
 from __future__ import annotations
 
-from ..config import Config, ConfigError, resolve_path
+from ..config import WarmupConfig, ConfigError
+
+from ..config_files import resolve_path
 from ..records import read_parallel
-from . import Task, read_files, shuffled
+from . import Task, read_files, shuffled, text_rows
 
 LANGUAGES = {  # code: (name, FLORES-200 code)
     "eng": ("English", "eng_Latn"),
@@ -28,7 +30,7 @@ def _side(template: str, lang: str) -> str:
     return template.replace("{lang}", lang).replace("{flores}", LANGUAGES.get(lang, ("", ""))[1])
 
 
-def load(config: Config) -> Task:
+def load(config: WarmupConfig, given: dict) -> Task:
     data = config.data
     src, tgt = data.source_lang, data.target_lang
     if not src or not tgt or src == tgt:
@@ -43,7 +45,7 @@ def load(config: Config) -> Task:
     def read(template: str):
         return read_parallel(resolve_path(config, _side(template, src)), resolve_path(config, _side(template, tgt)))
 
-    splits = read_files(config, read)
+    splits = read_files(config, read, given, text_rows(config))
     splits["train"] = shuffled(splits["train"], config.seed)
     prefix = data.source_prefix.replace("{source_name}", LANGUAGES.get(src, (src,))[0]).replace(
         "{target_name}", LANGUAGES.get(tgt, (tgt,))[0])

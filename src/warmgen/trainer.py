@@ -1,0 +1,110 @@
+"""The Python API, in the shape of TRL's trainers; `warmgen train` runs the same loop.
+
+    from warmgen import WarmupConfig, WarmupTrainer, generate
+
+    args = WarmupConfig(output_dir="runs/mine", data={"task": "seq2seq"}, train={"epochs": 3})
+    trainer = WarmupTrainer(model="t5-mini", args=args, train_dataset=rows, eval_dataset=dev_rows)
+    model = trainer.train()                     # the best checkpoint's model; trainer.results has the scores
+    trainer.evaluate(test_rows)                 # or "dev" / "test"
+    generate(model, trainer.tokenizer, ["hello"], args)   # [(warmup, output)]
+
+`model` is a name (a preset, a local folder, a hub id: `model.name`), a loaded `PreTrainedModel`
+with its `tokenizer`, or None for `args.model.name`. Datasets are lists of dicts, `datasets.Dataset`s
+or file paths, with the fields `data.source_field` / `data.target_field` (`input` / `target`).
+Checkpoints, `resume_from_checkpoint` and the run folder are the CLI's.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from .config import WarmupConfig
+from .decode import decode
+from .evaluate import evaluate
+from .layout import make_layout
+from .models import SEP
+from .rundir import load_checkpoint
+from .tasks import DATASET_NAMES, load_task
+from .train import train
+from .typecheck import ConfigError
+
+SPLIT_OF = {argument: split for split, argument in DATASET_NAMES.items()}
+
+
+class WarmupTrainer:
+    """Trains one model with Warmup Generations (or SFT: `args.method = "sft"`) as `args` says."""
+
+    def __init__(self, model=None, tokenizer=None, args: WarmupConfig | None = None, train_dataset=None, eval_dataset=None,
+                 test_dataset=None):
+        self.args = args if args is not None else WarmupConfig()
+        if not isinstance(self.args, WarmupConfig):
+            raise ConfigError(f"args must be a WarmupConfig, not {type(self.args).__name__}")
+        if isinstance(model, (str, os.PathLike)):
+            self.args.model.name = str(model)
+            model = None
+        if model is not None and tokenizer is None:
+            raise ConfigError("WarmupTrainer: pass the model's tokenizer with the model")
+        if model is not None:
+            # Saved in config.yaml; LoRA checkpoints rebuild their base from it at eval and resume.
+            self.args.model.name = getattr(model, "name_or_path", "") or self.args.model.name
+        self.model, self.tokenizer = model, tokenizer
+        self.given = {}
+        for argument, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset), ("test_dataset", test_dataset)):
+            if isinstance(dataset, (str, os.PathLike)):
+                setattr(self.args.data, f"{SPLIT_OF[argument]}_file", str(dataset))
+            elif dataset is not None:
+                self.given[SPLIT_OF[argument]] = dataset
+        self.results: dict | None = None
+
+    def train(self, resume_from_checkpoint: bool = False, overwrite: str | None = None):
+        """Train; return the model of the best checkpoint (on dev, else the last), with `results` set.
+
+        `resume_from_checkpoint` continues the run in `args.output_dir`; `overwrite` ("move" or
+        "delete") says what to do with an earlier run there. Under several processes only the main
+        one returns the model; the others return None.
+        """
+        given_model = (self.model, self.tokenizer) if self.model is not None and not resume_from_checkpoint else None
+        self.results = train(self.args, resume=resume_from_checkpoint, overwrite=overwrite, model=given_model, given=self.given)
+        if self.results is None:
+            return None
+        self.model, self.tokenizer, _, _ = load_checkpoint(Path(self.results["checkpoint"]))
+        return self.model
+
+    def evaluate(self, dataset="dev") -> dict:
+        """Scores of the trained model on a split ("dev", "test") or on a dataset (rows or a file path)."""
+        if self.model is None or self.results is None:
+            raise ConfigError("WarmupTrainer.evaluate: train first (trainer.train())")
+        args, given = self.args, dict(self.given)
+        if isinstance(dataset, str) and dataset in DATASET_NAMES:
+            split = dataset
+        else:  # scored as the test split
+            split = "test"
+            given.pop("test", None)
+            if isinstance(dataset, (str, os.PathLike)):
+                args = copy.deepcopy(args)
+                args.data.test_file = str(dataset)
+            else:
+                given["test"] = dataset
+        task = load_task(args, given)
+        layout = make_layout(self.model, self.tokenizer, self.tokenizer.convert_tokens_to_ids(SEP), self.args)
+        scores, _ = evaluate(self.model, layout, task, split, self.args, use_warmup=self.args.method == "warmup")
+        return scores
+
+
+def generate(model, tokenizer, inputs: list[str], args: WarmupConfig | None = None) -> list[tuple[str | None, str]]:
+    """(warmup, output) for each input: the warmup first (None for an SFT model), then the answer,
+    decoded as `args.decode` says (a trained run's args, or a checkpoint's saved config)."""
+    args = args if args is not None else WarmupConfig()
+    layout = make_layout(model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), args)
+    was_training = model.training
+    model.eval()
+    pairs = []
+    for start in range(0, len(inputs), args.decode.batch_size):
+        chunk = inputs[start : start + args.decode.batch_size]
+        for generation in decode(model, layout, [layout.source_ids(text)[0] for text in chunk], args.method == "warmup", args):
+            warmup = None if generation.warmup is None else tokenizer.decode(generation.warmup)
+            pairs.append((warmup, tokenizer.decode(generation.target, skip_special_tokens=True).strip()))
+    model.train(was_training)
+    return pairs

@@ -1,0 +1,64 @@
+"""Checking a value against a dataclass field's type annotation, converting where YAML is loose."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+import typing
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message says where and how."""
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def check_type(value: Any, expected: Any, key: str) -> Any:
+    """Return `value` converted to `expected`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(expected)
+    args = typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return check_type(value, inner[0], key)
+    if dataclasses.is_dataclass(expected):  # a section, as its dataclass or as a dict of its fields
+        if isinstance(value, expected):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {key} fields, got {value!r}")
+        section = expected()
+        for name, field_value in value.items():
+            setattr(section, name, field_value)
+        return section
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in args):  # 1 is not True
+            shown = ", ".join(str(a).lower() if isinstance(a, bool) else repr(a) for a in args)
+            raise ConfigError(f"{key}: {value!r} is not one of {shown}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if expected is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            number = float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key}: expected {expected.__name__}, got {value!r}")
+    return value

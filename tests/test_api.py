@@ -1,0 +1,106 @@
+"""The Python API (`WarmupTrainer`, `WarmupConfig`, `generate`) trains like the CLI, on rows, a
+`datasets.Dataset` or a caller's model, resumes, and checks config fields as they are set."""
+
+import json
+
+import datasets
+import pytest
+import torch
+
+import warmgen.train
+from warmgen import ConfigError, DataError, WarmupConfig, WarmupTrainer, generate
+from warmgen.cli import main
+from warmgen.models import build_preset
+
+from helpers.faults import failing_on_call
+
+WORDS = ["cat", "dog", "bird", "fish", "horse", "mouse", "sheep", "goat", "duck", "frog"]
+ROWS = [{"input": w, "target": " ".join(w.upper())} for w in WORDS * 4]
+SETTINGS = {"train.max_steps": 4, "train.batch_size": 8, "train.eval_every": 2, "train.log_every": 1, "train.samples_every": 0,
+            "warmup.max_warmup_length": 3, "model.name": "t5-tiny", "model.vocab_size": 300, "data.task": "seq2seq",
+            "data.metrics": ["chrf"]}
+
+
+def args(output_dir, **more) -> WarmupConfig:
+    config = WarmupConfig(output_dir=str(output_dir))
+    for key, value in {**SETTINGS, **more}.items():
+        section, name = key.split(".")
+        setattr(getattr(config, section), name, value)
+    return config
+
+
+def losses(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def test_rows_a_dataset_and_the_cli_on_a_file_train_the_same(tmp_path):
+    trainer = WarmupTrainer(args=args(tmp_path / "rows"), train_dataset=ROWS, eval_dataset=ROWS[:4])
+    model = trainer.train()
+    assert isinstance(model, torch.nn.Module) and trainer.results["steps"] == 4
+    WarmupTrainer(args=args(tmp_path / "dataset"), train_dataset=datasets.Dataset.from_list(ROWS),
+                  eval_dataset=datasets.Dataset.from_list(ROWS[:4])).train()
+    for name, rows in (("train", ROWS), ("dev", ROWS[:4])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = [item for key, value in SETTINGS.items() for item in (f"--{key}", json.dumps(value))]
+    main(["train", *overrides, "--data.train_file", str(tmp_path / "train.jsonl"), "--data.dev_file", str(tmp_path / "dev.jsonl"),
+          "--output_dir", str(tmp_path / "cli")])
+    assert losses(tmp_path / "rows") == losses(tmp_path / "dataset") == losses(tmp_path / "cli")
+    assert [s for s, _ in losses(tmp_path / "rows")] == [1, 2, 3, 4]
+
+    scores = trainer.evaluate(ROWS[:6])
+    assert scores["num_examples"] == 6 and "chrf" in scores
+    pairs = generate(model, trainer.tokenizer, ["cat", "dog", "emu"], trainer.args)
+    assert len(pairs) == 3 and all(isinstance(w, str) and isinstance(o, str) for w, o in pairs)
+
+
+def test_a_model_the_caller_built_is_trained_and_returned(tmp_path):
+    torch.manual_seed(0)
+    model, tokenizer = build_preset("t5-tiny", [r["input"] for r in ROWS], [r["target"] for r in ROWS], vocab_size=300)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = WarmupTrainer(model=model, tokenizer=tokenizer, args=args(tmp_path / "mine"),
+                            train_dataset=ROWS)
+    trained = trainer.train()
+    assert trained.config.d_model == model.config.d_model
+    changed = [k for k, v in trained.state_dict().items() if k in before and v.shape == before[k].shape and not torch.equal(v, before[k])]
+    assert changed  # it learnt from the rows
+    assert trainer.tokenizer.convert_tokens_to_ids("<sep>") is not None
+
+
+def test_training_resumes_through_the_api(tmp_path, monkeypatch):
+    WarmupTrainer(args=args(tmp_path / "full"), train_dataset=ROWS, eval_dataset=ROWS[:4]).train()
+    crashed = WarmupTrainer(args=args(tmp_path / "crashed"), train_dataset=ROWS, eval_dataset=ROWS[:4])
+    real_step = warmgen.train.warmup_step
+    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.train()
+    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    crashed.train(resume_from_checkpoint=True)
+    assert losses(tmp_path / "crashed") == losses(tmp_path / "full")
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        WarmupTrainer(args=args(tmp_path / "full"), train_dataset=ROWS).train()
+
+
+def test_config_fields_are_checked_as_they_are_set():
+    config = WarmupConfig(method="sft", model={"name": "t5-mini"}, train={"epochs": 2, "learning_rate": "2e-3"})
+    assert config.train.epochs == 2.0 and config.train.learning_rate == 0.002
+    with pytest.raises(ConfigError, match=r"unknown config key 'warmup.num_warmup': did you mean 'warmup.num_warmups'\?"):
+        config.warmup.num_warmup = 8
+    with pytest.raises(ConfigError, match="train.batch_size: expected int, got '8'"):
+        config.train.batch_size = "8"
+    with pytest.raises(ConfigError, match="method: 'rl' is not one of"):
+        config.method = "rl"
+    with pytest.raises(ConfigError, match="unknown config key 'model.nmae': did you mean 'model.name'"):
+        WarmupConfig(model={"nmae": "x"})
+    with pytest.raises(ConfigError, match="warmup.min_warmup_length must be between 0 and warmup.max_warmup_length"):
+        WarmupConfig(warmup={"min_warmup_length": 9})
+
+
+def test_bad_rows_are_named_by_dataset_and_index(tmp_path):
+    rows = ROWS[:5] + [{"input": "x"}]
+    with pytest.raises(DataError, match=r"train_dataset\[5\]: field 'target' is missing"):
+        WarmupTrainer(args=args(tmp_path / "bad"), train_dataset=rows).train()
+    with pytest.raises(DataError, match=r"eval_dataset\[0\]: expected a row of fields \(a dict\), got str"):
+        WarmupTrainer(args=args(tmp_path / "bad2"), train_dataset=ROWS, eval_dataset=["cat"]).train()
+    with pytest.raises(ConfigError, match="pass the model's tokenizer"):
+        WarmupTrainer(model=torch.nn.Linear(2, 2), args=args(tmp_path / "x"))

@@ -183,10 +183,10 @@ def test_stopping_a_comparison_stops_its_training_run(tmp_path):
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_and_one_with_a_checkpoint_resumes(tmp_path, monkeypatch):
-    from warmgen import compare
+    from warmgen.compare import runner as compare, spec as compare_spec
     from warmgen.rundir import STATE_NAME
 
-    spec = compare.load_spec(spec_file(tmp_path))
+    spec = compare_spec.load_spec(spec_file(tmp_path))
     out = tmp_path / "cmp"
     (out / "sft" / "seed0").mkdir(parents=True)
     (out / "sft" / "seed0" / "metrics.jsonl").write_text("")  # killed before step 1's checkpoint

@@ -1,0 +1,95 @@
+"""The comparison's report: plots, report.md and report.html from the summary."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from .statistics import COST
+
+
+def make_plots(runs: dict, versus: dict, primary: str, output: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for key, title, filename in (("loss", "training loss", "loss.png"), (f"dev/{primary}", f"dev {primary}", "dev.png")):
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for variant, seeds in runs.items():
+            curves = [[(row["step"], row[key]) for row in r["log"] if key in row] for r in seeds.values()]
+            length = min(len(c) for c in curves)
+            if length:
+                steps = [s for s, _ in curves[0][:length]]
+                ax.plot(steps, np.mean([[v for _, v in c[:length]] for c in curves], axis=0), label=variant)
+        ax.set_xlabel("optimizer step")
+        ax.set_title(f"{title} (mean over seeds)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(output / filename, dpi=110)
+        plt.close(fig)
+        names.append(filename)
+    if versus:
+        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(versus)))
+        labels = list(versus)
+        diffs = [versus[v][primary]["diff"] for v in labels]
+        errors = [[d - versus[v][primary]["ci_low"] for v, d in zip(labels, diffs)],
+                  [versus[v][primary]["ci_high"] - d for v, d in zip(labels, diffs)]]
+        ax.errorbar(diffs, range(len(labels)), xerr=errors, fmt="o", capsize=4)
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel(f"difference in test {primary} vs baseline (95% CI)")
+        fig.tight_layout()
+        fig.savefig(output / "delta.png", dpi=110)
+        plt.close(fig)
+        names.append("delta.png")
+    return names
+
+def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) for the report, shared by the Markdown and HTML writers."""
+    table = summary["table"]
+    # Every variant's metrics, in order of first appearance: warmup variants have warmup/* columns that SFT lacks.
+    quality = list(dict.fromkeys(k for row in table.values() for k in row if k not in COST))
+    tables = [("Test metrics (mean ± std over seeds) and cost; train_load_average and inference_load_average are the machine's "
+                "mean 1-minute load during training and test decoding: times compare only between runs with similar load", ["variant"] + quality + list(COST),
+               [[v] + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" if row.get(k) else "-" for k in quality + list(COST)]
+                for v, row in table.items()])]
+    rows = [[v, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.3g}"]
+            for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]
+    tables.append((f"Versus {summary['spec']['baseline']} (paired bootstrap, {summary['spec']['bootstrap']} resamples, pooled over seeds)",
+                   ["variant", "metric", "variant", "baseline", "difference", "95% CI", "p"], rows))
+    if summary["contrasts"]:
+        rows = [[pair, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]",
+                 f"{r['p_value']:.3g}"] for pair, keys in summary["contrasts"].items() for k, r in keys.items()]
+        tables.append(("Contrasts (same bootstrap)", ["variant vs reference", "metric", "variant", "reference", "difference", "95% CI", "p"], rows))
+    rows = [[v, f"{a['mean_warmup_words']:.2f}", "-" if a["warmup_words_in_target"] is None else f"{a['warmup_words_in_target']:.2f}",
+             "-" if a["warmup_words_in_source"] is None else f"{a['warmup_words_in_source']:.2f}", f"{a['warmup_target_coverage']:.2f}",
+             "-" if "sft_output_target_coverage" not in a else f"{a['sft_output_target_coverage']:.2f}",
+             " ".join(f"{w}({c})" for w, c in a["most_frequent_warmup_words"])] for v, a in summary["warmup_analysis"].items()]
+    tables.append(("Warmup analysis (test predictions, whitespace words)",
+                   ["variant", "words", "in target", "in source", "target coverage", "SFT output coverage", "most frequent"], rows))
+    rows = [[e["source"], e["target"]] + [f"{o['warmup']!r} → {o['prediction']}" if o["warmup"] is not None else o["prediction"]
+                                          for o in e["outputs"].values()] for e in summary["examples"]]
+    tables.append(("Examples (first seed)", ["input", "reference"] + list(summary["table"]), rows))
+    return tables
+
+def write_reports(summary: dict, plots: list[str], output: Path) -> None:
+    budget = {"epochs": "same epochs", "wall_clock": f"at most {summary['spec']['baseline']}'s training time"}[summary["spec"]["budget"]]
+    title = f"warmgen compare: {summary['task']}, {len(summary['spec']['seeds'])} seed(s), {summary['test_examples']} test examples, {budget}"
+    cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    md = [f"# {title}", ""]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, header, rows in _tables(summary):
+        md += [f"## {heading}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows] + [""]
+        body.append(f"<h2>{html.escape(heading)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
+    md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    body += ["<h2>Plots</h2>"] + [f'<img src="{p}" alt="{p}">' for p in plots]
+    (output / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}"
+    (output / "report.html").write_text(f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{style}</style>"
+                                        + "\n".join(body), encoding="utf-8")

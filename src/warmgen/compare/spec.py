@@ -1,0 +1,93 @@
+"""A comparison spec: reading and checking it, and the config each variant x seed trains with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config_files import differences, load_config, parse_overrides, read_yaml
+from ..rundir import comparable, step_checkpoint
+from ..typecheck import ConfigError
+
+
+SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from"}
+
+BUDGETS = ("epochs", "wall_clock")
+
+def load_spec(path: Path) -> dict:
+    spec = read_yaml(path) or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a comparison spec is a mapping (base, seeds, variants, ...), not {type(spec).__name__}")
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SPEC_KEYS))}")
+    if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
+        raise ConfigError(f"{path}: 'variants' must map variant names to config overrides")
+    spec.setdefault("seeds", [0])
+    spec.setdefault("baseline", "sft" if "sft" in spec["variants"] else next(iter(spec["variants"])))
+    spec.setdefault("bootstrap", 1000)
+    spec.setdefault("overrides", {})
+    spec.setdefault("contrasts", [])
+    spec.setdefault("budget", "epochs")
+    if spec["budget"] not in BUDGETS:
+        raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}, not {spec['budget']!r}")
+    if spec["baseline"] not in spec["variants"]:
+        raise ConfigError(f"{path}: baseline '{spec['baseline']}' is not one of the variants")
+    for pair in spec["contrasts"]:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(v in spec["variants"] for v in pair)):
+            raise ConfigError(f"{path}: each contrast must be a [variant, reference] pair of variant names, not {pair!r}")
+    if "base" in spec:
+        spec["base"] = str((path.parent / spec["base"]).resolve())
+    for name, changes in spec["variants"].items():
+        if not isinstance(changes, dict):
+            raise ConfigError(f"{path}: variant '{name}' must be a mapping of config overrides")
+        if spec["budget"] == "wall_clock" and "train.max_train_seconds" in {**spec["overrides"], **changes}:
+            raise ConfigError(f"{path}: budget: wall_clock sets train.max_train_seconds from the baseline's training time; "
+                              f"remove it from {'overrides' if 'train.max_train_seconds' in spec['overrides'] else f'variant {name!r}'}")
+        # Fail now, not hours later: every variant's config must load.
+        variant_config(spec, name)
+    source = spec.setdefault("warm_start_from", None)
+    if source is not None and (source not in spec["variants"] or variant_config(spec, source).method != "sft"):
+        raise ConfigError(f"{path}: warm_start_from must name a variant with method sft, not {source!r}")
+    return spec
+
+def variant_config(spec: dict, variant: str, changes: dict | None = None):
+    """A variant's config as the spec gives it (`changes`: its overrides, when they differ from the spec's)."""
+    changes = spec["variants"][variant] if changes is None else changes
+    return load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items()))
+
+def warm_start_steps(spec: dict, variant: str) -> int:
+    """The SFT steps `variant` takes from the spec's warm_start_from variant (0: none)."""
+    config = variant_config(spec, variant)
+    return config.warmup.sft_warm_start_steps if spec["warm_start_from"] and config.method == "warmup" else 0
+
+def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
+    """The variant's overrides, plus under a wall-clock budget the baseline's training time on this seed (once it has one),
+    plus, with warm_start_from, the checkpoints the SFT variant keeps and the one each warmup variant starts from."""
+    changes = dict(spec["variants"][variant])
+    source = spec["warm_start_from"]
+    if variant == source:
+        changes["train.save_checkpoints_at"] = sorted({n for v in spec["variants"] if (n := warm_start_steps(spec, v))})
+    elif source and (steps := warm_start_steps(spec, variant)):
+        changes["warmup.sft_warm_start_from"] = str(step_checkpoint(output / source / f"seed{seed}", steps))
+    baseline_results = output / spec["baseline"] / f"seed{seed}" / "results.json"
+    if spec["budget"] == "wall_clock" and variant != spec["baseline"] and baseline_results.is_file():
+        changes["train.max_train_seconds"] = round(json.loads(baseline_results.read_text())["train_seconds"], 3)
+    return changes
+
+def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> list[str]:
+    """How the config a run was started with differs from the one the spec gives now ("key: old there, new now").
+
+    Where the run is kept (output_dir, config_dir) may differ, and a field the saved config lacks
+    (written by an older warmgen) is not compared. A run not started yet has no differences.
+    """
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return []
+    saved = comparable(read_yaml(saved_path) or {})
+    wanted = comparable(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
+                                    + parse_overrides(overrides) + [("seed", seed)]).to_dict())
+    return differences(saved, wanted)
+
+def comparison_folder(spec_path: Path, spec: dict, output_dir: str | None) -> Path:
+    return Path(output_dir or spec.get("output_dir") or f"runs/compare-{spec_path.stem}")

@@ -1,0 +1,142 @@
+"""The comparison's numbers: test metrics over seeds, costs, paired bootstrap tests, warmup analysis."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics
+from ..config_files import load_config
+from ..tasks import load_task
+
+
+COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
+        "inference_load_average")
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+def paired_bootstrap(name: str, variant: list[np.ndarray], baseline: list[np.ndarray], samples: int, seed: int = 0,
+                     **options) -> dict[str, dict]:
+    """Per metric key: observed difference (variant - baseline, seed means), 95% CI and p-value."""
+    def seed_mean(stats_list, index=None):
+        values = [metrics.from_stats(name, s if index is None else s[index], **options) for s in stats_list]
+        return {key: float(np.mean([v[key] for v in values])) for key in values[0]}
+
+    observed_v, observed_b = seed_mean(variant), seed_mean(baseline)
+    n = len(variant[0])
+    rng = np.random.default_rng(seed)
+    draws = {key: [] for key in observed_v}
+    for _ in range(samples):
+        index = rng.integers(0, n, size=n)
+        v, b = seed_mean(variant, index), seed_mean(baseline, index)
+        for key in draws:
+            draws[key].append(v[key] - b[key])
+    results = {}
+    for key, values in draws.items():
+        values = np.array(values)
+        diff = observed_v[key] - observed_b[key]
+        extreme = np.abs(values - values.mean()) >= abs(diff)
+        results[key] = {"variant": observed_v[key], "baseline": observed_b[key], "diff": diff,
+                        "ci_low": float(np.percentile(values, 2.5)), "ci_high": float(np.percentile(values, 97.5)),
+                        "p_value": float((1 + extreme.sum()) / (samples + 1))}
+    return results
+
+def _tokens(text: str | None) -> list[str]:
+    return (text or "").split()
+
+def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None) -> dict:
+    """The paper's lexical view of warmups: length, overlap with target and source, frequent tokens."""
+    warm = [_tokens(p["warmup"]) for p in predictions]
+    total = sum(len(w) for w in warm)
+    in_target = sum(t in set(_tokens(p["target"])) for w, p in zip(warm, predictions) for t in w)
+    in_source = sum(t in set(_tokens(p["source"])) for w, p in zip(warm, predictions) for t in w)
+
+    def target_coverage(texts: list[str | None]) -> float:
+        # Share of the target's word types that the text contains, averaged over examples.
+        scores = [len(set(_tokens(t)) & set(_tokens(p["target"]))) / max(len(set(_tokens(p["target"]))), 1)
+                  for t, p in zip(texts, predictions)]
+        return sum(scores) / max(len(scores), 1)
+
+    result = {"mean_warmup_words": total / max(len(warm), 1),
+              "warmup_words_in_target": in_target / total if total else None,
+              "warmup_words_in_source": in_source / total if total else None,
+              "warmup_target_coverage": target_coverage([p["warmup"] for p in predictions]),
+              "most_frequent_warmup_words": Counter(t for w in warm for t in w).most_common(10)}
+    if sft_predictions:
+        result["sft_output_target_coverage"] = target_coverage([p["prediction"] for p in sft_predictions])
+    return result
+
+def _cost(key: str, test: dict, run: dict) -> float | None:
+    if key in ("inference_seconds", "inference_load_average"):
+        return test.get(key)  # inference_load_average: None for evaluations made before warmgen recorded it
+    if key == "train_load_average":  # above the run's thread count: it shared the CPU, so its times are inflated
+        loads = [row["load_average"] for row in run["log"] if "load_average" in row]
+        return float(np.mean(loads)) if loads else None  # runs logged before warmgen recorded it
+    return run["results"].get(key)
+
+def _over_seeds(seeds: dict, values: list) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": dict(zip(map(str, seeds), map(float, values)))}
+
+def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
+    """The comparison's summary (also written to summary.json) and every run's results, predictions and log."""
+    base = load_config(spec.get("base"), list(spec["overrides"].items()))
+    task = load_task(base)
+    families = [m for m in task.metrics if m in metrics.RESAMPLABLE]
+    options = dict(task.metric_options)
+    runs: dict[str, dict[int, dict]] = {}
+    for variant in spec["variants"]:
+        runs[variant] = {}
+        for seed in spec["seeds"]:
+            run_dir = output / variant / f"seed{seed}"
+            runs[variant][seed] = {
+                "results": json.loads((run_dir / "results.json").read_text()),
+                "predictions": _read_jsonl(run_dir / "eval" / "test" / "predictions.jsonl"),
+                "log": _read_jsonl(run_dir / "metrics.jsonl"),
+            }
+    stats = {v: {m: [metrics.example_stats(m, [p["prediction"] or "" for p in r["predictions"]],
+                                           [p["target"] for p in r["predictions"]], **options) for r in seeds.values()]
+                 for m in families} for v, seeds in runs.items()}
+
+    table = {}
+    for variant, seeds in runs.items():
+        tests = [r["results"]["splits"]["test"] for r in seeds.values()]
+        keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k != "num_examples" and k not in COST]
+        row = {k: _over_seeds(seeds, [t[k] for t in tests]) for k in keys}
+        for k in COST:
+            values = [_cost(k, t, r) for t, r in zip(tests, seeds.values())]
+            row[k] = _over_seeds(seeds, values) if None not in values else None
+        table[variant] = row
+
+    baseline = spec["baseline"]
+    ids = [p["id"] for p in runs[baseline][spec["seeds"][0]]["predictions"]]
+    for variant in runs:
+        for r in runs[variant].values():
+            if [p["id"] for p in r["predictions"]] != ids:
+                raise ValueError(f"{variant} was tested on other examples than {baseline}: cannot pair them")
+
+    def bootstrap(variant: str, reference: str) -> dict:
+        found = {}
+        for m in families:
+            found.update(paired_bootstrap(m, stats[variant][m], stats[reference][m], spec["bootstrap"], **options))
+        return found
+
+    versus = {variant: bootstrap(variant, baseline) for variant in runs if variant != baseline}
+    contrasts = {f"{a} vs {b}": bootstrap(a, b) for a, b in spec["contrasts"]}
+
+    sft_predictions = runs[baseline][spec["seeds"][0]]["predictions"] if base.method == "sft" or spec["variants"][baseline].get("method") == "sft" else None
+    analysis = {v: warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions)
+                for v, seeds in runs.items() if seeds[spec["seeds"][0]]["predictions"][0]["warmup"] is not None}
+    examples = [{"source": runs[baseline][spec["seeds"][0]]["predictions"][i]["source"],
+                 "target": runs[baseline][spec["seeds"][0]]["predictions"][i]["target"],
+                 "outputs": {v: {"warmup": seeds[spec["seeds"][0]]["predictions"][i]["warmup"],
+                                 "prediction": seeds[spec["seeds"][0]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}
+                for i in range(min(5, len(ids)))]
+    summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
+               "test_examples": len(ids), "table": table, "versus_baseline": versus, "contrasts": contrasts, "warmup_analysis": analysis,
+               "examples": examples, "bootstrap": "paired over test examples, pooled over seeds (seed means)"}
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return summary, runs

@@ -1,0 +1,51 @@
+"""`warmgen compare --status`: where a (possibly running) comparison stands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config_files import load_config, parse_overrides
+from ..rundir import folder_holder
+from ..tasks import load_task
+from .spec import comparison_folder, config_differences, load_spec, run_changes
+
+
+def comparison_status(spec_path: str, output_dir: str | None = None, overrides: list[str] = ()) -> str:
+    """Where a (possibly running) comparison stands: every variant x seed as done, training, stopped or pending."""
+    path = Path(spec_path)
+    spec = load_spec(path)
+    output = comparison_folder(path, spec, output_dir)
+    holder = folder_holder(output)
+    primary = load_task(load_config(spec.get("base"), list(spec["overrides"].items()) + parse_overrides(list(overrides)))).primary_metric
+    lines = [f"{output}: {'being run by ' + holder if holder else 'no comparison running'}"]
+    for variant in spec["variants"]:
+        for seed in spec["seeds"]:
+            run_dir = output / variant / f"seed{seed}"
+            differences = config_differences(run_dir, spec, run_changes(spec, output, variant, seed), list(overrides), seed)
+            if differences:
+                lines.append(f"  {variant} seed {seed}: trained under another spec ({'; '.join(differences)}); delete it to retrain")
+                continue
+            if (run_dir / "results.json").is_file():
+                results = json.loads((run_dir / "results.json").read_text())
+                state = f"done: test {primary} {results['splits']['test'][primary]:.4g}, {results['train_seconds']:.0f} s of training"
+            elif run_holder := folder_holder(run_dir):
+                state = f"training: {_progress(run_dir)} ({run_holder})"
+            elif (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
+                state = f"stopped at {_progress(run_dir)}: resumes from its last checkpoint"
+            else:
+                state = "pending"
+            lines.append(f"  {variant} seed {seed}: {state}")
+    return "\n".join(lines)
+
+def _progress(run_dir: Path) -> str:
+    """"step N of M" from a run's log, which its training process may be writing (the last line can be half-written)."""
+    path = run_dir / "metrics.jsonl"
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    total = next((row["total_steps"] for row in rows if "total_steps" in row), "?")
+    return f"step {max((row['step'] for row in rows if 'step' in row), default=0)} of {total}"

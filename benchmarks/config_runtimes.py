@@ -23,9 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from recording import head_commit  # noqa: E402  benchmarks/, this script's folder
+
 from warmgen.config_files import load_config  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
-from recording import head_commit  # noqa: E402  benchmarks/, this script's folder
 
 
 def seconds_per_step(config_path: Path, method: str, steps: int, workdir: Path) -> float:

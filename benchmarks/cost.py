@@ -53,7 +53,7 @@ def measure(model: str, method: str, extra: list[str], steps: int, examples: int
                "--train.max_steps", str(steps), "--data.max_train_examples", str(examples), "--output_dir", str(run), *extra]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     results = json.loads((run / "results.json").read_text())
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss" in r][1:]  # the first step pays one-off costs
     first = [r for r in rows if r["epoch"] <= 1 + 1e-9]
     later = [r for r in rows if r["epoch"] > 1 + 1e-9]

@@ -51,7 +51,7 @@ def run(name: str, args: list[str], out: Path, log_dir: Path) -> None:
 
 
 def last_training_row(run_dir: Path) -> dict:
-    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss" in r]
     return rows[-1] if rows else {}
 

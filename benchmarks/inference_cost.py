@@ -26,11 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
+
 from warmgen.evaluate import evaluate  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
-from warmgen.tasks import load_task  # noqa: E402
 from warmgen.rundir import load_checkpoint  # noqa: E402
-from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
+from warmgen.tasks import load_task  # noqa: E402
 
 
 def load_run(run_dir: Path):

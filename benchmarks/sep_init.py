@@ -26,13 +26,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
+
+from warmgen.batching import tokenize  # noqa: E402
 from warmgen.config_files import load_config  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import load_model  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
-from warmgen.train import tokenize  # noqa: E402
 from warmgen.warmup import warmup_step  # noqa: E402
-from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
 
 KEYS = ("reward", "reward_std", "reward/best", "warmup/mean_length", "warmup/truncated_ratio", "warmup/empty_ratio",
         "warmup/distinct_ratio")

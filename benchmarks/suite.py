@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from warmgen.compare import run_comparison  # noqa: E402
 from recording import head_commit, write_record  # noqa: E402  (benchmarks/, this script's folder)
+
+from warmgen.compare import run_comparison  # noqa: E402
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",

@@ -6,13 +6,12 @@ import json
 import datasets
 import pytest
 import torch
+from helpers.faults import failing_on_call
 
 import warmgen.train
 from warmgen import ConfigError, DataError, WarmupConfig, WarmupTrainer, generate
 from warmgen.cli import main
 from warmgen.models import build_preset
-
-from helpers.faults import failing_on_call
 
 WORDS = ["cat", "dog", "bird", "fish", "horse", "mouse", "sheep", "goat", "duck", "frog"]
 ROWS = [{"input": w, "target": " ".join(w.upper())} for w in WORDS * 4]

@@ -3,7 +3,7 @@ train.group_by_length batches of similar length."""
 
 import random
 
-from warmgen.train import epoch_order
+from warmgen.batching import epoch_order
 
 
 def test_group_by_length_makes_batches_of_similar_length_in_a_random_order():

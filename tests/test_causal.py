@@ -43,7 +43,7 @@ def test_smollm2_lora_warmup_step_and_generation(tmp_path, capsys):
                  "--train.batch_size", "2", "--warmup.num_warmups", "2", "--warmup.max_warmup_length", "4",
                  "--data.max_target_length", "8", "--output_dir", str(run)]) == 0
     assert (run / "checkpoints" / "last" / "adapter_config.json").is_file()
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["family"] == "causal" and any("reward" in r for r in rows)
     capsys.readouterr()
     assert main(["generate", str(run), "hello", "--json"]) == 0

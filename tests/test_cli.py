@@ -14,7 +14,7 @@ TINY = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_trai
 
 
 def losses(run_dir):
-    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [round(r["loss"], 4) for r in rows if "loss" in r]
 
 
@@ -30,7 +30,7 @@ def test_train_eval_generate(tmp_path, capsys, method):
     results = json.loads((run / "results.json").read_text())
     assert set(results["splits"]) == {"dev", "test"} and 0 <= results["splits"]["test"]["wer"] <= 1
     if method == "warmup":
-        samples = [json.loads(l) for l in (run / "samples.jsonl").read_text().splitlines()]
+        samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
         assert samples and len(samples[0]["candidates"]) == 4
         assert sum(c["weight"] for c in samples[0]["candidates"]) == pytest.approx(1.0, abs=1e-3)  # rounded to 4 places
 
@@ -43,9 +43,9 @@ def test_train_eval_generate(tmp_path, capsys, method):
 
     capsys.readouterr()
     assert main(["generate", str(run), "hello", "world", "--json"]) == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
-    assert [l["input"] for l in lines] == ["hello", "world"]
-    assert all((l["warmup"] is None) == (method == "sft") for l in lines)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["input"] for line in lines] == ["hello", "world"]
+    assert all((line["warmup"] is None) == (method == "sft") for line in lines)
 
 
 def test_pinned_losses(tmp_path):
@@ -85,9 +85,9 @@ def test_fixed_warmup_control(tmp_path, capsys):
     run = tmp_path / "fixed"
     assert main(["train", *TINY, "--warmup.fixed_warmup", "a b", "--output_dir", str(run)]) == 0
     assert json.loads((run / "results.json").read_text())["generated_tokens"] == 0
-    samples = [json.loads(l) for l in (run / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert samples and all([c["warmup"] for c in s["candidates"]] == ["a b"] for s in samples)
-    predictions = [json.loads(l) for l in (run / "eval" / "test" / "predictions.jsonl").read_text().splitlines()]
+    predictions = [json.loads(line) for line in (run / "eval" / "test" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 8 and {p["warmup"] for p in predictions} == {"a b"}
     capsys.readouterr()
     assert main(["generate", str(run), "hello", "--json"]) == 0

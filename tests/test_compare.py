@@ -71,8 +71,8 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     stamp = (out / "warmup" / "seed1" / "results.json").stat().st_mtime
     # A run logged before the load averages were recorded: the summary leaves those columns empty.
     log = out / "sft" / "seed0" / "metrics.jsonl"
-    log.write_text("".join(json.dumps({k: v for k, v in json.loads(l).items() if k != "load_average"}) + "\n"
-                           for l in log.read_text().splitlines()))
+    log.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "load_average"}) + "\n"
+                           for line in log.read_text().splitlines()))
     results = json.loads((out / "sft" / "seed0" / "results.json").read_text())
     del results["splits"]["test"]["inference_load_average"]
     (out / "sft" / "seed0" / "results.json").write_text(json.dumps(results))
@@ -183,7 +183,8 @@ def test_stopping_a_comparison_stops_its_training_run(tmp_path):
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_and_one_with_a_checkpoint_resumes(tmp_path, monkeypatch):
-    from warmgen.compare import runner as compare, spec as compare_spec
+    from warmgen.compare import runner as compare
+    from warmgen.compare import spec as compare_spec
     from warmgen.rundir import STATE_NAME
 
     spec = compare_spec.load_spec(spec_file(tmp_path))

@@ -1,7 +1,6 @@
 import pytest
 
 from warmgen.config import ConfigError
-
 from warmgen.config_files import load_config, parse_overrides
 
 

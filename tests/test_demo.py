@@ -6,7 +6,6 @@ import json
 import pytest
 
 from warmgen.config import ConfigError
-
 from warmgen.config_files import parse_overrides
 from warmgen.demo import run_demo
 

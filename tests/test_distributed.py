@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from accelerate.commands.config.config_args import load_config_from_file
+from safetensors.torch import load_file
 
 from warmgen.cli import main
 from warmgen.config import ConfigError, ModelConfig
@@ -70,7 +70,7 @@ def test_two_process_warmup_training_and_resume(tmp_path):
     out = launch(tmp_path / "warm", "--method", "warmup", "--train.batch_size", "4", "--data.max_train_examples", "16",
                  "--warmup.keep_best_warmup", "true")
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [json.loads(l) for l in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
     assert sum("reward" in r for r in rows) == 4
     # Every process applied every process's updates: the saved memory holds all 16 examples, twice visited.
     memory = torch.load(tmp_path / "warm" / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)["warmup_memory"]

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from warmgen.config import SECTIONS, TOP_LEVEL, WarmupConfig
-
 from warmgen.config_files import load_config
 from warmgen.demo import demo_config
 

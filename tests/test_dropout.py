@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 from conftest import TEXTS, tiny
+from test_cli import TINY
 
 from warmgen.cli import main
 from warmgen.config import WarmupOptions
 from warmgen.models import build_preset, has_dropout, load_pretrained, set_dropout
 from warmgen.warmup import merges_repeats
-from test_cli import TINY
 
 
 def training_forward(model, layout):
@@ -70,6 +70,6 @@ def test_merged_repeats_train_the_same_without_dropout(tmp_path):
         assert main(["train", *TINY, "--model.name", "llama-tiny", "--train.max_steps", "3", "--train.eval_every", "0",
                      "--data.max_test_examples", "1", "--warmup.top_k", "1", "--warmup.merge_repeats", merge,
                      "--output_dir", str(run)]) == 0
-        logs[merge] = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+        logs[merge] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert all(r["warmup/scored"] == 1 for r in logs["auto"]) and all(r["warmup/scored"] == 4 for r in logs["false"])
     assert [r["loss"] for r in logs["auto"]] == pytest.approx([r["loss"] for r in logs["false"]], abs=1e-5)

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.faults import failing_on_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_reliability import config, losses
 
 import warmgen.cli
 import warmgen.train
 from warmgen.config import SECTIONS, TOP_LEVEL, ConfigError
 from warmgen.config_files import load_config
 from warmgen.records import DataError, read_jsonl, read_parallel, read_tsv
-
-from helpers.faults import failing_on_call
-from test_reliability import config, losses
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

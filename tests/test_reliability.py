@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from helpers.faults import failing_on_call, nan_objective_on_calls
 
 import warmgen.models
 import warmgen.train
@@ -18,8 +19,6 @@ from warmgen.config_files import load_config, parse_overrides
 from warmgen.models import build_preset, prepare_tokenizer
 from warmgen.records import DataError
 from warmgen.train import TrainingError, train
-
-from helpers.faults import failing_on_call, nan_objective_on_calls
 
 ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40", "--data.max_dev_examples", "4",
         "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",
@@ -44,7 +43,7 @@ def test_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
     results = train(config(tmp_path, "nan"))
     assert results["skipped_steps"] == 1
     assert [s for s, _ in losses(tmp_path / "nan")] == [1, 2, 3, 4, 5, 6]  # the budget is still 6 good steps
-    assert all(l == l for _, l in losses(tmp_path / "nan"))  # no NaN logged
+    assert all(line == line for _, line in losses(tmp_path / "nan"))  # no NaN logged
 
 
 def test_consecutive_nan_steps_stop_the_run_with_last_checkpoint_kept(tmp_path, monkeypatch, capsys):
@@ -122,7 +121,7 @@ def test_bf16_autocast_trains_close_to_float32(tmp_path):
     train(config(tmp_path, "fp32", "--train.max_steps", "3"))
     train(config(tmp_path, "bf16", "--train.max_steps", "3", "--train.mixed_precision", "bf16"))
     full, mixed = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
-    assert [s for s, _ in mixed] == [1, 2, 3] and all(torch.isfinite(torch.tensor(l)) for _, l in mixed)
+    assert [s for s, _ in mixed] == [1, 2, 3] and all(torch.isfinite(torch.tensor(line)) for _, line in mixed)
     assert full != mixed
     for (_, a), (_, b) in zip(full, mixed):
         assert b == pytest.approx(a, rel=0.05)

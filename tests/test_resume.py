@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
+from helpers.faults import failing_on_call, ticking_clock
 
 import warmgen.train
 from warmgen.config_files import load_config, parse_overrides
 from warmgen.train import train
-
-from helpers.faults import failing_on_call, ticking_clock
 
 ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40",
         "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8", "--train.eval_every", "2",
@@ -17,7 +16,7 @@ ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_trai
 
 
 def logged(run_dir):
-    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss"], r["reward"]) for r in rows if "loss" in r]
 
 

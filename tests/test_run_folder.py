@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_reliability import ARGS, config, losses, nan_on
 
 import warmgen.train
 from warmgen.cli import main
 from warmgen.rundir import hold_folder
 from warmgen.train import TrainingError
-
-from test_reliability import ARGS, config, losses, nan_on
 
 
 def run_cli(*args):

@@ -134,7 +134,7 @@ def test_multiple_choice_end_to_end(tmp_path):
     # Options scored after a given warmup (the fixed-warmup control), with no letter generated.
     fixed = tmp_path / "fixed"
     assert main(["eval", str(run), "--data.mc_eval", "options", "--warmup.fixed_warmup", "ab", "--output", str(fixed)]) == 0
-    rows = [json.loads(l) for l in (fixed / "predictions.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (fixed / "predictions.jsonl").read_text().splitlines()]
     assert {r["warmup"] for r in rows} == {"ab"} and all(len(r["option_logp"]) == 4 and r["prediction"] is None for r in rows)
 
 

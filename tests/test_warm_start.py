@@ -5,6 +5,7 @@ import json
 
 import pytest
 import yaml
+from helpers.faults import failing_on_call
 
 import warmgen.train
 from warmgen.compare import run_comparison
@@ -12,8 +13,6 @@ from warmgen.config import ConfigError
 from warmgen.config_files import load_config, parse_overrides
 from warmgen.rundir import step_checkpoint
 from warmgen.train import train
-
-from helpers.faults import failing_on_call
 
 ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "40",
         "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "6", "--train.batch_size", "8",
@@ -106,7 +105,7 @@ def test_compare_shares_the_warm_start(tmp_path):
     run_comparison(str(tmp_path / "spec.yaml"), str(tmp_path / "out"))
     header = json.loads((tmp_path / "out" / "marginal" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
     assert header["sft_warm_start_from"] == str(step_checkpoint(tmp_path / "out" / "sft" / "seed0", 2))
-    assert losses(tmp_path / "out" / "marginal" / "seed0")[:2] == [(s, l, None) for s, l, _ in losses(tmp_path / "out" / "sft" / "seed0")[:2]]
+    assert losses(tmp_path / "out" / "marginal" / "seed0")[:2] == [(s, line, None) for s, line, _ in losses(tmp_path / "out" / "sft" / "seed0")[:2]]
     # The spec without the shared warm start would train the warmup variant another way: compare says so.
     del spec["warm_start_from"]
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))

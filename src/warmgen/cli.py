@@ -16,13 +16,11 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, validate
-
 from .config_files import load_config, parse_overrides, set_value
 from .distributed import leave_process_group
 from .records import DataError
 from .rundir import RunFolderError
 from .train import TrainingError
-
 
 OVERWRITE = ("move", "delete")
 OVERWRITE_HELP = "when output_dir holds an earlier run: move it to OUTPUT_DIR.previous-N, or delete it, and start over"
@@ -64,8 +62,8 @@ def cmd_train(args, overrides: list[str]) -> None:
 
 def cmd_eval(args, overrides: list[str]) -> None:
     from .evaluate import evaluate, write_eval
-    from .tasks import load_task
     from .rundir import hold_folder
+    from .tasks import load_task
 
     folder, model, layout, config = _load(args.path, overrides)
     run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder

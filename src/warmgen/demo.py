@@ -15,7 +15,6 @@ import torch
 import yaml
 
 from .config import WarmupConfig, validate
-
 from .config_files import apply_mapping, set_value
 from .provenance import git_commit
 from .rundir import resumable

@@ -73,7 +73,7 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
         for name, per_token in (("options", False), ("options_norm", True)):
             chosen = []
             for example, p in zip(examples, predictions):
-                values = [l / n for l, n in zip(p["option_logp"], p["option_tokens"])] if per_token else p["option_logp"]
+                values = [line / n for line, n in zip(p["option_logp"], p["option_tokens"])] if per_token else p["option_logp"]
                 chosen.append(example.extra["options"][max(range(len(values)), key=values.__getitem__)])
             found = metrics.compute(["accuracy", "macro_f1"], chosen, refs)
             scores.update({f"{name}/accuracy": found["accuracy"], f"{name}/macro_f1": found["macro_f1"]})

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import WarmupConfig, ConfigError
-
+from .config import ConfigError, WarmupConfig
 from .config_files import BOOKKEEPING, differences, load_config, read_yaml
 from .models import PRESETS, SEP, load_adapter, load_pretrained, resolve_sep_init
 
@@ -214,8 +213,8 @@ def load_trainer_state(path: Path) -> dict:
 def truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from."""
     if path.exists():
-        lines = [l for l in path.read_text().splitlines() if json.loads(l).get("step", 0) <= step]
-        path.write_text("".join(l + "\n" for l in lines))
+        lines = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in lines))
 
 
 def comparable(config: dict) -> dict:

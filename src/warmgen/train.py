@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .config import WarmupConfig, ConfigError, validate
-
+from .batching import epoch_order, tokenize
+from .config import ConfigError, WarmupConfig, validate
 from .config_files import differences, read_yaml
 from .decode import fixed_warmup_ids
 from .distributed import Processes, check_launch
@@ -27,54 +27,27 @@ from .evaluate import evaluate, write_eval
 from .layout import make_layout
 from .models import count_parameters, has_dropout, load_model, ready_model
 from .provenance import git_commit, library_versions
-from .records import DataError
-from .rundir import (CONFIG_NAME, STATE_NAME, clear_run_folder, hold_folder, load_checkpoint, load_trainer_state, load_warm_start,
-                     rng_state, save_checkpoint, set_rng_state, step_checkpoint, truncate_log, write_samples)
+from .rundir import (
+    CONFIG_NAME,
+    STATE_NAME,
+    clear_run_folder,
+    hold_folder,
+    load_checkpoint,
+    load_trainer_state,
+    load_warm_start,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    step_checkpoint,
+    truncate_log,
+    write_samples,
+)
 from .tasks import load_task
 from .warmup import WarmupMemory, merges_repeats, warmup_step
 
 
 class TrainingError(RuntimeError):
     """Training cannot continue; the message says why and what to do."""
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def tokenize(layout, examples, on_overlength: str = "truncate") -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
-    """(source_ids, target_ids) per example and how many sources/targets were truncated."""
-    rows, cut_sources, cut_targets = [], 0, 0
-    for example in examples:
-        source, source_cut = layout.source_ids(example.source)
-        target, target_cut = layout.target_ids(example.target)
-        if on_overlength == "error" and (source_cut or target_cut):
-            side, limit = ("source", "max_source_length") if source_cut else ("target", "max_target_length")
-            raise DataError(f"example {example.id}: the {side} is longer than data.{limit} "
-                            f"({getattr(layout, limit)} tokens); raise the limit or set data.on_overlength: truncate")
-        rows.append((source, target))
-        cut_sources += source_cut
-        cut_targets += target_cut
-    return rows, {"truncated_sources": cut_sources, "truncated_targets": cut_targets}
-
-
-def epoch_order(n: int, seed: int, epoch: int, lengths: list[int] | None = None, batch: int = 1) -> list[int]:
-    """The example order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same.
-
-    With `lengths` (train.group_by_length), consecutive `batch`-sized slices hold examples of
-    similar length, so batches carry little padding: the shuffled order is cut into groups of 50
-    batches, each group sorted by length and cut into batches, and those batches shuffled (a short
-    last batch stays last).
-    """
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n, generator=generator).tolist()
-    if lengths is None:
-        return order
-    batches = []
-    for start in range(0, n, 50 * batch):
-        group = sorted(order[start : start + 50 * batch], key=lambda j: lengths[j])
-        batches += [group[i : i + batch] for i in range(0, len(group), batch)]
-    short = batches.pop() if len(batches[-1]) < batch else []
-    return [j for b in torch.randperm(len(batches), generator=generator).tolist() for j in batches[b]] + short
 
 
 # ----------------------------------------------------------------------------- checkpoints

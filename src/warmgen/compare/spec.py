@@ -9,7 +9,6 @@ from ..config_files import differences, load_config, parse_overrides, read_yaml
 from ..rundir import comparable, step_checkpoint
 from ..typecheck import ConfigError
 
-
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from"}
 
 BUDGETS = ("epochs", "wall_clock")

@@ -12,7 +12,6 @@ from .. import metrics
 from ..config_files import load_config
 from ..tasks import load_task
 
-
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
 

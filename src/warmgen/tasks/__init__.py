@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ..config import WarmupConfig, ConfigError
+from ..config import ConfigError, WarmupConfig
 from ..records import DataError, Example, dataset_records, text_examples
 
 # How the Python API's arguments name each split in errors.

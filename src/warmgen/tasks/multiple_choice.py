@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import string
 
-from ..config import WarmupConfig, ConfigError
-
+from ..config import ConfigError, WarmupConfig
 from ..config_files import resolve_path
 from ..records import DataError, Example, dataset_records, file_records
 from . import Task, read_files, shuffled

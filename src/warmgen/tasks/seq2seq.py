@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import WarmupConfig, ConfigError
-
+from ..config import ConfigError, WarmupConfig
 from ..config_files import resolve_path
 from ..records import Example, read_jsonl, read_parallel, read_tsv
 from . import Task, read_files, shuffled, text_rows

@@ -7,8 +7,7 @@ when `data.bertscore_model` names a local checkpoint.
 
 from __future__ import annotations
 
-from ..config import WarmupConfig, ConfigError
-
+from ..config import ConfigError, WarmupConfig
 from ..config_files import resolve_path
 from ..records import read_jsonl
 from . import Task, read_files, shuffled, text_rows

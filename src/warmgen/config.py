@@ -52,6 +52,8 @@ class ModelConfig(_Checked):
     SmolLM2-135M-Instruct GGUF), a local folder saved with `save_pretrained`, or a hub id.
     """
 
+    # A preset (`t5-tiny`, `t5-mini`, `t5-g2p`, `t5-small-scratch`, `llama-tiny`, `llama-mini`,
+    # `gpt2-tiny`), `smollm2-135m`, a local `save_pretrained` folder, or a hub id.
     name: str = "t5-mini"
     # The tokenizer a preset trains on the training split: `bpe` (byte-level BPE of vocab_size
     # tokens), `symbols` (one token per whitespace-separated target symbol and per character of
@@ -94,7 +96,9 @@ class DataConfig(_Checked):
     (`$WARMGEN_DATA_ROOT`, default `../shared/data`).
     """
 
+    # The reader and metrics (see above and docs/tasks-and-models.md).
     task: str = "g2p"
+    # Each split's file: JSONL, TSV, or the common prefix of line-aligned parallel text files.
     train_file: Optional[str] = None
     dev_file: Optional[str] = None
     test_file: Optional[str] = None
@@ -147,6 +151,8 @@ class WarmupOptions(_Checked):
     already sample text).
     """
 
+    # How sampled warmups train the model (docs/method.md): the best by reward, the marginal
+    # likelihood over the k warmups, or REINFORCE with a leave-one-out baseline.
     objective: Literal["best_of_k", "marginal", "rloo"] = "marginal"
     # k: warmups sampled per training example.
     num_warmups: int = 4
@@ -210,6 +216,7 @@ class WarmupOptions(_Checked):
 class TrainConfig(_Checked):
     """Optimiser, schedule, batching, evaluation and logging."""
 
+    # AdamW; weight decay on matrices only (not biases and norms).
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
@@ -259,8 +266,11 @@ class DecodeConfig(_Checked):
     Targets are cut at `data.max_target_length` tokens; warmups at `warmup.max_warmup_length`.
     """
 
+    # The warmup at inference: greedy, or sampled with the warmup section's temperature/top_k/top_p.
     warmup_strategy: Literal["greedy", "sample"] = "greedy"
+    # Beam search for the target (1 = greedy).
     num_beams: int = 1
+    # Examples decoded at once.
     batch_size: int = 64
 
 
@@ -272,8 +282,11 @@ class WarmupConfig(_Checked):
     `WarmupConfig(method="sft", model={"name": "t5-mini"}, train={"epochs": 2})`.
     """
 
+    # `warmup`: Warmup Generations; `sft`: the target alone, with everything else the same.
     method: Literal["sft", "warmup"] = "warmup"
+    # Model initialisation, data order and warmup sampling.
     seed: int = 0
+    # The run folder: config, logs, checkpoints, results (docs/commands.md).
     output_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -21,6 +21,8 @@ def test_demo_trains_both_then_shows_the_finished_demo_again(tmp_path, capsys):
     assert set(summary["results"]) == {"sft", "warmup"} and (tmp_path / "demo.json").is_file()
     assert summary["machine"]["torch_threads"] >= 1 and len(summary["machine"]["load_average_1_5_15"]) == 3
     log = (tmp_path / "sft" / "metrics.jsonl").read_text()
+    header = json.loads((tmp_path / "warmup" / "metrics.jsonl").read_text().splitlines()[0])
+    assert header["sft_warm_start_from"] == str(tmp_path / "sft" / "checkpoints" / "step-1")  # SFT's step is not trained twice
     again = run_demo(str(tmp_path), TINY)  # finished: evaluated again, not trained again
     assert (tmp_path / "sft" / "metrics.jsonl").read_text() == log
     assert again["results"]["sft"]["test"]["wer"] == summary["results"]["sft"]["test"]["wer"]

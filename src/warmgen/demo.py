@@ -17,16 +17,16 @@ import yaml
 from .config import WarmupConfig, validate
 from .config_files import apply_mapping, set_value
 from .provenance import git_commit
-from .rundir import resumable
+from .rundir import resumable, step_checkpoint
 from .train import train
 
 DEMO = {
     "seed": 0,
     "model": {"name": "t5-mini"},
     "data": {"task": "g2p", "max_dev_examples": 500, "max_test_examples": 500, "max_source_length": 32, "max_target_length": 32},
-    "train": {"learning_rate": 3e-3, "lr_warmup_steps": 200, "batch_size": 128, "epochs": 1.1, "eval_every": 250,
+    "train": {"learning_rate": 3e-3, "lr_warmup_steps": 200, "batch_size": 128, "epochs": 1.4, "eval_every": 250,
               "log_every": 25, "samples_every": 250},
-    "warmup": {"objective": "marginal", "num_warmups": 4, "max_warmup_length": 8, "sft_warm_start_steps": 780},
+    "warmup": {"objective": "marginal", "num_warmups": 4, "max_warmup_length": 8, "sft_warm_start_steps": 1000},
 }
 EXAMPLES = 5
 
@@ -48,6 +48,10 @@ def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dic
     output = Path(output_dir)
     started = time.time()
     configs = {method: demo_config(method, output, overrides) for method in ("sft", "warmup")}
+    steps = configs["warmup"].warmup.sft_warm_start_steps
+    if steps:  # the warmup run starts from SFT's checkpoint of that step instead of training the same steps again
+        configs["sft"].train.save_checkpoints_at = [steps]
+        configs["warmup"].warmup.sft_warm_start_from = str(step_checkpoint(Path(configs["sft"].output_dir), steps))
     print("warmgen demo: SFT vs Warmup Generations, CMUdict grapheme-to-phoneme, T5 from scratch")
     print(yaml.safe_dump(configs["warmup"].to_dict(), sort_keys=False).rstrip())
     results = {}

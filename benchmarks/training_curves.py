@@ -10,7 +10,8 @@ git commit, per variant and seed: each metric at each logged step asked for, and
 `time/step` over the whole run (how fast the machine was stepping, which a wall-clock budget
 turns into epochs) and per epoch (warmup steps cost more while warmups still differ). With
 --evaluations also every dev evaluation (step, training seconds so far, dev metrics): the curve of
-dev score against training time.
+dev score against training time. A finished run's final scores (`results.json`: test and dev
+metrics, training time, best step and the commit it was trained at) come along as `final`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def run_curves(run_dir: Path, metrics: list[str], steps: list[int], evaluations:
     curves = {"median_seconds_per_step": statistics.median(row["time/step"] for row in logged.values()),
               "median_seconds_per_step_by_epoch": {epoch: statistics.median(times) for epoch, times in by_epoch.items()},
               **{metric: {str(step): logged[step].get(metric) for step in steps} for metric in metrics}}
+    results = run_dir / "results.json"
+    if results.is_file():
+        final = json.loads(results.read_text(encoding="utf-8"))
+        curves["final"] = {**{key: final.get(key) for key in ("git_commit", "train_seconds", "steps", "best_step")},
+                           **{split: {k: v for k, v in scores.items() if isinstance(v, (int, float))}
+                              for split, scores in final["splits"].items()}}
     if evaluations:
         curves["evaluations"] = [{key: value for key, value in row.items() if key in ("step", "epoch", "train_seconds")
                                   or key.startswith("dev/")} for row in rows if any(key.startswith("dev/") for key in row)]

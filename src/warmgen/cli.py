@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import ConfigError, validate
 from .config_files import load_config, parse_overrides, set_value
+from .config_reference import keys_help
 from .distributed import leave_process_group
 from .records import DataError
 from .rundir import RunFolderError
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (SFT or warmup); extra --section.key value pairs override the config")
+    keys = "config keys, each also --section.key=value (default, then what it sets; docs/configuration.md has it all):\n"
+    p = sub.add_parser("train", help="train a model (SFT or warmup); extra --section.key value pairs override the config",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=keys + keys_help())
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last")
     p.add_argument("--overwrite", choices=OVERWRITE, help=OVERWRITE_HELP)
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--status", action="store_true", help="show which runs are done, training, stopped or pending; train nothing")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 12 minutes on 2 CPU cores)")
+    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 12 minutes on 2 CPU cores)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=keys + keys_help())
     p.add_argument("--output_dir", default="runs/demo")
     p.add_argument("--overwrite", choices=OVERWRITE, help=OVERWRITE_HELP + " (without it a finished demo is shown again)")
     p.set_defaults(func=cmd_demo)

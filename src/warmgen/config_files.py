@@ -4,6 +4,7 @@ comparing a saved config with a new one, and finding the data files a config nam
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,20 @@ from .config import SECTIONS, TOP_LEVEL, ConfigError, WarmupConfig, validate
 from .typecheck import check_type, field_types
 
 
-def _valid_keys() -> str:
+def _valid_keys() -> list[str]:
     keys = list(TOP_LEVEL)
     for section, cls in SECTIONS.items():
         keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
-    return ", ".join(keys)
+    return keys
+
+
+def _unknown_key(dotted_key: str) -> str:
+    """The error for a key no config has: the closest valid ones, else where the list is."""
+    keys = _valid_keys()
+    close = difflib.get_close_matches(dotted_key, keys, n=2) or difflib.get_close_matches(
+        dotted_key, [k.split(".")[-1] for k in keys], n=1)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "valid keys: warmgen train --help"
+    return f"unknown config key '{dotted_key}': {hint}"
 
 
 def set_value(config: WarmupConfig, dotted_key: str, value: Any) -> None:
@@ -42,7 +52,7 @@ def set_value(config: WarmupConfig, dotted_key: str, value: Any) -> None:
         if parts[1] in types_:
             setattr(section, parts[1], check_type(value, types_[parts[1]], ".".join(parts)))
             return
-    raise ConfigError(f"unknown config key '{dotted_key}'. Valid keys: {_valid_keys()}")
+    raise ConfigError(_unknown_key(dotted_key))
 
 
 def apply_mapping(config: WarmupConfig, mapping: dict[str, Any], origin: str) -> None:

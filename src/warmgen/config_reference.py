@@ -1,7 +1,7 @@
-"""Writes docs/configuration.md from the config dataclasses: their docstrings, and each field's type,
-default and the comment above it (fields that share one comment share a row).
+"""Every config field's type, default and documentation, read from config.py itself (the comment
+above each field; fields under one comment share it): for docs/configuration.md and `--help`.
 
-    python scripts/config_reference.py > docs/configuration.md
+    python -m warmgen.config_reference > docs/configuration.md
 
 tests/test_docs.py checks that the file is what this prints, so the reference cannot go stale.
 """
@@ -12,7 +12,7 @@ import ast
 import sys
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parent.parent / "src" / "warmgen" / "config.py"
+SOURCE = Path(__file__).resolve().parent / "config.py"
 SECTIONS = [("WarmupConfig", None), ("ModelConfig", "model"), ("DataConfig", "data"), ("WarmupOptions", "warmup"),
             ("TrainConfig", "train"), ("DecodeConfig", "decode")]
 INTRO = """# Configuration reference
@@ -33,7 +33,7 @@ values are read as YAML: `--data.metrics "[wer, per]"`); in Python, `WarmupConfi
 types are errors. Relative data paths are resolved next to the config file, then under the data
 root `$WARMGEN_DATA_ROOT` (default `../shared/data`).
 
-Generated from [`src/warmgen/config.py`](../src/warmgen/config.py) by `python scripts/config_reference.py`.
+Generated from [`src/warmgen/config.py`](../src/warmgen/config.py) by `python -m warmgen.config_reference`.
 """
 
 
@@ -72,6 +72,20 @@ def rows(cls: ast.ClassDef, source: str, prefix: str) -> list[list[str]]:
         else:
             table.append(row)
     return table
+
+
+def keys_help() -> str:
+    """One line per config key with its default and the first sentence of its documentation (`--help`)."""
+    source = SOURCE.read_text(encoding="utf-8")
+    classes = {node.name: node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+    lines = []
+    for name, section in SECTIONS:
+        for keys, _, defaults, meaning in rows(classes[name], source, "" if section is None else f"{section}."):
+            first = meaning.split(". ")[0].rstrip(".")
+            first = first if len(first) <= 100 else first[:99] + "…"
+            for key, default in zip(keys.split("<br>"), defaults.split("<br>")):
+                lines.append(f"  --{key.strip('`'):<32} {default.strip('`'):<14} {first}")
+    return "\n".join(lines)
 
 
 def reference() -> str:

@@ -17,7 +17,7 @@ import warmgen.cli
 import warmgen.train
 from warmgen.config import SECTIONS, TOP_LEVEL, ConfigError
 from warmgen.config_files import load_config
-from warmgen.records import DataError, read_jsonl, read_parallel, read_tsv
+from warmgen.records import DataError, csv_records, json_array_records, read_jsonl, read_parallel, read_tsv, text_examples
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -41,7 +41,9 @@ def test_readers_return_examples_or_one_line_errors(content, other):
         path, pair = Path(folder) / "d", Path(folder) / "e"
         path.write_bytes(content)
         pair.write_bytes(other)
-        for read in (lambda: read_tsv(path), lambda: read_jsonl(path, "input", "target"), lambda: read_parallel(path, pair)):
+        for read in (lambda: read_tsv(path), lambda: read_jsonl(path, "input", "target"), lambda: read_parallel(path, pair),
+                     lambda: text_examples(csv_records(path), "input", "target"),
+                     lambda: text_examples(json_array_records(path), "input", "target")):
             try:
                 rows = read()
             except DataError as err:

@@ -98,13 +98,15 @@ class DataConfig(_Checked):
 
     # The reader and metrics (see above and docs/tasks-and-models.md).
     task: str = "g2p"
-    # Each split's file: JSONL, TSV, or the common prefix of line-aligned parallel text files.
+    # Each split's file: JSONL, a JSON array, CSV or TSV with the fields below, or the common
+    # prefix of line-aligned parallel text files.
     train_file: Optional[str] = None
     dev_file: Optional[str] = None
     test_file: Optional[str] = None
-    # `auto` picks from the extension: .jsonl/.json, .tsv; for parallel text give the path
+    # `auto` picks from the extension: .jsonl, .json (an array of objects, or one object per
+    # line), .csv (a header row names the columns), .tsv; for parallel text give the path
     # without extension plus `source_suffix`/`target_suffix` (e.g. train + .deu/.eng).
-    format: Literal["auto", "jsonl", "tsv", "parallel"] = "auto"
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parallel"] = "auto"
     source_field: str = "input"
     target_field: str = "target"
     source_suffix: str = ".src"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ class Example:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     raw = path.read_bytes()
@@ -32,16 +34,20 @@ def _read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte {err.start}); re-encode the file as UTF-8") from None
-    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write, is not part of the first record
-    lines = text.split("\n")
+    return text.removeprefix("\ufeff")  # a byte-order mark, as some editors write, is not part of the first record
+
+
+def _read_lines(path: Path) -> list[str]:
+    lines = _read_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # trailing newline; a last line without one is still a record
     return [line.rstrip("\r") for line in lines]
 
 
-def _text_field(record: dict, name: str, where: str) -> str:
+def _text_field(record: dict, name: str, where: str, setting: str) -> str:
     if name not in record:
-        raise DataError(f"{where}: field '{name}' is missing (fields present: {', '.join(record) or 'none'})")
+        raise DataError(f"{where}: field '{name}' is missing (fields present: {', '.join(record) or 'none'}; "
+                        f"set {setting} to the field that holds it)")
     value = record[name]
     if not isinstance(value, str):
         raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
@@ -80,12 +86,41 @@ def dataset_records(rows: Iterable, name: str) -> Iterator[tuple[str, str, dict]
 
 def text_examples(records: Iterable[tuple[str, str, dict]], source_field: str, target_field: str) -> list[Example]:
     """Examples from records with a text source and target field (an `id` field, if any, names the example)."""
-    return [Example(str(record.get("id", default_id)), _text_field(record, source_field, where), _text_field(record, target_field, where))
+    return [Example(str(record.get("id", default_id)), _text_field(record, source_field, where, "data.source_field"),
+                    _text_field(record, target_field, where, "data.target_field"))
             for where, default_id, record in records]
 
 
 def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example]:
     return text_examples(file_records(path), source_field, target_field)
+
+
+def json_array_records(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """(where, default id, object) for each item of a file holding one JSON array of objects."""
+    try:
+        items = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(items, list):
+        raise DataError(f"{path}: expected a JSON array of objects (or one object per line, .jsonl), got {type(items).__name__}")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: item {index}: expected a JSON object, got {type(item).__name__}")
+        yield f"{path}: item {index}", f"{path.name}:{index}", item
+
+
+def csv_records(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """(where, default id, row) for each row of a CSV file whose first row names the columns."""
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    if not reader.fieldnames:
+        return
+    try:
+        for row in reader:
+            if None in row:
+                raise DataError(f"{path}:{reader.line_num}: more columns than the header's {len(reader.fieldnames)}")
+            yield f"{path}:{reader.line_num}", f"{path.name}:{reader.line_num}", {k: v for k, v in row.items() if v is not None}
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({err})") from None
 
 
 def read_tsv(path: Path, header: tuple[str, str] = ("input", "target")) -> list[Example]:

@@ -8,17 +8,15 @@ when `data.bertscore_model` names a local checkpoint.
 from __future__ import annotations
 
 from ..config import ConfigError, WarmupConfig
-from ..config_files import resolve_path
-from ..records import read_jsonl
 from . import Task, read_files, shuffled, text_rows
+from .seq2seq import read_split
 
 
 def load(config: WarmupConfig, given: dict) -> Task:
     if not (config.data.train_file or config.data.test_file or given):
         raise ConfigError("data.task summarization needs data.train_file and data.test_file (JSONL)")
     data = config.data
-    splits = read_files(config, lambda path: read_jsonl(resolve_path(config, path), data.source_field, data.target_field), given,
-                        text_rows(config))
+    splits = read_files(config, lambda path: read_split(config, path), given, text_rows(config))
     splits["train"] = shuffled(splits["train"], config.seed)
     metrics = ["rouge"] + (["bertscore"] if data.bertscore_model else [])
     skipped = {} if data.bertscore_model else {"bertscore": "set data.bertscore_model to a local model folder (pip install bert-score)"}

@@ -51,3 +51,18 @@ def test_training_runs_from_a_csv_file_and_a_json_array(tmp_path):
     task = load_task(config)
     assert len(task.split("train")) == 12 and len(task.split("dev")) == 3 and len(task.split("test")) == 3
     assert train(config)["splits"]["test"]["num_examples"] == 3
+
+
+def test_a_saved_hugging_face_dataset_is_read_by_split(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "validation": datasets.Dataset.from_list(ROWS[:3])}
+                         ).save_to_disk(str(tmp_path / "dict"))
+    datasets.Dataset.from_list(ROWS[:5]).save_to_disk(str(tmp_path / "one"))
+    base = ["--data.task", "seq2seq", "--model.name", "t5-tiny"]
+    task = load_task(load_config(None, parse_overrides(base + ["--data.dataset", str(tmp_path / "dict")])))
+    assert len(task.split("train")) == 12 and [e.source for e in task.split("dev")] == ["word0", "word1", "word2"]
+    assert task.split("dev")[0].id == "eval_dataset:0"
+    assert len(load_task(load_config(None, parse_overrides(base + ["--data.dataset", str(tmp_path / "one")]))).split("train")) == 5
+    with pytest.raises(DataError, match="data.dataset '.*nowhere': cannot load it"):
+        load_task(load_config(None, parse_overrides(base + ["--data.dataset", str(tmp_path / "nowhere")])))

@@ -98,6 +98,10 @@ class DataConfig(_Checked):
 
     # The reader and metrics (see above and docs/tasks-and-models.md).
     task: str = "g2p"
+    # A Hugging Face dataset instead of files: a `save_to_disk` folder, or a name or folder for
+    # `datasets.load_dataset` (offline: local files or the hub cache). Splits train, validation (or
+    # dev) and test; a single Dataset is the train split.
+    dataset: Optional[str] = None
     # Each split's file: JSONL, a JSON array, CSV or TSV with the fields below, or the common
     # prefix of line-aligned parallel text files.
     train_file: Optional[str] = None

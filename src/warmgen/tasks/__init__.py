@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import ConfigError, WarmupConfig
 from ..records import DataError, Example, dataset_records, text_examples
@@ -45,6 +46,8 @@ def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
                "summarization": summarization.load, "multiple_choice": multiple_choice.load}
     if config.data.task not in loaders:
         raise ConfigError(f"data.task: unknown task '{config.data.task}'; choose one of {', '.join(loaders)}")
+    if config.data.dataset and not given:
+        given = hf_dataset_splits(config.data.dataset)
     task = loaders[config.data.task](config, given or {})
     data = config.data
     if data.source_prefix and data.task != "translation":
@@ -65,6 +68,31 @@ def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
         if limit and name in task.splits:
             task.splits[name] = task.splits[name][:limit]
     return task
+
+
+def hf_dataset_splits(name: str) -> dict:
+    """{split: rows} of `data.dataset`: a `save_to_disk` folder or a `load_dataset` name (see DataConfig.dataset)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("data.dataset needs the datasets library: pip install datasets") from None
+    folder = Path(name).expanduser()
+    try:
+        if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+            loaded = datasets.load_from_disk(str(folder))
+        else:
+            loaded = datasets.load_dataset(name)
+    except Exception as err:  # datasets raises many kinds (not found, offline, bad files): all are the user's to fix
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"data.dataset '{name}': cannot load it ({first})") from None
+    if isinstance(loaded, datasets.Dataset):
+        return {"train": loaded}
+    names = {"train": ["train"], "dev": ["validation", "dev", "valid"], "test": ["test"]}
+    found = {split: loaded[next(n for n in candidates if n in loaded)] for split, candidates in names.items()
+             if any(n in loaded for n in candidates)}
+    if not found:
+        raise DataError(f"data.dataset '{name}' has splits {', '.join(loaded)}; warmgen reads train, validation (or dev) and test")
+    return found
 
 
 def read_files(config: WarmupConfig, reader, given: dict, convert) -> dict[str, list[Example]]:

@@ -114,3 +114,25 @@ def test_train_help_lists_every_config_key_with_its_default(capsys):
         for field in dataclasses.fields(cls):
             assert f"--{section}.{field.name} " in out
     assert "--warmup.num_warmups               4              k: warmups sampled per training example" in out
+
+
+def test_report_to_tensorboard_writes_the_logged_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert main(["train", "--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "24",
+                 "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "3", "--train.batch_size", "8",
+                 "--train.log_every", "1", "--train.eval_every", "3", "--warmup.max_warmup_length", "3",
+                 "--train.report_to", "[tensorboard]", "--output_dir", str(run)]) == 0
+    events = EventAccumulator(str(next((run / "runs").glob("*")))).Reload()
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(e.step, round(e.value, 5)) for e in events.Scalars("loss")] == [(r["step"], round(r["loss"], 5)) for r in logged if "loss" in r]
+    assert [e.step for e in events.Scalars("dev/wer")] == [3] and "warmup/mean_length" in events.Tags()["scalars"]
+
+
+def test_report_to_a_tracker_whose_library_is_missing_is_one_line(tmp_path, capsys):
+    if __import__("importlib").util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    code = main(["train", "--model.name", "t5-tiny", "--data.max_train_examples", "8", "--train.max_steps", "1",
+                 "--train.batch_size", "4", "--train.report_to", "[wandb]", "--output_dir", str(tmp_path / "run")])
+    assert code == 2 and "train.report_to wandb: not installed; pip install wandb" in capsys.readouterr().err

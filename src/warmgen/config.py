@@ -258,6 +258,10 @@ class TrainConfig(_Checked):
     log_every: int = 10
     # A step with a NaN/inf loss or gradient is skipped; this many in a row stop the run.
     max_bad_steps: int = 10
+    # Experiment trackers that also get every logged value: tensorboard (in output_dir/runs),
+    # wandb, trackio, mlflow, comet_ml, aim, clearml, dvclive, swanlab (Accelerate's trackers).
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab"]] = \
+        field(default_factory=list)
     # Write a table of sampled warmups to samples.jsonl every N steps (0 = never).
     samples_every: int = 100
     # `bf16`: training forward passes (sampling and scoring) under bfloat16 autocast; weights,

@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from . import metrics
 from .config import WarmupConfig
 from .decode import decode, fixed_warmup_ids, generate_warmups, score_options
@@ -35,7 +37,7 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
     size = config.decode.batch_size
     fixed = fixed_warmup_ids(layout, config) if use_warmup else None  # tokenised once, not per batch
     tokenizer = layout.tokenizer
-    for i in range(0, len(examples), size):
+    for i in tqdm(range(0, len(examples), size), desc=f"decoding {split}", unit="batch", leave=False, mininterval=1.0):
         batch, batch_sources = examples[i : i + size], sources[i : i + size]
         if generate_targets:
             generations = decode(model, layout, batch_sources, use_warmup, config)

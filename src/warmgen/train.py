@@ -43,6 +43,7 @@ from .rundir import (
     write_samples,
 )
 from .tasks import load_task
+from .trackers import Trackers, check_installed
 from .warmup import WarmupMemory, merges_repeats, warmup_step
 
 
@@ -81,6 +82,7 @@ def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = No
     (`move` or `delete`) says what to do with it; see `clear_run_folder`.
     """
     validate(config)  # fields set one by one in Python are checked each alone
+    check_installed(config.train.report_to)
     check_launch(config)
     procs = Processes()
     run_dir = Path(config.output_dir)
@@ -191,10 +193,14 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
     metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if procs.is_main else None
     samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8") if procs.is_main else None
 
+    trackers = Trackers(t.report_to, run_dir, config.to_dict()) if procs.is_main and t.report_to else None
+
     def log(row: dict) -> None:
         if procs.is_main:
             metrics_log.write(json.dumps(row) + "\n")
             metrics_log.flush()
+            if trackers is not None:
+                trackers.log(row)
 
     if not resume and procs.is_main:
         print(json.dumps(header))
@@ -353,6 +359,8 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
         return None
     metrics_log.close()
     samples_log.close()
+    if trackers is not None:
+        trackers.finish()
 
     final_dir = best_dir if best_dir.exists() else last_dir
     final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir)

@@ -61,7 +61,7 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert min(decoding_loads) > 0
     assert summary["table"]["warmup"]["inference_load_average"]["mean"] == pytest.approx(np.mean(decoding_loads))
     assert "warmup" in summary["warmup_analysis"] and "sft" not in summary["warmup_analysis"]
-    for name in ("report.md", "report.html", "loss.png", "dev.png", "delta.png"):
+    for name in ("report.md", "report.html", "training.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
     assert "Versus sft" in (out / "report.md").read_text() and "Contrasts" in (out / "report.md").read_text()
     # A contrast is the same paired bootstrap with the roles swapped.

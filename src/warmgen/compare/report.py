@@ -9,44 +9,92 @@ import numpy as np
 
 from .statistics import COST
 
+# Training signals, one panel each: losses are per answer token for SFT but per warmup + answer
+# token for warmup runs, so each kind gets its own panel; reward and warmup length show collapse.
+PANELS = (("loss", "sft", "SFT loss (per answer token)"), ("loss", "warmup", "warmup loss (per warmup + answer token)"),
+          ("reward", "warmup", "reward: mean log P(y | c, x)"), ("warmup/mean_length", "warmup", "warmup length (tokens)"),
+          ("warmup/distinct_ratio", "warmup", "distinct warmups / candidates"))
 
-def make_plots(runs: dict, versus: dict, primary: str, output: Path) -> list[str]:
+
+def _curve(seeds: dict, key: str, kind: str | None = None):
+    """(steps, mean, low, high) over seeds of a logged value on the steps every seed logged; None when none did.
+    `kind` keeps SFT steps ("sft", warm starts included) or warmup steps ("warmup") only."""
+    per_seed = []
+    for run in seeds.values():
+        rows = [row for row in run["log"] if key in row and "step" in row]
+        if kind is not None:
+            rows = [row for row in rows if row.get("sft", False) == (kind == "sft")]
+        per_seed.append({row["step"]: row[key] for row in rows})
+    steps = sorted(set.intersection(*(set(c) for c in per_seed))) if per_seed else []
+    if not steps:
+        return None
+    values = np.array([[c[s] for s in steps] for c in per_seed], dtype=float)
+    return steps, values.mean(0), values.min(0), values.max(0)
+
+
+def _band(ax, curve, label: str) -> None:
+    steps, mean, low, high = curve
+    line, = ax.plot(steps, mean, label=label, lw=1.2)
+    if len(low) and (high > low).any():
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
+
+
+def make_plots(runs: dict, versus: dict, primary: str, output: Path, metrics: list[str] | None = None) -> list[str]:
+    """training.png (a panel per training signal), dev.png and delta.png (each of `metrics`, by default
+    the first four the bootstrap compared); curves are the mean over seeds with a band from the lowest
+    to the highest seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = []
-    for key, title, filename in (("loss", "training loss", "loss.png"), (f"dev/{primary}", f"dev {primary}", "dev.png")):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+    panels = [(key, kind, title) for key, kind, title in PANELS if any(_curve(seeds, key, kind) for seeds in runs.values())]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.3 * len(panels)), sharex=True, squeeze=False)
+    for ax, (key, kind, title) in zip(axes[:, 0], panels):
         for variant, seeds in runs.items():
-            curves = [[(row["step"], row[key]) for row in r["log"] if key in row] for r in seeds.values()]
-            length = min(len(c) for c in curves)
-            if length:
-                steps = [s for s, _ in curves[0][:length]]
-                ax.plot(steps, np.mean([[v for _, v in c[:length]] for c in curves], axis=0), label=variant)
-        ax.set_xlabel("optimizer step")
-        ax.set_title(f"{title} (mean over seeds)")
+            if kind == "sft" and _curve(seeds, "loss", "warmup") is not None:
+                continue  # a warmup variant's SFT warm start: the SFT variant's first steps, or like them
+            if (curve := _curve(seeds, key, kind)) is not None:
+                _band(ax, curve, variant)
+        ax.set_title(f"{title}: mean, band = lowest to highest seed", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(output / filename, dpi=110)
-        plt.close(fig)
-        names.append(filename)
-    if versus:
-        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(versus)))
+    axes[-1, 0].set_xlabel("optimizer step")
+    fig.tight_layout()
+    fig.savefig(output / "training.png", dpi=110)
+    plt.close(fig)
+    names.append("training.png")
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for variant, seeds in runs.items():
+        if (curve := _curve(seeds, f"dev/{primary}")) is not None:
+            _band(ax, curve, variant)
+    ax.set_xlabel("optimizer step")
+    ax.set_title(f"dev {primary}: mean, band = lowest to highest seed", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(output / "dev.png", dpi=110)
+    plt.close(fig)
+    names.append("dev.png")
+
+    metrics = [m for m in (metrics or list(next(iter(versus.values()), {}))[:4]) if all(m in keys for keys in versus.values())]
+    if versus and metrics:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.6 + 0.45 * len(versus)), squeeze=False)
         labels = list(versus)
-        diffs = [versus[v][primary]["diff"] for v in labels]
-        errors = [[d - versus[v][primary]["ci_low"] for v, d in zip(labels, diffs)],
-                  [versus[v][primary]["ci_high"] - d for v, d in zip(labels, diffs)]]
-        ax.errorbar(diffs, range(len(labels)), xerr=errors, fmt="o", capsize=4)
-        ax.axvline(0, color="grey", lw=1)
-        ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        ax.set_xlabel(f"difference in test {primary} vs baseline (95% CI)")
+        for ax, metric in zip(axes[0], metrics):
+            diffs = [versus[v][metric]["diff"] for v in labels]
+            errors = [[d - versus[v][metric]["ci_low"] for v, d in zip(labels, diffs)],
+                      [versus[v][metric]["ci_high"] - d for v, d in zip(labels, diffs)]]
+            ax.errorbar(diffs, range(len(labels)), xerr=errors, fmt="o", capsize=4)
+            ax.axvline(0, color="grey", lw=1)
+            ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels), fontsize=8)
+            ax.set_xlabel(f"test {metric}: variant - baseline (95% CI)", fontsize=8)
         fig.tight_layout()
         fig.savefig(output / "delta.png", dpi=110)
         plt.close(fig)
         names.append("delta.png")
     return names
+
 
 def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for the report, shared by the Markdown and HTML writers."""

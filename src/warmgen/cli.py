@@ -19,6 +19,7 @@ from .config import ConfigError, validate
 from .config_files import load_config, parse_overrides, set_value
 from .config_reference import keys_help
 from .distributed import leave_process_group
+from .methods import decodes_with_warmup
 from .records import DataError
 from .rundir import RunFolderError
 from .train import TrainingError
@@ -73,7 +74,7 @@ def cmd_eval(args, overrides: list[str]) -> None:
     lock = None if args.output else hold_folder(run_dir, "warmgen eval")
     try:
         task = load_task(config)
-        scores, predictions = evaluate(model, layout, task, args.split, config, use_warmup=config.method == "warmup")
+        scores, predictions = evaluate(model, layout, task, args.split, config, use_warmup=decodes_with_warmup(config))
         write_eval(output, scores, predictions, {"checkpoint": str(folder), "split": args.split, "config": config.to_dict()})
     finally:
         if lock is not None:

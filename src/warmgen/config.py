@@ -219,6 +219,14 @@ class WarmupOptions(_Checked):
 
 
 @dataclass
+class PauseConfig(_Checked):
+    """Pause tokens (`method: pause`): learnt `<pause>` tokens between the input and the answer."""
+
+    # How many `<pause>` tokens (then `<sep>`) stand between x and y, in training and at inference.
+    num_tokens: int = 10
+
+
+@dataclass
 class TrainConfig(_Checked):
     """Optimiser, schedule, batching, evaluation and logging."""
 
@@ -292,8 +300,9 @@ class WarmupConfig(_Checked):
     `WarmupConfig(method="sft", model={"name": "t5-mini"}, train={"epochs": 2})`.
     """
 
-    # `warmup`: Warmup Generations; `sft`: the target alone, with everything else the same.
-    method: Literal["sft", "warmup"] = "warmup"
+    # `warmup`: Warmup Generations; `sft`: the target alone, with everything else the same;
+    # `pause`: pause tokens, the target after `pause.num_tokens` learnt `<pause>` tokens (no loss on them).
+    method: Literal["sft", "warmup", "pause"] = "warmup"
     # Model initialisation, data order and warmup sampling.
     seed: int = 0
     # The run folder: config, logs, checkpoints, results (docs/commands.md).
@@ -301,6 +310,7 @@ class WarmupConfig(_Checked):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     warmup: WarmupOptions = field(default_factory=WarmupOptions)
+    pause: PauseConfig = field(default_factory=PauseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     # Folder that relative data paths start from: set to the YAML file's folder when loading one,
@@ -321,6 +331,7 @@ SECTIONS = {
     "model": ModelConfig,
     "data": DataConfig,
     "warmup": WarmupOptions,
+    "pause": PauseConfig,
     "train": TrainConfig,
     "decode": DecodeConfig,
 }
@@ -372,6 +383,7 @@ def validate(config: WarmupConfig) -> None:
         (t.log_every >= 1, "train.log_every must be at least 1"),
         (t.samples_every >= 0, "train.samples_every must be >= 0 (0 = never)"),
         (w.sft_warm_start_steps >= 0, "warmup.sft_warm_start_steps must be >= 0"),
+        (config.pause.num_tokens >= 1, "pause.num_tokens must be at least 1"),
         (not w.sft_warm_start_from or (config.method == "warmup" and w.sft_warm_start_steps > 0),
          "warmup.sft_warm_start_from needs method: warmup and warmup.sft_warm_start_steps > 0 (the step it starts from)"),
         (all(n >= 1 for n in t.save_checkpoints_at), "train.save_checkpoints_at lists optimizer steps, each at least 1"),

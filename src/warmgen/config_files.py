@@ -159,9 +159,11 @@ BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_eve
 
 def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
     """Where two configs (as dicts) differ, as "key: old there, new now"; a field `old` lacks (an older warmgen) is not compared,
-    nor, between two SFT configs, the warmup section that SFT never reads."""
+    nor, between two SFT configs, the warmup section that SFT never reads (nor pause, but between pause runs)."""
     if old.get("method") == new.get("method") == "sft":
         ignore = ignore + ("warmup",)
+    if not old.get("method") == new.get("method") == "pause":
+        ignore = ignore + ("pause",)  # read by pause runs only
     found = []
     for key, value in new.items():
         if key not in old:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent / "config.py"
 SECTIONS = [("WarmupConfig", None), ("ModelConfig", "model"), ("DataConfig", "data"), ("WarmupOptions", "warmup"),
-            ("TrainConfig", "train"), ("DecodeConfig", "decode")]
+            ("PauseConfig", "pause"), ("TrainConfig", "train"), ("DecodeConfig", "decode")]
 INTRO = """# Configuration reference
 
 Every field of a run's config: the top level and its sections, as in a YAML file

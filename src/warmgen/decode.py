@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, LogitsProcessor
 
-from .config import ConfigError
+from .methods import fixed_warmup
 
 
 class WarmupLogitsProcessor(LogitsProcessor):
@@ -95,18 +95,6 @@ def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, 
     return warmups, truncated
 
 
-def fixed_warmup_ids(layout, config) -> list[int] | None:
-    """The tokens of `warmup.fixed_warmup` (None when unset); refused if longer than `max_warmup_length`."""
-    w = config.warmup
-    if w.fixed_warmup is None:
-        return None
-    ids = layout.tokenizer(w.fixed_warmup, add_special_tokens=False)["input_ids"]
-    if len(ids) > w.max_warmup_length:
-        raise ConfigError(f"warmup.fixed_warmup {w.fixed_warmup!r} is {len(ids)} tokens, more than "
-                         f"warmup.max_warmup_length {w.max_warmup_length}: shorten it or raise the limit")
-    return ids
-
-
 @torch.no_grad()
 def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) -> list[Generation]:
     """Generate (warmup, target) token lists for a batch of tokenised sources."""
@@ -114,7 +102,7 @@ def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) ->
         inputs, start = layout.generation_inputs(sources)
         output = model.generate(**_on_device(model, inputs), generation_config=_target_config(model, layout, config))
         return [Generation(None, split_at(row, layout.eos_id)[0]) for row in output[:, start:].tolist()]
-    fixed = fixed_warmup_ids(layout, config)
+    fixed = fixed_warmup(layout, config)
     if fixed is not None:
         return decode_after(model, layout, sources, [fixed] * len(sources), config)
     if config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .config import WarmupConfig
-from .decode import decode, fixed_warmup_ids, generate_warmups, score_options
+from .decode import decode, generate_warmups, score_options
+from .methods import fixed_warmup
 from .provenance import library_versions
 from .tasks import Task
 
@@ -35,7 +36,7 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
     start = time.time()
     predictions, warmup_lengths, target_lengths, loads = [], [], [], []
     size = config.decode.batch_size
-    fixed = fixed_warmup_ids(layout, config) if use_warmup else None  # tokenised once, not per batch
+    fixed = fixed_warmup(layout, config) if use_warmup else None  # tokenised once, not per batch
     tokenizer = layout.tokenizer
     for i in tqdm(range(0, len(examples), size), desc=f"decoding {split}", unit="batch", leave=False, mininterval=1.0):
         batch, batch_sources = examples[i : i + size], sources[i : i + size]

@@ -21,10 +21,10 @@ from transformers import get_linear_schedule_with_warmup
 from .batching import epoch_order, tokenize
 from .config import ConfigError, WarmupConfig, validate
 from .config_files import differences, read_yaml
-from .decode import fixed_warmup_ids
 from .distributed import Processes, check_launch
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
+from .methods import add_method_tokens, decodes_with_warmup, fixed_warmup, learns_warmups, step_options, trains_sft_at
 from .models import count_parameters, has_dropout, load_model, ready_model
 from .provenance import git_commit, library_versions
 from .rundir import (
@@ -58,9 +58,12 @@ def _new_model(config: WarmupConfig, train_examples, given_model=None):
     """(model, tokenizer, sep_id) at the start of training: `given_model` (model, tokenizer) made ready,
     else `model.name` loaded; presets fit their tokenizer to the training split."""
     if given_model is not None:
-        return ready_model(*given_model, config.model, learns_warmups=config.method == "warmup")
-    return load_model(config.model, [e.source for e in train_examples], [e.target for e in train_examples],
-                      learns_warmups=config.method == "warmup", task=config.data.task)
+        model, tokenizer, sep_id = ready_model(*given_model, config.model, learns_warmups=learns_warmups(config))
+    else:
+        model, tokenizer, sep_id = load_model(config.model, [e.source for e in train_examples], [e.target for e in train_examples],
+                                              learns_warmups=learns_warmups(config), task=config.data.task)
+    add_method_tokens(model, tokenizer, config)
+    return model, tokenizer, sep_id
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -140,7 +143,8 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
     model.to(device)
     procs.shard(model)  # FSDP when the accelerate config asks for it
     layout = make_layout(model, tokenizer, sep_id, config)
-    fixed_warmup = fixed_warmup_ids(layout, config) if config.method == "warmup" else None
+    fixed = fixed_warmup(layout, config)
+    options = step_options(config)
     data, truncation = tokenize(layout, train_examples, config.data.on_overlength)
 
     t = config.train
@@ -165,7 +169,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
 
     step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps = 0, 0, 0, 0.0, 0, 0
     best = {"metric": None, "step": None}
-    memory = WarmupMemory(config.warmup) if config.method == "warmup" and config.warmup.keep_best_warmup else None
+    memory = WarmupMemory(config.warmup) if learns_warmups(config) and config.warmup.keep_best_warmup else None
     if state is not None:
         procs.load_optimizer_state(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -186,7 +190,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
               "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded,
               "deepspeed": procs.engine is not None, **truncation,
               "family": layout.family, "dropout": has_dropout(model)}
-    if config.method == "warmup":
+    if learns_warmups(config):
         header["merge_repeats"] = merges_repeats(config.warmup, header["dropout"])
         if config.warmup.sft_warm_start_from:
             header["sft_warm_start_from"] = config.warmup.sft_warm_start_from
@@ -212,7 +216,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
         rng = procs.gather(rng_state())  # every process's RNG, so a resumed run samples the same
         row, improved = {"step": step, "epoch": step / steps_per_epoch, "train_seconds": train_seconds}, False
         if has_dev and procs.evaluates:
-            scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=config.method == "warmup")
+            scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=decodes_with_warmup(config))
             row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature") and k != "skipped"})
             value = scores[task.primary_metric]
             improved = best["metric"] is None or (value > best["metric"] if task.greater_is_better else value < best["metric"])
@@ -264,7 +268,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
             ids = global_ids[procs.rank :: procs.world]
             sources = [data[i][0] for i in ids]
             targets = [data[i][1] for i in ids]
-            use_sft = config.method == "sft" or step < config.warmup.sft_warm_start_steps
+            use_sft = trains_sft_at(config, step)
             # Forward passes only under autocast; backward runs outside it, as torch recommends.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.mixed_precision == "bf16"):
                 if use_sft:
@@ -274,9 +278,9 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
                     stats = {"time/scoring": time.perf_counter() - scored}
                 else:
                     kept, fresh = memory.plan(ids) if memory is not None else (None, None)
-                    if fixed_warmup is not None:  # the control: each example's one candidate is the given warmup
-                        kept, fresh = [fixed_warmup] * len(ids), [0] * len(ids)
-                    result = warmup_step(model, layout, sources, targets, config.warmup, kept, fresh)
+                    if fixed is not None:  # pause tokens, or the fixed-warmup control: each example's one candidate
+                        kept, fresh = [fixed] * len(ids), [0] * len(ids)
+                    result = warmup_step(model, layout, sources, targets, options, kept, fresh)
                     objective, tokens, stats = result.objective, result.tokens, result.stats
                     generated_tokens += int(procs.sum(result.generated_tokens))
                     if memory is not None:  # every process keeps the whole memory: examples move between processes
@@ -374,7 +378,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
                "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
     for split in ("dev", "test"):
         if task.splits.get(split):
-            scores, predictions = evaluate(final_model, final_layout, task, split, config, use_warmup=config.method == "warmup")
+            scores, predictions = evaluate(final_model, final_layout, task, split, config, use_warmup=decodes_with_warmup(config))
             write_eval(run_dir / "eval" / split, scores, predictions,
                        {"checkpoint": str(final_dir), "split": split, "config": config.to_dict()})
             results["splits"][split] = scores

@@ -24,6 +24,7 @@ from .config import WarmupConfig
 from .decode import decode
 from .evaluate import evaluate
 from .layout import make_layout
+from .methods import decodes_with_warmup
 from .models import SEP
 from .rundir import load_checkpoint
 from .tasks import DATASET_NAMES, load_task
@@ -34,7 +35,7 @@ SPLIT_OF = {argument: split for split, argument in DATASET_NAMES.items()}
 
 
 class WarmupTrainer:
-    """Trains one model with Warmup Generations (or SFT: `args.method = "sft"`) as `args` says."""
+    """Trains one model with Warmup Generations (or SFT, `args.method = "sft"`, or pause tokens, "pause") as `args` says."""
 
     def __init__(self, model=None, tokenizer=None, args: WarmupConfig | None = None, train_dataset=None, eval_dataset=None,
                  test_dataset=None):
@@ -89,7 +90,7 @@ class WarmupTrainer:
                 given["test"] = dataset
         task = load_task(args, given)
         layout = make_layout(self.model, self.tokenizer, self.tokenizer.convert_tokens_to_ids(SEP), self.args)
-        scores, _ = evaluate(self.model, layout, task, split, self.args, use_warmup=self.args.method == "warmup")
+        scores, _ = evaluate(self.model, layout, task, split, self.args, use_warmup=decodes_with_warmup(self.args))
         return scores
 
 
@@ -103,7 +104,7 @@ def generate(model, tokenizer, inputs: list[str], args: WarmupConfig | None = No
     pairs = []
     for start in range(0, len(inputs), args.decode.batch_size):
         chunk = inputs[start : start + args.decode.batch_size]
-        for generation in decode(model, layout, [layout.source_ids(text)[0] for text in chunk], args.method == "warmup", args):
+        for generation in decode(model, layout, [layout.source_ids(text)[0] for text in chunk], decodes_with_warmup(args), args):
             warmup = None if generation.warmup is None else tokenizer.decode(generation.warmup)
             pairs.append((warmup, tokenizer.decode(generation.target, skip_special_tokens=True).strip()))
     model.train(was_training)

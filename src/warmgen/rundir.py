@@ -19,6 +19,7 @@ import pickle
 import random
 import shutil
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,28 @@ def _locked_by(handle) -> str | None:
         return f"{user or 'another process'} (pid {pid or 'unknown'})"
 
 
-def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state: dict | None, weights: dict | None = None) -> None:
+@dataclass
+class TrainState:
+    """Where training stands: all that `--resume` needs beside the weights, saved as trainer_state.pt
+    (tensors and plain values only, so it loads with weights_only=True)."""
+
+    step: int
+    epoch: int
+    batch_index: int  # the next batch of the epoch's order
+    train_seconds: float
+    generated_tokens: int
+    skipped_steps: int
+    optimizer: dict
+    scheduler: dict
+    best: dict  # {"metric": value or None, "step": step or None}
+    rng: list  # every process's random generators (rng_state)
+    warmup_memory: dict | None = None  # warmup.keep_best_warmup's kept warmups
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state: TrainState | None, weights: dict | None = None) -> None:
     """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint,
     and a failed write (a full disk) leaves the previous checkpoint and no temporary folder.
 
@@ -140,7 +162,7 @@ def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state:
         tokenizer.save_pretrained(tmp)
         config.save(tmp / CONFIG_NAME)
         if state is not None:
-            torch.save(state, tmp / STATE_NAME)
+            torch.save(state.to_dict(), tmp / STATE_NAME)
     except (OSError, RuntimeError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RunFolderError(f"cannot write the checkpoint {folder}: {write_failure(err, folder.parent)}") from None
@@ -191,7 +213,11 @@ DEEPSPEED_STATE = {"deepspeed.runtime.fp16.loss_scaler.LossScaler", "deepspeed.r
                    "deepspeed.runtime.zero.config.ZeroStageEnum", "deepspeed.utils.tensor_fragment.fragment_address"}
 
 
-def load_trainer_state(path: Path) -> dict:
+def load_trainer_state(path: Path) -> TrainState:
+    return TrainState(**_load_state_dict(path))
+
+
+def _load_state_dict(path: Path) -> dict:
     """`trainer_state.pt` read as tensors and plain values only: a pickle that would build any other
     object (and so could run code) is refused, never executed."""
     try:
@@ -259,11 +285,11 @@ def load_warm_start(config: WarmupConfig, processes: int):
         raise ConfigError(f"{where} was trained with another config ({'; '.join(changed)}): only method and warmup.* may "
                           "differ, or the warm start would not be this run's")
     state = load_trainer_state(folder / STATE_NAME)
-    if state["step"] != steps:
-        raise ConfigError(f"{where} is the checkpoint of step {state['step']}, not of warmup.sft_warm_start_steps {steps}")
-    if len(state["rng"]) != processes:
-        raise ConfigError(f"{where} was saved by {len(state['rng'])} process(es); start from it with as many, not {processes}")
-    state["best"] = {"metric": None, "step": None}  # SFT's best was chosen by decoding without warmups
+    if state.step != steps:
+        raise ConfigError(f"{where} is the checkpoint of step {state.step}, not of warmup.sft_warm_start_steps {steps}")
+    if len(state.rng) != processes:
+        raise ConfigError(f"{where} was saved by {len(state.rng)} process(es); start from it with as many, not {processes}")
+    state.best = {"metric": None, "step": None}  # SFT's best was chosen by decoding without warmups
     log = folder.parent.parent / "metrics.jsonl"
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] if log.is_file() else []
     rows = [row for row in rows if "loss" in row and row.get("step", 0) <= steps]

@@ -30,6 +30,7 @@ from .provenance import git_commit, library_versions
 from .rundir import (
     CONFIG_NAME,
     STATE_NAME,
+    TrainState,
     clear_run_folder,
     hold_folder,
     load_checkpoint,
@@ -123,8 +124,8 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
                               "settings it was trained with, or start a new run in another output_dir")
         model, tokenizer, sep_id, _ = load_checkpoint(last_dir)
         state = load_trainer_state(last_dir / STATE_NAME)
-        if len(state["rng"]) != procs.world:
-            raise TrainingError(f"{last_dir} was saved by {len(state['rng'])} process(es); resume it with as many, not {procs.world}")
+        if len(state.rng) != procs.world:
+            raise TrainingError(f"{last_dir} was saved by {len(state.rng)} process(es); resume it with as many, not {procs.world}")
     elif config.method == "warmup" and config.warmup.sft_warm_start_from:
         model, tokenizer, sep_id, state, warm_start_log = load_warm_start(config, procs.world)
     elif procs.world == 1:
@@ -171,14 +172,13 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
     best = {"metric": None, "step": None}
     memory = WarmupMemory(config.warmup) if learns_warmups(config) and config.warmup.keep_best_warmup else None
     if state is not None:
-        procs.load_optimizer_state(model, optimizer, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, batch_index, train_seconds = state["step"], state["epoch"], state["batch_index"], state["train_seconds"]
-        generated_tokens, skipped_steps = state["generated_tokens"], state["skipped_steps"]
-        best = state["best"]
-        set_rng_state(state["rng"][procs.rank])
-        if memory is not None and "warmup_memory" in state:
-            memory.load_state_dict(state["warmup_memory"])
+        procs.load_optimizer_state(model, optimizer, state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        step, epoch, batch_index, train_seconds = state.step, state.epoch, state.batch_index, state.train_seconds
+        generated_tokens, skipped_steps, best = state.generated_tokens, state.skipped_steps, state.best
+        set_rng_state(state.rng[procs.rank])
+        if memory is not None and state.warmup_memory is not None:
+            memory.load_state_dict(state.warmup_memory)
     if procs.is_main:
         for name in ("metrics.jsonl", "samples.jsonl"):
             if resume:
@@ -239,11 +239,9 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
             save_checkpoint(step_checkpoint(run_dir, step), model, tokenizer, config, trainer_state(rng, optimizer_state), weights)
         procs.barrier()
 
-    def trainer_state(rng: list, optimizer_state: dict) -> dict:
-        return {"step": step, "epoch": epoch, "batch_index": batch_index, "train_seconds": train_seconds,
-                "generated_tokens": generated_tokens, "skipped_steps": skipped_steps, "optimizer": optimizer_state,
-                "scheduler": scheduler.state_dict(), "best": best, "rng": rng,
-                **({"warmup_memory": memory.state_dict()} if memory is not None else {})}
+    def trainer_state(rng: list, optimizer_state: dict) -> TrainState:
+        return TrainState(step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps, optimizer_state,
+                          scheduler.state_dict(), best, rng, memory.state_dict() if memory is not None else None)
 
     def out_of_time() -> bool:
         # One answer for all processes: one stopping alone would leave the others waiting in a collective.

@@ -9,8 +9,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_EXPORTS = {"WarmupConfig": "config", "ConfigError": "typecheck", "WarmupTrainer": "trainer", "generate": "trainer",
-            "DataError": "records"}
+_EXPORTS = {"WarmupConfig": "config", "ConfigError": "errors", "WarmupTrainer": "trainer", "generate": "trainer",
+            "DataError": "errors"}
 __all__ = list(_EXPORTS)
 
 

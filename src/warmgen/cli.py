@@ -15,14 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, validate
+from .config import validate
 from .config_files import load_config, parse_overrides, set_value
 from .config_reference import keys_help
-from .distributed import leave_process_group
+from .errors import ConfigError, DataError, RunFolderError, TrainingError
 from .methods import decodes_with_warmup
-from .records import DataError
-from .rundir import RunFolderError
-from .train import TrainingError
 
 OVERWRITE = ("move", "delete")
 OVERWRITE_HELP = "when output_dir holds an earlier run: move it to OUTPUT_DIR.previous-N, or delete it, and start over"
@@ -178,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print("warmgen: interrupted; resume training with --resume", file=sys.stderr)
         return 130
     finally:
+        from .distributed import leave_process_group
+
         leave_process_group()  # on errors too, so a multi-process run exits with its own code
     return 0
 

@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-class DataError(ValueError):
-    """Malformed input data; the message names the file, the line and the field."""
+from .errors import DataError
 
 
 @dataclass

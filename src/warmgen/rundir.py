@@ -28,12 +28,8 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, WarmupConfig
 from .config_files import BOOKKEEPING, differences, load_config, read_yaml
+from .errors import RunFolderError
 from .models import PRESETS, SEP, load_adapter, load_pretrained, resolve_sep_init
-
-
-class RunFolderError(RuntimeError):
-    """A run folder's file cannot be written or read (a full disk, a damaged or unsafe file); the message names it."""
-
 
 CONFIG_NAME = "warmgen.yaml"
 STATE_NAME = "trainer_state.pt"

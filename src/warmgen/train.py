@@ -22,6 +22,7 @@ from .batching import epoch_order, tokenize
 from .config import ConfigError, WarmupConfig, validate
 from .config_files import differences, read_yaml
 from .distributed import Processes, check_launch
+from .errors import TrainingError
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
 from .methods import add_method_tokens, decodes_with_warmup, fixed_warmup, learns_warmups, step_options, trains_sft_at
@@ -46,11 +47,6 @@ from .rundir import (
 from .tasks import load_task
 from .trackers import Trackers, check_installed
 from .warmup import WarmupMemory, merges_repeats, warmup_step
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue; the message says why and what to do."""
-
 
 # ----------------------------------------------------------------------------- checkpoints
 

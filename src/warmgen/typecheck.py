@@ -9,9 +9,7 @@ import types
 import typing
 from typing import Any, Literal
 
-
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message says where and how."""
+from .errors import ConfigError
 
 
 @functools.cache

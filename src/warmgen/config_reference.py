@@ -9,6 +9,7 @@ tests/test_docs.py checks that the file is what this prints, so the reference ca
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -41,12 +42,20 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def default_text(node: ast.AnnAssign, source: str) -> str:
+def segment(lines: list[str], node: ast.AST) -> str:
+    """A node's source text (ast.get_source_segment, without splitting the whole source at every call)."""
+    if node.lineno == node.end_lineno:
+        return lines[node.lineno - 1][node.col_offset : node.end_col_offset]
+    middle = lines[node.lineno : node.end_lineno - 1]
+    return "\n".join([lines[node.lineno - 1][node.col_offset :], *middle, lines[node.end_lineno - 1][: node.end_col_offset]])
+
+
+def default_text(node: ast.AnnAssign, lines: list[str]) -> str:
     value = node.value
     if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "field":
         factory = next(k.value for k in value.keywords if k.arg == "default_factory")
         return {"list": "[]", "dict": "{}"}.get(getattr(factory, "id", ""), "")
-    text = ast.get_source_segment(source, value)
+    text = segment(lines, value)
     return {"None": "null", "True": "true", "False": "false"}.get(text, text)
 
 
@@ -57,7 +66,7 @@ def rows(cls: ast.ClassDef, source: str, prefix: str) -> list[list[str]]:
     for node in cls.body:
         if not isinstance(node, ast.AnnAssign) or node.value is None:
             continue
-        kind = ast.get_source_segment(source, node.annotation)
+        kind = segment(lines, node.annotation)
         if kind.endswith("Config") or kind == "WarmupOptions":
             continue  # a section: documented under its own heading
         comment, line = [], node.lineno - 2
@@ -65,7 +74,7 @@ def rows(cls: ast.ClassDef, source: str, prefix: str) -> list[list[str]]:
             comment.insert(0, lines[line].strip().lstrip("#").strip())
             line -= 1
         key = f"`{prefix}{node.target.id}`"
-        row = [key, f"`{kind}`", f"`{default_text(node, source)}`", " ".join(comment)]
+        row = [key, f"`{kind}`", f"`{default_text(node, lines)}`", " ".join(comment)]
         if not comment and table:
             for i, value in enumerate(row[:3]):
                 table[-1][i] += f"<br>{value}"
@@ -74,6 +83,7 @@ def rows(cls: ast.ClassDef, source: str, prefix: str) -> list[list[str]]:
     return table
 
 
+@functools.cache
 def keys_help() -> str:
     """One line per config key with its default and the first sentence of its documentation (`--help`)."""
     source = SOURCE.read_text(encoding="utf-8")

@@ -1,18 +1,10 @@
-"""Run configuration: grouped dataclasses, YAML loading, `--section.key value` overrides.
+"""The run configuration: one `WarmupConfig` of sections (model, data, warmup, pause, train,
+decode), each field documented by the comment above it (docs/configuration.md is made from them).
 
-A run is described by one `WarmupConfig`. YAML files mirror its sections:
-
-    method: warmup
-    model: {name: t5-mini}
-    data: {task: g2p, max_train_examples: 4000}
-    warmup: {objective: best_of_k, num_warmups: 4}
-    train: {learning_rate: 1.0e-3, epochs: 4}
-
-Every field can be overridden from the command line as `--warmup.num_warmups 8` (or, when the
-field name is unique across sections, `--num_warmups 8`). In Python, fields are checked as they
-are set, in the constructor too: `WarmupConfig(train={"epochs": 2})`, `config.warmup.num_warmups = 8`.
-Unknown keys (with the closest valid one) and wrong types raise `ConfigError`; the checks across
-fields run when a config is built, loaded or trained (`validate`).
+Fields are checked as they are set, in the constructor too: `WarmupConfig(train={"epochs": 2})`,
+`config.warmup.num_warmups = 8`. Unknown keys (with the closest valid one) and wrong types raise
+`ConfigError`; the checks across fields run when a config is built, loaded or trained (`validate`).
+YAML files and `--section.key value` overrides are read by config_files.py.
 """
 
 from __future__ import annotations
@@ -26,7 +18,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from .typecheck import ConfigError, check_type, field_types
+from .errors import ConfigError
+from .typecheck import check_type, field_types
 
 
 class _Checked:
@@ -45,15 +38,11 @@ class _Checked:
 
 @dataclass
 class ModelConfig(_Checked):
-    """Which model to train and how to build it.
+    """Which model to train and how to build it."""
 
-    `name` is one of: a preset built from scratch (`t5-tiny`, `t5-mini`, `t5-small-scratch`,
-    `llama-tiny`, `gpt2-tiny`; see `warmgen.models.PRESETS`), `smollm2-135m` (the offline
-    SmolLM2-135M-Instruct GGUF), a local folder saved with `save_pretrained`, or a hub id.
-    """
-
-    # A preset (`t5-tiny`, `t5-mini`, `t5-g2p`, `t5-small-scratch`, `llama-tiny`, `llama-mini`,
-    # `gpt2-tiny`), `smollm2-135m`, a local `save_pretrained` folder, or a hub id.
+    # A preset built from scratch (`warmgen.models.PRESETS`: `t5-tiny`, `t5-mini`, `t5-g2p`, `t5-10m`,
+    # `t5-100m`, `llama-tiny`, `llama-mini`, `llama-10m`, `llama-100m`, `gpt2-tiny`, ...), `smollm2-135m`
+    # (the offline SmolLM2-135M-Instruct GGUF), a local `save_pretrained` folder, or a hub id.
     name: str = "t5-mini"
     # The tokenizer a preset trains on the training split: `bpe` (byte-level BPE of vocab_size
     # tokens), `symbols` (one token per whitespace-separated target symbol and per character of

@@ -83,7 +83,8 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     saved.write_text(saved.read_text().replace("sep_init: auto", "sep_init: random").replace("merge_repeats: auto", "merge_repeats: false"))
     capsys.readouterr()
     assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), *TINY]) == 0
-    assert capsys.readouterr().out.count("done, skipped") == 4
+    skipped = [line for line in capsys.readouterr().out.splitlines() if line.endswith("done, skipped")]
+    assert skipped == [f"[compare] {variant} seed {seed}: done, skipped" for seed in (0, 1) for variant in ("sft", "warmup")]  # seed by seed
     assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"]["sft"]["train_load_average"] is None and summary["table"]["warmup"]["train_load_average"]

@@ -33,10 +33,12 @@ def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
             if differences:
                 raise ConfigError(f"{run_dir / 'config.yaml'}: this run was trained with another config than the spec gives now "
                                   f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
-    # The warm start's source, then the baseline: the others need its checkpoints, its training time under a wall-clock budget.
+    # Seed by seed, so a comparison stopped part way already holds every variant at its first seeds. Within a
+    # seed: the warm start's source, then the baseline: the others need its checkpoints, its training time
+    # under a wall-clock budget.
     first = [v for v in (spec["warm_start_from"], baseline) if v]
-    for variant in dict.fromkeys(first + list(spec["variants"])):
-        for seed in spec["seeds"]:
+    for seed in spec["seeds"]:
+        for variant in dict.fromkeys(first + list(spec["variants"])):
             run_dir = output / variant / f"seed{seed}"
             changes = run_changes(spec, output, variant, seed)
             if (run_dir / "results.json").is_file():

@@ -11,7 +11,7 @@ def tokenize(layout, examples, on_overlength: str = "truncate") -> tuple[list[tu
     """(source_ids, target_ids) per example and how many sources/targets were truncated."""
     rows, cut_sources, cut_targets = [], 0, 0
     for example in examples:
-        source, source_cut = layout.source_ids(example.source)
+        source, source_cut = layout.source_ids(example.prompt)
         target, target_cut = layout.target_ids(example.target)
         if on_overlength == "error" and (source_cut or target_cut):
             side, limit = ("source", "max_source_length") if source_cut else ("target", "max_target_length")

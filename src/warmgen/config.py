@@ -52,7 +52,8 @@ class ModelConfig(_Checked):
     vocab_size: int = 512
     # Causal models only: how the input is written before the warmup. `{source}` is replaced.
     prompt_template: str = "Input: {source}\nOutput:\n"
-    # Causal models only: wrap the input with the tokenizer's chat template (instruct models).
+    # Causal models only: wrap a text input as a user turn in the tokenizer's chat template
+    # (instruct models). Chat data (`messages` rows) always goes through the chat template.
     use_chat_template: bool = False
     # Off unless you trust the model's repository: it runs that repository's Python code.
     trust_remote_code: bool = False

@@ -28,7 +28,7 @@ _noted: set[str] = set()
 def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_warmup: bool) -> tuple[dict, list[dict]]:
     """Decode a split; return (metrics, per-example predictions with warmups)."""
     examples = task.split(split)
-    sources = [layout.source_ids(e.source)[0] for e in examples]
+    sources = [layout.source_ids(e.prompt)[0] for e in examples]
     with_options = task.name == "multiple_choice" and config.data.mc_eval != "generate"
     generate_targets = not (task.name == "multiple_choice" and config.data.mc_eval == "options")
     was_training = model.training

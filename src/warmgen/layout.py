@@ -3,6 +3,8 @@
     encoder-decoder   encoder: x </s>                       decoder: <start> c <sep> y </s>
     decoder-only      [left pad] prompt(x)  c <sep> y <eos>  [right pad]
 
+prompt(x) is `model.prompt_template` around x, or the tokenizer's chat template of x's turns (chat data).
+
 SFT rows have no warmup and no <sep>: the decoder sequence is `y </s>`. Each layout offers the
 same four things: tokenising an example, a batch of sources for `generate` (and where the
 generated part begins), continuation inputs for decoding the target after a fixed warmup, and
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutput
 
 from .config import WarmupConfig
+from .errors import ConfigError
 
 IGNORE = -100
 
@@ -95,7 +98,10 @@ class Seq2SeqLayout:
         self.max_source_length = config.data.max_source_length
         self.max_target_length = config.data.max_target_length
 
-    def source_ids(self, text: str) -> tuple[list[int], bool]:
+    def source_ids(self, text: str | list[dict]) -> tuple[list[int], bool]:
+        if not isinstance(text, str):
+            raise ConfigError("chat data (messages, or prompt/completion turns) needs a decoder-only model with a chat "
+                              "template; an encoder-decoder model reads text: give data.source_field / data.target_field")
         ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
         if len(ids) <= self.max_source_length:
             return ids, False
@@ -164,9 +170,7 @@ class CausalLayout:
         """Token ids before and after the source in the prompt (template or chat template)."""
         marker = "\x00SOURCE\x00"
         if config.model.use_chat_template:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
-            )
+            text = self._chat_text([{"role": "user", "content": marker}])
             bos = []
         else:
             text = config.model.prompt_template.replace("{source}", marker)
@@ -176,10 +180,25 @@ class CausalLayout:
         encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
         return bos + encode(head), encode(tail)
 
-    def source_ids(self, text: str) -> tuple[list[int], bool]:
+    def source_ids(self, text: str | list[dict]) -> tuple[list[int], bool]:
+        if not isinstance(text, str):  # chat turns
+            ids = self._chat_ids(text)
+            # Like TRL's prompts, a long chat loses its oldest tokens: the latest turns and the assistant's header stay.
+            return ids[-self.max_source_length :], len(ids) > self.max_source_length
         # The source is truncated, never the template around it.
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self.prompt_head + ids[: self.max_source_length] + self.prompt_tail, len(ids) > self.max_source_length
+
+    def _chat_text(self, turns: list[dict]) -> str:
+        """The turns through the tokenizer's chat template, ending with the assistant's header; the
+        template writes its own BOS, if any."""
+        if not self.tokenizer.chat_template:
+            raise ConfigError(f"the tokenizer of {self.tokenizer.name_or_path or 'this model'} has no chat template, which chat data "
+                              "and model.use_chat_template need: use an instruct model, or text fields and model.prompt_template")
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+    def _chat_ids(self, turns: list[dict]) -> list[int]:
+        return self.tokenizer(self._chat_text(turns), add_special_tokens=False)["input_ids"]
 
     def target_ids(self, text: str) -> tuple[list[int], bool]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -88,7 +88,13 @@ def train_tokenizer(sources: Iterable[str], targets: Iterable[str], vocab_size: 
         unk_token="<unk>",
         bos_token=None if encoder_decoder else "<s>",
         clean_up_tokenization_spaces=False,
+        # A model trained from scratch has no chat format of its own: ChatML, as TRL's setup_chat_format gives one.
+        chat_template=None if encoder_decoder else CHATML,
     )
+
+
+CHATML = ("{{ bos_token }}{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 # BPE learns from pieces of at most this many characters: its training is quadratic in the

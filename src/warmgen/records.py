@@ -21,6 +21,14 @@ class Example:
     source: str
     target: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # Chat data: the turns before the target (role/content dicts), rendered by the tokenizer's chat
+    # template; `source` is then the last of them, for reports.
+    messages: list[dict[str, str]] | None = None
+
+    @property
+    def prompt(self) -> str | list[dict[str, str]]:
+        """What the model reads: the chat turns, or the source text."""
+        return self.source if self.messages is None else self.messages
 
 
 def _read_text(path: Path) -> str:
@@ -45,7 +53,7 @@ def _read_lines(path: Path) -> list[str]:
 def _text_field(record: dict, name: str, where: str, setting: str) -> str:
     if name not in record:
         raise DataError(f"{where}: field '{name}' is missing (fields present: {', '.join(record) or 'none'}; "
-                        f"set {setting} to the field that holds it)")
+                        f"set {setting} to the field that holds it, or give TRL's prompt/completion or messages fields)")
     value = record[name]
     if not isinstance(value, str):
         raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
@@ -82,11 +90,52 @@ def dataset_records(rows: Iterable, name: str) -> Iterator[tuple[str, str, dict]
         yield f"{name}[{index}]", f"{name}:{index}", dict(row)
 
 
+def _turns(value, where: str, name: str) -> list[dict[str, str]]:
+    """A chat: a non-empty list of {"role": ..., "content": text} messages (other keys dropped)."""
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: field '{name}' must be a non-empty list of {{\"role\", \"content\"}} messages, got {type(value).__name__}")
+    for index, message in enumerate(value):
+        if not (isinstance(message, Mapping) and isinstance(message.get("role"), str) and isinstance(message.get("content"), str)):
+            raise DataError(f"{where}: field '{name}' item {index}: expected a message with a text 'role' and 'content'")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def chat_example(where: str, example_id: str, record: dict) -> Example | None:
+    """An example from TRL's conversational or prompt-completion columns, or None when the record has
+    neither: `messages` (the last turn, the assistant's, is the target), or `prompt` and `completion`
+    (texts, or lists of turns with the assistant's answer as the completion)."""
+    if "messages" in record:
+        turns = _turns(record["messages"], where, "messages")
+        if len(turns) < 2 or turns[-1]["role"] != "assistant":
+            raise DataError(f"{where}: field 'messages' must end with an assistant turn (the target) after at least one "
+                            f"other turn; it has {len(turns)} ending with '{turns[-1]['role']}'")
+        prompt, answer = turns[:-1], turns[-1]["content"]
+    elif "prompt" in record and "completion" in record:
+        if isinstance(record["prompt"], str):
+            return Example(example_id, _text_field(record, "prompt", where, "data.source_field"),
+                           _text_field(record, "completion", where, "data.target_field"))
+        prompt, completion = _turns(record["prompt"], where, "prompt"), _turns(record["completion"], where, "completion")
+        if len(completion) != 1 or completion[0]["role"] != "assistant":
+            raise DataError(f"{where}: field 'completion' must be one assistant turn, got {len(completion)} turns "
+                            f"({', '.join(m['role'] for m in completion)})")
+        answer = completion[0]["content"]
+    else:
+        return None
+    if not answer.strip():
+        raise DataError(f"{where}: the assistant's answer (the target) is empty")
+    return Example(example_id, prompt[-1]["content"], answer, messages=prompt)
+
+
 def text_examples(records: Iterable[tuple[str, str, dict]], source_field: str, target_field: str) -> list[Example]:
-    """Examples from records with a text source and target field (an `id` field, if any, names the example)."""
-    return [Example(str(record.get("id", default_id)), _text_field(record, source_field, where, "data.source_field"),
-                    _text_field(record, target_field, where, "data.target_field"))
-            for where, default_id, record in records]
+    """Examples from records with a text source and target field (an `id` field, if any, names the
+    example); a record without them may hold a chat instead (see `chat_example`)."""
+    examples = []
+    for where, default_id, record in records:
+        example_id = str(record.get("id", default_id))
+        chat = None if source_field in record else chat_example(where, example_id, record)
+        examples.append(chat or Example(example_id, _text_field(record, source_field, where, "data.source_field"),
+                                        _text_field(record, target_field, where, "data.target_field")))
+    return examples
 
 
 def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example]:

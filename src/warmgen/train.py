@@ -57,7 +57,8 @@ def _new_model(config: WarmupConfig, train_examples, given_model=None):
     if given_model is not None:
         model, tokenizer, sep_id = ready_model(*given_model, config.model, learns_warmups=learns_warmups(config))
     else:
-        model, tokenizer, sep_id = load_model(config.model, [e.source for e in train_examples], [e.target for e in train_examples],
+        sources = [turn["content"] for e in train_examples for turn in (e.messages or [{"content": e.source}])]  # every turn of a chat
+        model, tokenizer, sep_id = load_model(config.model, sources, [e.target for e in train_examples],
                                               learns_warmups=learns_warmups(config), task=config.data.task)
     add_method_tokens(model, tokenizer, config)
     return model, tokenizer, sep_id

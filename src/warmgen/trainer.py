@@ -94,9 +94,10 @@ class WarmupTrainer:
         return scores
 
 
-def generate(model, tokenizer, inputs: list[str], args: WarmupConfig | None = None) -> list[tuple[str | None, str]]:
-    """(warmup, output) for each input: the warmup first (None for an SFT model), then the answer,
-    decoded as `args.decode` says (a trained run's args, or a checkpoint's saved config)."""
+def generate(model, tokenizer, inputs: list[str | list[dict]], args: WarmupConfig | None = None) -> list[tuple[str | None, str]]:
+    """(warmup, output) for each input (a text, or for a decoder-only model a chat: a list of
+    role/content turns): the warmup first (None for an SFT model), then the answer, decoded as
+    `args.decode` says (a trained run's args, or a checkpoint's saved config)."""
     args = args if args is not None else WarmupConfig()
     layout = make_layout(model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), args)
     was_training = model.training

@@ -51,6 +51,8 @@ def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
     task = loaders[config.data.task](config, given or {})
     data = config.data
     if data.source_prefix and data.task != "translation":
+        if any(e.messages is not None for rows in task.splits.values() for e in rows):
+            raise ConfigError("data.source_prefix prefixes text sources; chat data has turns: put the instruction in a system turn")
         for rows in task.splits.values():
             for example in rows:
                 example.source = data.source_prefix + example.source

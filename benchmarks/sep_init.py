@@ -35,7 +35,7 @@ from warmgen.models import load_model  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
 from warmgen.warmup import warmup_step  # noqa: E402
 
-KEYS = ("reward", "reward_std", "reward/best", "warmup/mean_length", "warmup/truncated_ratio", "warmup/empty_ratio",
+KEYS = ("reward", "reward_std", "reward/best", "completions/mean_length", "completions/clipped_ratio", "warmup/empty_ratio",
         "warmup/distinct_ratio")
 
 

@@ -1,7 +1,7 @@
 """Training-log values of a comparison's runs, recorded so the README can quote them.
 
     python benchmarks/training_curves.py --name g2p-curves --comparison runs/suite/g2p \
-        --variants rloo+warm_start marginal+warm_start --metrics warmup/truncated_ratio --steps 275 500 1000
+        --variants rloo+warm_start marginal+warm_start --metrics completions/clipped_ratio --steps 275 500 1000
     python benchmarks/training_curves.py --name demo-curves --comparison runs/demo --variants sft warmup --runs . --evaluations
 
 The run folders (`<comparison>/<variant>/seed<N>/metrics.jsonl`) are not in git; this copies the
@@ -25,11 +25,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # recording.py, beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from recording import head_commit, write_record  # noqa: E402
+
+from warmgen.rundir import read_training_log  # noqa: E402
 
 
 def run_curves(run_dir: Path, metrics: list[str], steps: list[int], evaluations: bool = False) -> dict:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = read_training_log(run_dir)
     logged = {row["step"]: row for row in rows if "loss" in row}  # training log lines, not evaluations
     missing = [step for step in steps if step not in logged]
     if missing:
@@ -58,7 +61,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="record name: benchmarks/results/<name>-<date>.json")
     parser.add_argument("--comparison", required=True, help="a warmgen compare output folder")
     parser.add_argument("--variants", nargs="+", required=True)
-    parser.add_argument("--metrics", nargs="*", default=[], help="training-log keys, e.g. warmup/truncated_ratio")
+    parser.add_argument("--metrics", nargs="*", default=[], help="training-log keys, e.g. completions/clipped_ratio")
     parser.add_argument("--steps", nargs="*", type=int, default=[])
     parser.add_argument("--runs", default="seed*", help="the run folders inside each variant's (a glob; '.' for the "
                         "variant's folder itself, as `warmgen demo` writes them)")

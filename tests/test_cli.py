@@ -127,7 +127,7 @@ def test_report_to_tensorboard_writes_the_logged_scalars(tmp_path):
     events = EventAccumulator(str(next((run / "runs").glob("*")))).Reload()
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(e.step, round(e.value, 5)) for e in events.Scalars("loss")] == [(r["step"], round(r["loss"], 5)) for r in logged if "loss" in r]
-    assert [e.step for e in events.Scalars("dev/wer")] == [3] and "warmup/mean_length" in events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("dev/wer")] == [3] and "completions/mean_length" in events.Tags()["scalars"]
 
 
 def test_report_to_a_tracker_whose_library_is_missing_is_one_line(tmp_path, capsys):

@@ -135,7 +135,7 @@ def test_sharded_warmup_training_resumes_exactly(tmp_path, accelerate, model):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     logged = lambda run: [(r["step"], r["loss"], r["reward"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                           if "loss" in r]  # noqa: E731
-    assert [step for step, _, _ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
+    assert [step for step, *_ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
     assert logged(tmp_path / "crashed") == pytest.approx(logged(tmp_path / "full"), rel=1e-6)
 
 

@@ -76,19 +76,20 @@ def test_summary_table_refuses_unknown_columns():
 
 def test_training_curves_copies_logged_values_and_names_missing_steps(tmp_path):
     """benchmarks/training_curves.py: values at the asked steps from training log lines (not
-    evaluation lines), the median seconds per step, and a missing step named with the file."""
+    evaluation lines, older key names read as today's), the median seconds per step, and a missing
+    step named with the file."""
     import json
     import runpy
 
     run_curves = runpy.run_path(str(ROOT / "benchmarks" / "training_curves.py"))["run_curves"]
     rows = [{"step": 25, "epoch": 0.5, "loss": 2.0, "time/step": 0.3, "warmup/truncated_ratio": 1.0},
-            {"step": 50, "epoch": 1.0, "loss": 1.5, "time/step": 0.1, "warmup/truncated_ratio": 0.5},
+            {"step": 50, "epoch": 1.0, "loss": 1.5, "time/step": 0.1, "completions/clipped_ratio": 0.5},
             {"step": 50, "epoch": 1.0, "dev/wer": 0.9},
             {"step": 75, "epoch": 1.5, "loss": 1.2, "time/step": 0.2}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert run_curves(tmp_path, ["warmup/truncated_ratio"], [25, 50, 75]) == {
+    assert run_curves(tmp_path, ["completions/clipped_ratio"], [25, 50, 75]) == {
         "median_seconds_per_step": 0.2, "median_seconds_per_step_by_epoch": {"1": 0.2, "2": 0.2},
-        "warmup/truncated_ratio": {"25": 1.0, "50": 0.5, "75": None}}
+        "completions/clipped_ratio": {"25": 1.0, "50": 0.5, "75": None}}
     with pytest.raises(SystemExit, match=r"metrics.jsonl: no training log line at step\(s\) \[60\]; it logs every 25 steps up to 75"):
         run_curves(tmp_path, [], [60])
     assert run_curves(tmp_path, [], [], evaluations=True)["evaluations"] == [{"step": 50, "epoch": 1.0, "dev/wer": 0.9}]

@@ -17,7 +17,7 @@ ARGS = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_trai
 
 def logged(run_dir):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["reward"]) for r in rows if "loss" in r]
+    return [(r["step"], r["loss"], r["reward"], r["num_tokens"]) for r in rows if "loss" in r]
 
 
 # 16 examples in batches of 8: steps 3-6 revisit examples, so the kept warmups must survive the crash.
@@ -38,7 +38,7 @@ def test_resume_matches_uninterrupted(tmp_path, monkeypatch, extra):
     monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
     train(crashed, resume=True)
 
-    assert [s for s, _, _ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, *_ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
     assert logged(tmp_path / "crashed") == logged(tmp_path / "full")  # bitwise on CPU
 
 
@@ -49,7 +49,7 @@ def test_resume_without_checkpoint_says_so(tmp_path):
 
 
 def learning_rates(run_dir):
-    return [r["lr"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return [r["learning_rate"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
 def test_lr_decay_by_time_reaches_zero_at_the_budget_also_across_a_resume(tmp_path, monkeypatch):
@@ -82,7 +82,7 @@ def test_time_budget_stops_training_and_counts_time_across_resumes(tmp_path, mon
     monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
     results = train(config, resume=True)
 
-    assert [s for s, _, _ in logged(run)] == [1, 2, 3]
+    assert [s for s, *_ in logged(run)] == [1, 2, 3]
     assert results["steps"] == 3 and results["stopped_by_time_budget"] and results["train_seconds"] == 30
     assert results["epochs"] == pytest.approx(3 / 5)  # 40 examples, 8 per step
     assert torch.load(run / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)["step"] == 3
@@ -95,5 +95,5 @@ def test_time_budget_stops_training_and_counts_time_across_resumes(tmp_path, mon
     # Resumed after the budget ran out (say, killed during the final evaluation): evaluated again, not trained further.
     (run / "results.json").unlink()
     again = train(config, resume=True)
-    assert again["steps"] == 3 and [s for s, _, _ in logged(run)] == [1, 2, 3]
+    assert again["steps"] == 3 and [s for s, *_ in logged(run)] == [1, 2, 3]
     assert again["splits"]["test"]["wer"] == results["splits"]["test"]["wer"]

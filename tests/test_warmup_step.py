@@ -147,6 +147,9 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
         for b, warmups in enumerate(step.candidates):
             rewards = score(model, [sources[b]], warmups, [targets[b]] * len(warmups)).logp_target
             assert torch.allclose(step.rewards[b, : len(warmups)], rewards, atol=1e-5)
+    # Counted per draw, merged or not: TRL's num_tokens, and only "cat" (one draw) has rewards without spread.
+    assert step.input_tokens == sum(len(sources[b]) + len(w) + len(targets[b]) + 2 for b, draws in enumerate(every_draw) for w in draws)
+    assert step.stats["frac_reward_zero_std"] == pytest.approx(1 / 3) and step.stats["completions/clipped_ratio"] == 0
 
     assert_per_example_definition(step, fast, model, score, sources, targets,
                                   every_draw if rank_by == "reward" else step.candidates, objective, rank_by)

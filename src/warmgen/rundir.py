@@ -138,6 +138,7 @@ class TrainState:
     best: dict  # {"metric": value or None, "step": step or None}
     rng: list  # every process's random generators (rng_state)
     warmup_memory: dict | None = None  # warmup.keep_best_warmup's kept warmups
+    num_tokens: int = 0  # tokens trained on so far (see the training log's num_tokens); 0 in older checkpoints
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -286,10 +287,22 @@ def load_warm_start(config: WarmupConfig, processes: int):
     if len(state.rng) != processes:
         raise ConfigError(f"{where} was saved by {len(state.rng)} process(es); start from it with as many, not {processes}")
     state.best = {"metric": None, "step": None}  # SFT's best was chosen by decoding without warmups
-    log = folder.parent.parent / "metrics.jsonl"
-    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] if log.is_file() else []
-    rows = [row for row in rows if "loss" in row and row.get("step", 0) <= steps]
+    rows = [row for row in read_training_log(folder.parent.parent) if "loss" in row and row.get("step", 0) <= steps]
     return model, tokenizer, sep_id, state, rows
+
+
+# Training-log keys before they took TRL's names: logs of older warmgen versions are read under today's.
+RENAMED_LOG_KEYS = {"lr": "learning_rate", "warmup/mean_length": "completions/mean_length",
+                    "warmup/truncated_ratio": "completions/clipped_ratio"}
+
+
+def read_training_log(run_dir: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl (none if it has none), with older key names renamed."""
+    log = Path(run_dir) / "metrics.jsonl"
+    if not log.is_file():
+        return []
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{RENAMED_LOG_KEYS.get(key, key) if "loss" in row else key: value for key, value in row.items()} for row in rows]
 
 
 def write_samples(stream, step: int, examples, result, layout) -> None:

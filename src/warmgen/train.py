@@ -165,14 +165,14 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
     parameters = count_parameters(model)  # before ZeRO-3 partitions the weights
     procs.prepare_optimizer(model, optimizer, scheduler, t)  # DeepSpeed ZeRO when the accelerate config asks for it
 
-    step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps = 0, 0, 0, 0.0, 0, 0
+    step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps, num_tokens = 0, 0, 0, 0.0, 0, 0, 0
     best = {"metric": None, "step": None}
     memory = WarmupMemory(config.warmup) if learns_warmups(config) and config.warmup.keep_best_warmup else None
     if state is not None:
         procs.load_optimizer_state(model, optimizer, state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         step, epoch, batch_index, train_seconds = state.step, state.epoch, state.batch_index, state.train_seconds
-        generated_tokens, skipped_steps, best = state.generated_tokens, state.skipped_steps, state.best
+        generated_tokens, skipped_steps, best, num_tokens = state.generated_tokens, state.skipped_steps, state.best, state.num_tokens
         set_rng_state(state.rng[procs.rank])
         if memory is not None and state.warmup_memory is not None:
             memory.load_state_dict(state.warmup_memory)
@@ -238,7 +238,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
 
     def trainer_state(rng: list, optimizer_state: dict) -> TrainState:
         return TrainState(step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps, optimizer_state,
-                          scheduler.state_dict(), best, rng, memory.state_dict() if memory is not None else None)
+                          scheduler.state_dict(), best, rng, memory.state_dict() if memory is not None else None, num_tokens)
 
     def out_of_time() -> bool:
         # One answer for all processes: one stopping alone would leave the others waiting in a collective.
@@ -271,16 +271,18 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
                     scores = layout.score(model, sources, [None] * len(ids), targets)
                     objective, tokens = scores.logp_target.sum(), scores.n_target.sum()
                     stats = {"time/scoring": time.perf_counter() - scored}
+                    input_tokens = sum(len(s) + len(t) + 1 for s, t in zip(sources, targets))
                 else:
                     kept, fresh = memory.plan(ids) if memory is not None else (None, None)
                     if fixed is not None:  # pause tokens, or the fixed-warmup control: each example's one candidate
                         kept, fresh = [fixed] * len(ids), [0] * len(ids)
                     result = warmup_step(model, layout, sources, targets, options, kept, fresh)
-                    objective, tokens, stats = result.objective, result.tokens, result.stats
+                    objective, tokens, stats, input_tokens = result.objective, result.tokens, result.stats, result.input_tokens
                     generated_tokens += int(procs.sum(result.generated_tokens))
                     if memory is not None:  # every process keeps the whole memory: examples move between processes
                         for updates in procs.gather(memory.updates(ids, result, targets)):
                             memory.apply(updates)
+            num_tokens += int(procs.sum(input_tokens))
             # Per-token loss over the global batch: this process's share, so summed gradients are exact.
             loss = -objective / procs.sum(tokens).to(objective.dtype)
             global_loss = procs.sum(loss.detach()).item()
@@ -328,15 +330,16 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
                     group["lr"] = min(group["lr"], group["initial_lr"] * time_left)
             stopped_by_time = step < total_steps and out_of_time()
             progress.update(1)
-            if "warmup/mean_length" in accumulated:
+            if "completions/mean_length" in accumulated:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}", reward=f"{accumulated['reward']:.2f}",
-                                     wlen=f"{accumulated['warmup/mean_length']:.1f}", trunc=f"{accumulated['warmup/truncated_ratio']:.2f}")
+                                     wlen=f"{accumulated['completions/mean_length']:.1f}",
+                                     clipped=f"{accumulated['completions/clipped_ratio']:.2f}")
             else:
                 progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
             if step % t.log_every == 0 or step == total_steps or stopped_by_time:
                 # The machine's 1-minute load average: times are only comparable between runs that had the CPU alone.
-                log({"step": step, "epoch": step / steps_per_epoch, "lr": lr, "grad_norm": grad_norm, "sft": use_sft,
-                     "skipped_steps": skipped_steps, "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
+                log({"step": step, "epoch": step / steps_per_epoch, "learning_rate": lr, "grad_norm": grad_norm, "sft": use_sft,
+                     "num_tokens": num_tokens, "skipped_steps": skipped_steps, "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
             if not use_sft and t.samples_every and step % t.samples_every == 0 and procs.is_main:
                 write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout)
             accumulated = {}

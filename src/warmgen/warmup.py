@@ -104,6 +104,8 @@ class WarmupStep:
     draws: torch.Tensor  # [B, K] how many of the example's samples each candidate is (0 = padding)
     best: list[int]  # per example, the index of its top-ranked candidate (warmup.rank_by)
     generated_tokens: int  # sampled this step, <sep> included
+    # Tokens of x c <sep> y </s> per drawn candidate (repeats as often as drawn), as TRL's num_tokens counts
+    input_tokens: int
 
 
 def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
@@ -222,12 +224,14 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         "reward": over_draws(rewards),
         "reward_std": _std_over_draws(rewards, draws),
         "reward/best": rewards.masked_fill(~mask, -float("inf")).max(dim=1).values.mean().item(),
-        "warmup/mean_length": over_draws(lengths),
+        # TRL's names where the quantity is the same (the sampled warmups are its completions).
+        "completions/mean_length": over_draws(lengths),
+        "completions/clipped_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
+        "frac_reward_zero_std": _zero_std_fraction(rewards, draws),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
         "warmup/candidates": len(drawn) / len(sources),
         "warmup/scored": len(flat) / len(sources),  # candidates scored (fewer than drawn when merged)
         "warmup/sampled": n_sampled / len(sources),
-        "warmup/truncated_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
         "warmup/empty_ratio": over_draws((lengths == 0).float()),
         # Distinct warmups over all candidates in the batch: near 1/(B*k) means collapse.
         "warmup/distinct_ratio": len({tuple(w) for w in drawn}) / len(drawn),
@@ -238,7 +242,10 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     if with_kept:  # how often the remembered warmup still beats the fresh samples
         stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, best)) / with_kept
     generated = sum(len(w) + 1 for s in samples for w in s)
-    return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, draws, best, generated)
+    drawn_rows = draws.tolist()
+    inputs = sum(int(drawn_rows[b][j]) * (len(sources[b]) + len(w) + len(targets[b]) + 2)
+                 for b, example in enumerate(candidates) for j, w in enumerate(example))
+    return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, draws, best, generated, inputs)
 
 
 def _score_grids(model, layout, sources, targets, candidates) -> list[torch.Tensor]:
@@ -271,6 +278,15 @@ def _score_best_of_k(model, layout, sources, targets, candidates, mask, config: 
     for grid, values in zip(grids, (again.logp_warmup, again.logp_target, again.n_warmup, again.n_target)):
         grid[single, 0] = values.detach()[single].to(grid.dtype)
     return grids, lam * again.logp_warmup + again.logp_target
+
+
+def _zero_std_fraction(values: torch.Tensor, draws: torch.Tensor) -> float:
+    """Examples whose drawn candidates all have the same reward (one draw, or alike): they give no
+    signal to objectives that compare candidates."""
+    drawn = draws > 0
+    highest = values.masked_fill(~drawn, -float("inf")).max(dim=1).values
+    lowest = values.masked_fill(~drawn, float("inf")).min(dim=1).values
+    return torch.isclose(highest, lowest).float().mean().item()
 
 
 def _std_over_draws(values: torch.Tensor, draws: torch.Tensor) -> float:

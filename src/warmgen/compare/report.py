@@ -12,7 +12,7 @@ from .statistics import COST
 # Training signals, one panel each: losses are per answer token for SFT but per warmup + answer
 # token for warmup runs, so each kind gets its own panel; reward and warmup length show collapse.
 PANELS = (("loss", "sft", "SFT loss (per answer token)"), ("loss", "warmup", "warmup loss (per warmup + answer token)"),
-          ("reward", "warmup", "reward: mean log P(y | c, x)"), ("warmup/mean_length", "warmup", "warmup length (tokens)"),
+          ("reward", "warmup", "reward: mean log P(y | c, x)"), ("completions/mean_length", "warmup", "warmup length (tokens)"),
           ("warmup/distinct_ratio", "warmup", "distinct warmups / candidates"))
 
 

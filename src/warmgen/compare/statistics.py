@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import metrics
 from ..config_files import load_config
+from ..rundir import read_training_log
 from ..tasks import load_task
 
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
@@ -94,7 +95,7 @@ def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
             runs[variant][seed] = {
                 "results": json.loads((run_dir / "results.json").read_text()),
                 "predictions": _read_jsonl(run_dir / "eval" / "test" / "predictions.jsonl"),
-                "log": _read_jsonl(run_dir / "metrics.jsonl"),
+                "log": read_training_log(run_dir),
             }
     stats = {v: {m: [metrics.example_stats(m, [p["prediction"] or "" for p in r["predictions"]],
                                            [p["target"] for p in r["predictions"]], **options) for r in seeds.values()]

@@ -118,21 +118,53 @@ def test_train_help_lists_every_config_key_with_its_default(capsys):
 
 def test_report_to_tensorboard_writes_the_logged_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
 
     run = tmp_path / "run"
     assert main(["train", "--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "24",
                  "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "3", "--train.batch_size", "8",
                  "--train.log_every", "1", "--train.eval_every", "3", "--warmup.max_warmup_length", "3",
-                 "--train.report_to", "[tensorboard]", "--output_dir", str(run)]) == 0
-    events = EventAccumulator(str(next((run / "runs").glob("*")))).Reload()
+                 "--train.samples_every", "2", "--train.report_to", "[tensorboard]", "--output_dir", str(run)]) == 0
+    events = EventAccumulator(str(next((run / "runs").glob("*"))), size_guidance={"tensors": 0}).Reload()
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(e.step, round(e.value, 5)) for e in events.Scalars("loss")] == [(r["step"], round(r["loss"], 5)) for r in logged if "loss" in r]
     assert [e.step for e in events.Scalars("dev/wer")] == [3] and "completions/mean_length" in events.Tags()["scalars"]
+    # The samples as a Markdown table in the text tab: a row per candidate of samples.jsonl.
+    [text] = events.Tensors("samples/text_summary")
+    table = make_ndarray(text.tensor_proto).item().decode()
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert text.step == 2 and table.count("\n") == 1 + sum(len(s["candidates"]) for s in samples)
+    assert all(f"| 2 | {s['source']} | {s['target']} | {c['warmup']} | {c['draws']} | {c['reward']} | {c['weight']} |" in table
+               for s in samples for c in s["candidates"])
+
+
+def test_report_to_wandb_offline_logs_the_scalars_and_a_samples_table(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    assert main(["train", "--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_train_examples", "16",
+                 "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "2", "--train.batch_size", "8",
+                 "--train.log_every", "1", "--train.samples_every", "2", "--warmup.max_warmup_length", "3",
+                 "--train.report_to", "[wandb]", "--output_dir", str(run)]) == 0
+    [offline] = (tmp_path / "wandb").glob("offline-run-*")
+    # The run file is W&B's binary log; every scalar name of metrics.jsonl is in it.
+    records = next(offline.glob("run-*.wandb")).read_bytes()
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    names = {key for row in logged if "loss" in row for key, value in row.items() if isinstance(value, (int, float)) and key != "step"}
+    assert "completions/mean_length" in names and all(name.encode() in records for name in names)
+    [table_file] = (offline / "files" / "media" / "table").glob("samples_2_*.table.json")
+    table = json.loads(table_file.read_text())
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert table["columns"] == ["step", "source", "target", "warmup", "draws", "reward", "weight"]
+    assert table["data"] == [[2, s["source"], s["target"], c["warmup"], c["draws"], c["reward"], c["weight"]]
+                             for s in samples for c in s["candidates"]]
 
 
 def test_report_to_a_tracker_whose_library_is_missing_is_one_line(tmp_path, capsys):
-    if __import__("importlib").util.find_spec("wandb") is not None:
-        pytest.skip("wandb is installed here")
+    if __import__("importlib").util.find_spec("dvclive") is not None:
+        pytest.skip("dvclive is installed here")
     code = main(["train", "--model.name", "t5-tiny", "--data.max_train_examples", "8", "--train.max_steps", "1",
-                 "--train.batch_size", "4", "--train.report_to", "[wandb]", "--output_dir", str(tmp_path / "run")])
-    assert code == 2 and "train.report_to wandb: not installed; pip install wandb" in capsys.readouterr().err
+                 "--train.batch_size", "4", "--train.report_to", "[dvclive]", "--output_dir", str(tmp_path / "run")])
+    assert code == 2 and "train.report_to dvclive: not installed; pip install dvclive" in capsys.readouterr().err

@@ -305,16 +305,18 @@ def read_training_log(run_dir: Path) -> list[dict]:
     return [{RENAMED_LOG_KEYS.get(key, key) if "loss" in row else key: value for key, value in row.items()} for row in rows]
 
 
-def write_samples(stream, step: int, examples, result, layout) -> None:
+def write_samples(stream, step: int, examples, result, layout) -> list[dict]:
     """A few training examples with their warmups (distinct when merged), how often each was drawn,
-    rewards log P(y|c,x) and objective weights."""
+    rewards log P(y|c,x) and objective weights; the rows written."""
     decode_text = layout.tokenizer.decode
+    rows = []
     for b, example in enumerate(examples[:3]):
         candidates = [
             {"warmup": decode_text(warmup), "draws": int(result.draws[b, i].item()),
              "reward": round(result.rewards[b, i].item(), 4), "weight": round(result.weights[b, i].item(), 4)}
             for i, warmup in enumerate(result.candidates[b])
         ]
-        stream.write(json.dumps({"step": step, "source": example.source, "target": example.target, "candidates": candidates},
-                                ensure_ascii=False) + "\n")
+        rows.append({"step": step, "source": example.source, "target": example.target, "candidates": candidates})
+        stream.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
     stream.flush()
+    return rows

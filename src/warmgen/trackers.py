@@ -1,5 +1,7 @@
 """Experiment trackers (`train.report_to`): every numeric value of metrics.jsonl's rows, at the
-row's step, through Accelerate's tracker classes (TensorBoard, W&B, trackio, MLflow, ...).
+row's step, through Accelerate's tracker classes (TensorBoard, W&B, trackio, MLflow, ...), and the
+samples of samples.jsonl (input, warmups, draws, rewards, weights) as a table where the tracker has
+one (W&B, ClearML) or as text (TensorBoard).
 
 TensorBoard writes to `<output_dir>/runs/`; the others to wherever their library is configured to
 (`WANDB_MODE=offline`, `MLFLOW_TRACKING_URI`, ...). The run's config is stored with each.
@@ -38,9 +40,27 @@ class Trackers:
         for tracker in self.trackers:
             tracker.log(scalars, step=row["step"])
 
+    def log_samples(self, step: int, samples: list[dict]) -> None:
+        rows = [[step, s["source"], s["target"], c["warmup"], c["draws"], c["reward"], c["weight"]] for s in samples for c in s["candidates"]]
+        for tracker in self.trackers:
+            if hasattr(tracker, "log_table"):
+                tracker.log_table("samples", columns=list(SAMPLE_COLUMNS), data=rows, step=step)
+            elif tracker.name == "tensorboard":
+                tracker.writer.add_text("samples", _markdown_table(rows), global_step=step)
+
     def finish(self) -> None:
         for tracker in self.trackers:
             tracker.finish()
+
+
+SAMPLE_COLUMNS = ("step", "source", "target", "warmup", "draws", "reward", "weight")
+
+
+def _markdown_table(rows: list[list]) -> str:
+    """Rows as a Markdown table, which TensorBoard's text tab renders."""
+    cell = lambda value: str(value).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(SAMPLE_COLUMNS) + " |", "|" + "---|" * len(SAMPLE_COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
 def flat(config: dict, prefix: str = "") -> dict:

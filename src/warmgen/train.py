@@ -341,7 +341,9 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
                 log({"step": step, "epoch": step / steps_per_epoch, "learning_rate": lr, "grad_norm": grad_norm, "sft": use_sft,
                      "num_tokens": num_tokens, "skipped_steps": skipped_steps, "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
             if not use_sft and t.samples_every and step % t.samples_every == 0 and procs.is_main:
-                write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout)
+                samples = write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout)
+                if trackers is not None:
+                    trackers.log_samples(step, samples)
             accumulated = {}
             eval_due = step % t.eval_every == 0 if t.eval_every else batch_index >= batches_per_epoch
             if eval_due or step == total_steps or stopped_by_time:

@@ -1,4 +1,4 @@
-"""The three objectives against their definitions (warmup.py's docstring)."""
+"""The objectives against their definitions (warmup.py's docstring)."""
 
 import math
 
@@ -128,3 +128,48 @@ def test_a_candidate_drawn_twice_equals_two_copies(name):
     twice = objective_terms(name, *copies, 0.5)
     assert torch.allclose(once[0], twice[0], rtol=1e-6) and torch.allclose(once[1], twice[1], rtol=1e-6)
     assert torch.allclose(once[2][:, 0], twice[2][:, 0] + twice[2][:, 1])
+
+
+def latro_by_definition(logp_c, logp_y, ref_c, unfinished, beta, mu, lam=1.0):
+    """LaTRO per example, one candidate at a time (Chen et al. 2024; warmup.py's docstring)."""
+    B, K = logp_y.shape
+    shaped = [[logp_y[b, i].item() - beta * (logp_c[b, i].item() - ref_c[b, i].item()) for i in range(K)] for b in range(B)]
+    batch_mean = sum(map(sum, shaped)) / (B * K)
+    shaped = [[2 * batch_mean if unfinished[b, i] else shaped[b][i] for i in range(K)] for b in range(B)]
+    values, grads = [], torch.zeros(B, K)
+    for b in range(B):
+        total = 0.0
+        for i in range(K):
+            advantage = shaped[b][i] - sum(shaped[b][j] for j in range(K) if j != i) / (K - 1)
+            total += lam * advantage * logp_c[b, i].item() + mu * logp_y[b, i].item()
+            grads[b, i] = lam * advantage / K
+        values.append(total / K)
+    return values, grads
+
+
+@pytest.mark.parametrize("beta, mu", [(0.05, 0.0), (0.5, 1.0), (0.0, 0.3)])
+def test_latro_value_and_gradient_match_the_definition(beta, mu):
+    ref_c = LOGP_C + torch.randn(3, 4)
+    unfinished = torch.tensor([[False, True, False, False], [False] * 4, [True, False, False, True]])
+    logp_c, logp_y = LOGP_C.clone().requires_grad_(True), LOGP_Y.clone().requires_grad_(True)
+    objective, tokens, weights = objective_terms("latro", logp_c, logp_y, N_C, N_Y, 1.0, ref_logp_warmup=ref_c, kl_coef=beta,
+                                                 answer_loss_weight=mu, unfinished=unfinished)
+    grad_c, grad_y = torch.autograd.grad(objective.sum(), [logp_c, logp_y])
+    values, expected_grad_c = latro_by_definition(LOGP_C, LOGP_Y, ref_c, unfinished, beta, mu)
+    assert objective.tolist() == pytest.approx(values, rel=1e-5)
+    assert torch.allclose(grad_c, expected_grad_c, atol=1e-6)
+    assert torch.allclose(grad_y, torch.full((3, 4), mu / 4))  # the reward is held fixed: only the answer term
+    assert torch.allclose(tokens, (N_C + mu * N_Y).mean(1)) and torch.allclose(weights, torch.full((3, 4), 0.25))
+
+
+def test_latro_without_kl_penalty_or_answer_change_is_rloo():
+    rloo = objective_terms("rloo", LOGP_C, LOGP_Y, N_C, N_Y, 0.5)
+    latro = objective_terms("latro", LOGP_C, LOGP_Y, N_C, N_Y, 0.5, answer_loss_weight=1.0, unfinished=torch.zeros(3, 4, dtype=torch.bool))
+    assert all(torch.equal(a, b) for a, b in zip(rloo, latro))
+    # rloo takes the KL term too (its advantages are those of the shaped reward; the answer term
+    # stays log P(y|c,x)), but never the unfinished penalty.
+    kl = torch.randn(3, 4).abs()
+    shaped = objective_terms("rloo", LOGP_C, LOGP_Y, N_C, N_Y, 1.0, ref_logp_warmup=LOGP_C - kl, kl_coef=0.5,
+                             unfinished=torch.ones(3, 4, dtype=torch.bool))[0]
+    on_shaped_reward = objective_terms("rloo", LOGP_C, LOGP_Y - 0.5 * kl, N_C, N_Y, 1.0)[0]
+    assert torch.allclose(shaped, on_shaped_reward + (0.5 * kl).mean(1), atol=1e-5)

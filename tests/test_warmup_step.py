@@ -1,10 +1,13 @@
 """warmup_step: the objective it returns is the one objective_terms defines, for every objective."""
 
+import copy
+
 import pytest
 import torch
 from conftest import tiny
 
 from warmgen.config import WarmupOptions
+from warmgen.reference import Reference
 from warmgen.warmup import WarmupMemory, objective_terms, warmup_step
 
 
@@ -182,3 +185,44 @@ def test_first_draws_sample_the_rest_only_where_they_disagree(monkeypatch):
     fast = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     assert_per_example_definition(step, fast, model, layout.score, sources, targets, step.candidates, "marginal")
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "llama-tiny"])
+def test_latro_step_with_a_reference_matches_the_definition(preset, monkeypatch):
+    """The KL term scores the warmups under the frozen reference, cut-off warmups get the penalty,
+    and value and gradient equal objective_terms on separately scored grids."""
+    model, layout, _ = tiny(preset)
+    sampled = [[[8, 9], [3], [5]], [[5, 6], [4, 7], []]]  # two-token warmups reach max_warmup_length 2: cut off
+    monkeypatch.setattr("warmgen.warmup.sample_warmups",
+                        lambda model, layout, sources, counts, config: (sampled, [[len(w) >= 2 for w in s] for s in sampled]))
+    frozen = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in frozen.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    config = WarmupOptions(objective="latro", num_warmups=3, max_warmup_length=2, kl_coef=0.3)
+    sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup")]
+    targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M")]
+    step = warmup_step(model, layout, sources, targets, config, reference=Reference(model, frozen))
+    (step.objective / step.tokens).backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    counts = [len(c) for c in step.candidates]
+    flat = [w for c in step.candidates for w in c]
+    rows = [t for t, n in zip(targets, counts) for _ in range(n)]
+    grid = lambda values: torch.nn.utils.rnn.pad_sequence(list(values.split(counts)), batch_first=True)  # noqa: E731
+    scores = layout.score(model, sources, flat, rows, counts)
+    with torch.no_grad():
+        ref = grid(layout.score(frozen, sources, flat, rows, counts).logp_warmup)
+    unfinished = grid(torch.tensor([len(w) >= 2 for w in flat])) & step.mask
+    assert unfinished.tolist() == [[True, False, False], [True, True, False]]
+    value, tokens, _ = objective_terms("latro", *(grid(v) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup,
+                                                                     scores.n_target)), 1.0, step.draws, ref_logp_warmup=ref,
+                                       kl_coef=0.3, answer_loss_weight=0.0, unfinished=unfinished)
+    (value.sum() / tokens.sum()).backward()
+    assert step.objective.item() == pytest.approx(value.sum().item(), rel=1e-5)
+    assert step.tokens.item() == pytest.approx(tokens.sum().item())
+    kl = ((grid(scores.logp_warmup).detach() - ref) * step.draws).sum() / step.draws.sum()
+    assert step.stats["kl"] == pytest.approx(kl.item(), rel=1e-5)
+    for a, p in zip(fast, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)

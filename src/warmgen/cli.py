@@ -15,11 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-from .config import validate
 from .config_files import load_config, parse_overrides, set_value
 from .config_reference import keys_help
 from .errors import ConfigError, DataError, RunFolderError, TrainingError
 from .methods import decodes_with_warmup
+from .validation import validate
 
 OVERWRITE = ("move", "delete")
 OVERWRITE_HELP = "when output_dir holds an earlier run: move it to OUTPUT_DIR.previous-N, or delete it, and start over"

@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
-from .config import SECTIONS, TOP_LEVEL, ConfigError, WarmupConfig, validate
+from .config import SECTIONS, TOP_LEVEL, ConfigError, WarmupConfig
 from .typecheck import check_type, field_types
+from .validation import validate
 
 
 def _valid_keys() -> list[str]:

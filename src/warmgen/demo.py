@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import WarmupConfig, validate
+from .config import WarmupConfig
 from .config_files import apply_mapping, set_value
 from .provenance import git_commit
 from .rundir import resumable, step_checkpoint
 from .train import train
+from .validation import validate
 
 DEMO = {
     "seed": 0,

@@ -37,8 +37,8 @@ def step_options(config: WarmupConfig) -> WarmupOptions:
     """The warmup step's settings: pause tokens are one fixed candidate with no loss on its positions."""
     if config.method != "pause":
         return config.warmup
-    return dataclasses.replace(config.warmup, warmup_loss_weight=0.0, num_warmups=1, no_warmup_candidate=False,
-                               keep_best_warmup=False, fixed_warmup=None)
+    return dataclasses.replace(config.warmup, objective="marginal", kl_coef=None, answer_loss_weight=None, warmup_loss_weight=0.0,
+                               num_warmups=1, no_warmup_candidate=False, keep_best_warmup=False, fixed_warmup=None)
 
 
 def fixed_warmup(layout, config: WarmupConfig) -> list[int] | None:

@@ -5,6 +5,7 @@
     eval/{dev,test}/    metrics + predictions      .lock           held while a run trains here
     checkpoints/last    checkpoints/best           save_pretrained folders (+ warmgen.yaml);
     checkpoints/step-N                             last and step-N also have trainer_state.pt
+    checkpoints/reference                          the KL term's frozen reference (warmup.kl_coef)
 
 Nothing here knows how training works: it keeps what the loop hands it and gives it back.
 """
@@ -90,6 +91,11 @@ def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None
     for name in found:
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def reference_dir(run_dir: Path) -> Path:
+    """Where the KL term's frozen reference model is kept (see reference.py)."""
+    return run_dir / "checkpoints" / "reference"
 
 
 def step_checkpoint(run_dir: Path, step: int) -> Path:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .batching import epoch_order, tokenize
-from .config import ConfigError, WarmupConfig, validate
+from .config import ConfigError, WarmupConfig
 from .config_files import differences, read_yaml
 from .distributed import Processes, check_launch
 from .errors import TrainingError
@@ -28,6 +28,7 @@ from .layout import make_layout
 from .methods import add_method_tokens, decodes_with_warmup, fixed_warmup, learns_warmups, step_options, trains_sft_at
 from .models import count_parameters, has_dropout, load_model, ready_model
 from .provenance import git_commit, library_versions
+from .reference import check_reference, needs_reference, start_reference
 from .rundir import (
     CONFIG_NAME,
     STATE_NAME,
@@ -46,6 +47,7 @@ from .rundir import (
 )
 from .tasks import load_task
 from .trackers import Trackers, check_installed
+from .validation import validate
 from .warmup import WarmupMemory, merges_repeats, warmup_step
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -164,6 +166,8 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
     scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
     parameters = count_parameters(model)  # before ZeRO-3 partitions the weights
     procs.prepare_optimizer(model, optimizer, scheduler, t)  # DeepSpeed ZeRO when the accelerate config asks for it
+    check_reference(config, procs.sharded)
+    reference = None  # the KL term's, from the first warmup step on
 
     step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps, num_tokens = 0, 0, 0, 0.0, 0, 0, 0
     best = {"metric": None, "step": None}
@@ -276,7 +280,9 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
                     kept, fresh = memory.plan(ids) if memory is not None else (None, None)
                     if fixed is not None:  # pause tokens, or the fixed-warmup control: each example's one candidate
                         kept, fresh = [fixed] * len(ids), [0] * len(ids)
-                    result = warmup_step(model, layout, sources, targets, options, kept, fresh)
+                    if reference is None and needs_reference(config):
+                        reference = start_reference(model, tokenizer, config, run_dir, procs.is_main, device)
+                    result = warmup_step(model, layout, sources, targets, options, kept, fresh, reference)
                     objective, tokens, stats, input_tokens = result.objective, result.tokens, result.stats, result.input_tokens
                     generated_tokens += int(procs.sum(result.generated_tokens))
                     if memory is not None:  # every process keeps the whole memory: examples move between processes

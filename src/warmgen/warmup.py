@@ -9,7 +9,13 @@ For an example (x, y) with warmups c_1..c_k sampled from the current model:
     best_of_k:  i* = argmax_i R_i                 J = lam*A_i* + R_i*
     marginal:   w_i = softmax_i(R_i), held fixed   J = sum_i w_i (lam*A_i + R_i)
                 (its gradient is the score-function gradient of log (1/k) sum_i P(y|c_i,x))
-    rloo:       b_i = mean_{j != i} R_j            J = (1/k) sum_i [lam*(R_i - b_i) A_i + R_i]
+    rloo:       b_i = mean_{j != i} R_j            J = (1/k) sum_i [lam*(R_i - b_i) A_i + mu*R_i]
+    latro:      rloo on the shaped reward r_i = R_i - beta*(A_i - A_ref_i), a warmup cut at
+                max_warmup_length getting r_i = 2 * (the batch's mean r) instead; mu = 0 by default
+                (LaTRO, Chen et al. 2024: the answer is learnt only through the warmups' rewards)
+
+    beta = warmup.kl_coef against a frozen reference A_ref_i = log P_ref(c_i | x) (rloo takes it
+    too: r_i = R_i - beta*(A_i - A_ref_i)); mu = warmup.answer_loss_weight (1 for rloo).
 
 With `rank_by: joint` candidates are ranked by S_i = lam*A_i + R_i instead of R_i: best_of_k takes
 argmax_i S_i, and marginal's weights become softmax_i(S_i) over the distinct candidates, the
@@ -55,15 +61,40 @@ def ranking_scores(rank_by: str, logp_warmup: torch.Tensor, logp_target: torch.T
     return scores.detach().masked_fill(~mask, -float("inf"))
 
 
+def kl_coefficient(config: WarmupOptions) -> float:
+    """beta: warmup.kl_coef, or by default LaTRO's 0.05 for latro and 0 for the others."""
+    return config.kl_coef if config.kl_coef is not None else (0.05 if config.objective == "latro" else 0.0)
+
+
+def answer_weight(config: WarmupOptions) -> float:
+    """mu: warmup.answer_loss_weight, or by default LaTRO's 0 for latro and 1 for rloo."""
+    return config.answer_loss_weight if config.answer_loss_weight is not None else (0.0 if config.objective == "latro" else 1.0)
+
+
+def shaped_rewards(reward: torch.Tensor, logp_warmup: torch.Tensor, ref_logp_warmup: torch.Tensor | None, kl_coef: float,
+                   unfinished: torch.Tensor | None, draws: torch.Tensor) -> torch.Tensor:
+    """r = R - beta*(A - A_ref), held fixed; where `unfinished`, 2 x the batch's draw-weighted mean r."""
+    shaped = reward
+    if kl_coef:
+        shaped = shaped - kl_coef * (logp_warmup.detach() - ref_logp_warmup)
+    if unfinished is not None and unfinished.any():
+        batch_mean = (shaped * draws).sum() / draws.sum()
+        shaped = torch.where(unfinished, 2 * batch_mean, shaped)
+    return shaped
+
+
 def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torch.Tensor,
                     n_warmup: torch.Tensor, n_target: torch.Tensor, warmup_loss_weight: float,
-                    draws: torch.Tensor | None = None, rank_by: str = "reward"):
+                    draws: torch.Tensor | None = None, rank_by: str = "reward", *, ref_logp_warmup: torch.Tensor | None = None,
+                    kl_coef: float = 0.0, answer_loss_weight: float = 1.0, unfinished: torch.Tensor | None = None):
     """Per-example objective J [B] (to maximise), token count T [B], and candidate weights [B, K].
 
     All inputs are [B, K]. `draws` says how many of the example's samples each candidate stands
     for (bool or int; 0 marks padding, which holds zeros, when examples have fewer than K); by
     default every candidate is one draw. The weights are those of the likelihood terms (for
     logging). With a single draw, rloo has no baseline and trains the likelihood term only.
+    rloo and latro only: `ref_logp_warmup` and `kl_coef` (beta), `answer_loss_weight` (mu; see
+    `answer_weight` for the configured one) and `unfinished` (latro: warmups cut at the length limit).
     """
     reward = logp_target.detach()
     k = reward.shape[1]
@@ -80,11 +111,15 @@ def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torc
         # The candidate-set marginal ("joint") sums over distinct warmups: each counts once.
         weights = torch.softmax(scores + draws.log() if rank_by == "reward" else scores, dim=1)
         warmup_term = weights * logp_warmup
-    elif objective == "rloo":
+    elif objective in ("rloo", "latro"):
         weights = draws / total
-        baseline = ((reward * draws).sum(dim=1, keepdim=True) - reward) / (total - 1).clamp(min=1)
-        advantage = torch.where(total > 1, reward - baseline, torch.zeros_like(reward))
+        shaped = shaped_rewards(reward, logp_warmup, ref_logp_warmup, kl_coef, unfinished if objective == "latro" else None, draws)
+        baseline = ((shaped * draws).sum(dim=1, keepdim=True) - shaped) / (total - 1).clamp(min=1)
+        advantage = torch.where(total > 1, shaped - baseline, torch.zeros_like(shaped))
         warmup_term = weights * advantage * logp_warmup
+        mu = answer_loss_weight
+        return ((lam * warmup_term + mu * weights * logp_target).sum(dim=1),
+                (weights * (lam * n_warmup + mu * n_target)).sum(dim=1), weights)
     else:
         raise ValueError(f"unknown objective {objective!r}")
     objective_value = (lam * warmup_term + weights * logp_target).sum(dim=1)
@@ -174,10 +209,11 @@ def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 
 def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupOptions,
-                kept: list[list[int] | None] | None = None, fresh: list[int] | None = None) -> WarmupStep:
+                kept: list[list[int] | None] | None = None, fresh: list[int] | None = None, reference=None) -> WarmupStep:
     """Sample, score the candidates in one forward pass; return the batch objective and token count.
 
     Without `kept`/`fresh` (from `WarmupMemory.plan`) every example gets k fresh candidates.
+    `reference` (a `warmgen.reference.Reference`) scores the warmups for the KL term.
     best_of_k needs gradients only through each example's chosen candidate, so it scores the
     candidates without building a graph and re-scores the B chosen ones with gradients: k
     forward passes plus one forward and backward, instead of k of each. Same value, same gradient
@@ -207,13 +243,22 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         grids, chosen = _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
     else:
         grids, chosen = _score_grids(model, layout, sources, targets, candidates), None
-    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by)
+    lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float, device=model.device), counts)
+    shaping, ref_logp = {}, None
+    if config.objective in ("rloo", "latro"):
+        if kl_coefficient(config):
+            if reference is None:
+                raise ValueError("warmup.kl_coef > 0 needs the reference model (warmgen.reference)")
+            ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets), [len(c) for c in candidates])
+        shaping = {"ref_logp_warmup": ref_logp, "kl_coef": kl_coefficient(config), "answer_loss_weight": answer_weight(config),
+                   "unfinished": (lengths >= config.max_warmup_length) & mask}
+    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by,
+                                                 **shaping)
     if chosen is not None:  # the same value, with a graph through the chosen candidates only
         objective = chosen
     rewards = grids[1].detach()
     # best_of_k's choice, the memory's next kept warmup
     best = ranking_scores(config.rank_by, grids[0], grids[1], config.warmup_loss_weight, mask).argmax(dim=1).tolist()
-    lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float, device=model.device), counts)
     n_sampled = sum(len(s) for s in samples)
     with_kept = sum(had_kept)
 
@@ -239,6 +284,8 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         "time/sampling": sampled - started,
         "time/scoring": time.perf_counter() - sampled,
     }
+    if ref_logp is not None:  # TRL's kl: the mean of log P(c|x) - log P_ref(c|x) over the sampled warmups
+        stats["kl"] = over_draws(grids[0].detach() - ref_logp)
     if with_kept:  # how often the remembered warmup still beats the fresh samples
         stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, best)) / with_kept
     generated = sum(len(w) + 1 for s in samples for w in s)

@@ -1,0 +1,79 @@
+"""Checks across a config's fields, which a field's type cannot express; each failure is one
+`ConfigError` line that names the fields and what to set."""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+
+def validate(config) -> None:
+    """Cross-field checks that a type cannot express."""
+    w, t, d = config.warmup, config.train, config.data
+    checks = [
+        (w.num_warmups >= 1, "warmup.num_warmups must be at least 1"),
+        (w.objective not in ("rloo", "latro") or w.num_warmups >= 2,
+         f"warmup.objective {w.objective} needs warmup.num_warmups >= 2 (the baseline leaves one out)"),
+        (w.kl_coef is None or w.kl_coef >= 0, "warmup.kl_coef must be >= 0"),
+        (not w.kl_coef or w.objective in ("rloo", "latro"), "warmup.kl_coef shapes the reward of the rloo and latro objectives; "
+         "marginal and best_of_k weigh warmups by log P(y|c,x) alone: set warmup.kl_coef 0 or null"),
+        (w.answer_loss_weight is None or w.answer_loss_weight >= 0, "warmup.answer_loss_weight must be >= 0"),
+        (w.answer_loss_weight is None or w.objective in ("rloo", "latro"), "warmup.answer_loss_weight weighs the answer term "
+         "of rloo and latro; marginal and best_of_k train the answer as their objective says: set it null"),
+        (config.method != "warmup" or w.objective != "latro" or w.answer_loss_weight or (w.warmup_loss_weight > 0 and w.fixed_warmup is None),
+         "warmup.objective latro with warmup.answer_loss_weight 0 (its default) learns only through the warmups' advantages: "
+         "it needs warmup.warmup_loss_weight > 0 and sampled warmups (no warmup.fixed_warmup)"),
+        (not w.no_warmup_candidate or w.num_warmups >= 2, "warmup.no_warmup_candidate needs warmup.num_warmups >= 2"),
+        (w.max_warmup_length >= 1, "warmup.max_warmup_length must be at least 1"),
+        (0 <= w.min_warmup_length <= w.max_warmup_length, "warmup.min_warmup_length must be between 0 and warmup.max_warmup_length"),
+        (w.temperature > 0, "warmup.temperature must be > 0"),
+        (0 < w.top_p <= 1, "warmup.top_p must be in (0, 1]"),
+        (w.top_k >= 0, "warmup.top_k must be >= 0 (0 = off)"),
+        (w.warmup_loss_weight >= 0, "warmup.warmup_loss_weight must be >= 0"),
+        (w.first_draws == 0 or 2 <= w.first_draws < w.num_warmups,
+         "warmup.first_draws must be 0 (off) or from 2 to warmup.num_warmups - 1: the first draws must be able to disagree, "
+         "and the rest must exist"),
+        (config.model.dropout is None or 0 <= config.model.dropout < 1, "model.dropout must be in [0, 1), or null for the model's own"),
+        (w.fresh_warmups >= 0, "warmup.fresh_warmups must be >= 0"),
+        (w.refresh_every >= 1, "warmup.refresh_every must be at least 1 (1 = fresh samples at every visit)"),
+        (w.target_reward is None or w.target_reward <= 0,
+         "warmup.target_reward is a mean log-probability per target token, so it must be <= 0 (e.g. -0.1), or null for off"),
+        (not (w.keep_best_warmup and w.no_warmup_candidate),
+         "warmup.keep_best_warmup and warmup.no_warmup_candidate cannot be combined; turn one off"),
+        (w.fixed_warmup is None or not (w.keep_best_warmup or w.no_warmup_candidate),
+         "warmup.fixed_warmup is the only candidate: turn off warmup.keep_best_warmup and warmup.no_warmup_candidate"),
+        (config.output_dir.strip() != "", "output_dir is empty: name the folder the run is written to"),
+        (config.seed >= 0, "seed must be >= 0"),
+        (config.model.vocab_size >= 1, "model.vocab_size must be at least 1"),
+        (config.model.lora_alpha > 0, "model.lora_alpha must be > 0"),
+        (0 <= config.model.lora_dropout < 1, "model.lora_dropout must be in [0, 1)"),
+        (min(d.max_train_examples, d.max_dev_examples, d.max_test_examples) >= 0,
+         "data.max_train_examples, max_dev_examples and max_test_examples must be >= 0 (0 = all)"),
+        (min(d.max_source_length, d.max_target_length) >= 1, "data.max_source_length and data.max_target_length must be at least 1"),
+        (min(d.g2p_dev_size, d.g2p_test_size, d.dev_size, d.g2p_split_seed) >= 0,
+         "data.g2p_dev_size, g2p_test_size, g2p_split_seed and dev_size must be >= 0"),
+        (t.max_grad_norm >= 0, "train.max_grad_norm must be >= 0 (0 = no clipping)"),
+        (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "train.adam_beta1 and train.adam_beta2 must be in [0, 1)"),
+        (t.lr_warmup_steps >= 0, "train.lr_warmup_steps must be >= 0"),
+        (t.epochs >= 0 and t.max_steps >= 0, "train.epochs and train.max_steps must be >= 0"),
+        (t.eval_every >= 0, "train.eval_every must be >= 0 (0 = once per epoch)"),
+        (t.log_every >= 1, "train.log_every must be at least 1"),
+        (t.samples_every >= 0, "train.samples_every must be >= 0 (0 = never)"),
+        (w.sft_warm_start_steps >= 0, "warmup.sft_warm_start_steps must be >= 0"),
+        (config.pause.num_tokens >= 1, "pause.num_tokens must be at least 1"),
+        (not w.sft_warm_start_from or (config.method == "warmup" and w.sft_warm_start_steps > 0),
+         "warmup.sft_warm_start_from needs method: warmup and warmup.sft_warm_start_steps > 0 (the step it starts from)"),
+        (all(n >= 1 for n in t.save_checkpoints_at), "train.save_checkpoints_at lists optimizer steps, each at least 1"),
+        (config.decode.batch_size >= 1, "decode.batch_size must be at least 1"),
+        (t.batch_size >= 1, "train.batch_size must be at least 1"),
+        (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),
+        (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),
+        (t.learning_rate > 0, "train.learning_rate must be > 0"),
+        (t.max_train_seconds >= 0, "train.max_train_seconds must be >= 0 (0 = no time budget)"),
+        (t.max_bad_steps >= 1, "train.max_bad_steps must be at least 1"),
+        (config.decode.num_beams >= 1, "decode.num_beams must be at least 1"),
+        (config.model.lora_rank >= 0, "model.lora_rank must be >= 0 (0 = full fine-tuning)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,97 @@
+"""LaTRO (`warmup.objective: latro`) through the CLI for both model families: the reference model
+of its KL term is kept in the run folder and reused on resume; with LoRA it is the base model."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny
+from helpers.faults import failing_on_call
+
+import warmgen.train
+from warmgen.cli import main
+from warmgen.config import WarmupConfig
+from warmgen.config_files import load_config, parse_overrides
+from warmgen.errors import ConfigError
+from warmgen.reference import Reference, check_reference
+from warmgen.rundir import reference_dir
+from warmgen.validation import validate
+
+ARGS = ["--model.vocab_size", "300", "--data.max_train_examples", "24", "--data.max_dev_examples", "4", "--data.max_test_examples", "4",
+        "--train.batch_size", "8", "--train.eval_every", "2", "--train.log_every", "1", "--train.samples_every", "0",
+        "--warmup.max_warmup_length", "3", "--warmup.num_warmups", "3", "--warmup.objective", "latro", "--train.lr_warmup_steps", "0"]
+
+
+def training_rows(run):
+    return [row for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "llama-tiny"])
+def test_latro_trains_with_its_reference_and_decodes_warmups(tmp_path, preset):
+    run = tmp_path / preset
+    assert main(["train", *ARGS, "--model.name", preset, "--train.max_steps", "2", "--output_dir", str(run)]) == 0
+    assert (reference_dir(run) / "config.json").is_file()
+    rows = training_rows(run)
+    # Step 1: the reference is the model itself, so the KL estimate is 0 (up to float sums); by step 2 the model has moved.
+    assert abs(rows[0]["kl"]) < 1e-5 and abs(rows[1]["kl"]) > 1e-3
+    test = json.loads((run / "results.json").read_text())["splits"]["test"]
+    assert test["num_examples"] == 4 and "warmup/mean_length" in test
+
+
+def test_latro_resumes_with_the_saved_reference(tmp_path, monkeypatch):
+    def config(name):
+        return load_config(None, parse_overrides([*ARGS, "--model.name", "t5-tiny", "--train.max_steps", "4",
+                                                  "--output_dir", str(tmp_path / name)]))
+
+    warmgen.train.train(config("full"))
+    real_step = warmgen.train.warmup_step
+    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        warmgen.train.train(config("crashed"))
+    saved = (reference_dir(tmp_path / "crashed") / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    warmgen.train.train(config("crashed"), resume=True)
+    assert (reference_dir(tmp_path / "crashed") / "model.safetensors").stat().st_mtime_ns == saved  # loaded, not copied again
+    strip = lambda rows: [(r["step"], r["loss"], r["kl"], r["reward"]) for r in rows]  # noqa: E731
+    assert strip(training_rows(tmp_path / "crashed")) == strip(training_rows(tmp_path / "full"))
+
+
+def test_with_lora_the_reference_is_the_base_model():
+    from peft import LoraConfig, get_peft_model
+
+    model, layout, _ = tiny("llama-tiny")
+    sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup")]
+    targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M")]
+    candidates = [[[8, 9], [3]], [[5], []]]
+    base = layout.score(model, sources, [w for c in candidates for w in c], [t for t in targets for _ in range(2)]).logp_warmup
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    lora.eval()
+    adapted = layout.score(lora, sources, [w for c in candidates for w in c], [t for t in targets for _ in range(2)]).logp_warmup
+    with torch.no_grad():
+        reference = Reference(lora).logp_warmup(layout, sources, candidates, targets)
+    assert not torch.allclose(adapted, base) and torch.allclose(reference, base, atol=1e-6)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"objective": "marginal", "kl_coef": 0.1}, "warmup.kl_coef shapes the reward of the rloo and latro objectives"),
+    ({"objective": "best_of_k", "answer_loss_weight": 0.5}, "warmup.answer_loss_weight weighs the answer term of rloo and latro"),
+    ({"objective": "latro", "warmup_loss_weight": 0.0}, "latro with warmup.answer_loss_weight 0 .* needs warmup.warmup_loss_weight > 0"),
+    ({"objective": "latro", "num_warmups": 1}, "warmup.objective latro needs warmup.num_warmups >= 2"),
+    ({"objective": "rloo", "kl_coef": -1.0}, "warmup.kl_coef must be >= 0"),
+])
+def test_bad_latro_settings_are_one_line_errors(settings, message):
+    config = WarmupConfig(method="warmup")
+    for key, value in settings.items():
+        setattr(config.warmup, key, value)
+    with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
+def test_a_sharded_model_has_no_reference_copy():
+    config = WarmupConfig(method="warmup")
+    config.warmup.objective = "latro"
+    check_reference(config, sharded=False)
+    with pytest.raises(ConfigError, match="needs a reference copy of the model.*without FSDP/ZeRO-3 sharding, use LoRA"):
+        check_reference(config, sharded=True)
+    config.warmup.kl_coef = 0.0
+    check_reference(config, sharded=True)  # no KL term, no reference

@@ -218,3 +218,13 @@ def warmgen_file():
     import warmgen
 
     return warmgen.__file__
+
+
+def test_every_shipped_comparison_spec_loads():
+    """Each spec in configs/compare/ (the suite's, the README's) is read and every variant's config checked."""
+    from warmgen.compare.spec import load_spec
+
+    specs = sorted((Path(__file__).resolve().parent.parent / "configs" / "compare").glob("*.yaml"))
+    assert len(specs) >= 10
+    for path in specs:
+        load_spec(path)

@@ -3,30 +3,25 @@
 For each config, trains SFT and warmup for `--steps` optimizer steps (warm start off, tiny
 dev/test so evaluation is negligible), takes seconds per step from `train_seconds`, and
 extrapolates to the config's full budget (SFT warm-start steps at the SFT rate, the rest at the
-warmup rate). Evaluation time is not included. Writes benchmarks/results/config-runtimes-<date>.json.
+warmup rate). Evaluation time is not included. Writes benchmarks/results/config-runtimes/config-runtimes-<date>.json.
 
-    python benchmarks/config_runtimes.py [--steps 6] [--configs configs/xsum-smollm2.yaml ...]
+    python -m benchmarks.config_runtimes [--steps 6] [--configs configs/xsum-smollm2.yaml ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from recording import head_commit  # noqa: E402  benchmarks/, this script's folder
-
-from warmgen.config_files import load_config  # noqa: E402
-from warmgen.tasks import load_task  # noqa: E402
+from benchmarks.recording import CHECKOUT as ROOT
+from benchmarks.recording import RESULTS, envelope, save
+from warmgen.config_files import load_config
+from warmgen.tasks import load_task
 
 
 def seconds_per_step(config_path: Path, method: str, steps: int, workdir: Path) -> float:
@@ -69,11 +64,10 @@ def main() -> None:
 
 
 def write(rows: dict) -> None:
-    commit = head_commit()
-    record = {"benchmark": "config-runtimes", "command": "python " + " ".join(sys.argv), "git_commit": commit,
-              "date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores",
-              "note": "training only (evaluation excluded), extrapolated from the measured steps", "results": rows}
-    path = ROOT / "benchmarks" / "results" / f"config-runtimes-{record['date']}.json"
+    record = {**envelope("config-runtimes"), "note": "training only (evaluation excluded), extrapolated from the measured steps",
+              "results": rows}
+    commit = record["git_commit"]
+    path = RESULTS / "config-runtimes" / f"config-runtimes-{record['date']}.json"
     for row in rows.values():
         row.setdefault("git_commit", commit)
     if path.exists():  # measuring some configs again keeps the day's other measurements
@@ -89,7 +83,7 @@ def write(rows: dict) -> None:
         record["earlier_runs"] = earlier.get("earlier_runs", [])
         if (earlier["command"], earlier["git_commit"]) != (record["command"], record["git_commit"]):
             record["earlier_runs"].append({k: earlier[k] for k in ("command", "git_commit")})
-    path.write_text(json.dumps(record, indent=2))
+    save(path, record)
 
 
 if __name__ == "__main__":

@@ -10,31 +10,29 @@ warmups only save from an example's second visit on. Reports:
   tokens/s     target tokens trained per second
   peak_rss_mb  peak resident memory of the process
   breakdown    seconds per step in sampling, scoring (forward), backward and the optimizer step (with gradient clipping)
-Ratios, not absolute times: the machine is noisy. Writes benchmarks/results/cost-<date>.json.
+Ratios, not absolute times: the machine is noisy. Writes benchmarks/results/cost/cost-<date>.json.
 
 `--models` also takes a trained checkpoint folder (a warmup run's checkpoints/last): models from
 scratch sample k different warmups, trained ones mostly repeat one, and a repeated warmup is
 scored once, so a trained model measures what the later epochs of a run cost.
 
-    python benchmarks/cost.py [--steps 30] [--models t5-mini llama-mini PATH] [--ks 2 4 8] [--amortised 0|1]
+    python -m benchmarks.cost [--steps 30] [--models t5-mini llama-mini PATH] [--ks 2 4 8] [--amortised 0|1]
                               [--set warmup.merge_repeats true]   # an override for every warmup setting
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from recording import head_commit, write_record  # benchmarks/, this script's folder
+from benchmarks.recording import CHECKOUT as ROOT
+from benchmarks.recording import write_record
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--config", str(ROOT / "configs" / "g2p-t5.yaml"), "--warmup.sft_warm_start_steps", "0", "--train.eval_every", "0",
           "--data.max_dev_examples", "1", "--data.max_test_examples", "1", "--train.log_every", "1", "--train.samples_every", "0"]
 AMORTISED = {  # name: overrides, at k = 4 with the marginal objective
@@ -106,14 +104,11 @@ def main() -> None:
             for name, extra in settings.items():
                 results[model][name] = with_ratios(measure(model, "warmup", extra + overrides, args.steps, args.examples, Path(tmp)), sft)
                 report(model, name, results[model][name])
-    commit = head_commit()
-    record = {"benchmark": "cost", "command": "python " + " ".join(sys.argv), "git_commit": commit,
-              "date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores", "steps": args.steps,
-              "train_examples": args.examples,
+    record = {"steps": args.steps, "train_examples": args.examples,
               "note": "seconds per optimizer step after the first; same batches for every setting; warm start off; "
                       "batch 64, so one epoch is train_examples / 64 steps",
               "results": results}
-    print(f"wrote {write_record('cost', record)}")
+    print(f"wrote {write_record('cost', 'cost', record)}")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,8 @@ itself runs from this checkout's `src/` without being installed. `--tiny` is the
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -35,6 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from benchmarks.recording import envelope, save  # noqa: E402
 from warmgen.batching import tokenize  # noqa: E402
 from warmgen.compare.report import make_plots, write_reports  # noqa: E402
 from warmgen.compare.runner import run_all  # noqa: E402
@@ -53,17 +51,12 @@ SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "k
 WARM_START = 0.6  # share of the G2P steps trained by SFT before warmup training
 
 
-def machine() -> dict:
-    cuda = torch.cuda.is_available()
-    return {"device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu", "cuda": torch.version.cuda,
-            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count()}
-
-
 def record(out: Path, part: str, args, settings: dict, results) -> None:
-    envelope = {"benchmark": f"gpu-{part}", "command": "python -m benchmarks.gpu_evidence " + " ".join(sys.argv[1:]),
-                "git_commit": args.commit, "date": datetime.date.today().isoformat(), "machine": machine(),
-                "settings": settings, "results": results}
-    (out / f"gpu-{part}.json").write_text(json.dumps(envelope, indent=2, ensure_ascii=False))
+    """The part's record in DIR; the device has no git, so the commit is the one given (--commit)."""
+    fields = {**envelope(f"gpu-{part}"), "settings": settings, "results": results}
+    if args.commit:
+        fields["git_commit"] = args.commit
+    save(out / f"gpu-{part}.json", fields)
     print(f"[gpu_evidence] wrote {out / f'gpu-{part}.json'}", flush=True)
 
 

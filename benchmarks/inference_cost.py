@@ -7,31 +7,24 @@ and reports the median seconds, the ratio to SFT, and the floor that ratio canno
 (mean generated tokens per example). Batched greedy decoding runs until the longest row of a batch
 stops, so the measured ratio can exceed the floor when warmup lengths vary.
 
-    python benchmarks/inference_cost.py --sft runs/suite/g2p-amortised/sft/seed0 \
+    python -m benchmarks.inference_cost --sft runs/suite/g2p-amortised/sft/seed0 \
         --warmup runs/suite/g2p-amortised/marginal+warm_start/seed0 [more runs] [--repeats 3]
 
-Writes benchmarks/results/inference-cost-<date>.json with the command and git commit.
+Writes benchmarks/results/inference-cost/inference-cost-<date>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
-
-from warmgen.evaluate import evaluate  # noqa: E402
-from warmgen.layout import make_layout  # noqa: E402
-from warmgen.rundir import load_checkpoint  # noqa: E402
-from warmgen.tasks import load_task  # noqa: E402
+from benchmarks.recording import write_record
+from warmgen.evaluate import evaluate
+from warmgen.layout import make_layout
+from warmgen.rundir import load_checkpoint
+from warmgen.tasks import load_task
 
 
 def load_run(run_dir: Path):
@@ -67,10 +60,7 @@ def main() -> None:
                       "generated_tokens_per_example": tokens, "examples": found["num_examples"],
                       "decode": runs[name]["config"].decode.__dict__}
         print(f"{name:<70} {rows[name]['median_seconds']:.2f}s  ratio {rows[name]['ratio']:.2f}  floor {rows[name]['floor']:.2f}")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    record = {"benchmark": "inference_cost", "command": "python " + " ".join(sys.argv), "git_commit": commit,
-              "date": datetime.date.today().isoformat(), "repeats": args.repeats, "results": rows}
-    path = write_record("inference-cost", record)
+    path = write_record("inference-cost", "inference-cost", {"repeats": args.repeats, "results": rows})
     print(f"wrote {path}")
 
 

@@ -7,33 +7,26 @@ this samples `warmup.num_warmups` warmups per example with the untrained model (
 training step does) and reports the logged warmup statistics and the reward (log-probability of
 the target given the warmup), next to the target's log-probability with no warmup (SFT's layout).
 
-    python benchmarks/sep_init.py --config configs/logiqa-smollm2.yaml --examples 8
+    python -m benchmarks.sep_init --config configs/logiqa-smollm2.yaml --examples 8
 
-Writes benchmarks/results/sep-init-<date>.json with the command and git commit.
+Writes benchmarks/results/sep-init/sep-init-<date>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from recording import write_record  # noqa: E402  (benchmarks/, this script's folder)
-
-from warmgen.batching import tokenize  # noqa: E402
-from warmgen.config_files import load_config  # noqa: E402
-from warmgen.layout import make_layout  # noqa: E402
-from warmgen.models import load_model  # noqa: E402
-from warmgen.tasks import load_task  # noqa: E402
-from warmgen.warmup import warmup_step  # noqa: E402
+from benchmarks.recording import CHECKOUT as ROOT
+from benchmarks.recording import write_record
+from warmgen.batching import tokenize
+from warmgen.config_files import load_config
+from warmgen.layout import make_layout
+from warmgen.models import load_model
+from warmgen.tasks import load_task
+from warmgen.warmup import warmup_step
 
 KEYS = ("reward", "reward_std", "reward/best", "completions/mean_length", "completions/clipped_ratio", "warmup/empty_ratio",
         "warmup/distinct_ratio")
@@ -66,14 +59,12 @@ def main() -> None:
         row["target_logp_without_warmup"] = sum(direct) / len(direct)
         results[setting] = row
         print(json.dumps({"sep_init": setting, **row}), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    record = {"benchmark": "sep-init", "command": "python " + " ".join(sys.argv), "git_commit": commit,
-              "date": datetime.date.today().isoformat(), "config": args.config, "examples": len(examples),
+    record = {"config": args.config, "examples": len(examples),
               "num_warmups": config.warmup.num_warmups, "max_warmup_length": config.warmup.max_warmup_length,
               "note": "untrained model (LoRA adapters start as the identity); means over warmup steps of "
                       f"{args.batch} examples; reward = log-probability of the target given the warmup (nats, summed)",
               "results": results}
-    print(f"wrote {write_record('sep-init', record)}")
+    print(f"wrote {write_record('sep-init', 'sep-init', record)}")
 
 
 if __name__ == "__main__":

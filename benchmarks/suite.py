@@ -1,27 +1,22 @@
 """The CPU benchmark suite: `warmgen compare` on each task, recorded as JSON the README quotes.
 
-    nohup python benchmarks/suite.py > runs/suite.log 2>&1 &      # hours; resumable
-    python benchmarks/suite.py --tasks g2p                         # one task
+    nohup python -m benchmarks.suite > runs/suite.log 2>&1 &      # hours; resumable
+    python -m benchmarks.suite --tasks g2p                         # one task
 
 Each task is a comparison spec in configs/compare/. Runs already finished are skipped, so an
 interrupted suite continues where it stopped. For every task that completes, writes
-benchmarks/results/<task>-<date>.json with the command, the git commit and the comparison summary,
+benchmarks/results/suite/<task>-<date>.json with the command, the git commit and the comparison summary,
 then prints the summary table.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from recording import head_commit, write_record  # noqa: E402  (benchmarks/, this script's folder)
-
-from warmgen.compare import run_comparison  # noqa: E402
+from benchmarks.recording import CHECKOUT as ROOT
+from benchmarks.recording import write_record
+from warmgen.compare import run_comparison
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
@@ -48,13 +43,10 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in SMOKE], choices=list(TASKS))
     parser.add_argument("--out", default="runs/suite")
     args = parser.parse_args()
-    commit = head_commit()
     lines = []
     for task in args.tasks:
         summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / task))
-        record = {"benchmark": f"suite/{task}", "command": "python " + " ".join(sys.argv), "spec": TASKS[task],
-                  "git_commit": commit, "date": datetime.date.today().isoformat(), "summary": summary}
-        path = write_record(task, record)
+        path = write_record("suite", task, {"benchmark": f"suite/{task}", "spec": TASKS[task], "summary": summary})
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():
             versus = summary["versus_baseline"].get(variant, {}).get(primary)

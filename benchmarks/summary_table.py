@@ -1,7 +1,7 @@
 """The README's results tables, generated from the suite's records (never typed by hand).
 
-    python benchmarks/summary_table.py            # results at a glance, from benchmarks/results/*.json
-    python benchmarks/summary_table.py --record g2p-2026-11-22.json --columns wer per epochs --versus wer
+    python -m benchmarks.summary_table            # results at a glance, from benchmarks/results/suite/
+    python -m benchmarks.summary_table --record g2p-2026-11-22.json --columns wer per epochs --versus wer
 
 Without --record: for every task benchmarks/suite.py has recorded, the newest record (by date,
 then the -2, -3 ... suffix of same-day reruns), each variant against the baseline on the task's
@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # recording.py, beside this script
-from recording import RESULTS, record_order  # noqa: E402
+from benchmarks.recording import RESULTS, find_record, record_order
+
+SUITE = RESULTS / "suite"
 
 
-def newest_suite_records(folder: Path = RESULTS) -> dict[str, tuple[Path, dict]]:
+def newest_suite_records(folder: Path = SUITE) -> dict[str, tuple[Path, dict]]:
     """task -> (path, record) of its newest suite record."""
     newest: dict[str, tuple[tuple[str, int], Path, dict]] = {}
     for path in folder.glob("*.json"):
@@ -43,7 +43,7 @@ def newest_suite_records(folder: Path = RESULTS) -> dict[str, tuple[Path, dict]]
     return {task: (path, record) for task, (_, path, record) in sorted(newest.items())}
 
 
-def table(folder: Path = RESULTS, links: str = "benchmarks/results") -> str:
+def table(folder: Path = SUITE, links: str = "benchmarks/results/suite") -> str:
     rows = ["| task | seeds | test examples | metric | comparison | variant's score | baseline's score | difference [95% CI] | p | record |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, (path, record) in newest_suite_records(folder).items():
@@ -85,9 +85,9 @@ def _difference(found: dict | None, d: int) -> str:
     return f"{found['diff']:+.{d}f} [{found['ci_low']:+.{d}f}, {found['ci_high']:+.{d}f}], p = {found['p_value']:.3f}"
 
 
-def _load(record_name: str, folder: Path, names: list[str]) -> tuple[dict, dict[str, int]]:
+def _load(record_name: str, names: list[str]) -> tuple[dict, dict[str, int]]:
     """A record's summary, and the decimals of each of `names` (refused unless its table has them)."""
-    summary = json.loads((folder / record_name).read_text(encoding="utf-8"))["summary"]
+    summary = json.loads(find_record(record_name).read_text(encoding="utf-8"))["summary"]
     # A cost a run did not log (load averages before warmgen logged them) is None: shown as "–".
     rows = {variant: {k: v for k, v in row.items() if v is not None} for variant, row in summary["table"].items()}
     summary = {**summary, "table": rows}
@@ -98,9 +98,9 @@ def _load(record_name: str, folder: Path, names: list[str]) -> tuple[dict, dict[
     return summary, {name: _decimals([row[name]["mean"] for row in rows.values() if name in row]) for name in names}
 
 
-def variant_table(record_name: str, columns: list[str], versus: list[str] = (), folder: Path = RESULTS) -> str:
+def variant_table(record_name: str, columns: list[str], versus: list[str] = ()) -> str:
     """One record's variants: `columns` as mean ± std over seeds, and the difference from the baseline for `versus`."""
-    summary, decimals = _load(record_name, folder, [*columns, *versus])
+    summary, decimals = _load(record_name, [*columns, *versus])
     spec, rows = summary["spec"], summary["table"]
     baseline, seeds = spec["baseline"], len(spec["seeds"])
 
@@ -119,9 +119,9 @@ def variant_table(record_name: str, columns: list[str], versus: list[str] = (), 
                               for variant, row in rows.items()])
 
 
-def contrast_table(record_name: str, metrics: list[str], folder: Path = RESULTS) -> str:
+def contrast_table(record_name: str, metrics: list[str]) -> str:
     """The spec's `contrasts` (variant vs reference, other than the baseline): the difference in each of `metrics`."""
-    summary, decimals = _load(record_name, folder, metrics)
+    summary, decimals = _load(record_name, metrics)
     if not summary.get("contrasts"):
         raise SystemExit(f"{record_name}: its spec has no contrasts")
     header = ["contrast", *(f"Δ {name} [95% CI]" for name in metrics)]
@@ -131,7 +131,7 @@ def contrast_table(record_name: str, metrics: list[str], folder: Path = RESULTS)
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description="Markdown tables from the suite's records.")
-    parser.add_argument("--record", help="a file in benchmarks/results/: print its variants' table")
+    parser.add_argument("--record", help="a record's file name (benchmarks/results/*/NAME): print its variants' table")
     parser.add_argument("--columns", nargs="+", default=[], help="with --record: table columns, e.g. wer per epochs train_seconds")
     parser.add_argument("--versus", nargs="+", default=[], help="with --record: metrics to give as differences from the baseline")
     parser.add_argument("--contrasts", nargs="+", default=[], help="with --record: the spec's contrasts on these metrics, as a table of their own")
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.record is None:
         if args.columns or args.versus or args.contrasts:
             parser.error("--columns, --versus and --contrasts need --record")
-        return table(links=os.path.relpath("benchmarks/results", os.path.dirname(args.page) or "."))
+        return table(links=os.path.relpath("benchmarks/results/suite", os.path.dirname(args.page) or "."))
     if not (args.columns or args.versus or args.contrasts):
         parser.error("--record needs --columns, --versus or --contrasts")
     tables = [variant_table(args.record, args.columns, args.versus)] if args.columns or args.versus else []

@@ -1,12 +1,12 @@
 """Training-log values of a comparison's runs, recorded so the README can quote them.
 
-    python benchmarks/training_curves.py --name g2p-curves --comparison runs/suite/g2p \
+    python -m benchmarks.training_curves --name g2p-curves --comparison runs/suite/g2p \
         --variants rloo+warm_start marginal+warm_start --metrics completions/clipped_ratio --steps 275 500 1000
-    python benchmarks/training_curves.py --name demo-curves --comparison runs/demo --variants sft warmup --runs . --evaluations
+    python -m benchmarks.training_curves --name demo-curves --comparison runs/demo --variants sft warmup --runs . --evaluations
 
 The run folders (`<comparison>/<variant>/seed<N>/metrics.jsonl`) are not in git; this copies the
-asked-for values out of them into benchmarks/results/<name>-<date>.json with the command and the
-git commit, per variant and seed: each metric at each logged step asked for, and the median of
+asked-for values out of them into benchmarks/results/training-curves/<name>-<date>.json, per
+variant and seed: each metric at each logged step asked for, and the median of
 `time/step` over the whole run (how fast the machine was stepping, which a wall-clock budget
 turns into epochs) and per epoch (warmup steps cost more while warmups still differ). With
 --evaluations also every dev evaluation (step, training seconds so far, dev metrics): the curve of
@@ -17,18 +17,13 @@ metrics, training time, best step and the commit it was trained at) come along a
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # recording.py, beside this script
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from recording import head_commit, write_record  # noqa: E402
-
-from warmgen.rundir import read_training_log  # noqa: E402
+from benchmarks.recording import write_record
+from warmgen.rundir import read_training_log
 
 
 def run_curves(run_dir: Path, metrics: list[str], steps: list[int], evaluations: bool = False) -> dict:
@@ -58,7 +53,7 @@ def run_curves(run_dir: Path, metrics: list[str], steps: list[int], evaluations:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True, help="record name: benchmarks/results/<name>-<date>.json")
+    parser.add_argument("--name", required=True, help="record name: benchmarks/results/training-curves/<name>-<date>.json")
     parser.add_argument("--comparison", required=True, help="a warmgen compare output folder")
     parser.add_argument("--variants", nargs="+", required=True)
     parser.add_argument("--metrics", nargs="*", default=[], help="training-log keys, e.g. completions/clipped_ratio")
@@ -74,10 +69,7 @@ def main() -> None:
         if not seeds:
             raise SystemExit(f"{comparison / variant}: no {args.runs}/metrics.jsonl")
         runs[variant] = {path.parent.name: run_curves(path.parent, args.metrics, args.steps, args.evaluations) for path in seeds}
-    commit = head_commit()
-    record = {"benchmark": "training-curves", "command": "python " + " ".join(sys.argv), "git_commit": commit,
-              "date": datetime.date.today().isoformat(), "comparison": str(comparison), "runs": runs}
-    print(f"wrote {write_record(args.name, record)}")
+    print(f"wrote {write_record('training-curves', args.name, {'comparison': str(comparison.resolve()), 'runs': runs})}")
 
 
 if __name__ == "__main__":

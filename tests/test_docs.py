@@ -53,23 +53,21 @@ GENERATED = re.compile(r"<!-- summary_table\.py(?P<args>[^>]*?) -->\n(?P<quoted>
 
 def test_results_tables_are_the_records():
     """Every table in the README or docs/ marked `<!-- summary_table.py ARGS -->` is what the script prints with ARGS."""
-    import runpy
     import shlex
 
-    main = runpy.run_path(str(ROOT / "benchmarks" / "summary_table.py"))["main"]
+    from benchmarks.summary_table import main
     blocks = [(path, block) for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
               for block in GENERATED.finditer(path.read_text())]
     assert any("--record" not in b["args"] for _, b in blocks), "the results-at-a-glance table is missing"
     for path, block in blocks:
         args = shlex.split(block["args"])
         assert block["quoted"] == main(args), (f"{path.name}: table is stale: paste the output of "
-                                               f"python benchmarks/summary_table.py {block['args'].strip()}")
+                                               f"python -m benchmarks.summary_table {block['args'].strip()}")
 
 
 def test_summary_table_refuses_unknown_columns():
-    import runpy
 
-    variant_table = runpy.run_path(str(ROOT / "benchmarks" / "summary_table.py"))["variant_table"]
+    from benchmarks.summary_table import variant_table
     with pytest.raises(SystemExit, match="no column 'bleu'.*wer"):
         variant_table("g2p-same-time-2026-11-22.json", ["wer", "bleu"])
 
@@ -79,9 +77,8 @@ def test_training_curves_copies_logged_values_and_names_missing_steps(tmp_path):
     evaluation lines, older key names read as today's), the median seconds per step, and a missing
     step named with the file."""
     import json
-    import runpy
 
-    run_curves = runpy.run_path(str(ROOT / "benchmarks" / "training_curves.py"))["run_curves"]
+    from benchmarks.training_curves import run_curves
     rows = [{"step": 25, "epoch": 0.5, "loss": 2.0, "time/step": 0.3, "warmup/truncated_ratio": 1.0},
             {"step": 50, "epoch": 1.0, "loss": 1.5, "time/step": 0.1, "completions/clipped_ratio": 0.5},
             {"step": 50, "epoch": 1.0, "dev/wer": 0.9},
@@ -109,7 +106,7 @@ def test_readme_demo_table_is_the_demo_record():
     import json
 
     section = (ROOT / "README.md").read_text().split("## The demo\n", 1)[1].split("\n## ", 1)[0]
-    record = json.loads((ROOT / "benchmarks" / "results" / re.search(r"benchmarks/results/(demo-[\d-]+\.json)", section)[1]).read_text())
+    record = json.loads((ROOT / "benchmarks" / "results" / re.search(r"benchmarks/results/(demo/demo-[\d-]+\.json)", section)[1]).read_text())
     assert f"**{record['total_seconds'] / 60:.1f} minutes in all**" in section
     for method, label in (("sft", "SFT"), ("warmup", "Warmup Generations")):
         result = record["results"][method]
@@ -130,3 +127,32 @@ def test_relative_links_in_the_readme_and_docs_point_at_files_that_exist():
 
 def test_the_readme_is_a_front_door():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+def test_every_record_has_the_envelope_and_no_absolute_paths():
+    """Records sit in benchmarks/results/<benchmark>/, open with the same fields, and hold paths
+    relative to the checkout: written by benchmarks/recording.py (older ones migrated)."""
+    import json
+
+    records = sorted((ROOT / "benchmarks" / "results").glob("*/*.json"))
+    assert len(records) >= 40 and not list((ROOT / "benchmarks" / "results").glob("*.json"))
+    for path in records:
+        text = path.read_text()
+        record = json.loads(text)
+        assert list(record)[:5] == ["benchmark", "command", "git_commit", "date", "machine"], path
+        assert not re.search(r"(?<![\w.])/(work|root|home|tmp)/", text), path
+
+
+def test_a_record_is_written_with_the_envelope_and_portable_paths(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import recording
+
+    monkeypatch.setattr(recording, "RESULTS", tmp_path)
+    monkeypatch.setattr("sys.argv", [str(ROOT / "benchmarks" / "cost.py"), "--models", str(ROOT / "runs" / "x")])
+    first = recording.write_record("cost", "cost", {"results": {str(ROOT.parent / "runs" / "y"): 1}})
+    second = recording.write_record("cost", "cost", {"results": {}})
+    record = json.loads(first.read_text())
+    assert first.parent == tmp_path / "cost" and second.name == first.name.replace(".json", "-2.json")
+    assert record["command"] == "python -m benchmarks.cost --models runs/x" and record["results"] == {"../runs/y": 1}
+    assert record["git_commit"] and record["machine"]["cpu_count"] >= 1

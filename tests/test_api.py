@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers.faults import failing_on_call
 
+import warmgen.objectives
 import warmgen.train
 from warmgen import ConfigError, DataError, WarmupConfig, WarmupTrainer, generate
 from warmgen.cli import main
@@ -69,11 +70,11 @@ def test_a_model_the_caller_built_is_trained_and_returned(tmp_path):
 def test_training_resumes_through_the_api(tmp_path, monkeypatch):
     WarmupTrainer(args=args(tmp_path / "full"), train_dataset=ROWS, eval_dataset=ROWS[:4]).train()
     crashed = WarmupTrainer(args=args(tmp_path / "crashed"), train_dataset=ROWS, eval_dataset=ROWS[:4])
-    real_step = warmgen.train.warmup_step
-    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
+    real_step = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.train()
-    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
     crashed.train(resume_from_checkpoint=True)
     assert losses(tmp_path / "crashed") == losses(tmp_path / "full")
     with pytest.raises(ConfigError, match="holds a finished run"):

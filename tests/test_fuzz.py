@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_reliability import config, losses
 
 import warmgen.cli
+import warmgen.objectives
 import warmgen.train
 from warmgen.config import SECTIONS, TOP_LEVEL, ConfigError
 from warmgen.config_files import load_config
@@ -91,11 +92,11 @@ def test_faults_at_seeded_random_points_resume_to_the_uninterrupted_run(tmp_path
     warmgen.train.train(config(tmp_path, "whole", "--train.eval_every", "1"))
     expected = losses(tmp_path / "whole")
     rng = random.Random(20261130)
-    real_step, real_save = warmgen.train.warmup_step, torch.save
+    real_step, real_save = warmgen.objectives.warmup_step, torch.save
     for case in range(4):
         run = f"case{case}"
         if rng.random() < 0.5:
-            monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, rng.randint(2, 6)))
+            monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, rng.randint(2, 6)))
         else:
             writes = {"n": 0, "fail_at": rng.randint(2, 5)}
 

@@ -8,6 +8,7 @@ import torch
 from conftest import tiny
 from helpers.faults import failing_on_call
 
+import warmgen.objectives
 import warmgen.train
 from warmgen.cli import main
 from warmgen.config import WarmupConfig
@@ -44,12 +45,12 @@ def test_latro_resumes_with_the_saved_reference(tmp_path, monkeypatch):
                                                   "--output_dir", str(tmp_path / name)]))
 
     warmgen.train.train(config("full"))
-    real_step = warmgen.train.warmup_step
-    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
+    real_step = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
         warmgen.train.train(config("crashed"))
     saved = (reference_dir(tmp_path / "crashed") / "model.safetensors").stat().st_mtime_ns
-    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
     warmgen.train.train(config("crashed"), resume=True)
     assert (reference_dir(tmp_path / "crashed") / "model.safetensors").stat().st_mtime_ns == saved  # loaded, not copied again
     strip = lambda rows: [(r["step"], r["loss"], r["kl"], r["reward"]) for r in rows]  # noqa: E731

@@ -12,6 +12,7 @@ import torch
 from helpers.faults import failing_on_call, nan_objective_on_calls
 
 import warmgen.models
+import warmgen.objectives
 import warmgen.train
 from warmgen.cli import main
 from warmgen.config import ConfigError
@@ -35,7 +36,7 @@ def losses(run_dir):
 
 def nan_on(calls, monkeypatch):
     """Make warmup_step return a NaN loss on the given call numbers (1-based)."""
-    monkeypatch.setattr(warmgen.train, "warmup_step", nan_objective_on_calls(warmgen.train.warmup_step, calls))
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", nan_objective_on_calls(warmgen.objectives.warmup_step, calls))
 
 
 def test_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
@@ -75,11 +76,11 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 def test_resume_survives_a_kill_between_the_checkpoint_renames(tmp_path, monkeypatch):
     crashed = config(tmp_path, "swap")
-    real = warmgen.train.warmup_step
-    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real, 3))  # after the step-2 checkpoint
+    real = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real, 3))  # after the step-2 checkpoint
     with pytest.raises(RuntimeError):
         train(crashed)
-    monkeypatch.setattr(warmgen.train, "warmup_step", real)
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", real)
     last = tmp_path / "swap" / "checkpoints" / "last"
     os.replace(last, last.with_name("last.old"))  # the state save_checkpoint leaves between its renames
     train(crashed, resume=True)
@@ -142,7 +143,7 @@ def test_a_folder_in_use_is_refused_and_freed_after_an_error(tmp_path, monkeypat
     assert "is in use by warmgen train" in capsys.readouterr().err
     holder.close()
     # A run that fails leaves the folder free: the same process trains it again at once.
-    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(warmgen.train.warmup_step, 1))
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(warmgen.objectives.warmup_step, 1))
     with pytest.raises(RuntimeError) as failure:  # the traceback, kept alive, still holds the run's frames
         train(config(tmp_path, "busy"))
     monkeypatch.undo()

@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers.faults import failing_on_call, ticking_clock
 
+import warmgen.objectives
 import warmgen.train
 from warmgen.config_files import load_config, parse_overrides
 from warmgen.train import train
@@ -31,11 +32,11 @@ def test_resume_matches_uninterrupted(tmp_path, monkeypatch, extra):
     train(full)
 
     crashed = load_config(None, parse_overrides(ARGS + extra + ["--output_dir", str(tmp_path / "crashed")]))
-    real_step = warmgen.train.warmup_step
-    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
+    real_step = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(crashed)
-    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
     train(crashed, resume=True)
 
     assert [s for s, *_ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
@@ -58,11 +59,11 @@ def test_lr_decay_by_time_reaches_zero_at_the_budget_also_across_a_resume(tmp_pa
     run = tmp_path / "decay"
     config = load_config(None, parse_overrides(ARGS + ["--train.max_train_seconds", "25", "--train.lr_warmup_steps", "0",
                                                        "--train.lr_decay_by_time", "true", "--output_dir", str(run)]))
-    real_step = warmgen.train.warmup_step
-    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
+    real_step = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, 3))  # after the step-2 checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config)
-    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
     assert train(config, resume=True)["steps"] == 3
     peak = config.train.learning_rate
     assert learning_rates(run) == pytest.approx([peak, peak * 0.6, peak * 0.2])
@@ -75,11 +76,11 @@ def test_time_budget_stops_training_and_counts_time_across_resumes(tmp_path, mon
     run = tmp_path / "budget"
     config = load_config(None, parse_overrides(ARGS + ["--train.max_train_seconds", "25", "--train.lr_warmup_steps", "0",
                                                        "--output_dir", str(run)]))
-    real_step = warmgen.train.warmup_step
-    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))
+    real_step = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, 3))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config)
-    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
     results = train(config, resume=True)
 
     assert [s for s, *_ in logged(run)] == [1, 2, 3]

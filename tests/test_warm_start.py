@@ -7,6 +7,7 @@ import pytest
 import yaml
 from helpers.faults import failing_on_call
 
+import warmgen.objectives
 import warmgen.train
 from warmgen.compare import run_comparison
 from warmgen.config import ConfigError
@@ -67,11 +68,11 @@ def quality(scores):
 def test_a_branched_run_resumes_like_any_other(tmp_path, sft_run, monkeypatch):
     start = ["--method", "warmup", "--warmup.sft_warm_start_from", str(step_checkpoint(sft_run, 2))]
     train(run(tmp_path / "full", *start))
-    real_step = warmgen.train.warmup_step
-    monkeypatch.setattr(warmgen.train, "warmup_step", failing_on_call(real_step, 3))  # after the step-4 checkpoint
+    real_step = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, 3))  # after the step-4 checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(run(tmp_path / "crashed", *start))
-    monkeypatch.setattr(warmgen.train, "warmup_step", real_step)
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
     train(run(tmp_path / "crashed", *start), resume=True)
     assert losses(tmp_path / "crashed") == losses(tmp_path / "full")
 

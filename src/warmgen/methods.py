@@ -6,6 +6,8 @@
     pause   pause tokens (Goyal et al., ICLR 2024): `pause.num_tokens` copies of a learnt `<pause>`
             token, then `<sep>`, put between x and y in training and at inference; no loss on them,
             so the model learns only y, given the extra positions
+
+The training loop asks objectives.py which objective trains a step.
 """
 
 from __future__ import annotations
@@ -60,3 +62,4 @@ def add_method_tokens(model, tokenizer, config: WarmupConfig) -> None:
     if config.method == "pause" and PAUSE not in tokenizer.get_vocab():
         tokenizer.add_tokens([PAUSE], special_tokens=True)
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+

@@ -93,6 +93,16 @@ def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def last_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run resumes from (with trainer_state.pt)."""
+    return run_dir / "checkpoints" / "last"
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint of the best dev score so far (weights only), which the final evaluation decodes."""
+    return run_dir / "checkpoints" / "best"
+
+
 def reference_dir(run_dir: Path) -> Path:
     """Where the KL term's frozen reference model is kept (see reference.py)."""
     return run_dir / "checkpoints" / "reference"

@@ -1,17 +1,22 @@
-"""The training loop: batches, an SFT or warmup step, AdamW, evaluation, checkpoints, logs.
+"""The training loop: batches, the method's objective, AdamW, evaluation, checkpoints, logs.
 
-What a run writes where, and how checkpoints are saved and resumed, is `rundir.py`'s.
+`_train` reads top to bottom: the starting model (new, resumed or a shared warm start), the run's
+set-up (`Run`), the loop, the final evaluation. Which objective a step trains is objectives.py's;
+what a run writes where, and how checkpoints are saved and resumed, is rundir.py's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import random
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,24 +25,23 @@ from transformers import get_linear_schedule_with_warmup
 
 from .batching import epoch_order, tokenize
 from .config import ConfigError, WarmupConfig
-from .config_files import differences, read_yaml
 from .distributed import Processes, check_launch
 from .errors import TrainingError
 from .evaluate import evaluate, write_eval
 from .layout import make_layout
-from .methods import add_method_tokens, decodes_with_warmup, fixed_warmup, learns_warmups, step_options, trains_sft_at
-from .models import count_parameters, has_dropout, load_model, ready_model
+from .methods import decodes_with_warmup, learns_warmups
+from .models import count_parameters, has_dropout
+from .objectives import Objectives
 from .provenance import git_commit, library_versions
 from .reference import check_reference, needs_reference, start_reference
 from .rundir import (
-    CONFIG_NAME,
     STATE_NAME,
     TrainState,
+    best_checkpoint,
     clear_run_folder,
     hold_folder,
+    last_checkpoint,
     load_checkpoint,
-    load_trainer_state,
-    load_warm_start,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -45,28 +49,304 @@ from .rundir import (
     truncate_log,
     write_samples,
 )
-from .tasks import load_task
+from .start import starting_model
+from .tasks import Task, load_task
 from .trackers import Trackers, check_installed
 from .validation import validate
-from .warmup import WarmupMemory, merges_repeats, warmup_step
+from .warmup import merges_repeats
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- the run
 
 
-def _new_model(config: WarmupConfig, train_examples, given_model=None):
-    """(model, tokenizer, sep_id) at the start of training: `given_model` (model, tokenizer) made ready,
-    else `model.name` loaded; presets fit their tokenizer to the training split."""
-    if given_model is not None:
-        model, tokenizer, sep_id = ready_model(*given_model, config.model, learns_warmups=learns_warmups(config))
+@dataclass
+class Run:
+    """What a run trains with, set up once by `_prepare`; `state` holds the counters the loop advances
+    (its optimizer, scheduler and RNG fields are filled in only when a checkpoint is saved)."""
+
+    config: WarmupConfig
+    procs: Processes
+    run_dir: Path
+    task: Task
+    model: Any
+    tokenizer: Any
+    layout: Any
+    data: list
+    optimizer: Any
+    scheduler: Any
+    objectives: Objectives
+    state: TrainState
+    parameters: int
+    header: dict
+    global_batch: int
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    lengths: list | None
+    metrics_log: Any = None
+    samples_log: Any = None
+    trackers: Trackers | None = None
+
+    def log(self, row: dict) -> None:
+        if self.procs.is_main:
+            self.metrics_log.write(json.dumps(row) + "\n")
+            self.metrics_log.flush()
+            if self.trackers is not None:
+                self.trackers.log(row)
+
+    def checkpoint_state(self, rng: list, optimizer_state: dict) -> TrainState:
+        memory = self.objectives.memory
+        return dataclasses.replace(self.state, optimizer=optimizer_state, scheduler=self.scheduler.state_dict(), rng=rng,
+                                   warmup_memory=memory.state_dict() if memory is not None else None)
+
+    def evaluate_and_save(self) -> None:
+        """Dev evaluation, `best` when it improved, and `last`. Every process calls it: the gathers below
+        (and, for a sharded model, evaluation) need them all."""
+        procs, s, task = self.procs, self.state, self.task
+        rng = procs.gather(rng_state())  # every process's RNG, so a resumed run samples the same
+        row, improved = {"step": s.step, "epoch": s.step / self.steps_per_epoch, "train_seconds": s.train_seconds}, False
+        has_dev = bool(task.splits.get("dev"))
+        if has_dev and procs.evaluates:
+            scores, _ = evaluate(self.model, self.layout, task, "dev", self.config, use_warmup=decodes_with_warmup(self.config))
+            row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature") and k != "skipped"})
+            value = scores[task.primary_metric]
+            best = s.best["metric"]
+            improved = best is None or (value > best if task.greater_is_better else value < best)
+            if improved:
+                s.best = {"metric": value, "step": s.step}
+        weights, optimizer_state = procs.full_state_dict(self.model), procs.optimizer_state(self.model, self.optimizer)
+        if procs.is_main:
+            if improved:
+                save_checkpoint(best_checkpoint(self.run_dir), self.model, self.tokenizer, self.config, None, weights)
+            if has_dev:
+                tqdm.write(f"step {s.step}: dev {task.primary_metric} {value:.4f} (best {s.best['metric']:.4f} at step {s.best['step']})")
+            save_checkpoint(last_checkpoint(self.run_dir), self.model, self.tokenizer, self.config, self.checkpoint_state(rng, optimizer_state), weights)
+            self.log(row)
+        procs.barrier()
+
+    def keep_checkpoint(self) -> None:
+        """`checkpoints/step-N` (train.save_checkpoints_at); every process calls it, as evaluate_and_save."""
+        rng = self.procs.gather(rng_state())
+        weights, optimizer_state = self.procs.full_state_dict(self.model), self.procs.optimizer_state(self.model, self.optimizer)
+        if self.procs.is_main:
+            save_checkpoint(step_checkpoint(self.run_dir, self.state.step), self.model, self.tokenizer, self.config,
+                            self.checkpoint_state(rng, optimizer_state), weights)
+        self.procs.barrier()
+
+    def out_of_time(self) -> bool:
+        # One answer for all processes: one stopping alone would leave the others waiting in a collective.
+        t = self.config.train
+        return t.max_train_seconds > 0 and self.procs.sum(float(self.state.train_seconds >= t.max_train_seconds)).item() > 0
+
+
+def _prepare(config: WarmupConfig, procs: Processes, run_dir: Path, task: Task, model, tokenizer, sep_id, state) -> Run:
+    """The model on its device, the tokenised data, AdamW and its schedule, the objectives, the counters."""
+    model.to(procs.device)
+    procs.shard(model)  # FSDP when the accelerate config asks for it
+    layout = make_layout(model, tokenizer, sep_id, config)
+    data, truncation = tokenize(layout, task.split("train"), config.data.on_overlength)
+    t = config.train
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # No empty group (LoRA has no 1-d weights): DeepSpeed drops it, and the schedule would then count one group too many.
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2))
+    global_batch = t.batch_size * procs.world
+    if global_batch * t.gradient_accumulation_steps > len(data):
+        raise ConfigError(
+            f"one optimizer step needs train.batch_size {t.batch_size} x {procs.world} process(es) x "
+            f"train.gradient_accumulation_steps {t.gradient_accumulation_steps} = {global_batch * t.gradient_accumulation_steps} "
+            f"examples, but there are {len(data)} training examples: lower the batch size or accumulation")
+    batches_per_epoch = math.ceil(len(data) / global_batch)
+    steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
+    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
+    parameters = count_parameters(model)  # before ZeRO-3 partitions the weights
+    procs.prepare_optimizer(model, optimizer, scheduler, t)  # DeepSpeed ZeRO when the accelerate config asks for it
+    check_reference(config, procs.sharded)
+    make_reference = (lambda: start_reference(model, tokenizer, config, run_dir, procs.is_main, procs.device)) if needs_reference(config) else None
+    objectives = Objectives(config, layout, procs, make_reference)
+    if state is None:
+        state = TrainState(step=0, epoch=0, batch_index=0, train_seconds=0.0, generated_tokens=0, skipped_steps=0, optimizer={},
+                           scheduler={}, best={"metric": None, "step": None}, rng=[])
     else:
-        sources = [turn["content"] for e in train_examples for turn in (e.messages or [{"content": e.source}])]  # every turn of a chat
-        model, tokenizer, sep_id = load_model(config.model, sources, [e.target for e in train_examples],
-                                              learns_warmups=learns_warmups(config), task=config.data.task)
-    add_method_tokens(model, tokenizer, config)
-    return model, tokenizer, sep_id
+        procs.load_optimizer_state(model, optimizer, state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        set_rng_state(state.rng[procs.rank])
+        if objectives.memory is not None and state.warmup_memory is not None:
+            objectives.memory.load_state_dict(state.warmup_memory)
+        state = dataclasses.replace(state, optimizer={}, scheduler={}, rng=[], warmup_memory=None)  # loaded: not kept twice
+    header = {"step": 0, "event": "start", "parameters": parameters, "train_examples": len(data),
+              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded,
+              "deepspeed": procs.engine is not None, **truncation, "family": layout.family, "dropout": has_dropout(model)}
+    if learns_warmups(config):
+        header["merge_repeats"] = merges_repeats(config.warmup, header["dropout"])
+        if config.warmup.sft_warm_start_from:
+            header["sft_warm_start_from"] = config.warmup.sft_warm_start_from
+    return Run(config, procs, run_dir, task, model, tokenizer, layout, data, optimizer, scheduler, objectives, state, parameters,
+               header, global_batch, batches_per_epoch, steps_per_epoch, total_steps,
+               [len(source) + len(target) for source, target in data] if t.group_by_length else None)
+
+
+def _open_logs(run: Run, resume: bool, warm_start_log: list[dict]) -> None:
+    """metrics.jsonl and samples.jsonl: continued from the resumed step, or new; the trackers."""
+    if not run.procs.is_main:
+        return
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        if resume:
+            truncate_log(run.run_dir / name, run.state.step)
+        else:
+            (run.run_dir / name).unlink(missing_ok=True)
+    run.metrics_log = open(run.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    run.samples_log = open(run.run_dir / "samples.jsonl", "a", encoding="utf-8")
+    t = run.config.train
+    run.trackers = Trackers(t.report_to, run.run_dir, run.config.to_dict()) if t.report_to else None
+    if not resume:
+        print(json.dumps(run.header))
+        for row in [run.header] + warm_start_log:  # the SFT run's training log of the steps this run starts after
+            run.log(row)
 
 
 # ----------------------------------------------------------------------------- the loop
+
+
+def _train_loop(run: Run, warm_started: bool) -> None:
+    config, procs, s, t = run.config, run.procs, run.state, run.config.train
+    model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
+    run.model.train()
+    progress = tqdm(total=run.total_steps, initial=s.step, desc=f"{config.method}", dynamic_ncols=True, mininterval=1.0,
+                    disable=not procs.is_main)
+    accumulated: dict[str, float] = {}
+    micro, bad_batch, consecutive_bad = 0, False, 0
+    stopped_by_time = run.out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
+    if warm_started and t.eval_every and s.step % t.eval_every == 0:
+        run.evaluate_and_save()  # the evaluation a run that trained its own warm start makes at this step
+    tick = time.time()
+    while s.step < run.total_steps and not stopped_by_time:
+        order = epoch_order(len(run.data), config.seed, s.epoch, run.lengths, run.global_batch)
+        while s.batch_index < run.batches_per_epoch and s.step < run.total_steps:
+            global_ids = order[s.batch_index * run.global_batch : (s.batch_index + 1) * run.global_batch]
+            s.batch_index += 1
+            if len(global_ids) < procs.world:
+                continue  # a last batch too small to give every process an example is dropped
+            ids = global_ids[procs.rank :: procs.world]
+            sources, targets = [run.data[i][0] for i in ids], [run.data[i][1] for i in ids]
+            objective_of = run.objectives.at(s.step)
+            # Forward passes only under autocast; backward runs outside it, as torch recommends.
+            with torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=t.mixed_precision == "bf16"):
+                step_objective = objective_of(model, ids, sources, targets)
+            counted = procs.sum([step_objective.input_tokens, step_objective.generated_tokens]).tolist()
+            s.num_tokens, s.generated_tokens = s.num_tokens + int(counted[0]), s.generated_tokens + int(counted[1])
+            # Per-token loss over the global batch: this process's share, so summed gradients are exact.
+            loss = -step_objective.objective / procs.sum(step_objective.tokens).to(step_objective.objective.dtype)
+            global_loss = procs.sum(loss.detach()).item()
+            # Backward even a NaN/inf loss (the step is then skipped): DeepSpeed reduces gradients during backward.
+            stats = step_objective.stats
+            backward_started = time.perf_counter()
+            procs.backward(loss / t.gradient_accumulation_steps)
+            stats["time/backward"] = time.perf_counter() - backward_started
+            if math.isfinite(global_loss):
+                stats["target_tokens"] = float(sum(len(target) + 1 for target in targets))
+                for key, value in {"loss": global_loss, **procs.mean_stats(stats)}.items():
+                    accumulated[key] = accumulated.get(key, 0.0) + value / t.gradient_accumulation_steps
+            else:
+                bad_batch = True
+            micro += 1
+            if micro % t.gradient_accumulation_steps and s.batch_index < run.batches_per_epoch:
+                continue
+            micro = 0
+            lr = optimizer.param_groups[0]["lr"]  # the schedule's, or lower under lr_decay_by_time
+            optimizer_started = time.perf_counter()
+            grad_norm, stepped = procs.optimizer_step(model, optimizer, scheduler, t.max_grad_norm, skip=bad_batch)
+            if not stepped:
+                # The whole optimizer step was skipped; after too many in a row, stop with `last` intact.
+                accumulated, bad_batch = {}, False
+                s.skipped_steps += 1
+                consecutive_bad += 1
+                tqdm.write(f"step {s.step + 1}: NaN/inf loss or gradient, optimizer step skipped ({consecutive_bad} in a row)")
+                if consecutive_bad >= t.max_bad_steps:
+                    where = (f"The last good checkpoint is {last_checkpoint(run.run_dir)}: lower train.learning_rate or train.max_grad_norm and "
+                             "continue with --resume" if (last_checkpoint(run.run_dir) / STATE_NAME).is_file() else
+                             "No checkpoint was saved yet: lower train.learning_rate or train.max_grad_norm and start again "
+                             "with --overwrite delete")
+                    raise TrainingError(f"{consecutive_bad} optimizer steps in a row had a NaN/inf loss or gradient, so training "
+                                        f"stopped. {where}")
+                continue
+            consecutive_bad = 0
+            accumulated["time/optimizer"] = time.perf_counter() - optimizer_started  # with gradient synchronisation and clipping
+            # Training time runs from the end of the last step (or evaluation) to here.
+            step_seconds = time.time() - tick
+            s.train_seconds += step_seconds
+            s.step += 1
+            if t.lr_decay_by_time and t.max_train_seconds:
+                # The processes' mean time, so that every process steps with the same rate.
+                time_left = max(0.0, 1 - procs.sum(s.train_seconds).item() / procs.world / t.max_train_seconds)
+                for group in optimizer.param_groups:
+                    group["lr"] = min(group["lr"], group["initial_lr"] * time_left)
+            stopped_by_time = s.step < run.total_steps and run.out_of_time()
+            progress.update(1)
+            if "completions/mean_length" in accumulated:
+                progress.set_postfix(loss=f"{accumulated['loss']:.3f}", reward=f"{accumulated['reward']:.2f}",
+                                     wlen=f"{accumulated['completions/mean_length']:.1f}",
+                                     clipped=f"{accumulated['completions/clipped_ratio']:.2f}")
+            else:
+                progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
+            if s.step % t.log_every == 0 or s.step == run.total_steps or stopped_by_time:
+                # The machine's 1-minute load average: times are only comparable between runs that had the CPU alone.
+                run.log({"step": s.step, "epoch": s.step / run.steps_per_epoch, "learning_rate": lr, "grad_norm": grad_norm,
+                         "sft": objective_of is run.objectives.sft, "num_tokens": s.num_tokens, "skipped_steps": s.skipped_steps,
+                         "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
+            if step_objective.warmups is not None and t.samples_every and s.step % t.samples_every == 0 and procs.is_main:
+                samples = write_samples(run.samples_log, s.step, [run.task.split("train")[i] for i in ids], step_objective.warmups,
+                                        run.layout)
+                if run.trackers is not None:
+                    run.trackers.log_samples(s.step, samples)
+            accumulated = {}
+            eval_due = s.step % t.eval_every == 0 if t.eval_every else s.batch_index >= run.batches_per_epoch
+            if eval_due or s.step == run.total_steps or stopped_by_time:
+                run.evaluate_and_save()
+            if s.step in t.save_checkpoints_at:
+                run.keep_checkpoint()
+            if stopped_by_time:
+                tqdm.write(f"step {s.step}: time budget train.max_train_seconds = {t.max_train_seconds:g} reached "
+                           f"({s.train_seconds:.0f} s of training), stopping before step {run.total_steps}")
+                break
+            tick = time.time()
+        if s.batch_index >= run.batches_per_epoch:
+            s.epoch, s.batch_index = s.epoch + 1, 0
+    progress.close()
+
+
+# ----------------------------------------------------------------------------- the final evaluation
+
+
+def _final_results(run: Run) -> dict:
+    """The best checkpoint (else the last) decoded on dev and test; results.json."""
+    config, s = run.config, run.state
+    for stream in (run.metrics_log, run.samples_log):
+        stream.close()
+    if run.trackers is not None:
+        run.trackers.finish()
+    final_dir = best_checkpoint(run.run_dir) if best_checkpoint(run.run_dir).exists() else last_checkpoint(run.run_dir)
+    final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir)
+    final_model.to(run.procs.device)
+    final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
+    results = {"method": config.method, "checkpoint": str(final_dir), "best_step": s.best["step"], "train_seconds": s.train_seconds,
+               "steps": s.step, "stopped_by_time_budget": s.step < run.total_steps,
+               "epochs": s.step / run.steps_per_epoch, "seconds_per_epoch": s.train_seconds / (s.step / run.steps_per_epoch),
+               "parameters": run.parameters, "generated_tokens": s.generated_tokens, "skipped_steps": s.skipped_steps,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
+    for split in ("dev", "test"):
+        if run.task.splits.get(split):
+            scores, predictions = evaluate(final_model, final_layout, run.task, split, config, use_warmup=decodes_with_warmup(config))
+            write_eval(run.run_dir / "eval" / split, scores, predictions,
+                       {"checkpoint": str(final_dir), "split": split, "config": config.to_dict()})
+            results["splits"][split] = scores
+    (run.run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return results
+
+
+# ----------------------------------------------------------------------------- entry point
 
 
 def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = None, model=None, given: dict | None = None) -> dict:
@@ -104,290 +384,12 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
-
     task = load_task(config, given)
-    train_examples = task.split("train")
-    has_dev = bool(task.splits.get("dev"))
-    last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
-    state, warm_start_log = None, []
-    if resume:
-        old = last_dir.with_name(last_dir.name + ".old")
-        if not last_dir.exists() and (old / STATE_NAME).is_file():
-            os.replace(old, last_dir)  # killed between the two renames of save_checkpoint
-        if not (last_dir / STATE_NAME).is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start over without --resume "
-                                    "(with --overwrite delete or move if the folder holds the stopped run)")
-        changed = differences(read_yaml(last_dir / CONFIG_NAME) or {}, config.to_dict())
-        if changed:
-            raise ConfigError(f"--resume: {last_dir} was trained with another config ({'; '.join(changed)}); resume with the "
-                              "settings it was trained with, or start a new run in another output_dir")
-        model, tokenizer, sep_id, _ = load_checkpoint(last_dir)
-        state = load_trainer_state(last_dir / STATE_NAME)
-        if len(state.rng) != procs.world:
-            raise TrainingError(f"{last_dir} was saved by {len(state.rng)} process(es); resume it with as many, not {procs.world}")
-    elif config.method == "warmup" and config.warmup.sft_warm_start_from:
-        model, tokenizer, sep_id, state, warm_start_log = load_warm_start(config, procs.world)
-    elif procs.world == 1:
-        model, tokenizer, sep_id = _new_model(config, train_examples, given_model)
-    else:
-        # Every process must start from the same weights and tokenizer: the main process builds them.
-        init_dir = run_dir / "checkpoints" / "init"
-        if procs.is_main:
-            save_checkpoint(init_dir, *_new_model(config, train_examples, given_model)[:2], config, None)
-        procs.barrier()
-        model, tokenizer, sep_id, _ = load_checkpoint(init_dir)
-        torch.manual_seed(config.seed * 1000 + procs.rank)  # each process samples its own warmups
+    model, tokenizer, sep_id, state, warm_start_log = starting_model(config, resume, procs, run_dir, task.split("train"), given_model)
     if procs.is_main:
         config.save(run_dir / "config.yaml")
-    device = procs.device
-    model.to(device)
-    procs.shard(model)  # FSDP when the accelerate config asks for it
-    layout = make_layout(model, tokenizer, sep_id, config)
-    fixed = fixed_warmup(layout, config)
-    options = step_options(config)
-    data, truncation = tokenize(layout, train_examples, config.data.on_overlength)
-
-    t = config.train
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # No empty group (LoRA has no 1-d weights): DeepSpeed drops it, and the schedule would then count one group too many.
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2))
-    global_batch = t.batch_size * procs.world
-    if global_batch * t.gradient_accumulation_steps > len(data):
-        raise ConfigError(
-            f"one optimizer step needs train.batch_size {t.batch_size} x {procs.world} process(es) x "
-            f"train.gradient_accumulation_steps {t.gradient_accumulation_steps} = {global_batch * t.gradient_accumulation_steps} "
-            f"examples, but there are {len(data)} training examples: lower the batch size or accumulation")
-    batches_per_epoch = math.ceil(len(data) / global_batch)
-    lengths = [len(source) + len(target) for source, target in data] if t.group_by_length else None
-    steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
-    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
-    parameters = count_parameters(model)  # before ZeRO-3 partitions the weights
-    procs.prepare_optimizer(model, optimizer, scheduler, t)  # DeepSpeed ZeRO when the accelerate config asks for it
-    check_reference(config, procs.sharded)
-    reference = None  # the KL term's, from the first warmup step on
-
-    step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps, num_tokens = 0, 0, 0, 0.0, 0, 0, 0
-    best = {"metric": None, "step": None}
-    memory = WarmupMemory(config.warmup) if learns_warmups(config) and config.warmup.keep_best_warmup else None
-    if state is not None:
-        procs.load_optimizer_state(model, optimizer, state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
-        step, epoch, batch_index, train_seconds = state.step, state.epoch, state.batch_index, state.train_seconds
-        generated_tokens, skipped_steps, best, num_tokens = state.generated_tokens, state.skipped_steps, state.best, state.num_tokens
-        set_rng_state(state.rng[procs.rank])
-        if memory is not None and state.warmup_memory is not None:
-            memory.load_state_dict(state.warmup_memory)
-    if procs.is_main:
-        for name in ("metrics.jsonl", "samples.jsonl"):
-            if resume:
-                truncate_log(run_dir / name, step)
-            else:
-                (run_dir / name).unlink(missing_ok=True)
-
-    header = {"step": 0, "event": "start", "parameters": parameters, "train_examples": len(data),
-              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded,
-              "deepspeed": procs.engine is not None, **truncation,
-              "family": layout.family, "dropout": has_dropout(model)}
-    if learns_warmups(config):
-        header["merge_repeats"] = merges_repeats(config.warmup, header["dropout"])
-        if config.warmup.sft_warm_start_from:
-            header["sft_warm_start_from"] = config.warmup.sft_warm_start_from
-    metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if procs.is_main else None
-    samples_log = open(run_dir / "samples.jsonl", "a", encoding="utf-8") if procs.is_main else None
-
-    trackers = Trackers(t.report_to, run_dir, config.to_dict()) if procs.is_main and t.report_to else None
-
-    def log(row: dict) -> None:
-        if procs.is_main:
-            metrics_log.write(json.dumps(row) + "\n")
-            metrics_log.flush()
-            if trackers is not None:
-                trackers.log(row)
-
-    if not resume and procs.is_main:
-        print(json.dumps(header))
-        for row in [header] + warm_start_log:  # the SFT run's training log of the steps this run starts after
-            log(row)
-
-    def evaluate_and_save() -> None:
-        # Every process calls this: the gathers below (and, for a sharded model, evaluation) need them all.
-        rng = procs.gather(rng_state())  # every process's RNG, so a resumed run samples the same
-        row, improved = {"step": step, "epoch": step / steps_per_epoch, "train_seconds": train_seconds}, False
-        if has_dev and procs.evaluates:
-            scores, _ = evaluate(model, layout, task, "dev", config, use_warmup=decodes_with_warmup(config))
-            row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature") and k != "skipped"})
-            value = scores[task.primary_metric]
-            improved = best["metric"] is None or (value > best["metric"] if task.greater_is_better else value < best["metric"])
-            if improved:
-                best.update(metric=value, step=step)
-        weights, optimizer_state = procs.full_state_dict(model), procs.optimizer_state(model, optimizer)
-        if procs.is_main:
-            if improved:
-                save_checkpoint(best_dir, model, tokenizer, config, None, weights)
-            if has_dev:
-                tqdm.write(f"step {step}: dev {task.primary_metric} {value:.4f} (best {best['metric']:.4f} at step {best['step']})")
-            save_checkpoint(last_dir, model, tokenizer, config, trainer_state(rng, optimizer_state), weights)
-            log(row)
-        procs.barrier()
-
-    def keep_checkpoint() -> None:  # train.save_checkpoints_at; every process calls it, as evaluate_and_save
-        rng = procs.gather(rng_state())
-        weights, optimizer_state = procs.full_state_dict(model), procs.optimizer_state(model, optimizer)
-        if procs.is_main:
-            save_checkpoint(step_checkpoint(run_dir, step), model, tokenizer, config, trainer_state(rng, optimizer_state), weights)
-        procs.barrier()
-
-    def trainer_state(rng: list, optimizer_state: dict) -> TrainState:
-        return TrainState(step, epoch, batch_index, train_seconds, generated_tokens, skipped_steps, optimizer_state,
-                          scheduler.state_dict(), best, rng, memory.state_dict() if memory is not None else None, num_tokens)
-
-    def out_of_time() -> bool:
-        # One answer for all processes: one stopping alone would leave the others waiting in a collective.
-        return t.max_train_seconds > 0 and procs.sum(float(train_seconds >= t.max_train_seconds)).item() > 0
-
-    model.train()
-    progress = tqdm(total=total_steps, initial=step, desc=f"{config.method}", dynamic_ncols=True, mininterval=1.0,
-                    disable=not procs.is_main)
-    accumulated: dict[str, float] = {}
-    micro, bad_batch, consecutive_bad = 0, False, 0
-    stopped_by_time = out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
-    if state is not None and not resume and t.eval_every and step % t.eval_every == 0:
-        evaluate_and_save()  # the evaluation a run that trained its own warm start makes at this step
-    tick = time.time()
-    while step < total_steps and not stopped_by_time:
-        order = epoch_order(len(data), config.seed, epoch, lengths, global_batch)
-        while batch_index < batches_per_epoch and step < total_steps:
-            global_ids = order[batch_index * global_batch : (batch_index + 1) * global_batch]
-            batch_index += 1
-            if len(global_ids) < procs.world:
-                continue  # a last batch too small to give every process an example is dropped
-            ids = global_ids[procs.rank :: procs.world]
-            sources = [data[i][0] for i in ids]
-            targets = [data[i][1] for i in ids]
-            use_sft = trains_sft_at(config, step)
-            # Forward passes only under autocast; backward runs outside it, as torch recommends.
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.mixed_precision == "bf16"):
-                if use_sft:
-                    scored = time.perf_counter()
-                    scores = layout.score(model, sources, [None] * len(ids), targets)
-                    objective, tokens = scores.logp_target.sum(), scores.n_target.sum()
-                    stats = {"time/scoring": time.perf_counter() - scored}
-                    input_tokens = sum(len(s) + len(t) + 1 for s, t in zip(sources, targets))
-                else:
-                    kept, fresh = memory.plan(ids) if memory is not None else (None, None)
-                    if fixed is not None:  # pause tokens, or the fixed-warmup control: each example's one candidate
-                        kept, fresh = [fixed] * len(ids), [0] * len(ids)
-                    if reference is None and needs_reference(config):
-                        reference = start_reference(model, tokenizer, config, run_dir, procs.is_main, device)
-                    result = warmup_step(model, layout, sources, targets, options, kept, fresh, reference)
-                    objective, tokens, stats, input_tokens = result.objective, result.tokens, result.stats, result.input_tokens
-                    generated_tokens += int(procs.sum(result.generated_tokens))
-                    if memory is not None:  # every process keeps the whole memory: examples move between processes
-                        for updates in procs.gather(memory.updates(ids, result, targets)):
-                            memory.apply(updates)
-            num_tokens += int(procs.sum(input_tokens))
-            # Per-token loss over the global batch: this process's share, so summed gradients are exact.
-            loss = -objective / procs.sum(tokens).to(objective.dtype)
-            global_loss = procs.sum(loss.detach()).item()
-            # Backward even a NaN/inf loss (the step is then skipped): DeepSpeed reduces gradients during backward.
-            backward_started = time.perf_counter()
-            procs.backward(loss / t.gradient_accumulation_steps)
-            stats["time/backward"] = time.perf_counter() - backward_started
-            if math.isfinite(global_loss):
-                stats["target_tokens"] = float(sum(len(target) + 1 for target in targets))
-                for key, value in {"loss": global_loss, **procs.mean_stats(stats)}.items():
-                    accumulated[key] = accumulated.get(key, 0.0) + value / t.gradient_accumulation_steps
-            else:
-                bad_batch = True
-            micro += 1
-            if micro % t.gradient_accumulation_steps and batch_index < batches_per_epoch:
-                continue
-            micro = 0
-            lr = optimizer.param_groups[0]["lr"]  # the schedule's, or lower under lr_decay_by_time
-            optimizer_started = time.perf_counter()
-            grad_norm, stepped = procs.optimizer_step(model, optimizer, scheduler, t.max_grad_norm, skip=bad_batch)
-            if not stepped:
-                # The whole optimizer step was skipped; after too many in a row, stop with `last` intact.
-                accumulated, bad_batch = {}, False
-                skipped_steps += 1
-                consecutive_bad += 1
-                tqdm.write(f"step {step + 1}: NaN/inf loss or gradient, optimizer step skipped ({consecutive_bad} in a row)")
-                if consecutive_bad >= t.max_bad_steps:
-                    where = (f"The last good checkpoint is {last_dir}: lower train.learning_rate or train.max_grad_norm and "
-                             "continue with --resume" if (last_dir / STATE_NAME).is_file() else
-                             "No checkpoint was saved yet: lower train.learning_rate or train.max_grad_norm and start again "
-                             "with --overwrite delete")
-                    raise TrainingError(f"{consecutive_bad} optimizer steps in a row had a NaN/inf loss or gradient, so training "
-                                        f"stopped. {where}")
-                continue
-            consecutive_bad = 0
-            accumulated["time/optimizer"] = time.perf_counter() - optimizer_started  # with gradient synchronisation and clipping
-            # Training time runs from the end of the last step (or evaluation) to here.
-            step_seconds = time.time() - tick
-            train_seconds += step_seconds
-            step += 1
-            if t.lr_decay_by_time and t.max_train_seconds:
-                # The processes' mean time, so that every process steps with the same rate.
-                time_left = max(0.0, 1 - procs.sum(train_seconds).item() / procs.world / t.max_train_seconds)
-                for group in optimizer.param_groups:
-                    group["lr"] = min(group["lr"], group["initial_lr"] * time_left)
-            stopped_by_time = step < total_steps and out_of_time()
-            progress.update(1)
-            if "completions/mean_length" in accumulated:
-                progress.set_postfix(loss=f"{accumulated['loss']:.3f}", reward=f"{accumulated['reward']:.2f}",
-                                     wlen=f"{accumulated['completions/mean_length']:.1f}",
-                                     clipped=f"{accumulated['completions/clipped_ratio']:.2f}")
-            else:
-                progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
-            if step % t.log_every == 0 or step == total_steps or stopped_by_time:
-                # The machine's 1-minute load average: times are only comparable between runs that had the CPU alone.
-                log({"step": step, "epoch": step / steps_per_epoch, "learning_rate": lr, "grad_norm": grad_norm, "sft": use_sft,
-                     "num_tokens": num_tokens, "skipped_steps": skipped_steps, "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
-            if not use_sft and t.samples_every and step % t.samples_every == 0 and procs.is_main:
-                samples = write_samples(samples_log, step, [train_examples[i] for i in ids], result, layout)
-                if trackers is not None:
-                    trackers.log_samples(step, samples)
-            accumulated = {}
-            eval_due = step % t.eval_every == 0 if t.eval_every else batch_index >= batches_per_epoch
-            if eval_due or step == total_steps or stopped_by_time:
-                evaluate_and_save()
-            if step in t.save_checkpoints_at:
-                keep_checkpoint()
-            if stopped_by_time:
-                tqdm.write(f"step {step}: time budget train.max_train_seconds = {t.max_train_seconds:g} reached "
-                           f"({train_seconds:.0f} s of training), stopping before step {total_steps}")
-                break
-            tick = time.time()
-        if batch_index >= batches_per_epoch:
-            epoch, batch_index = epoch + 1, 0
-    progress.close()
+    run = _prepare(config, procs, run_dir, task, model, tokenizer, sep_id, state)
+    _open_logs(run, resume, warm_start_log)
+    _train_loop(run, warm_started=state is not None and not resume)
     procs.finish()
-    if not procs.is_main:
-        return None
-    metrics_log.close()
-    samples_log.close()
-    if trackers is not None:
-        trackers.finish()
-
-    final_dir = best_dir if best_dir.exists() else last_dir
-    final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir)
-    final_model.to(device)
-    final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
-    results = {"method": config.method, "checkpoint": str(final_dir), "best_step": best["step"], "train_seconds": train_seconds,
-               "steps": step, "stopped_by_time_budget": step < total_steps,
-               "epochs": step / steps_per_epoch, "seconds_per_epoch": train_seconds / (step / steps_per_epoch),
-               "parameters": parameters, "generated_tokens": generated_tokens, "skipped_steps": skipped_steps,
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
-    for split in ("dev", "test"):
-        if task.splits.get(split):
-            scores, predictions = evaluate(final_model, final_layout, task, split, config, use_warmup=decodes_with_warmup(config))
-            write_eval(run_dir / "eval" / split, scores, predictions,
-                       {"checkpoint": str(final_dir), "split": split, "config": config.to_dict()})
-            results["splits"][split] = scores
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    return results
-
+    return _final_results(run) if procs.is_main else None

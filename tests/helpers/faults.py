@@ -48,14 +48,15 @@ def nan_objective_on_calls(warmup_step, calls: set[int]):
 
 
 if __name__ == "__main__":
+    import warmgen.objectives
     import warmgen.train
     from warmgen.cli import main
 
     fault, args = sys.argv[1], sys.argv[2:]
     if fault == "crash":
-        warmgen.train.warmup_step = failing_on_call(warmgen.train.warmup_step, 3)
+        warmgen.objectives.warmup_step = failing_on_call(warmgen.objectives.warmup_step, 3)
     elif fault == "nan":
-        warmgen.train.warmup_step = nan_objective_on_calls(warmgen.train.warmup_step, {2})
+        warmgen.objectives.warmup_step = nan_objective_on_calls(warmgen.objectives.warmup_step, {2})
     elif int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1:  # fast_clock
         warmgen.train.time = ticking_clock(1000)
     sys.exit(main(args))

@@ -58,6 +58,16 @@ class ModelConfig(_Checked):
     use_chat_template: bool = False
     # Off unless you trust the model's repository: it runs that repository's Python code.
     trust_remote_code: bool = False
+    # A hub model's revision (a branch, tag or commit hash); null = its default branch.
+    revision: Optional[str] = None
+    # The weights' dtype: float32 (the default; CPUs train it best), or bfloat16 / float16 weights
+    # for half the memory. train.mixed_precision bf16 instead keeps float32 weights and autocasts.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # transformers' attention kernel (`eager`, `sdpa`, `flash_attention_2`, ...); null = its default.
+    attn_implementation: Optional[str] = None
+    # Also load `pytorch_model.bin` weights when a model has no safetensors. A .bin file is a
+    # pickle, which can run code as it loads: only for a model you trust. Off: safetensors only.
+    allow_bin_weights: bool = False
     # How the new <sep> token's embedding starts: `random` (the model's initializer), `eos` (a copy
     # of the end-of-sequence token's rows), any text that is one token, e.g. "\n", or `auto` ("\n"
     # when a pretrained model learns warmups and its tokenizer writes a newline as one token; random
@@ -274,6 +284,8 @@ class TrainConfig(_Checked):
     # `bf16`: training forward passes (sampling and scoring) under bfloat16 autocast; weights,
     # gradients and optimizer state stay float32, log-probabilities are summed in float32.
     mixed_precision: Literal["no", "bf16"] = "no"
+    # Recompute activations during backward instead of keeping them: less memory, more time.
+    gradient_checkpointing: bool = False
 
 
 @dataclass

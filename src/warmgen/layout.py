@@ -237,6 +237,8 @@ class CausalLayout:
         """Prefix sharing: the prompt runs once per source and its keys/values are repeated for the
         source's candidates, so a long input costs (and back-propagates) once, not k times."""
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
+        if model.training and getattr(model, "is_gradient_checkpointing", False):  # it keeps no cache to share
+            return self._score_whole_rows(model, sources, warmups, targets, repeats)
         prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
         prompt_positions = _positions(prompt["attention_mask"])
         prefix = model(**prompt, position_ids=prompt_positions, use_cache=True, logits_to_keep=1)
@@ -256,6 +258,23 @@ class CausalLayout:
         # The prompt's last logits predict the first continuation token; the continuation's own
         # logits predict the rest (its last position predicts nothing).
         logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), logits[:, :-1]], dim=1)
+        return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
+
+
+    def _score_whole_rows(self, model, sources, warmups, targets, repeats) -> Scores:
+        """`score` without prefix sharing, each row's prompt run with its continuation (what gradient
+        checkpointing allows: it keeps no key/value cache)."""
+        rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
+        prompts = [source for source, n in zip(sources, repeats.tolist()) for _ in range(n)]
+        lengths = torch.tensor([len(r) for r in rows])
+        labels = _pad(rows, IGNORE).to(model.device)
+        whole = [p + r for p, r in zip(prompts, rows)]  # right-padded, so positions count from each row's start
+        logits = model(input_ids=_pad(whole, self.pad_id).to(model.device),
+                       attention_mask=_pad([[1] * len(w) for w in whole], 0).to(model.device)).logits
+        # The continuation's token j is predicted at position len(prompt) - 1 + j.
+        starts = torch.tensor([len(p) - 1 for p in prompts], device=model.device)
+        at = (starts.unsqueeze(1) + torch.arange(labels.shape[1], device=model.device)).clamp(max=logits.shape[1] - 1)
+        logits = logits.gather(1, at.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
         return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
 
 

@@ -6,6 +6,7 @@ and a pad token.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -185,13 +186,18 @@ def import_gguf(name: str) -> Path:
     return target
 
 
-def load_pretrained(path_or_id: str, trust_remote_code: bool = False):
-    """Load a `save_pretrained` folder or a hub id (weights as safetensors only)."""
-    kwargs = dict(trust_remote_code=trust_remote_code)
+def load_pretrained(path_or_id: str, config: ModelConfig | None = None):
+    """Load a `save_pretrained` folder or a hub id as `config` says (revision, dtype, attention kernel;
+    weights as safetensors unless `allow_bin_weights`)."""
+    config = config or ModelConfig(name=path_or_id)
+    kwargs = {"trust_remote_code": config.trust_remote_code, "revision": config.revision}
+    loading = {"dtype": getattr(torch, config.dtype), "use_safetensors": None if config.allow_bin_weights else True}
+    if config.attn_implementation:
+        loading["attn_implementation"] = config.attn_implementation
     try:
         model_config = AutoConfig.from_pretrained(path_or_id, **kwargs)
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(path_or_id, dtype=torch.float32, use_safetensors=True, **kwargs)
+        model = auto.from_pretrained(path_or_id, **loading, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
     except SafetensorError as err:
         raise ConfigError(f"{path_or_id}: its safetensors weights cannot be read, the file is damaged or incomplete ({err})") from None
@@ -303,9 +309,9 @@ def load_model(config: ModelConfig, sources: Iterable[str] = (), targets: Iterab
             sources = [*sources, config.prompt_template.replace("{source}", "")]
         model, tokenizer = build_preset(name, sources, targets, config.vocab_size, kind)
     elif name in SMOLLM2:
-        model, tokenizer = load_pretrained(str(import_gguf(name)))
+        model, tokenizer = load_pretrained(str(import_gguf(name)), dataclasses.replace(config, revision=None))
     else:
-        model, tokenizer = load_pretrained(name, trust_remote_code=config.trust_remote_code)
+        model, tokenizer = load_pretrained(name, config)
     if config.lora_rank and name in PRESETS:
         raise ConfigError(f"model.lora_rank adapts a pretrained model; preset {name} trains from scratch: set model.lora_rank 0")
     return ready_model(model, tokenizer, config, name in PRESETS, learns_warmups)
@@ -314,6 +320,9 @@ def load_model(config: ModelConfig, sources: Iterable[str] = (), targets: Iterab
 def ready_model(model: PreTrainedModel, tokenizer, config: ModelConfig, from_scratch: bool = False, learns_warmups: bool = True):
     """(model, tokenizer, sep_id) for training a loaded model: `<sep>` added, dropout set, LoRA adapters added as `config` says."""
     sep_id = prepare_tokenizer(model, tokenizer, resolve_sep_init(config.sep_init, tokenizer, from_scratch, learns_warmups))
+    model.to(getattr(torch, config.dtype))  # presets and a caller's model; loaded ones already are
+    if config.attn_implementation and model.config._attn_implementation != config.attn_implementation:
+        model.set_attn_implementation(config.attn_implementation)
     if config.dropout is not None:
         set_dropout(model, config.dropout)
     if config.lora_rank:

@@ -12,6 +12,7 @@ Nothing here knows how training works: it keeps what the loop hands it and gives
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import importlib
 import json
@@ -202,7 +203,7 @@ def load_checkpoint(folder: Path):
     if (folder / "adapter_config.json").is_file():
         model, tokenizer, sep_id = load_adapter(config.model, folder)
         return model, tokenizer, sep_id, config
-    model, tokenizer = load_pretrained(str(folder))
+    model, tokenizer = load_pretrained(str(folder), dataclasses.replace(config.model, revision=None, allow_bin_weights=False))
     return model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), config
 
 

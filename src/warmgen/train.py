@@ -141,6 +141,8 @@ class Run:
 def _prepare(config: WarmupConfig, procs: Processes, run_dir: Path, task: Task, model, tokenizer, sep_id, state) -> Run:
     """The model on its device, the tokenised data, AdamW and its schedule, the objectives, the counters."""
     model.to(procs.device)
+    if config.train.gradient_checkpointing:  # scoring then runs each row whole (layout.py): no cache to share
+        model.gradient_checkpointing_enable()
     procs.shard(model)  # FSDP when the accelerate config asks for it
     layout = make_layout(model, tokenizer, sep_id, config)
     data, truncation = tokenize(layout, task.split("train"), config.data.on_overlength)

@@ -22,6 +22,7 @@ from transformers import (
     AutoTokenizer,
     GPT2Config,
     LlamaConfig,
+    MT5Config,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     T5Config,
@@ -41,6 +42,9 @@ PRESETS = {
     "t5-g2p": dict(arch="t5", d_model=256, d_ff=1024, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=64),
     # About 7M parameters: translation from scratch on CPU.
     "t5-small-scratch": dict(arch="t5", d_model=256, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=4, d_kv=64),
+    # mT5's classes (MT5ForConditionalGeneration, gated-GELU) at unit-test size: the paper recipes' tests.
+    "mt5-tiny": dict(arch="mt5", d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16,
+                     feed_forward_proj="gated-gelu"),
     "llama-tiny": dict(arch="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2),
     "llama-mini": dict(arch="llama", hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
     "gpt2-tiny": dict(arch="gpt2", n_embd=32, n_layer=2, n_head=2),
@@ -142,11 +146,12 @@ def build_preset(name: str, sources: Iterable[str], targets: Iterable[str] = (),
     """A preset architecture with fresh weights and a tokenizer fitted to the training texts."""
     spec = dict(PRESETS[name])
     arch = spec.pop("arch")
-    tokenizer = train_tokenizer(sources, targets, vocab_size, encoder_decoder=arch == "t5", kind=tokenizer_kind)
+    tokenizer = train_tokenizer(sources, targets, vocab_size, encoder_decoder=arch in ("t5", "mt5"), kind=tokenizer_kind)
     ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     # No dropout: models trained from scratch here are small and see much data (set model.dropout to add it).
-    if arch == "t5":
-        config = T5Config(**spec, **ids, decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.0)
+    if arch in ("t5", "mt5"):
+        kind = T5Config if arch == "t5" else MT5Config
+        config = kind(**spec, **ids, decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.0)
         model = AutoModelForSeq2SeqLM.from_config(config)
     elif arch == "llama":
         config = LlamaConfig(**spec, **ids, bos_token_id=tokenizer.bos_token_id, max_position_embeddings=2048, tie_word_embeddings=True)
@@ -305,7 +310,7 @@ def load_model(config: ModelConfig, sources: Iterable[str] = (), targets: Iterab
     name = config.name
     if name in PRESETS:
         kind = tokenizer_kind(config, task)
-        if kind == "symbols" and PRESETS[name]["arch"] != "t5":  # the prompt's own characters need tokens too
+        if kind == "symbols" and PRESETS[name]["arch"] not in ("t5", "mt5"):  # the prompt's own characters need tokens too
             sources = [*sources, config.prompt_template.replace("{source}", "")]
         model, tokenizer = build_preset(name, sources, targets, config.vocab_size, kind)
     elif name in SMOLLM2:

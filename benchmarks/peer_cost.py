@@ -1,0 +1,201 @@
+"""Cost side by side with TRL: warmgen's warmup step against TRL's RLOOTrainer and GRPOTrainer doing
+the same job, on the same model, prompts, k and maximum continuation length.
+
+    pip install trl                      # a benchmark dependency (the `bench` extra), never a core one
+    python -m benchmarks.peer_cost [--models llama-mini smollm2-135m] [--ks 2 4 8] [--steps 6] [--prompts 4]
+
+The job: for each of `--prompts` G2P prompts per optimizer step, sample k continuations of at most
+`--length` tokens, reward each by log P(target | prompt, continuation) under the current model, and
+take an RLOO/GRPO policy-gradient step. TRL's reward function computes that log-probability with
+the policy under torch.no_grad(); warmgen scores it in the same forward pass as log P(c | x).
+Switched off on both sides so the work is the same: TRL's reference model and KL (beta 0) and
+importance ratios (num_iterations 1); warmgen's answer-likelihood term (warmup.answer_loss_weight
+0, its `rloo` objective). What stays different is each one's way of doing the job: warmgen's
+prefix sharing (the prompt runs once per example, not k times), merged repeated warmups (for
+models without dropout) and single-pass scoring; TRL's generation through `generate` on k copies
+of the prompt and a separate reward pass. Each (trainer, model, k) runs in its own process, so
+peak memory is per setting; the settings are interleaved by k so machine noise hits all alike.
+Reports seconds per optimizer step (median after the first), per 1,000 prompt presentations,
+peak resident memory, and warmgen's time as a ratio of each TRL trainer's. Writes
+benchmarks/results/peer-cost/peer-cost-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.recording import CHECKOUT, write_record
+
+PROMPT = "Input: {source}\nOutput:\n"  # warmgen's default prompt template, so both sides read the same text
+TRAINERS = ("warmgen", "trl-rloo", "trl-grpo")
+
+
+def prompts_file(folder: Path, count: int) -> Path:
+    """The first CMUdict words (the built-in task's training order) as JSONL rows."""
+    from warmgen.config import WarmupConfig
+    from warmgen.tasks import load_task
+
+    config = WarmupConfig()
+    config.data.max_train_examples = count
+    rows = [{"input": e.source, "target": e.target} for e in load_task(config).split("train")]
+    path = folder / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def model_folder(name: str, folder: Path, data: Path) -> str:
+    """A model both trainers load: a preset built once and saved (same weights for both), or SmolLM2's folder."""
+    from warmgen.models import PRESETS, SMOLLM2, build_preset, import_gguf
+
+    if name in SMOLLM2:
+        return str(import_gguf(name))
+    if name not in PRESETS:
+        return name
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    model, tokenizer = build_preset(name, [PROMPT.format(source=r["input"]) for r in rows], [r["target"] for r in rows], vocab_size=512)
+    model.save_pretrained(folder / name)
+    tokenizer.save_pretrained(folder / name)
+    return str(folder / name)
+
+
+def run_warmgen(args) -> list[float]:
+    run = Path(args.work) / f"warmgen-{Path(args.model).name}-k{args.k}"
+    lora = ["--model.lora_rank", "16"] if args.lora else []
+    command = [sys.executable, "-m", "warmgen.cli", "train", "--model.name", args.model, *lora, "--method", "warmup",
+               "--data.task", "seq2seq", "--data.train_file", args.data, "--data.max_dev_examples", "1", "--data.max_test_examples", "1",
+               "--data.dev_size", "1", "--warmup.objective", "rloo", "--warmup.answer_loss_weight", "0", "--warmup.kl_coef", "0",
+               "--warmup.num_warmups", str(args.k), "--warmup.max_warmup_length", str(args.length), "--train.batch_size", str(args.prompts),
+               "--train.max_steps", str(args.steps), "--train.log_every", "1", "--train.eval_every", str(args.steps),
+               "--train.samples_every", "0", "--train.learning_rate", "1e-5", "--output_dir", str(run), "--overwrite", "delete"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=CHECKOUT)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["time/step"] for r in rows if "loss" in r]
+
+
+def run_trl(args) -> list[float]:
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
+    dataset = datasets.Dataset.from_list([{"prompt": PROMPT.format(source=r["input"]), "target": r["target"]} for r in rows])
+    holder = {}
+
+    @torch.no_grad()
+    def target_logprob(prompts, completions, target, **kwargs) -> list[float]:
+        """log P(target | prompt, completion) under the current policy: warmgen's reward."""
+        policy = holder["trainer"].model
+        rewards = []
+        for prompt, completion, answer in zip(prompts, completions, target):
+            head = tokenizer(prompt + completion, add_special_tokens=True, return_tensors="pt")["input_ids"]
+            tail = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            ids = torch.cat([head, tail], dim=1).to(policy.device)
+            logits = policy(input_ids=ids).logits[0, head.shape[1] - 1 : -1].float()
+            rewards.append(torch.log_softmax(logits, -1).gather(1, ids[0, head.shape[1]:, None]).sum().item())
+        return rewards
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times, self.tick = [], None
+
+        def on_step_begin(self, *a, **k):
+            self.tick = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.tick)
+
+    common = dict(output_dir=str(Path(args.work) / f"{args.trainer}-k{args.k}"), per_device_train_batch_size=args.prompts * args.k,
+                  num_generations=args.k, max_completion_length=args.length, max_steps=args.steps, learning_rate=1e-5, beta=0.0,
+                  num_iterations=1, temperature=1.0, logging_steps=1, report_to="none", use_cpu=not torch.cuda.is_available(),
+                  save_strategy="no", gradient_accumulation_steps=1, seed=0)
+    config_class, trainer_class = (RLOOConfig, RLOOTrainer) if args.trainer == "trl-rloo" else (GRPOConfig, GRPOTrainer)
+    peft = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear")
+    timer = StepTimes()
+    trainer = trainer_class(model=model, reward_funcs=target_logprob, args=config_class(**common), train_dataset=dataset,
+                            processing_class=tokenizer, callbacks=[timer], peft_config=peft)
+    holder["trainer"] = trainer
+    trainer.train()
+    return timer.times
+
+
+def worker(args) -> None:
+    """One setting in this process: its step times and peak memory, as one JSON line."""
+    times = run_warmgen(args) if args.trainer == "warmgen" else run_trl(args)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN if args.trainer == "warmgen" else resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"step_seconds": times, "peak_rss_mb": peak}))
+
+
+def measure(trainer: str, model: str, lora: bool, k: int, args, data: Path) -> dict:
+    command = [sys.executable, "-m", "benchmarks.peer_cost", "--worker", trainer, "--model", model, "--k", str(k),
+               "--steps", str(args.steps), "--prompts", str(args.prompts), "--length", str(args.length), "--data", str(data),
+               "--work", args.work] + (["--lora"] if lora else [])
+    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=CHECKOUT).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    later = found["step_seconds"][1:] or found["step_seconds"]  # the first step pays one-off costs
+    seconds = statistics.median(later)
+    return {"seconds_per_step": seconds, "seconds_per_1000_prompts": 1000 * seconds / args.prompts,
+            "peak_rss_mb": found["peak_rss_mb"], "step_seconds": found["step_seconds"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["llama-mini", "smollm2-135m"], help="presets (from scratch) or smollm2-135m (+ LoRA)")
+    parser.add_argument("--ks", nargs="+", type=int, default=[2, 4, 8])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--prompts", type=int, default=4, help="prompts per optimizer step")
+    parser.add_argument("--length", type=int, default=16, help="maximum warmup / completion tokens")
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/peer-cost/peer-cost-<date>.json")
+    parser.add_argument("--worker", choices=TRAINERS, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--k", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--lora", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        args.trainer = args.worker
+        worker(args)
+        return {}
+    with tempfile.TemporaryDirectory() as work:
+        args.work = work
+        data = prompts_file(Path(work), args.prompts * (args.steps + 1))
+        folders = {name: model_folder(name, Path(work), data) for name in args.models}
+        results = {name: {} for name in args.models}
+        for k in args.ks:  # interleaved: every trainer and model at this k before the next k
+            for name in args.models:
+                row = {trainer: measure(trainer, folders[name], name.startswith("smollm2"), k, args, data) for trainer in TRAINERS}
+                for trainer in TRAINERS[1:]:
+                    row[f"warmgen/{trainer}"] = row["warmgen"]["seconds_per_step"] / row[trainer]["seconds_per_step"]
+                results[name][f"k={k}"] = row
+                print(name, f"k={k}", {t: round(row[t]["seconds_per_step"], 3) for t in TRAINERS},
+                      {key: round(value, 2) for key, value in row.items() if key.startswith("warmgen/")}, flush=True)
+    import trl
+
+    fields = {"trl_version": trl.__version__, "steps": args.steps, "prompts_per_step": args.prompts, "max_length": args.length,
+              "note": "seconds per optimizer step, median after the first; same prompts, k and maximum length; TRL beta 0 and "
+                      "num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run",
+              "results": results}
+    if args.record:
+        print(f"wrote {write_record('peer-cost', 'peer-cost', fields)}")
+    return fields
+
+
+if __name__ == "__main__":
+    main()

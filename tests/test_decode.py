@@ -2,9 +2,14 @@
 
 import torch
 
-from warmgen.decode import decode, decode_one_pass, decode_two_stage
+from warmgen.decode import decode, decode_after, decode_one_pass, inference_warmups
 
 SOURCES = ["hello", "the cat sat on the mat", "warmup generations"]
+
+
+def decode_two_stage(model, layout, sources, config):
+    """The general decoder: the inference warmups first, then the target after each."""
+    return decode_after(model, layout, sources, inference_warmups(model, layout, sources, True, config), config)
 
 
 def test_one_pass_equals_two_stage_greedy(any_family):

@@ -96,18 +96,33 @@ def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, 
 
 
 @torch.no_grad()
+def inference_warmups(model, layout, sources: list[list[int]], use_warmup: bool, config) -> list[list[int] | None]:
+    """The warmups inference puts before the target, the one place that decides them: none (SFT),
+    the fixed ones (pause tokens, the fixed-warmup control), or the model's own, greedy or sampled
+    (`decode.warmup_strategy`)."""
+    if not use_warmup:
+        return [None] * len(sources)
+    fixed = fixed_warmup(layout, config)
+    if fixed is not None:
+        return [fixed] * len(sources)
+    w = config.warmup
+    return generate_warmups(
+        model, layout, sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=config.decode.warmup_strategy == "sample",
+        temperature=w.temperature, top_k=w.top_k, top_p=w.top_p,
+    )[0]
+
+
+@torch.no_grad()
 def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) -> list[Generation]:
-    """Generate (warmup, target) token lists for a batch of tokenised sources."""
+    """Generate (warmup, target) token lists for a batch of tokenised sources: the target after each
+    of `inference_warmups` (a greedy warmup and target in one `generate` call, when that is the same)."""
     if not use_warmup:
         inputs, start = layout.generation_inputs(sources)
         output = model.generate(**_on_device(model, inputs), generation_config=_target_config(model, layout, config))
         return [Generation(None, split_at(row, layout.eos_id)[0]) for row in output[:, start:].tolist()]
-    fixed = fixed_warmup(layout, config)
-    if fixed is not None:
-        return decode_after(model, layout, sources, [fixed] * len(sources), config)
-    if config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
+    if fixed_warmup(layout, config) is None and config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
         return decode_one_pass(model, layout, sources, config)
-    return decode_two_stage(model, layout, sources, config)
+    return decode_after(model, layout, sources, inference_warmups(model, layout, sources, use_warmup, config), config)
 
 
 def _target_config(model, layout, config) -> GenerationConfig:
@@ -129,16 +144,6 @@ def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Gen
         warmup, _ = split_at(row, layout.sep_id)
         results.append(Generation(warmup, split_at(row[len(warmup) + 1 :], layout.eos_id)[0]))
     return results
-
-
-def decode_two_stage(model, layout, sources: list[list[int]], config) -> list[Generation]:
-    """Warmup (greedy or sampled) first; then the target after each `c <sep>`."""
-    w = config.warmup
-    warmups, _ = generate_warmups(
-        model, layout, sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=config.decode.warmup_strategy == "sample",
-        temperature=w.temperature, top_k=w.top_k, top_p=w.top_p,
-    )
-    return decode_after(model, layout, sources, warmups, config)
 
 
 def decode_after(model, layout, sources: list[list[int]], warmups: list[list[int]], config) -> list[Generation]:

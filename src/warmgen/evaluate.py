@@ -1,8 +1,8 @@
 """Evaluate a model on a split: decode, score with the task's metrics, keep per-example predictions.
 
-For multiple-choice tasks with `data.mc_eval` options/both, every option is also scored by
-log P(option | warmup, x) after the model's own (greedy) warmup; the best option by total and by
-per-token log-likelihood gives `options/*` and `options_norm/*` metrics.
+A task with answer options (multiple choice, `data.mc_eval` options/both) also has every option
+scored by log P(option | warmup, x) after the inference warmup; the task turns those scores into
+its option metrics.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .config import WarmupConfig
-from .decode import decode, generate_warmups, score_options
-from .methods import fixed_warmup
+from .decode import decode, inference_warmups, score_options
 from .provenance import library_versions
 from .tasks import Task
 
@@ -29,14 +28,12 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
     """Decode a split; return (metrics, per-example predictions with warmups)."""
     examples = task.split(split)
     sources = [layout.source_ids(e.prompt)[0] for e in examples]
-    with_options = task.name == "multiple_choice" and config.data.mc_eval != "generate"
-    generate_targets = not (task.name == "multiple_choice" and config.data.mc_eval == "options")
+    with_options, generate_targets = task.option_metrics is not None, task.generates_targets
     was_training = model.training
     model.eval()
     start = time.time()
     predictions, warmup_lengths, target_lengths, loads = [], [], [], []
     size = config.decode.batch_size
-    fixed = fixed_warmup(layout, config) if use_warmup else None  # tokenised once, not per batch
     tokenizer = layout.tokenizer
     for i in tqdm(range(0, len(examples), size), desc=f"decoding {split}", unit="batch", leave=False, mininterval=1.0):
         batch, batch_sources = examples[i : i + size], sources[i : i + size]
@@ -46,14 +43,7 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
             outputs = [tokenizer.decode(g.target, skip_special_tokens=True).strip() for g in generations]
             target_lengths += [len(g.target) for g in generations]
         else:
-            w = config.warmup
-            if not use_warmup:
-                warmups = [None] * len(batch)
-            elif fixed is not None:
-                warmups = [fixed] * len(batch)
-            else:
-                warmups = generate_warmups(model, layout, batch_sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=False)[0]
-            outputs = [None] * len(batch)
+            warmups, outputs = inference_warmups(model, layout, batch_sources, use_warmup, config), [None] * len(batch)
         if with_options:
             options = [[layout.target_ids(o)[0] for o in e.extra["options"]] for e in batch]
             logp, counts = score_options(model, layout, batch_sources, warmups, options)
@@ -73,13 +63,7 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
     options = dict(task.metric_options, sources=[e.source for e in examples])
     scores = metrics.compute(task.metrics, [p["prediction"] for p in predictions], refs, **options) if generate_targets else {}
     if with_options:
-        for name, per_token in (("options", False), ("options_norm", True)):
-            chosen = []
-            for example, p in zip(examples, predictions):
-                values = [line / n for line, n in zip(p["option_logp"], p["option_tokens"])] if per_token else p["option_logp"]
-                chosen.append(example.extra["options"][max(range(len(values)), key=values.__getitem__)])
-            found = metrics.compute(["accuracy", "macro_f1"], chosen, refs)
-            scores.update({f"{name}/accuracy": found["accuracy"], f"{name}/macro_f1": found["macro_f1"]})
+        scores.update(task.option_metrics(examples, predictions))
     for metric, why in task.skipped.items():
         if metric not in _noted:
             print(f"{metric} skipped: {why}")

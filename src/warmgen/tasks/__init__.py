@@ -9,6 +9,7 @@ used instead of the configured files.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,11 @@ class Task:
     metric_options: dict = field(default_factory=dict)
     # Metrics the task would report but cannot here, with what to do about it.
     skipped: dict[str, str] = field(default_factory=dict)
+    # Whether evaluation generates targets (multiple choice may only score its options).
+    generates_targets: bool = True
+    # Answer options to score by log P(option | warmup, x) (`extra["options"]` of each example), and
+    # the metrics of the best-scored options: `option_metrics(examples, predictions)` (multiple choice).
+    option_metrics: Callable | None = None
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits or not self.splits[name]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import string
 
+from .. import metrics
 from ..config import ConfigError, WarmupConfig
 from ..config_files import resolve_path
 from ..records import DataError, Example, dataset_records, file_records
@@ -50,4 +51,21 @@ def load(config: WarmupConfig, given: dict) -> Task:
     splits["train"] = shuffled(splits["train"], config.seed)
     primary = "options/accuracy" if config.data.mc_eval == "options" else "accuracy"
     metrics = ["accuracy", "macro_f1"] if config.data.mc_eval != "options" else []
-    return Task("multiple_choice", splits, metrics=metrics, primary_metric=primary, greater_is_better=True)
+    return Task("multiple_choice", splits, metrics=metrics, primary_metric=primary, greater_is_better=True,
+                generates_targets=config.data.mc_eval != "options",
+                option_metrics=option_metrics if config.data.mc_eval != "generate" else None)
+
+
+def option_metrics(examples: list[Example], predictions: list[dict]) -> dict:
+    """Accuracy and macro-F1 of the option with the highest log-likelihood, total (`options/*`) and
+    per token (`options_norm/*`), from the predictions' `option_logp` and `option_tokens`."""
+    refs = [p["target"] for p in predictions]
+    scores = {}
+    for name, per_token in (("options", False), ("options_norm", True)):
+        chosen = []
+        for example, p in zip(examples, predictions):
+            values = [logp / n for logp, n in zip(p["option_logp"], p["option_tokens"])] if per_token else p["option_logp"]
+            chosen.append(example.extra["options"][max(range(len(values)), key=values.__getitem__)])
+        found = metrics.compute(["accuracy", "macro_f1"], chosen, refs)
+        scores.update({f"{name}/accuracy": found["accuracy"], f"{name}/macro_f1": found["macro_f1"]})
+    return scores

@@ -96,16 +96,18 @@ def run_trl(args) -> list[float]:
 
     @torch.no_grad()
     def target_logprob(prompts, completions, target, **kwargs) -> list[float]:
-        """log P(target | prompt, completion) under the current policy: warmgen's reward."""
+        """log P(target | prompt, completion) under the current policy, warmgen's reward: one batched,
+        right-padded forward pass over every completion of the step."""
         policy = holder["trainer"].model
-        rewards = []
-        for prompt, completion, answer in zip(prompts, completions, target):
-            head = tokenizer(prompt + completion, add_special_tokens=True, return_tensors="pt")["input_ids"]
-            tail = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            ids = torch.cat([head, tail], dim=1).to(policy.device)
-            logits = policy(input_ids=ids).logits[0, head.shape[1] - 1 : -1].float()
-            rewards.append(torch.log_softmax(logits, -1).gather(1, ids[0, head.shape[1]:, None]).sum().item())
-        return rewards
+        heads = [tokenizer(p + c, add_special_tokens=True)["input_ids"] for p, c in zip(prompts, completions)]
+        tails = [tokenizer(t + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for t in target]
+        rows = [h + t for h, t in zip(heads, tails)]
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows], device=policy.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=policy.device)
+        logp = torch.log_softmax(policy(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        return [logp[i, len(h) - 1 : len(r) - 1].gather(1, ids[i, len(h) : len(r), None]).sum().item()
+                for i, (h, r) in enumerate(zip(heads, rows))]
 
     class StepTimes(TrainerCallback):
         def __init__(self):

@@ -260,7 +260,6 @@ class CausalLayout:
         logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), logits[:, :-1]], dim=1)
         return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
 
-
     def _score_whole_rows(self, model, sources, warmups, targets, repeats) -> Scores:
         """`score` without prefix sharing, each row's prompt run with its continuation (what gradient
         checkpointing allows: it keeps no key/value cache)."""

@@ -328,7 +328,8 @@ def _final_results(run: Run) -> dict:
         stream.close()
     if run.trackers is not None:
         run.trackers.finish()
-    final_dir = best_checkpoint(run.run_dir) if best_checkpoint(run.run_dir).exists() else last_checkpoint(run.run_dir)
+    best_dir = best_checkpoint(run.run_dir)
+    final_dir = best_dir if best_dir.exists() else last_checkpoint(run.run_dir)
     final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir)
     final_model.to(run.procs.device)
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)

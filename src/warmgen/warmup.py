@@ -117,13 +117,11 @@ def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torc
         baseline = ((shaped * draws).sum(dim=1, keepdim=True) - shaped) / (total - 1).clamp(min=1)
         advantage = torch.where(total > 1, shaped - baseline, torch.zeros_like(shaped))
         warmup_term = weights * advantage * logp_warmup
-        mu = answer_loss_weight
-        return ((lam * warmup_term + mu * weights * logp_target).sum(dim=1),
-                (weights * (lam * n_warmup + mu * n_target)).sum(dim=1), weights)
     else:
         raise ValueError(f"unknown objective {objective!r}")
-    objective_value = (lam * warmup_term + weights * logp_target).sum(dim=1)
-    tokens = (weights * (lam * n_warmup + n_target)).sum(dim=1)
+    mu = answer_loss_weight if objective in ("rloo", "latro") else 1.0  # the answer term's weight
+    objective_value = (lam * warmup_term + mu * weights * logp_target).sum(dim=1)
+    tokens = (weights * (lam * n_warmup + mu * n_target)).sum(dim=1)
     return objective_value, tokens, weights
 
 
@@ -249,7 +247,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         if kl_coefficient(config):
             if reference is None:
                 raise ValueError("warmup.kl_coef > 0 needs the reference model (warmgen.reference)")
-            ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets), [len(c) for c in candidates])
+            ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets), counts)
         shaping = {"ref_logp_warmup": ref_logp, "kl_coef": kl_coefficient(config), "answer_loss_weight": answer_weight(config),
                    "unfinished": (lengths >= config.max_warmup_length) & mask}
     objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by,

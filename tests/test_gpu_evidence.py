@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks.gpu_evidence import main
 
 
@@ -25,3 +27,30 @@ def test_the_kit_measures_throughput_then_sizes_and_runs_the_g2p_comparison(tmp_
 def test_a_part_that_does_not_fit_the_time_left_is_recorded_as_not_run(tmp_path):
     main(["--out", str(tmp_path), "--tiny", "--minutes", "0", "--parts", "throughput", "g2p", "--commit", "abc123"])
     assert "not_run" in json.loads((tmp_path / "gpu-g2p.json").read_text())["results"]
+
+
+@pytest.mark.slow
+def test_the_xsum_part_runs_where_the_weights_are_and_is_recorded_as_not_run_elsewhere(tmp_path):
+    """Part (c) with a tiny local Llama standing in for SmolLM2 (LoRA, as configs/xsum-smollm2.yaml)."""
+    import torch
+    from conftest import TEXTS
+
+    from warmgen.models import build_preset
+
+    main(["--out", str(tmp_path / "absent"), "--tiny", "--parts", "xsum", "--xsum-model", str(tmp_path / "nowhere"), "--commit", "abc"])
+    assert "no SmolLM2 weights" in json.loads((tmp_path / "absent" / "gpu-xsum.json").read_text())["results"]["not_run"]
+    torch.manual_seed(0)
+    model, tokenizer = build_preset("llama-tiny", TEXTS, vocab_size=300)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    data = tmp_path / "xsum"
+    data.mkdir()
+    for split, n in (("train", 8), ("test", 2)):
+        rows = [{"id": str(i), "document": f"the cat sat on the mat {i} times", "summary": f"cat sat {i}"} for i in range(n)]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    main(["--out", str(out), "--work", str(tmp_path / "work"), "--tiny", "--parts", "xsum", "--xsum-model", str(tmp_path / "model"),
+          "--xsum-data", str(data), "--minutes", "30", "--commit", "abc"])
+    xsum = json.loads((out / "gpu-xsum.json").read_text())
+    assert set(xsum["results"]["versus_baseline"]) == {"marginal"} and (out / "xsum-report" / "report.md").is_file()
+    assert xsum["settings"]["spec"]["overrides"]["train.max_train_seconds"] > 0

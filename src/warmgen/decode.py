@@ -1,7 +1,7 @@
 """Inference: generate the warmup c up to <sep>, then the target y. Metrics score y alone.
 
-Greedy warmup + greedy target is one `generate` call (the logits processor below keeps the
-`c <sep> y </s>` shape). A sampled warmup or beam search on the target takes two calls: the
+Greedy warmup + greedy target is one `generate` call (the logits processor that travels with
+checkpoints, custom_generate/generate.py, keeps the `c <sep> y </s>` shape). A sampled warmup or beam search on the target takes two calls: the
 warmup first, then the target continued from each `c <sep>` (grouped by warmup length, so no
 padding sits between the input and the prefix). A `warmup.fixed_warmup` is given, not generated.
 """
@@ -12,41 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor
+from transformers import GenerationConfig
 
+from .custom_generate.generate import WarmupLogitsProcessor
 from .methods import fixed_warmup
-
-
-class WarmupLogitsProcessor(LogitsProcessor):
-    """Keeps generated text in the shape `c <sep> y`.
-
-    While a row is in its warmup: end-of-sequence and padding are banned, <sep> is banned until
-    `min_length` warmup tokens and forced once there are `max_length`. After <sep>, <sep> is banned.
-    `prefix_length` is where generated tokens start in `input_ids`.
-    """
-
-    def __init__(self, prefix_length: int, sep_id: int, min_length: int, max_length: int, banned_in_warmup: list[int]):
-        self.prefix_length = prefix_length
-        self.sep_id = sep_id
-        self.min_length = min_length
-        self.max_length = max_length
-        self.banned = sorted(set(banned_in_warmup) - {sep_id})
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.prefix_length :]
-        length = generated.shape[1]  # warmup length so far, for rows still in their warmup
-        in_warmup = ~(generated == self.sep_id).any(dim=1)
-        scores = scores.clone()
-        warm = scores[in_warmup]
-        warm[:, self.banned] = -float("inf")
-        if length < self.min_length:
-            warm[:, self.sep_id] = -float("inf")
-        if length >= self.max_length:
-            warm.fill_(-float("inf"))
-            warm[:, self.sep_id] = 0.0
-        scores[in_warmup] = warm
-        scores[~in_warmup, self.sep_id] = -float("inf")
-        return scores
 
 
 def split_at(row: list[int], stop_id: int) -> tuple[list[int], bool]:
@@ -118,17 +87,23 @@ def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) ->
     of `inference_warmups` (a greedy warmup and target in one `generate` call, when that is the same)."""
     if not use_warmup:
         inputs, start = layout.generation_inputs(sources)
-        output = model.generate(**_on_device(model, inputs), generation_config=_target_config(model, layout, config))
+        output = model.generate(**_on_device(model, inputs), generation_config=target_config(model, layout, config))
         return [Generation(None, split_at(row, layout.eos_id)[0]) for row in output[:, start:].tolist()]
     if fixed_warmup(layout, config) is None and config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
         return decode_one_pass(model, layout, sources, config)
     return decode_after(model, layout, sources, inference_warmups(model, layout, sources, use_warmup, config), config)
 
 
-def _target_config(model, layout, config) -> GenerationConfig:
+def target_config(model, layout, config) -> GenerationConfig:
     """Greedy or beam search for the target, with <sep> suppressed."""
     return _generation_config(layout, num_beams=config.decode.num_beams, max_new_tokens=config.data.max_target_length + 1,
                               eos_token_id=layout.eos_id, suppress_tokens=[layout.sep_id], **_decoder_start(model))
+
+
+def one_pass_config(model, layout, config) -> GenerationConfig:
+    """Greedy through the warmup, <sep> and the target (the warmup rules are the logits processor's)."""
+    return _generation_config(layout, max_new_tokens=config.warmup.max_warmup_length + 1 + config.data.max_target_length + 1,
+                              eos_token_id=layout.eos_id, **_decoder_start(model))
 
 
 def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Generation]:
@@ -136,9 +111,8 @@ def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Gen
     w = config.warmup
     inputs, start = layout.generation_inputs(sources)
     processor = WarmupLogitsProcessor(start, layout.sep_id, w.min_warmup_length, w.max_warmup_length, [layout.eos_id, layout.pad_id])
-    gen = _generation_config(layout, max_new_tokens=w.max_warmup_length + 1 + config.data.max_target_length + 1,
-                             eos_token_id=layout.eos_id, **_decoder_start(model))
-    output = model.generate(**_on_device(model, inputs), generation_config=gen, logits_processor=[processor])
+    output = model.generate(**_on_device(model, inputs), generation_config=one_pass_config(model, layout, config),
+                            logits_processor=[processor])
     results = []
     for row in output[:, start:].tolist():
         warmup, _ = split_at(row, layout.sep_id)
@@ -155,7 +129,7 @@ def decode_after(model, layout, sources: list[list[int]], warmups: list[list[int
     for indices in by_length.values():
         prefixes = [warmups[i] + [layout.sep_id] for i in indices]
         inputs, start = layout.continuation_inputs([sources[i] for i in indices], prefixes)
-        output = model.generate(**_on_device(model, inputs), generation_config=_target_config(model, layout, config))
+        output = model.generate(**_on_device(model, inputs), generation_config=target_config(model, layout, config))
         for i, row in zip(indices, output[:, start:].tolist()):
             targets[i] = split_at(row, layout.eos_id)[0]
     return [Generation(warmup, target) for warmup, target in zip(warmups, targets)]

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutput
 
+from .compat import CACHE, is_activation_checkpointing
 from .config import WarmupConfig
 from .errors import ConfigError
 
@@ -164,30 +165,34 @@ class CausalLayout:
         self.pad_id = tokenizer.pad_token_id
         self.max_source_length = config.data.max_source_length
         self.max_target_length = config.data.max_target_length
-        self.prompt_head, self.prompt_tail = self._split_template(config)
-
-    def _split_template(self, config: WarmupConfig) -> tuple[list[int], list[int]]:
-        """Token ids before and after the source in the prompt (template or chat template)."""
-        marker = "\x00SOURCE\x00"
-        if config.model.use_chat_template:
-            text = self._chat_text([{"role": "user", "content": marker}])
-            bos = []
-        else:
-            text = config.model.prompt_template.replace("{source}", marker)
-            # Whatever the tokenizer itself puts before a text (BOS for Llama, nothing for GPT-2).
-            bos = self.tokenizer("", add_special_tokens=True)["input_ids"]
-        head, tail = text.split(marker)
-        encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
-        return bos + encode(head), encode(tail)
+        self.use_chat_template = config.model.use_chat_template
+        self.prompt_template = config.model.prompt_template
+        # Whatever the tokenizer itself puts before a text (BOS for Llama, nothing for GPT-2); a chat template writes its own.
+        self.bos = self.tokenizer("", add_special_tokens=True)["input_ids"]
 
     def source_ids(self, text: str | list[dict]) -> tuple[list[int], bool]:
         if not isinstance(text, str):  # chat turns
             ids = self._chat_ids(text)
             # Like TRL's prompts, a long chat loses its oldest tokens: the latest turns and the assistant's header stay.
             return ids[-self.max_source_length :], len(ids) > self.max_source_length
-        # The source is truncated, never the template around it.
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self.prompt_head + ids[: self.max_source_length] + self.prompt_tail, len(ids) > self.max_source_length
+        # The source is truncated, never the template around it; the prompt is then tokenised as one
+        # text, as plain transformers tokenises it (see portable.py).
+        text, truncated = self._truncated_text(text)
+        if self.use_chat_template:
+            return self._chat_ids([{"role": "user", "content": text}]), truncated
+        prompt = self.prompt_template.replace("{source}", text)
+        return self.bos + self.tokenizer(prompt, add_special_tokens=False)["input_ids"], truncated
+
+    def _truncated_text(self, text: str) -> tuple[str, bool]:
+        """`text` cut after its first max_source_length tokens, and whether it was cut."""
+        if not self.tokenizer.is_fast:  # no character offsets: decode the tokens kept
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            cut = len(ids) > self.max_source_length
+            return (self.tokenizer.decode(ids[: self.max_source_length]) if cut else text), cut
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(encoded["input_ids"]) <= self.max_source_length:
+            return text, False
+        return text[: encoded["offset_mapping"][self.max_source_length - 1][1]], True
 
     def _chat_text(self, turns: list[dict]) -> str:
         """The turns through the tokenizer's chat template, ending with the assistant's header; the
@@ -222,11 +227,12 @@ class CausalLayout:
         if width < 2:
             return {**inputs, "num_return_sequences": k}, width
         head_mask = inputs["attention_mask"][:, :-1]
-        cache = model(input_ids=inputs["input_ids"][:, :-1], attention_mask=head_mask,
-                      position_ids=_positions(head_mask), use_cache=True, logits_to_keep=1).past_key_values
+        head = model(input_ids=inputs["input_ids"][:, :-1], attention_mask=head_mask, position_ids=_positions(head_mask),
+                     use_cache=True, logits_to_keep=1)
+        cache = getattr(head, CACHE)
         cache.batch_repeat_interleave(k)
         expanded = {name: tensor.repeat_interleave(k, 0) for name, tensor in inputs.items()}
-        return {**expanded, "past_key_values": cache}, width
+        return {**expanded, CACHE: cache}, width
 
     def continuation_inputs(self, sources: list[list[int]], prefixes: list[list[int]]) -> tuple[dict, int]:
         inputs = self.source_batch([s + p for s, p in zip(sources, prefixes)])
@@ -237,12 +243,12 @@ class CausalLayout:
         """Prefix sharing: the prompt runs once per source and its keys/values are repeated for the
         source's candidates, so a long input costs (and back-propagates) once, not k times."""
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
-        if model.training and getattr(model, "is_gradient_checkpointing", False):  # it keeps no cache to share
+        if model.training and is_activation_checkpointing(model):  # it keeps no cache to share
             return self._score_whole_rows(model, sources, warmups, targets, repeats)
         prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
         prompt_positions = _positions(prompt["attention_mask"])
         prefix = model(**prompt, position_ids=prompt_positions, use_cache=True, logits_to_keep=1)
-        cache = prefix.past_key_values
+        cache = getattr(prefix, CACHE)
         cache.batch_repeat_interleave(repeats)
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
         lengths = torch.tensor([len(r) for r in rows])
@@ -253,7 +259,7 @@ class CausalLayout:
             input_ids=_pad(rows, self.pad_id).to(model.device),
             attention_mask=torch.cat([prompt_mask, (labels != IGNORE).long()], dim=1),
             position_ids=start + torch.arange(labels.shape[1], device=model.device),
-            past_key_values=cache,
+            **{CACHE: cache},
         ).logits
         # The prompt's last logits predict the first continuation token; the continuation's own
         # logits predict the rest (its last position predicts nothing).

@@ -15,6 +15,7 @@ from typing import Iterable
 
 import torch
 from safetensors import SafetensorError
+from tokenizers import AddedToken
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -31,6 +32,9 @@ from transformers import (
 from .config import ConfigError, ModelConfig
 
 SEP = "<sep>"
+# An added token, not a special one: `decode(..., skip_special_tokens=True)` then keeps the
+# warmup/answer boundary visible anywhere the checkpoint is used (docs/checkpoints.md).
+SEP_TOKEN = AddedToken(SEP, special=False, normalized=False)
 
 # Architectures trained from scratch with a tokenizer fitted to the training split.
 PRESETS = {
@@ -86,6 +90,7 @@ def train_tokenizer(sources: Iterable[str], targets: Iterable[str], vocab_size: 
         tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     else:
         tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 4)])
+    tokenizer.add_tokens([SEP_TOKEN])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="<pad>",
@@ -203,6 +208,9 @@ def load_pretrained(path_or_id: str, config: ModelConfig | None = None):
         model_config = AutoConfig.from_pretrained(path_or_id, **kwargs)
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
         model = auto.from_pretrained(path_or_id, **loading, **kwargs)
+        # With trust_remote_code, transformers replaces `generate` by a folder's custom_generate/generate.py
+        # (warmgen's checkpoints carry one for plain transformers); warmgen decodes with its own rules.
+        model.__dict__.pop("generate", None)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
     except SafetensorError as err:
         raise ConfigError(f"{path_or_id}: its safetensors weights cannot be read, the file is damaged or incomplete ({err})") from None
@@ -223,7 +231,7 @@ def prepare_tokenizer(model: PreTrainedModel, tokenizer, sep_init: str = "random
                           "every target; set tokenizer.eos_token before training (e.g. save the tokenizer with one)")
     added = SEP not in tokenizer.get_vocab()
     if added:
-        tokenizer.add_tokens([SEP], special_tokens=True)
+        tokenizer.add_tokens([SEP_TOKEN])
     if tokenizer.pad_token is None:
         # Padding positions are always masked out by our own masks, so reusing eos is safe.
         tokenizer.pad_token = tokenizer.eos_token

@@ -3,7 +3,7 @@
     config.yaml         effective config          metrics.jsonl   one line per log/eval
     samples.jsonl       sampled warmups + rewards  results.json    final test/dev metrics
     eval/{dev,test}/    metrics + predictions      .lock           held while a run trains here
-    checkpoints/last    checkpoints/best           save_pretrained folders (+ warmgen.yaml);
+    checkpoints/last    checkpoints/best           save_pretrained folders (+ warmgen.yaml, portable.py's files);
     checkpoints/step-N                             last and step-N also have trainer_state.pt
     checkpoints/reference                          the KL term's frozen reference (warmup.kl_coef)
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import portable
 from .config import ConfigError, WarmupConfig
 from .config_files import BOOKKEEPING, differences, load_config, read_yaml
 from .errors import RunFolderError
@@ -173,7 +174,7 @@ def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state:
         # A LoRA adapter needs no copy of the resized embedding: <sep>'s row lives in the adapter.
         model.save_pretrained(tmp, **({"save_embedding_layers": False} if hasattr(model, "peft_config") else {}),
                               **({"state_dict": weights} if weights is not None else {}))
-        tokenizer.save_pretrained(tmp)
+        portable.save(tmp, model, tokenizer, config)
         config.save(tmp / CONFIG_NAME)
         if state is not None:
             torch.save(state.to_dict(), tmp / STATE_NAME)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .batching import epoch_order, tokenize
+from .compat import enable_activation_checkpointing
 from .config import ConfigError, WarmupConfig
 from .distributed import Processes, check_launch
 from .errors import TrainingError
@@ -142,7 +143,7 @@ def _prepare(config: WarmupConfig, procs: Processes, run_dir: Path, task: Task, 
     """The model on its device, the tokenised data, AdamW and its schedule, the objectives, the counters."""
     model.to(procs.device)
     if config.train.gradient_checkpointing:  # scoring then runs each row whole (layout.py): no cache to share
-        model.gradient_checkpointing_enable()
+        enable_activation_checkpointing(model)
     procs.shard(model)  # FSDP when the accelerate config asks for it
     layout = make_layout(model, tokenizer, sep_id, config)
     data, truncation = tokenize(layout, task.split("train"), config.data.on_overlength)

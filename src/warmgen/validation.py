@@ -73,6 +73,8 @@ def validate(config) -> None:
         (t.max_bad_steps >= 1, "train.max_bad_steps must be at least 1"),
         (config.decode.num_beams >= 1, "decode.num_beams must be at least 1"),
         (config.model.lora_rank >= 0, "model.lora_rank must be >= 0 (0 = full fine-tuning)"),
+        (config.model.prompt_template.count("{source}") == 1,
+         f"model.prompt_template {config.model.prompt_template!r} must contain {{source}} once: it marks where the input goes"),
     ]
     for ok, message in checks:
         if not ok:

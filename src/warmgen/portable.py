@@ -1,0 +1,71 @@
+"""What a checkpoint carries so that plain transformers uses it as warmgen does (docs/checkpoints.md):
+
+    generation_config.json         warmgen's default decoding (greedy; max_new_tokens from the
+                                   data limits) and the warmup rules: warmup_sep_token_id,
+                                   min/max_warmup_length, warmup_banned_token_ids, fixed_warmup_ids
+    custom_generate/generate.py    applies those rules inside `model.generate` (loaded with
+                                   trust_remote_code=True); needs only torch and transformers
+    the tokenizer's chat template  a decoder-only model's prompt: model.prompt_template, or the
+                                   chat template it was trained with (model.use_chat_template)
+
+`<sep>` is an added, not special, token (models.py), so `decode(skip_special_tokens=True)` keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from transformers import GenerationConfig
+
+from .config import WarmupConfig
+from .custom_generate import generate as custom_generate
+from .decode import one_pass_config, target_config
+from .layout import make_layout
+from .methods import decodes_with_warmup, fixed_warmup
+from .models import SEP
+
+
+def save(folder: Path, model, tokenizer, config: WarmupConfig) -> None:
+    """The tokenizer, generation config and custom generate of the model saved (or being saved) in `folder`."""
+    layout = make_layout(model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), config)
+    template = prompt_chat_template(layout, config)
+    original = tokenizer.chat_template
+    if template is not None:
+        tokenizer.chat_template = template
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.chat_template = original
+    generation_config(model, layout, config).save_pretrained(folder)
+    if decodes_with_warmup(config):
+        (folder / "custom_generate").mkdir(exist_ok=True)
+        shutil.copyfile(custom_generate.__file__, folder / "custom_generate" / "generate.py")
+
+
+def generation_config(model, layout, config: WarmupConfig) -> GenerationConfig:
+    """warmgen's default decoding for this model and method, with the warmup rules for custom_generate/generate.py."""
+    if not decodes_with_warmup(config):
+        return target_config(model, layout, config)
+    fixed = fixed_warmup(layout, config)
+    # A generated warmup decodes greedily in one pass; a fixed one is given, then the target decoded as SFT's.
+    generation = one_pass_config(model, layout, config) if fixed is None else target_config(model, layout, config)
+    rules = {"warmup_sep_token_id": layout.sep_id, "min_warmup_length": config.warmup.min_warmup_length,
+             "max_warmup_length": config.warmup.max_warmup_length, "warmup_banned_token_ids": [layout.eos_id, layout.pad_id],
+             "fixed_warmup_ids": fixed}
+    for name, value in rules.items():
+        setattr(generation, name, value)
+    return generation
+
+
+def prompt_chat_template(layout, config: WarmupConfig) -> str | None:
+    """A chat template that writes `model.prompt_template` around the last message, so the prompt
+    travels with the tokenizer; None where the tokenizer's own template is the prompt (chat data,
+    model.use_chat_template) or there is no prompt (encoder-decoder models read the text as is)."""
+    if layout.family != "causal" or config.model.use_chat_template:
+        return None
+    head, tail = config.model.prompt_template.split("{source}")
+    bos = layout.tokenizer.decode(layout.bos)
+    literal = lambda text: "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if text else ""  # noqa: E731
+    return literal(bos + head) + "{{ messages[-1]['content'] }}" + literal(tail)

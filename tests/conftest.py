@@ -1,5 +1,7 @@
 """Tiny models built locally from configs, with a tokenizer fitted to a few words (no downloads)."""
 
+import os
+
 import pytest
 import torch
 
@@ -31,3 +33,8 @@ def any_family(request):
 @pytest.fixture
 def tiny_t5():
     return tiny("t5-tiny")
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (pytest -n auto): a worker's own torch threads would only contend with the others.
+    torch.set_num_threads(1)

@@ -25,23 +25,11 @@ OVERWRITE = ("move", "delete")
 OVERWRITE_HELP = "when output_dir holds an earlier run: move it to OUTPUT_DIR.previous-N, or delete it, and start over"
 
 
-def _checkpoint_folder(path: Path) -> Path:
-    """A run directory's best (else last) checkpoint, or the checkpoint folder itself."""
-    from .rundir import CONFIG_NAME
-
-    if (path / CONFIG_NAME).is_file():
-        return path
-    for name in ("best", "last"):
-        if (path / "checkpoints" / name / CONFIG_NAME).is_file():
-            return path / "checkpoints" / name
-    raise ConfigError(f"{path} is neither a checkpoint folder nor a run directory with checkpoints/best or checkpoints/last")
-
-
 def _load(path: str, overrides: list[str]):
     from .layout import make_layout
-    from .rundir import load_checkpoint
+    from .rundir import checkpoint_folder, load_checkpoint
 
-    folder = _checkpoint_folder(Path(path))
+    folder = checkpoint_folder(Path(path))
     model, tokenizer, sep_id, config = load_checkpoint(folder)
     for key, value in parse_overrides(overrides):
         set_value(config, key, value)
@@ -61,11 +49,11 @@ def cmd_train(args, overrides: list[str]) -> None:
 
 def cmd_eval(args, overrides: list[str]) -> None:
     from .evaluate import evaluate, write_eval
-    from .rundir import hold_folder
+    from .rundir import hold_folder, run_of
     from .tasks import load_task
 
     folder, model, layout, config = _load(args.path, overrides)
-    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder
+    run_dir = run_of(folder)
     output = Path(args.output) if args.output else run_dir / "eval" / args.split
     # Never into a run folder that a training run is still writing (it replaces eval/ when it ends).
     lock = None if args.output else hold_folder(run_dir, "warmgen eval")

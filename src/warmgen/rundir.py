@@ -115,9 +115,41 @@ def step_checkpoint(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step-{step}"
 
 
+def init_checkpoint(run_dir: Path) -> Path:
+    """Where the main process leaves the new model that every process of a multi-process run starts from."""
+    return run_dir / "checkpoints" / "init"
+
+
+def swapped_out(folder: Path) -> Path:
+    """Where save_checkpoint keeps a checkpoint's previous copy while it swaps the new one in."""
+    return folder.with_name(folder.name + ".old")
+
+
+def recover_swap(folder: Path) -> None:
+    """Put a checkpoint's previous copy back when a run was killed between the two renames of a swap."""
+    old = swapped_out(folder)
+    if not folder.exists() and (old / STATE_NAME).is_file():
+        os.replace(old, folder)
+
+
+def checkpoint_folder(path: Path) -> Path:
+    """`path` if it is a checkpoint, else its run's best (else last) checkpoint."""
+    if (path / CONFIG_NAME).is_file():
+        return path
+    for folder in (best_checkpoint(path), last_checkpoint(path)):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise ConfigError(f"{path} is neither a checkpoint folder nor a run directory with checkpoints/best or checkpoints/last")
+
+
+def run_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (the checkpoint itself when it stands alone)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
+
+
 def resumable(run_dir: Path) -> bool:
     """Whether `run_dir` has a checkpoint that `--resume` continues (also one killed between the renames of a swap)."""
-    return any((run_dir / "checkpoints" / name / STATE_NAME).is_file() for name in ("last", "last.old"))
+    return any((folder / STATE_NAME).is_file() for folder in (last_checkpoint(run_dir), swapped_out(last_checkpoint(run_dir))))
 
 
 def folder_holder(folder: Path) -> str | None:
@@ -181,7 +213,7 @@ def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state:
     except (OSError, RuntimeError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RunFolderError(f"cannot write the checkpoint {folder}: {write_failure(err, folder.parent)}") from None
-    old = folder.with_name(folder.name + ".old")
+    old = swapped_out(folder)
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)

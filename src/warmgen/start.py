@@ -3,7 +3,6 @@ last checkpoint (`--resume`), or a shared SFT warm start (`warmup.sft_warm_start
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -14,7 +13,17 @@ from .distributed import Processes
 from .errors import TrainingError
 from .methods import add_method_tokens, learns_warmups
 from .models import load_model, ready_model
-from .rundir import CONFIG_NAME, STATE_NAME, last_checkpoint, load_checkpoint, load_trainer_state, load_warm_start, save_checkpoint
+from .rundir import (
+    CONFIG_NAME,
+    STATE_NAME,
+    init_checkpoint,
+    last_checkpoint,
+    load_checkpoint,
+    load_trainer_state,
+    load_warm_start,
+    recover_swap,
+    save_checkpoint,
+)
 
 
 def _new_model(config: WarmupConfig, train_examples, given_model=None):
@@ -35,9 +44,7 @@ def starting_model(config: WarmupConfig, resume: bool, procs: Processes, run_dir
     SFT warm start, or a new model (the same on every process); `state` is None for a new model."""
     last_dir = last_checkpoint(run_dir)
     if resume:
-        old = last_dir.with_name(last_dir.name + ".old")
-        if not last_dir.exists() and (old / STATE_NAME).is_file():
-            os.replace(old, last_dir)  # killed between the two renames of save_checkpoint
+        recover_swap(last_dir)
         if not (last_dir / STATE_NAME).is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start over without --resume "
                                     "(with --overwrite delete or move if the folder holds the stopped run)")
@@ -55,7 +62,7 @@ def starting_model(config: WarmupConfig, resume: bool, procs: Processes, run_dir
     if procs.world == 1:
         return *_new_model(config, train_examples, given_model), None, []
     # Every process must start from the same weights and tokenizer: the main process builds them.
-    init_dir = run_dir / "checkpoints" / "init"
+    init_dir = init_checkpoint(run_dir)
     if procs.is_main:
         save_checkpoint(init_dir, *_new_model(config, train_examples, given_model)[:2], config, None)
     procs.barrier()

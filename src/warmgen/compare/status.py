@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..config_files import load_config, parse_overrides
-from ..rundir import folder_holder
+from ..rundir import folder_holder, resumable
 from ..tasks import load_task
 from .spec import comparison_folder, config_differences, load_spec, run_changes
 
@@ -31,7 +31,7 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
                 state = f"done: test {primary} {results['splits']['test'][primary]:.4g}, {results['train_seconds']:.0f} s of training"
             elif run_holder := folder_holder(run_dir):
                 state = f"training: {_progress(run_dir)} ({run_holder})"
-            elif (run_dir / "checkpoints" / "last" / "trainer_state.pt").is_file():
+            elif resumable(run_dir):
                 state = f"stopped at {_progress(run_dir)}: resumes from its last checkpoint"
             else:
                 state = "pending"

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.recording import CHECKOUT, write_record
+from benchmarks.recording import CHECKOUT, envelope, new_record_path, save
 
 PROMPT = "Input: {source}\nOutput:\n"  # warmgen's default prompt template, so both sides read the same text
 TRAINERS = ("warmgen", "trl-rloo", "trl-grpo")
@@ -175,29 +175,32 @@ def main(argv: list[str] | None = None) -> dict:
         args.trainer = args.worker
         worker(args)
         return {}
+    import trl
+
+    # The record is written after every k, so a run cut short (a session's end) keeps what it measured.
+    path = new_record_path("peer-cost", "peer-cost", envelope("peer-cost")["date"]) if args.record else None
+    fields = {"trl_version": trl.__version__, "steps": args.steps, "prompts_per_step": args.prompts, "max_length": args.length,
+              "note": "seconds per optimizer step, median after the first; same prompts, k and maximum length; TRL beta 0 and "
+                      "num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run",
+              "complete": False, "results": {name: {} for name in args.models}}
     with tempfile.TemporaryDirectory() as work:
         args.work = work
         data = prompts_file(Path(work), args.prompts * (args.steps + 1))
         folders = {name: model_folder(name, Path(work), data) for name in args.models}
-        results = {name: {} for name in args.models}
         for k in args.ks:  # interleaved: every trainer and model at this k before the next k
             for name in args.models:
                 row = {trainer: measure(trainer, folders[name], name.startswith("smollm2"), k, args, data) for trainer in TRAINERS}
                 for trainer in TRAINERS[1:]:
                     row[f"warmgen/{trainer}"] = row["warmgen"]["seconds_per_step"] / row[trainer]["seconds_per_step"]
-                results[name][f"k={k}"] = row
+                fields["results"][name][f"k={k}"] = row
                 print(name, f"k={k}", {t: round(row[t]["seconds_per_step"], 3) for t in TRAINERS},
                       {key: round(value, 2) for key, value in row.items() if key.startswith("warmgen/")}, flush=True)
-    import trl
-
-    fields = {"trl_version": trl.__version__, "steps": args.steps, "prompts_per_step": args.prompts, "max_length": args.length,
-              "note": "seconds per optimizer step, median after the first; same prompts, k and maximum length; TRL beta 0 and "
-                      "num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run",
-              "results": results}
-    if args.record:
-        print(f"wrote {write_record('peer-cost', 'peer-cost', fields)}")
+                if path:
+                    save(path, {**envelope("peer-cost"), **fields})
+    fields["complete"] = True
+    if path:
+        print(f"wrote {save(path, {**envelope('peer-cost'), **fields})}")
     return fields
-
 
 if __name__ == "__main__":
     main()

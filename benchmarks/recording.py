@@ -90,8 +90,11 @@ def envelope(benchmark: str) -> dict:
 
 
 def save(path: Path, record: dict) -> Path:
+    """Write `record` to `path` whole or not at all (a record rewritten as a benchmark goes is never left half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(portable(record), indent=2, ensure_ascii=False))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(portable(record), indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
     return path
 
 

@@ -13,3 +13,29 @@ def test_peer_cost_times_warmgen_and_both_trl_trainers_on_the_same_job():
         assert len(row[trainer]["step_seconds"]) == 2 and row[trainer]["peak_rss_mb"] > 0
         assert row[trainer]["seconds_per_1000_prompts"] == pytest.approx(1000 * row[trainer]["seconds_per_step"] / 2)
     assert row["warmgen/trl-grpo"] == pytest.approx(row["warmgen"]["seconds_per_step"] / row["trl-grpo"]["seconds_per_step"])
+
+
+def test_the_record_keeps_every_k_measured_before_a_run_is_cut_short(tmp_path, monkeypatch):
+    """Written after every k: a run stopped part way (a session's end) keeps its finished rows."""
+    pytest.importorskip("trl")
+    import json
+
+    import benchmarks.peer_cost as peer_cost
+    import benchmarks.recording as recording
+
+    def measure(trainer, model, lora, k, args, data):
+        if k == 4:
+            raise KeyboardInterrupt
+        return {"seconds_per_step": {"warmgen": 1.0, "trl-rloo": 4.0, "trl-grpo": 2.0}[trainer]}
+
+    monkeypatch.setattr(recording, "RESULTS", tmp_path)
+    monkeypatch.setattr(peer_cost, "measure", measure)
+    monkeypatch.setattr(peer_cost, "model_folder", lambda name, folder, data: str(folder))
+    with pytest.raises(KeyboardInterrupt):
+        peer_cost.main(["--models", "llama-tiny", "--ks", "2", "4", "--steps", "1", "--prompts", "1", "--record"])
+    [path] = (tmp_path / "peer-cost").glob("peer-cost-*.json")
+    record = json.loads(path.read_text())
+    assert record["benchmark"] == "peer-cost" and record["complete"] is False
+    assert record["results"]["llama-tiny"] == {"k=2": {"warmgen": {"seconds_per_step": 1.0}, "trl-rloo": {"seconds_per_step": 4.0},
+                                                       "trl-grpo": {"seconds_per_step": 2.0}, "warmgen/trl-rloo": 0.25,
+                                                       "warmgen/trl-grpo": 0.5}}

@@ -139,3 +139,20 @@ def test_warmgen_never_runs_a_checkpoints_custom_generate(tmp_path):
     assert (tmp_path / "custom_generate" / "generate.py").exists()
     loaded, _ = load_pretrained(str(tmp_path), ModelConfig(name=str(tmp_path), trust_remote_code=True))
     assert "generate" not in loaded.__dict__
+
+
+def test_a_models_own_generation_config_never_changes_warmgen_decoding():
+    """transformers fills unset fields of a given generation config from the model's own: a resumed
+    checkpoint's rules or a hub model's sampling defaults must not reach warmgen's decoding."""
+    from conftest import tiny
+
+    from warmgen.decode import decode
+
+    model, layout, config = tiny("t5-tiny")
+    sources = [layout.source_ids(text)[0] for text in ("cat sat", "hello world", "mat")]
+    expected = decode(model, layout, sources, True, config)
+    for name, value in {"do_sample": True, "temperature": 5.0, "suppress_tokens": [layout.sep_id], "top_k": 3}.items():
+        setattr(model.generation_config, name, value)
+    torch.manual_seed(1)
+    assert decode(model, layout, sources, True, config) == expected
+    assert model.generation_config.temperature == 5.0  # the model's own is put back

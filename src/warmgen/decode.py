@@ -40,6 +40,19 @@ def _on_device(model, inputs: dict) -> dict:
     return {name: value.to(model.device) if torch.is_tensor(value) else value for name, value in inputs.items()}
 
 
+def _generate(model, inputs: dict, config: GenerationConfig, processors: list | None = None) -> torch.Tensor:
+    """`model.generate` with `config` alone. transformers fills a given config's unset fields from the
+    model's own generation config: a checkpoint's warmup rules (portable.py), a hub model's sampling
+    defaults. The model's own is swapped for the one its architecture implies while warmgen generates."""
+    owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a LoRA wrapper
+    own = owner.generation_config
+    owner.generation_config = GenerationConfig.from_model_config(owner.config)
+    try:
+        return model.generate(**_on_device(model, inputs), generation_config=config, logits_processor=processors or [])
+    finally:
+        owner.generation_config = own
+
+
 def _decoder_start(model) -> dict:
     return {"decoder_start_token_id": model.config.decoder_start_token_id} if model.config.is_encoder_decoder else {}
 
@@ -58,7 +71,7 @@ def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, 
         layout, do_sample=do_sample, num_return_sequences=inputs.pop("num_return_sequences", 1), max_new_tokens=max_length + 1,
         eos_token_id=layout.sep_id, **sampling, **_decoder_start(model),
     )
-    output = model.generate(**_on_device(model, inputs), generation_config=config, logits_processor=[processor])
+    output = _generate(model, inputs, config, [processor])
     warmups = [split_at(row, layout.sep_id)[0] for row in output[:, prefix_length:].tolist()]
     truncated = [len(w) >= max_length for w in warmups]
     return warmups, truncated
@@ -87,7 +100,7 @@ def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) ->
     of `inference_warmups` (a greedy warmup and target in one `generate` call, when that is the same)."""
     if not use_warmup:
         inputs, start = layout.generation_inputs(sources)
-        output = model.generate(**_on_device(model, inputs), generation_config=target_config(model, layout, config))
+        output = _generate(model, inputs, target_config(model, layout, config))
         return [Generation(None, split_at(row, layout.eos_id)[0]) for row in output[:, start:].tolist()]
     if fixed_warmup(layout, config) is None and config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
         return decode_one_pass(model, layout, sources, config)
@@ -111,8 +124,7 @@ def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Gen
     w = config.warmup
     inputs, start = layout.generation_inputs(sources)
     processor = WarmupLogitsProcessor(start, layout.sep_id, w.min_warmup_length, w.max_warmup_length, [layout.eos_id, layout.pad_id])
-    output = model.generate(**_on_device(model, inputs), generation_config=one_pass_config(model, layout, config),
-                            logits_processor=[processor])
+    output = _generate(model, inputs, one_pass_config(model, layout, config), [processor])
     results = []
     for row in output[:, start:].tolist():
         warmup, _ = split_at(row, layout.sep_id)
@@ -129,7 +141,7 @@ def decode_after(model, layout, sources: list[list[int]], warmups: list[list[int
     for indices in by_length.values():
         prefixes = [warmups[i] + [layout.sep_id] for i in indices]
         inputs, start = layout.continuation_inputs([sources[i] for i in indices], prefixes)
-        output = model.generate(**_on_device(model, inputs), generation_config=target_config(model, layout, config))
+        output = _generate(model, inputs, target_config(model, layout, config))
         for i, row in zip(indices, output[:, start:].tolist()):
             targets[i] = split_at(row, layout.eos_id)[0]
     return [Generation(warmup, target) for warmup, target in zip(warmups, targets)]

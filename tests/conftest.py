@@ -37,4 +37,7 @@ def tiny_t5():
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core (pytest -n auto): a worker's own torch threads would only contend with the others.
+    # Its subprocesses (the CLI, compare's runs) too: tests that compare their losses bitwise with an in-process
+    # run need the same thread count on both sides (reductions add up in another order on more threads).
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"

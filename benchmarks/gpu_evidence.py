@@ -122,7 +122,9 @@ def g2p_spec(out: Path, size: dict, epochs: float, train_words: int, tiny: bool)
     """The comparison spec: the evidence issue's G2P comparison with a larger model, sized to the time left."""
     if tiny:
         train_words = 64
-    total_steps = math.ceil(epochs * math.ceil(train_words / size["g2p_batch"]))
+    steps_per_epoch = math.ceil(train_words / size["g2p_batch"])
+    epochs = max(epochs, 2 / steps_per_epoch)  # at least one SFT warm-start step and one warmup step
+    total_steps = math.ceil(epochs * steps_per_epoch)
     overrides = {"warmup.sft_warm_start_steps": max(1, int(WARM_START * total_steps)), "model.name": size["g2p_model"], "train.batch_size": size["g2p_batch"], "train.learning_rate": size["g2p_lr"],
                  "train.epochs": epochs, "train.lr_warmup_steps": 100, "train.log_every": 10, "train.samples_every": 0,
                  "train.mixed_precision": "bf16" if torch.cuda.is_available() else "no", "decode.batch_size": 500}
@@ -221,7 +223,8 @@ def main(argv=None) -> None:
             epochs = g2p_epochs(rows, size, left, train_words)
             spec_path = g2p_spec(out, size, epochs, train_words, args.tiny)
             summary = compare(spec_path, Path(args.work) / "g2p", out / "g2p-report")
-            record(out, "g2p", args, {"spec": yaml.safe_load(spec_path.read_text()), "epochs": epochs}, summary)
+            spec = yaml.safe_load(spec_path.read_text())
+            record(out, "g2p", args, {"spec": spec, "epochs": spec["overrides"]["train.epochs"]}, summary)
     if "xsum" in args.parts:
         left = deadline - time.time()
         if missing is None and left < 120:

@@ -91,6 +91,14 @@ def test_a_checkpoint_that_is_not_this_runs_warm_start_is_refused(tmp_path, sft_
     assert not (tmp_path / "refused" / "checkpoints").exists()
 
 
+def test_a_warm_start_that_leaves_no_warmup_step_is_refused(tmp_path):
+    """Branching at the SFT run's last step would train nothing and find no checkpoint to evaluate."""
+    train(run(tmp_path / "sft", "--method", "sft", "--train.max_steps", "2", "--train.save_checkpoints_at", "[2]"))
+    with pytest.raises(ConfigError, match="sft_warm_start_steps 2 leaves no warmup step: the run has 2"):
+        train(run(tmp_path / "warmup", "--method", "warmup", "--train.max_steps", "2", "--warmup.sft_warm_start_from",
+                  str(step_checkpoint(tmp_path / "sft", 2))))
+
+
 def test_the_option_needs_a_warmup_run_with_a_warm_start():
     with pytest.raises(ConfigError, match="needs method: warmup and warmup.sft_warm_start_steps > 0"):
         load_config(None, [("method", "sft"), ("warmup.sft_warm_start_from", "x")])

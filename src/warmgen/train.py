@@ -1,8 +1,7 @@
 """The training loop: batches, the method's objective, AdamW, evaluation, checkpoints, logs.
 
-`_train` reads top to bottom: the starting model (new, resumed or a shared warm start), the run's
-set-up (`Run`), the loop, the final evaluation. Which objective a step trains is objectives.py's;
-what a run writes where, and how checkpoints are saved and resumed, is rundir.py's.
+`_train` reads top to bottom: the starting model (start.py), the run's set-up (`Run`), the loop, the
+final evaluation. Which objective a step trains is objectives.py's; the run folder is rundir.py's.
 """
 
 from __future__ import annotations
@@ -162,6 +161,8 @@ def _prepare(config: WarmupConfig, procs: Processes, run_dir: Path, task: Task, 
     batches_per_epoch = math.ceil(len(data) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    if learns_warmups(config) and config.warmup.sft_warm_start_from and config.warmup.sft_warm_start_steps >= total_steps:
+        raise ConfigError(f"warmup.sft_warm_start_steps {config.warmup.sft_warm_start_steps} leaves no warmup step: the run has {total_steps}")
     scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
     parameters = count_parameters(model)  # before ZeRO-3 partitions the weights
     procs.prepare_optimizer(model, optimizer, scheduler, t)  # DeepSpeed ZeRO when the accelerate config asks for it

@@ -23,6 +23,7 @@ benchmarks/results/peer-cost/peer-cost-<date>.json.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import resource
 import statistics
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     import trl
 
     # The record is written after every k, so a run cut short (a session's end) keeps what it measured.
-    path = new_record_path("peer-cost", "peer-cost", envelope("peer-cost")["date"]) if args.record else None
+    path = new_record_path("peer-cost", "peer-cost", datetime.date.today().isoformat()) if args.record else None
     fields = {"trl_version": trl.__version__, "steps": args.steps, "prompts_per_step": args.prompts, "max_length": args.length,
               "note": "seconds per optimizer step, median after the first; same prompts, k and maximum length; TRL beta 0 and "
                       "num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run",
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     if path:
         print(f"wrote {save(path, {**envelope('peer-cost'), **fields})}")
     return fields
+
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,10 @@
 """Inference: generate the warmup c up to <sep>, then the target y. Metrics score y alone.
 
 Greedy warmup + greedy target is one `generate` call (the logits processor that travels with
-checkpoints, custom_generate/generate.py, keeps the `c <sep> y </s>` shape). A sampled warmup or beam search on the target takes two calls: the
-warmup first, then the target continued from each `c <sep>` (grouped by warmup length, so no
-padding sits between the input and the prefix). A `warmup.fixed_warmup` is given, not generated.
+checkpoints, custom_generate/generate.py, keeps the `c <sep> y </s>` shape). A sampled warmup or
+beam search on the target takes two calls: the warmup first, then the target continued from each
+`c <sep>` (grouped by warmup length, so no padding sits between the input and the prefix). A
+`warmup.fixed_warmup` is given, not generated.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def _generate(model, inputs: dict, config: GenerationConfig, processors: list | 
         owner.generation_config = own
 
 
+def banned_in_warmup(layout) -> list[int]:
+    """The tokens that cannot stand in a warmup: end-of-sequence and padding (the same rule checkpoints carry)."""
+    return [layout.eos_id, layout.pad_id]
+
+
 def _decoder_start(model) -> dict:
     return {"decoder_start_token_id": model.config.decoder_start_token_id} if model.config.is_encoder_decoder else {}
 
@@ -65,7 +71,7 @@ def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, 
     Returns (warmups, truncated): truncated rows reached `max_length` and had <sep> forced.
     """
     inputs, prefix_length = layout.sampling_inputs(model, sources, num_warmups)
-    processor = WarmupLogitsProcessor(prefix_length, layout.sep_id, min_length, max_length, [layout.eos_id, layout.pad_id])
+    processor = WarmupLogitsProcessor(prefix_length, layout.sep_id, min_length, max_length, banned_in_warmup(layout))
     sampling = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None) if do_sample else {}
     config = _generation_config(
         layout, do_sample=do_sample, num_return_sequences=inputs.pop("num_return_sequences", 1), max_new_tokens=max_length + 1,
@@ -123,7 +129,7 @@ def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Gen
     """Greedy `c <sep> y </s>` in a single generate call."""
     w = config.warmup
     inputs, start = layout.generation_inputs(sources)
-    processor = WarmupLogitsProcessor(start, layout.sep_id, w.min_warmup_length, w.max_warmup_length, [layout.eos_id, layout.pad_id])
+    processor = WarmupLogitsProcessor(start, layout.sep_id, w.min_warmup_length, w.max_warmup_length, banned_in_warmup(layout))
     output = _generate(model, inputs, one_pass_config(model, layout, config), [processor])
     results = []
     for row in output[:, start:].tolist():

@@ -21,7 +21,7 @@ from transformers import GenerationConfig
 
 from .config import WarmupConfig
 from .custom_generate import generate as custom_generate
-from .decode import one_pass_config, target_config
+from .decode import banned_in_warmup, one_pass_config, target_config
 from .layout import make_layout
 from .methods import decodes_with_warmup, fixed_warmup
 from .models import SEP
@@ -52,7 +52,7 @@ def generation_config(model, layout, config: WarmupConfig) -> GenerationConfig:
     # A generated warmup decodes greedily in one pass; a fixed one is given, then the target decoded as SFT's.
     generation = one_pass_config(model, layout, config) if fixed is None else target_config(model, layout, config)
     rules = {"warmup_sep_token_id": layout.sep_id, "min_warmup_length": config.warmup.min_warmup_length,
-             "max_warmup_length": config.warmup.max_warmup_length, "warmup_banned_token_ids": [layout.eos_id, layout.pad_id],
+             "max_warmup_length": config.warmup.max_warmup_length, "warmup_banned_token_ids": banned_in_warmup(layout),
              "fixed_warmup_ids": fixed}
     for name, value in rules.items():
         setattr(generation, name, value)

@@ -59,7 +59,7 @@ def generate(inputs=None, generation_config=None, logits_processor=None, *, mode
     input_ids = inputs if inputs is not None else kwargs.pop("input_ids")
     fixed = list(getattr(rules, "fixed_warmup_ids", None) or [])
     # A fixed warmup goes after the prompt (decoder-only) or the decoder's start (encoder-decoder), then <sep>.
-    warmup = torch.tensor([fixed + [sep_id]] * input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+    warmup = torch.tensor([fixed + [sep_id]] * input_ids.shape[0], dtype=torch.long, device=input_ids.device) if fixed else None
     if model.config.is_encoder_decoder:
         decoder_input_ids = kwargs.pop("decoder_input_ids", None)
         if decoder_input_ids is None:

@@ -29,6 +29,7 @@ TASKS = {  # task: comparison spec
     "deu-eng": "configs/compare/deu-eng.yaml",
     "eng-deu": "configs/compare/eng-deu.yaml",
     "xsum": "configs/compare/xsum.yaml",
+    "xsum-full": "configs/compare/xsum-full.yaml",
     "logiqa": "configs/compare/logiqa.yaml",
     "logiqa-quick": "configs/compare/logiqa-quick.yaml",
     "xsum-quick": "configs/compare/xsum-quick.yaml",
@@ -42,10 +43,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in SMOKE], choices=list(TASKS))
     parser.add_argument("--out", default="runs/suite")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (warmgen compare --jobs)")
     args = parser.parse_args()
     lines = []
     for task in args.tasks:
-        summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / task))
+        summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / task), jobs=args.jobs)
         path = write_record("suite", task, {"benchmark": f"suite/{task}", "spec": TASKS[task], "summary": summary})
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():

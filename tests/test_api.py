@@ -67,6 +67,24 @@ def test_a_model_the_caller_built_is_trained_and_returned(tmp_path):
     assert trainer.tokenizer.convert_tokens_to_ids("<sep>") is not None
 
 
+def test_zero_epochs_evaluates_the_starting_model_as_it_is(tmp_path):
+    """`train.epochs: 0`: the zero-shot row of a comparison. No step is taken, yet the run has its
+    checkpoint, its dev row at step 0 and its test scores, all of the model it was given."""
+    torch.manual_seed(0)
+    model, tokenizer = build_preset("t5-tiny", [r["input"] for r in ROWS], [r["target"] for r in ROWS], vocab_size=300)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = args(tmp_path / "zero", **{"train.epochs": 0, "train.max_steps": 0})
+    config.method = "sft"
+    trainer = WarmupTrainer(model=model, tokenizer=tokenizer, args=config, train_dataset=ROWS, eval_dataset=ROWS[:4])
+    evaluated = trainer.train()
+    assert trainer.results["steps"] == 0 and trainer.results["seconds_per_epoch"] == 0
+    assert losses(tmp_path / "zero") == []
+    rows = [json.loads(line) for line in (tmp_path / "zero" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "dev/chrf" in r] == [0]
+    assert all(torch.equal(v, before[k]) for k, v in evaluated.state_dict().items() if k in before and v.shape == before[k].shape)
+    assert trainer.evaluate(ROWS[:4])["chrf"] == trainer.results["splits"]["dev"]["chrf"]
+
+
 def test_training_resumes_through_the_api(tmp_path, monkeypatch):
     WarmupTrainer(args=args(tmp_path / "full"), train_dataset=ROWS, eval_dataset=ROWS[:4]).train()
     crashed = WarmupTrainer(args=args(tmp_path / "crashed"), train_dataset=ROWS, eval_dataset=ROWS[:4])

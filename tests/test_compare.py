@@ -14,6 +14,7 @@ import pytest
 from warmgen.cli import main
 from warmgen.compare import load_spec, paired_bootstrap
 from warmgen.config import ConfigError
+from warmgen.rundir import step_checkpoint
 
 
 def test_bootstrap_ci_covers_a_known_difference():
@@ -195,11 +196,76 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_and_one_with_a_c
     (out / "warmup" / "seed0" / "checkpoints" / "last").mkdir(parents=True)
     (out / "warmup" / "seed0" / "checkpoints" / "last" / STATE_NAME).write_bytes(b"")
     commands = {}
-    monkeypatch.setattr(compare, "_run_child", lambda command, log: commands.setdefault(command[command.index("--output_dir") + 1], command) and 0)
+    monkeypatch.setattr(compare, "_spawn", lambda command, log, env: commands.setdefault(command[command.index("--output_dir") + 1], command)
+                        and FakeTraining(command, []))
     compare.run_all(spec, out, TINY)
     assert commands[str(out / "sft" / "seed0")][-2:] == ["--overwrite", "delete"]
     assert commands[str(out / "warmup" / "seed0")][-1] == "--resume"
     assert commands[str(out / "sft" / "seed1")][-2:] == ["--overwrite", "delete"]  # harmless where the folder is new
+
+
+class FakeTraining:
+    """A `warmgen train` process as the runner sees it (polled about every 0.1 s): it ends on its 12th poll (exit
+    code `code`), leaving results.json; an SFT run keeps its step-1 checkpoint at its 2nd, while it trains on."""
+
+    def __init__(self, command: list[str], alive: list, code: int = 0):
+        self.run_dir, self.code, self.polls, self.returncode = Path(command[command.index("--output_dir") + 1]), code, 0, None
+        alive.append(self)
+
+    def poll(self):
+        self.polls += 1
+        if self.polls == 2 and self.run_dir.parent.name == "sft":
+            step_checkpoint(self.run_dir, 1).mkdir(parents=True, exist_ok=True)
+        if self.polls == 12:
+            self.returncode = self.code
+            if not self.code:
+                (self.run_dir / "results.json").write_text("{}")
+        return self.returncode
+
+    def terminate(self):
+        self.returncode = -15
+
+    def wait(self):
+        return self.returncode
+
+
+def test_jobs_train_runs_at_once_each_as_soon_as_its_warm_start_is_kept(tmp_path, monkeypatch):
+    from warmgen.compare import runner
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seeds: [0, 1]\nwarm_start_from: sft\nvariants:\n  sft: {method: sft}\n"
+                    "  marginal: {method: warmup, warmup.sft_warm_start_steps: 1}\n")
+    out, alive, started = tmp_path / "cmp", [], []
+
+    def spawn(command, log, env):
+        running = [f.run_dir for f in alive if f.returncode is None]
+        run_dir = Path(command[command.index("--output_dir") + 1])
+        started.append((f"{run_dir.parent.name} {run_dir.name}", running, env["OMP_NUM_THREADS"]))
+        if run_dir.parent.name == "marginal":
+            assert step_checkpoint(out / "sft" / run_dir.name, 1).is_dir()
+        return FakeTraining(command, alive)
+
+    monkeypatch.setattr(runner, "_spawn", spawn)
+    monkeypatch.setattr(runner, "RESCAN_SECONDS", 0.3)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    runner.run_all(load_spec(spec), out, TINY, jobs=3)
+    assert [name for name, _, _ in started] == ["sft seed0", "sft seed1", "marginal seed0", "marginal seed1"]
+    assert started[2][1][0] == out / "sft" / "seed0"  # a warmup run starts from the kept checkpoint while its source trains on
+    assert all(len(running) < 3 for _, running, _ in started)
+    assert {threads for _, _, threads in started} == {str(max(1, len(os.sched_getaffinity(0)) // 3))}
+
+    # A failed run: the others finish, nothing new starts, then the failure is raised.
+    for run in (out / "marginal").iterdir():
+        (run / "results.json").unlink()
+    (out / "sft" / "seed1" / "results.json").unlink()
+    alive.clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    monkeypatch.setattr(runner, "_spawn", lambda command, log, env: started.append(env["OMP_NUM_THREADS"])
+                        or FakeTraining(command, alive, code=int("sft" in command[command.index("--output_dir") + 1])))
+    with pytest.raises(RuntimeError, match="training sft seed 1 failed; see .*sft/seed1/train.log"):
+        runner.run_all(load_spec(spec), out, TINY, jobs=2)
+    assert started[-2:] == ["5", "5"] and [f.run_dir.parent.name for f in alive] == ["marginal", "sft"]
+    assert all(f.returncode is not None for f in alive) and (out / "marginal" / "seed0" / "results.json").is_file()
 
 
 def test_training_processes_run_the_comparisons_own_code(tmp_path, monkeypatch):

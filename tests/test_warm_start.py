@@ -111,7 +111,7 @@ def test_compare_shares_the_warm_start(tmp_path):
     spec = {"seeds": [0], "bootstrap": 10, "warm_start_from": "sft", "overrides": overrides,
             "variants": {"sft": {"method": "sft"}, "marginal": {"method": "warmup"}}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    run_comparison(str(tmp_path / "spec.yaml"), str(tmp_path / "out"))
+    run_comparison(str(tmp_path / "spec.yaml"), str(tmp_path / "out"), jobs=2)  # marginal starts once sft has kept step 2
     header = json.loads((tmp_path / "out" / "marginal" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
     assert header["sft_warm_start_from"] == str(step_checkpoint(tmp_path / "out" / "sft" / "seed0", 2))
     assert losses(tmp_path / "out" / "marginal" / "seed0")[:2] == [(s, line, None) for s, line, _ in losses(tmp_path / "out" / "sft" / "seed0")[:2]]

@@ -93,7 +93,7 @@ def cmd_compare(args, overrides: list[str]) -> None:
     if args.status:
         print(comparison_status(args.spec, args.output_dir, overrides))
     else:
-        run_comparison(args.spec, args.output_dir, overrides)
+        run_comparison(args.spec, args.output_dir, overrides, args.jobs)
 
 
 def cmd_demo(args, overrides: list[str]) -> None:
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec", help="comparison YAML: base, seeds, baseline, bootstrap, variants")
     p.add_argument("--output_dir", help="comparison folder (default: the spec's output_dir or runs/compare-<spec name>)")
     p.add_argument("--status", action="store_true", help="show which runs are done, training, stopped or pending; train nothing")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process; each gets cores / jobs "
+                   "threads unless OMP_NUM_THREADS is set (default 1)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 12 minutes on 2 CPU cores)",

@@ -254,7 +254,10 @@ class TrainConfig(_Checked):
     # faster steps. The order stays random: examples are sorted within groups of 50 batches and
     # the batches shuffled. It can change what is learnt, not only how fast: measure it (README).
     group_by_length: bool = False
+    # Micro-batches whose gradients are averaged into one optimizer step.
     gradient_accumulation_steps: int = 1
+    # Passes over the training data (fractions allowed). 0, with max_steps 0, trains nothing: the
+    # starting model is evaluated as it is, the zero-shot row of a comparison.
     epochs: float = 1.0
     # Optimizer steps; 0 = derive from epochs.
     max_steps: int = 0

@@ -222,8 +222,8 @@ def _train_loop(run: Run, warm_started: bool) -> None:
     accumulated: dict[str, float] = {}
     micro, bad_batch, consecutive_bad = 0, False, 0
     stopped_by_time = run.out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
-    if warm_started and t.eval_every and s.step % t.eval_every == 0:
-        run.evaluate_and_save()  # the evaluation a run that trained its own warm start makes at this step
+    if (warm_started and t.eval_every and s.step % t.eval_every == 0) or run.total_steps == 0:
+        run.evaluate_and_save()  # the evaluation a run that trained its own warm start makes here; a zero-shot run's only one
     tick = time.time()
     while s.step < run.total_steps and not stopped_by_time:
         order = epoch_order(len(run.data), config.seed, s.epoch, run.lengths, run.global_batch)
@@ -337,7 +337,7 @@ def _final_results(run: Run) -> dict:
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
     results = {"method": config.method, "checkpoint": str(final_dir), "best_step": s.best["step"], "train_seconds": s.train_seconds,
                "steps": s.step, "stopped_by_time_budget": s.step < run.total_steps,
-               "epochs": s.step / run.steps_per_epoch, "seconds_per_epoch": s.train_seconds / (s.step / run.steps_per_epoch),
+               "epochs": s.step / run.steps_per_epoch, "seconds_per_epoch": s.train_seconds * run.steps_per_epoch / max(s.step, 1),
                "parameters": run.parameters, "generated_tokens": s.generated_tokens, "skipped_steps": s.skipped_steps,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "versions": library_versions(), "git_commit": git_commit(), "splits": {}}

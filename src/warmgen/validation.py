@@ -67,7 +67,6 @@ def validate(config) -> None:
         (config.decode.batch_size >= 1, "decode.batch_size must be at least 1"),
         (t.batch_size >= 1, "train.batch_size must be at least 1"),
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),
-        (t.epochs > 0 or t.max_steps > 0, "set train.epochs > 0 or train.max_steps > 0"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
         (t.max_train_seconds >= 0, "train.max_train_seconds must be >= 0 (0 = no time budget)"),
         (t.max_bad_steps >= 1, "train.max_bad_steps must be at least 1"),

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -23,41 +24,120 @@ def _args(changes: dict) -> list[str]:
     return [item for key, value in changes.items() for item in (f"--{key}", yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip())]
 
 
-def run_all(spec: dict, output: Path, overrides: list[str]) -> None:
-    baseline = spec["baseline"]
+def planned_runs(spec: dict) -> list[tuple[int, str]]:
+    """(seed, variant) in the order they start: seed by seed, so a comparison stopped part way already holds every
+    variant at its first seeds. Within a seed: the warm start's source, then the baseline: the others need its
+    checkpoints, its training time under a wall-clock budget."""
+    first = [v for v in (spec["warm_start_from"], spec["baseline"]) if v]
+    return [(seed, variant) for seed in spec["seeds"] for variant in dict.fromkeys(first + list(spec["variants"]))]
+
+
+def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict) -> str | None:
+    """What a run still needs from another run of its seed, in words; None when it can start."""
+    start = changes.get("warmup.sft_warm_start_from")
+    if start and not Path(start).is_dir():
+        source = output / spec["warm_start_from"] / f"seed{seed}"
+        if (source / "results.json").is_file():
+            raise ConfigError(f"{start} is missing: {spec['warm_start_from']} seed {seed} was trained without keeping the checkpoint "
+                              f"{variant} starts from; delete {source} to train it again, or remove warm_start_from from the spec")
+        return f"the checkpoint {start}"
+    if spec["budget"] == "wall_clock" and variant != spec["baseline"] and "train.max_train_seconds" not in changes:
+        return f"the training time of {spec['baseline']} seed {seed}"
+    return None
+
+
+def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> None:
+    """Train every run not finished yet, up to `jobs` at once, each as soon as what it needs (its warm start's
+    checkpoint, the baseline's training time) is there. A failed run stops new ones from starting; those
+    running finish, then the failure is raised. Stopping the comparison stops them all (they resume later)."""
     # Before training anything: a run started under an edited spec is never reused under its new name.
-    for variant in spec["variants"]:
-        for seed in spec["seeds"]:
-            run_dir = output / variant / f"seed{seed}"
-            differences = config_differences(run_dir, spec, run_changes(spec, output, variant, seed), overrides, seed)
-            if differences:
-                raise ConfigError(f"{run_dir / 'config.yaml'}: this run was trained with another config than the spec gives now "
-                                  f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
-    # Seed by seed, so a comparison stopped part way already holds every variant at its first seeds. Within a
-    # seed: the warm start's source, then the baseline: the others need its checkpoints, its training time
-    # under a wall-clock budget.
-    first = [v for v in (spec["warm_start_from"], baseline) if v]
-    for seed in spec["seeds"]:
-        for variant in dict.fromkeys(first + list(spec["variants"])):
-            run_dir = output / variant / f"seed{seed}"
-            changes = run_changes(spec, output, variant, seed)
-            if (run_dir / "results.json").is_file():
-                print(f"[compare] {variant} seed {seed}: done, skipped")
-                continue
-            start = changes.get("warmup.sft_warm_start_from")
-            if start and not Path(start).is_dir():
-                raise ConfigError(f"{start} is missing: {spec['warm_start_from']} seed {seed} was trained without keeping the checkpoint "
-                                  f"{variant} starts from; delete {Path(start).parent.parent} to train it again, or remove "
-                                  "warm_start_from from the spec")
-            command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
-            command += (["--config", spec["base"]] if "base" in spec else []) + _args(spec["overrides"]) + _args(changes) + list(overrides)
-            # A run stopped before its first checkpoint has nothing to continue: it starts again.
-            command += ["--resume"] if resumable(run_dir) else ["--overwrite", "delete"]
-            print(f"[compare] {variant} seed {seed}: training ({run_dir})", flush=True)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "train.log", "a", encoding="utf-8") as log:
-                if _run_child(command, log):
-                    raise RuntimeError(f"training {variant} seed {seed} failed; see {run_dir / 'train.log'}")
+    for seed, variant in planned_runs(spec):
+        run_dir = output / variant / f"seed{seed}"
+        differences = config_differences(run_dir, spec, run_changes(spec, output, variant, seed), overrides, seed)
+        if differences:
+            raise ConfigError(f"{run_dir / 'config.yaml'}: this run was trained with another config than the spec gives now "
+                              f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
+    env = same_code_environment()
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:  # as torchrun does: runs sharing the CPU would otherwise each take every core
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    queue, running, failed = planned_runs(spec), {}, []
+
+    def stop(signum, frame):
+        sys.exit(128 + signum)  # unwinds to the cleanup below, unlike the default SIGTERM action
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
+    try:
+        while queue or running:
+            waiting = []
+            for seed, variant in list(queue):
+                if failed or len(running) >= jobs:
+                    break
+                run_dir = output / variant / f"seed{seed}"
+                if (run_dir / "results.json").is_file():
+                    print(f"[compare] {variant} seed {seed}: done, skipped", flush=True)
+                    queue.remove((seed, variant))
+                    continue
+                changes = run_changes(spec, output, variant, seed)
+                if need := _waits_for(spec, output, variant, seed, changes):
+                    waiting.append(f"{variant} seed {seed} needs {need}")
+                    continue
+                queue.remove((seed, variant))
+                running[(seed, variant)] = _start(spec, run_dir, changes, overrides, seed, env)
+            if not running:
+                if queue and not failed:
+                    raise ConfigError(f"nothing left can start: {'; '.join(waiting)}")
+                break
+            _wait(running, rescan=len(running) < jobs and bool(queue) and not failed)
+            for (seed, variant), (child, log) in list(running.items()):
+                if child.poll() is not None:
+                    log.close()
+                    del running[(seed, variant)]
+                    if child.returncode:
+                        failed.append(f"training {variant} seed {seed} failed; see {output / variant / f'seed{seed}' / 'train.log'}")
+                        print(f"[compare] {failed[-1]}" + (f"; waiting for the {len(running)} run(s) still training" if running else ""),
+                              flush=True)
+        if failed:
+            raise RuntimeError("; ".join(failed))
+    except BaseException:
+        for child, _ in running.values():
+            child.terminate()
+        for child, log in running.values():
+            child.wait()
+            log.close()
+        raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _start(spec: dict, run_dir: Path, changes: dict, overrides: list[str], seed: int, env: dict):
+    """One `warmgen train` process for a run, logging to its train.log; (the process, the open log)."""
+    command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
+    command += (["--config", spec["base"]] if "base" in spec else []) + _args(spec["overrides"]) + _args(changes) + list(overrides)
+    # A run stopped before its first checkpoint has nothing to continue: it starts again.
+    command += ["--resume"] if resumable(run_dir) else ["--overwrite", "delete"]
+    print(f"[compare] {run_dir.parent.name} seed {seed}: training ({run_dir})", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "train.log", "a", encoding="utf-8")
+    return _spawn(command, log, env), log
+
+
+def _spawn(command: list[str], log, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+RESCAN_SECONDS = 1.0  # how often runs waiting for a warm start's checkpoint look again
+
+
+def _wait(running: dict, rescan: bool) -> None:
+    """Until a run ends; with `rescan`, at most RESCAN_SECONDS: a waiting run may be able to start by then."""
+    deadline = time.monotonic() + RESCAN_SECONDS
+    while all(child.poll() is None for child, _ in running.values()):
+        if rescan and time.monotonic() >= deadline:
+            return
+        time.sleep(0.1)
+
 
 def same_code_environment() -> dict[str, str]:
     """This process's environment, with the folder this warmgen was imported from first on PYTHONPATH: a
@@ -67,33 +147,16 @@ def same_code_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
-def _run_child(command: list[str], log) -> int:
-    """Run one training process; its exit code. A comparison that is stopped (Ctrl-C, kill, an error) stops it too,
-    rather than leaving it training unseen; the run resumes from its last checkpoint next time."""
-    def stop(signum, frame):
-        sys.exit(128 + signum)  # unwinds to the cleanup below, unlike the default SIGTERM action
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
-    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=same_code_environment())
-    try:
-        return child.wait()
-    except BaseException:
-        child.terminate()
-        child.wait()
-        raise
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-
-def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = ()) -> dict:
+def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), jobs: int = 1) -> dict:
     path = Path(spec_path)
     spec = load_spec(path)
     parse_overrides(list(overrides))  # validate the form early
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: at least one run must train at a time")
     output = comparison_folder(path, spec, output_dir)
     lock = hold_folder(output, "warmgen compare")  # two comparisons in one folder would train the same runs at once
     try:
-        run_all(spec, output, list(overrides))
+        run_all(spec, output, list(overrides), jobs)
         summary, runs = summarize(spec, output)
         write_reports(summary, make_plots(runs, summary["versus_baseline"], summary["primary_metric"], output), output)
     finally:

@@ -40,10 +40,7 @@ import yaml  # noqa: E402
 
 from benchmarks.recording import envelope, save  # noqa: E402
 from warmgen.batching import tokenize  # noqa: E402
-from warmgen.compare.report import make_plots, write_reports  # noqa: E402
-from warmgen.compare.runner import run_all  # noqa: E402
-from warmgen.compare.spec import load_spec  # noqa: E402
-from warmgen.compare.statistics import summarize  # noqa: E402
+from warmgen.compare import run_comparison  # noqa: E402
 from warmgen.config import WarmupConfig  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import count_parameters, load_model  # noqa: E402
@@ -171,16 +168,6 @@ def xsum_spec(out: Path, args, seconds_per_run: float) -> Path:
     return path
 
 
-def compare(spec_path: Path, runs: Path, report: Path) -> dict:
-    """Run a comparison spec's runs, write its report to `report`, return its summary."""
-    spec = load_spec(spec_path)
-    run_all(spec, runs, [])
-    summary, logs = summarize(spec, runs)
-    report.mkdir(exist_ok=True)
-    write_reports(summary, make_plots(logs, summary["versus_baseline"], summary["primary_metric"], report), report)
-    return summary
-
-
 def xsum_missing(args) -> str | None:
     """Why part (c) cannot run here, or None."""
     if not args.xsum_model or not (Path(args.xsum_model) / "config.json").is_file():
@@ -222,7 +209,7 @@ def main(argv=None) -> None:
             train_words = len(task.split("train"))
             epochs = g2p_epochs(rows, size, left, train_words)
             spec_path = g2p_spec(out, size, epochs, train_words, args.tiny)
-            summary = compare(spec_path, Path(args.work) / "g2p", out / "g2p-report")
+            summary = run_comparison(str(spec_path), str(Path(args.work) / "g2p"), report_dir=str(out / "g2p-report"))
             spec = yaml.safe_load(spec_path.read_text())
             record(out, "g2p", args, {"spec": spec, "epochs": spec["overrides"]["train.epochs"]}, summary)
     if "xsum" in args.parts:
@@ -234,7 +221,7 @@ def main(argv=None) -> None:
         else:
             # Two runs; 40% of each one's share goes to loading, evaluation and decoding 300 test documents.
             spec_path = xsum_spec(out, args, left * 0.6 / 2)
-            summary = compare(spec_path, Path(args.work) / "xsum", out / "xsum-report")
+            summary = run_comparison(str(spec_path), str(Path(args.work) / "xsum"), report_dir=str(out / "xsum-report"))
             record(out, "xsum", args, {"spec": yaml.safe_load(spec_path.read_text())}, summary)
 
 

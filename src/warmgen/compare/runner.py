@@ -147,19 +147,24 @@ def same_code_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
-def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), jobs: int = 1) -> dict:
+def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), jobs: int = 1,
+                   report_dir: str | None = None) -> dict:
+    """Train what is left of a comparison, then write its summary, report and plots (into `report_dir`, by default
+    the comparison folder); the summary."""
     path = Path(spec_path)
     spec = load_spec(path)
     parse_overrides(list(overrides))  # validate the form early
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: at least one run must train at a time")
     output = comparison_folder(path, spec, output_dir)
+    report = Path(report_dir) if report_dir else output
     lock = hold_folder(output, "warmgen compare")  # two comparisons in one folder would train the same runs at once
     try:
         run_all(spec, output, list(overrides), jobs)
         summary, runs = summarize(spec, output)
-        write_reports(summary, make_plots(runs, summary["versus_baseline"], summary["primary_metric"], output), output)
+        report.mkdir(parents=True, exist_ok=True)
+        write_reports(summary, make_plots(runs, summary["versus_baseline"], summary["primary_metric"], report), report)
     finally:
         lock.close()
-    print(f"[compare] wrote {output / 'report.md'}, {output / 'report.html'} and {output / 'summary.json'}")
+    print(f"[compare] wrote {report / 'report.md'}, {report / 'report.html'} and {report / 'summary.json'}")
     return summary

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -149,12 +150,22 @@ def measure(trainer: str, model: str, lora: bool, k: int, args, data: Path) -> d
     command = [sys.executable, "-m", "benchmarks.peer_cost", "--worker", trainer, "--model", model, "--k", str(k),
                "--steps", str(args.steps), "--prompts", str(args.prompts), "--length", str(args.length), "--data", str(data),
                "--work", args.work] + (["--lora"] if lora else [])
-    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=CHECKOUT).stdout
-    found = json.loads(out.strip().splitlines()[-1])
+    loads = []  # the machine's 1-minute load average while the setting runs: above 1 it shared the CPU
+    with open(Path(args.work) / "worker.out", "w+") as out, open(Path(args.work) / "worker.err", "w+") as err:
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, cwd=CHECKOUT)
+        while child.poll() is None:
+            loads.append(os.getloadavg()[0])
+            time.sleep(5)
+        if child.returncode:
+            err.seek(0)
+            raise RuntimeError(f"{trainer} k={k} on {model} failed:\n{err.read()[-3000:]}")
+        out.seek(0)
+        found = json.loads(out.read().strip().splitlines()[-1])
     later = found["step_seconds"][1:] or found["step_seconds"]  # the first step pays one-off costs
     seconds = statistics.median(later)
     return {"seconds_per_step": seconds, "seconds_per_1000_prompts": 1000 * seconds / args.prompts,
-            "peak_rss_mb": found["peak_rss_mb"], "step_seconds": found["step_seconds"]}
+            "peak_rss_mb": found["peak_rss_mb"], "step_seconds": found["step_seconds"],
+            "load_average": statistics.mean(loads) if loads else os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -182,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
     path = new_record_path("peer-cost", "peer-cost", datetime.date.today().isoformat()) if args.record else None
     fields = {"trl_version": trl.__version__, "steps": args.steps, "prompts_per_step": args.prompts, "max_length": args.length,
               "note": "seconds per optimizer step, median after the first; same prompts, k and maximum length; TRL beta 0 and "
-                      "num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run",
+                      "num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run; load_average: the machine's "
+                      "mean 1-minute load average while each setting ran (above the threads a setting uses, it shared the CPU)",
               "complete": False, "results": {name: {} for name in args.models}}
     with tempfile.TemporaryDirectory() as work:
         args.work = work

@@ -1,5 +1,6 @@
 """Batched log P(c|x) and log P(y|c,x) equal a per-example brute-force loop (padding, ragged warmups)."""
 
+import pytest
 import torch
 
 SOURCES = ["hello world", "warmup", "the cat sat on the mat"]
@@ -90,3 +91,34 @@ def test_scores_are_differentiable(tiny_t5):
     scores = layout.score(model, [layout.source_ids("hello")[0]], [[5, 6], []], [layout.target_ids("HH")[0]] * 2)
     (scores.logp_warmup.sum() + scores.logp_target.sum()).backward()
     assert model.get_encoder().embed_tokens.weight.grad is not None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_long_source_keeps_its_first_tokens_with_fast_and_slow_tokenizers(fast):
+    """A slow tokenizer has no character offsets: the tokens kept are decoded instead. Either way the prompt
+    holds the source's first max_source_length tokens and the template around them stays whole."""
+    from transformers import ByT5Tokenizer, PreTrainedTokenizerFast
+
+    from warmgen.config import WarmupConfig
+    from warmgen.layout import CausalLayout
+
+    slow = ByT5Tokenizer()  # bytes: one token a character, so the expected cut is plain to read
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_byte_tokenizer(), eos_token="</s>", pad_token="<pad>") if fast else slow
+    assert tokenizer.is_fast == fast
+    config = WarmupConfig()
+    config.data.max_source_length = 5
+    layout = CausalLayout(tokenizer, tokenizer.eos_token_id, config)
+    for text, kept, truncated in (("abcdefghij", "abcde", True), ("abc", "abc", False)):
+        ids, cut = layout.source_ids(text)
+        assert cut == truncated
+        assert ids == layout.bos + tokenizer(config.model.prompt_template.replace("{source}", kept), add_special_tokens=False)["input_ids"]
+
+
+def _byte_tokenizer():
+    """A fast tokenizer with one token per character, from the tokenizers library."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    alphabet = sorted(set("abcdefghijklmnopqrstuvwxyzInputOutp:\n "))
+    tokenizer = Tokenizer(models.WordLevel({c: i for i, c in enumerate(["</s>", "<pad>", "[UNK]", *alphabet])}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return tokenizer

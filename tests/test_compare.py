@@ -143,7 +143,13 @@ def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_pa
     ("seed: [1]\nvariants: {a: {}}\n", "unknown key"),
     ("contrasts: [[a, b]]\nvariants: {a: {}}\n", "contrast must be a"),
     ("budget: same\nvariants: {a: {}}\n", "budget must be one of epochs, wall_clock, not 'same'"),
-    ("budget: wall_clock\nvariants: {sft: {method: sft}, a: {train.max_train_seconds: 60}}\n", "remove it from variant 'a'"),
+    ("budget: wall_clock\nvariants: {sft: {method: sft}, a: {train.max_train_seconds: 60}}\n", "a gets train.max_train_seconds from sft's"),
+    ("same_time_as: {a: b}\nvariants: {a: {}}\n", "same_time_as maps variants to the variant whose training time each gets"),
+    ("same_time_as: {a: a}\nvariants: {a: {}}\n", "same_time_as maps variants"),
+    ("same_time_as: [a, b]\nvariants: {a: {}, b: {}}\n", "same_time_as maps variants"),
+    ("same_time_as: {a: b, b: c}\nvariants: {a: {}, b: {}, c: {}}\n", "a's reference b has a time budget of its own"),
+    ("budget: wall_clock\nsame_time_as: {a: b}\nvariants: {a: {}, b: {}}\n", "wall_clock already gives every variant"),
+    ("same_time_as: {a: b}\nvariants: {a: {train.max_train_seconds: 5}, b: {}}\n", "remove it from variant 'a'"),
 ])
 def test_bad_spec(tmp_path, text, message):
     spec = tmp_path / "bad.yaml"
@@ -266,6 +272,36 @@ def test_jobs_train_runs_at_once_each_as_soon_as_its_warm_start_is_kept(tmp_path
         runner.run_all(load_spec(spec), out, TINY, jobs=2)
     assert started[-2:] == ["5", "5"] and [f.run_dir.parent.name for f in alive] == ["marginal", "sft"]
     assert all(f.returncode is not None for f in alive) and (out / "marginal" / "seed0" / "results.json").is_file()
+
+
+def test_same_time_as_gives_a_variant_its_references_training_time(tmp_path, monkeypatch):
+    """`same_time_as: {sft+same_time: warmup}` under the same-epochs budget: that variant alone waits for the
+    warmup run of its seed and is stopped at its training time; listed first, it still starts after it."""
+    from warmgen.compare import runner
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("same_time_as: {sft+same_time: warmup}\nvariants:\n  sft+same_time: {method: sft, train.epochs: 8}\n"
+                    "  sft: {method: sft}\n  warmup: {method: warmup}\n")
+    out, alive, started = tmp_path / "cmp", [], []
+
+    class Timed(FakeTraining):
+        def poll(self):
+            if self.polls == 11 and self.run_dir.parent.name == "warmup":
+                (self.run_dir / "results.json").write_text(json.dumps({"train_seconds": 12.34567}))
+                self.polls, self.returncode = 12, 0
+                return 0
+            return super().poll()
+
+    def spawn(command, log, env):
+        started.append((Path(command[command.index("--output_dir") + 1]).parent.name, command))
+        return Timed(command, alive)
+
+    monkeypatch.setattr(runner, "_spawn", spawn)
+    runner.run_all(load_spec(spec), out, TINY, jobs=1)
+    assert [name for name, _ in started] == ["sft", "warmup", "sft+same_time"]
+    command = started[2][1]
+    assert command[command.index("--train.max_train_seconds") + 1] == "12.346"
+    assert all("--train.max_train_seconds" not in command for name, command in started[:2])
 
 
 def test_training_processes_run_the_comparisons_own_code(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ A comparison spec (YAML):
     bootstrap: 1000            # resamples
     budget: epochs             # or wall_clock (below)
     warm_start_from: sft       # warmup variants take their SFT warm start from this variant (optional, below)
+    same_time_as: {sft+same_time: marginal}   # these variants get that variant's training time (optional, below)
     variants:                  # name: config overrides (any field)
       sft: {method: sft}
       best_of_k: {method: warmup}
@@ -28,7 +29,9 @@ first, then the others run with `train.max_train_seconds` set to its `train_seco
 learning-rate schedule stays planned for the full epochs unless `train.lr_decay_by_time` is in
 `overrides`, which makes it reach 0 at the budget; a variant faster than the baseline stops
 at its epochs, so raise its `train.epochs` to let it use the whole time). For one fixed budget
-for every variant, put `train.max_train_seconds` in `overrides` instead. The report's `epochs`
+for every variant, put `train.max_train_seconds` in `overrides` instead; for some variants only,
+`same_time_as` maps each to the variant whose training time (same seed) it gets, the others
+keeping their epochs. The report's `epochs`
 column shows how far each variant got. Wall-clock budgets are only as fair as the machine is quiet:
 see the `train_load_average` column.
 

@@ -125,7 +125,9 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return tables
 
 def write_reports(summary: dict, plots: list[str], output: Path) -> None:
-    budget = {"epochs": "same epochs", "wall_clock": f"at most {summary['spec']['baseline']}'s training time"}[summary["spec"]["budget"]]
+    spec = summary["spec"]
+    budget = {"epochs": "same epochs", "wall_clock": f"at most {spec['baseline']}'s training time"}[spec["budget"]]
+    budget += "".join(f"; {v} at most {r}'s training time" for v, r in spec.get("same_time_as", {}).items())
     title = f"warmgen compare: {summary['task']}, {len(summary['spec']['seeds'])} seed(s), {summary['test_examples']} test examples, {budget}"
     cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     md = [f"# {title}", ""]

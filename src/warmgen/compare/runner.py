@@ -16,7 +16,7 @@ from ..config_files import parse_overrides
 from ..rundir import hold_folder, resumable
 from ..typecheck import ConfigError
 from .report import make_plots, write_reports
-from .spec import comparison_folder, config_differences, load_spec, run_changes
+from .spec import comparison_folder, config_differences, load_spec, run_changes, time_reference
 from .statistics import summarize
 
 
@@ -41,14 +41,14 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
             raise ConfigError(f"{start} is missing: {spec['warm_start_from']} seed {seed} was trained without keeping the checkpoint "
                               f"{variant} starts from; delete {source} to train it again, or remove warm_start_from from the spec")
         return f"the checkpoint {start}"
-    if spec["budget"] == "wall_clock" and variant != spec["baseline"] and "train.max_train_seconds" not in changes:
-        return f"the training time of {spec['baseline']} seed {seed}"
+    if (reference := time_reference(spec, variant)) and "train.max_train_seconds" not in changes:
+        return f"the training time of {reference} seed {seed}"
     return None
 
 
 def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> None:
     """Train every run not finished yet, up to `jobs` at once, each as soon as what it needs (its warm start's
-    checkpoint, the baseline's training time) is there. A failed run stops new ones from starting; those
+    checkpoint, the training time it is given) is there. A failed run stops new ones from starting; those
     running finish, then the failure is raised. Stopping the comparison stops them all (they resume later)."""
     # Before training anything: a run started under an edited spec is never reused under its new name.
     for seed, variant in planned_runs(spec):

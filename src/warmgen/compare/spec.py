@@ -9,7 +9,8 @@ from ..config_files import differences, load_config, parse_overrides, read_yaml
 from ..rundir import comparable, step_checkpoint
 from ..typecheck import ConfigError
 
-SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from"}
+SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",
+             "same_time_as"}
 
 BUDGETS = ("epochs", "wall_clock")
 
@@ -37,11 +38,21 @@ def load_spec(path: Path) -> dict:
             raise ConfigError(f"{path}: each contrast must be a [variant, reference] pair of variant names, not {pair!r}")
     if "base" in spec:
         spec["base"] = str((path.parent / spec["base"]).resolve())
+    same = spec.setdefault("same_time_as", {})
+    if not (isinstance(same, dict) and all(v in spec["variants"] and r in spec["variants"] and v != r for v, r in same.items())):
+        raise ConfigError(f"{path}: same_time_as maps variants to the variant whose training time each gets, e.g. "
+                          f"{{sft+same_time: marginal}}, not {same!r}")
+    if same and spec["budget"] == "wall_clock":
+        raise ConfigError(f"{path}: budget: wall_clock already gives every variant the baseline's training time; same_time_as is "
+                          "for some variants under the same-epochs budget")
+    if chained := [v for v, r in same.items() if r in same]:
+        raise ConfigError(f"{path}: same_time_as: {chained[0]}'s reference {same[chained[0]]} has a time budget of its own; "
+                          "give each variant a reference trained for its epochs")
     for name, changes in spec["variants"].items():
         if not isinstance(changes, dict):
             raise ConfigError(f"{path}: variant '{name}' must be a mapping of config overrides")
-        if spec["budget"] == "wall_clock" and "train.max_train_seconds" in {**spec["overrides"], **changes}:
-            raise ConfigError(f"{path}: budget: wall_clock sets train.max_train_seconds from the baseline's training time; "
+        if time_reference(spec, name) and "train.max_train_seconds" in {**spec["overrides"], **changes}:
+            raise ConfigError(f"{path}: {name} gets train.max_train_seconds from {time_reference(spec, name)}'s training time; "
                               f"remove it from {'overrides' if 'train.max_train_seconds' in spec['overrides'] else f'variant {name!r}'}")
         # Fail now, not hours later: every variant's config must load.
         variant_config(spec, name)
@@ -60,18 +71,25 @@ def warm_start_steps(spec: dict, variant: str) -> int:
     config = variant_config(spec, variant)
     return config.warmup.sft_warm_start_steps if spec["warm_start_from"] and config.method == "warmup" else 0
 
+def time_reference(spec: dict, variant: str) -> str | None:
+    """The variant whose training time (same seed) is `variant`'s budget: the baseline under `budget: wall_clock`,
+    its `same_time_as` entry otherwise; None: it trains for its epochs."""
+    if spec["budget"] == "wall_clock":
+        return spec["baseline"] if variant != spec["baseline"] else None
+    return spec["same_time_as"].get(variant)
+
 def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
-    """The variant's overrides, plus under a wall-clock budget the baseline's training time on this seed (once it has one),
-    plus, with warm_start_from, the checkpoints the SFT variant keeps and the one each warmup variant starts from."""
+    """The variant's overrides, plus its time reference's training time on this seed (once it has one), plus, with
+    warm_start_from, the checkpoints the SFT variant keeps and the one each warmup variant starts from."""
     changes = dict(spec["variants"][variant])
     source = spec["warm_start_from"]
     if variant == source:
         changes["train.save_checkpoints_at"] = sorted({n for v in spec["variants"] if (n := warm_start_steps(spec, v))})
     elif source and (steps := warm_start_steps(spec, variant)):
         changes["warmup.sft_warm_start_from"] = str(step_checkpoint(output / source / f"seed{seed}", steps))
-    baseline_results = output / spec["baseline"] / f"seed{seed}" / "results.json"
-    if spec["budget"] == "wall_clock" and variant != spec["baseline"] and baseline_results.is_file():
-        changes["train.max_train_seconds"] = round(json.loads(baseline_results.read_text())["train_seconds"], 3)
+    reference = time_reference(spec, variant)
+    if reference and (found := output / reference / f"seed{seed}" / "results.json").is_file():
+        changes["train.max_train_seconds"] = round(json.loads(found.read_text())["train_seconds"], 3)
     return changes
 
 def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> list[str]:

@@ -21,6 +21,7 @@ from warmgen.compare import run_comparison
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
     "g2p-full": "configs/compare/g2p-full.yaml",
+    "g2p-full-min-length": "configs/compare/g2p-full-min-length.yaml",
     "g2p-quick": "configs/compare/g2p-quick.yaml",
     "g2p-amortised": "configs/compare/g2p-amortised.yaml",
     "g2p-same-time": "configs/compare/g2p-same-time.yaml",
@@ -36,6 +37,7 @@ TASKS = {  # task: comparison spec
     "deu-eng-quick": "configs/compare/deu-eng-quick.yaml",
     "eng-deu-quick": "configs/compare/eng-deu-quick.yaml",
 }
+SHARED_FOLDER = {"g2p-full-min-length": "g2p-full"}  # task: the task whose runs it shares (same recipe, same seed)
 SMOKE = ("g2p-quick", "g2p-amortised", "g2p-same-time", "g2p-merge-repeats", "g2p-no-dropout", "logiqa-quick", "xsum-quick", "deu-eng-quick", "eng-deu-quick")  # run only when asked for
 
 
@@ -47,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     lines = []
     for task in args.tasks:
-        summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / task), jobs=args.jobs)
+        summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / SHARED_FOLDER.get(task, task)), jobs=args.jobs,
+                                 report_dir=str(Path(args.out) / task) if task in SHARED_FOLDER else None)
         path = write_record("suite", task, {"benchmark": f"suite/{task}", "spec": TASKS[task], "summary": summary})
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():

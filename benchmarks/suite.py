@@ -16,7 +16,8 @@ from pathlib import Path
 
 from benchmarks.recording import CHECKOUT as ROOT
 from benchmarks.recording import write_record
-from warmgen.compare import run_comparison
+from warmgen.compare import load_spec, run_comparison
+from warmgen.compare.statistics import summarize
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
@@ -46,12 +47,23 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=[t for t in TASKS if t not in SMOKE], choices=list(TASKS))
     parser.add_argument("--out", default="runs/suite")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (warmgen compare --jobs)")
+    parser.add_argument("--partial", action="store_true", help="train nothing: record what the tasks' finished runs show so far "
+                        "(the seeds every variant that has them finished), as <task>-partial-<date>.json")
     args = parser.parse_args()
     lines = []
     for task in args.tasks:
-        summary = run_comparison(str(ROOT / TASKS[task]), str(Path(args.out) / SHARED_FOLDER.get(task, task)), jobs=args.jobs,
-                                 report_dir=str(Path(args.out) / task) if task in SHARED_FOLDER else None)
-        path = write_record("suite", task, {"benchmark": f"suite/{task}", "spec": TASKS[task], "summary": summary})
+        folder = Path(args.out) / SHARED_FOLDER.get(task, task)
+        if args.partial:
+            summary = finished_so_far(ROOT / TASKS[task], folder)
+            if summary is None:
+                print(f"{task}: no finished run of its baseline yet", flush=True)
+                continue
+            path = write_record("suite", f"{task}-partial", {"benchmark": f"suite/{task}", "spec": TASKS[task], "complete": False,
+                                                             "summary": summary})
+        else:
+            summary = run_comparison(str(ROOT / TASKS[task]), str(folder), jobs=args.jobs,
+                                     report_dir=str(Path(args.out) / task) if task in SHARED_FOLDER else None)
+            path = write_record("suite", task, {"benchmark": f"suite/{task}", "spec": TASKS[task], "complete": True, "summary": summary})
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():
             versus = summary["versus_baseline"].get(variant, {}).get(primary)
@@ -59,6 +71,21 @@ def main() -> None:
             lines.append(f"{task:<8} {variant:<42} {primary} {row[primary]['mean']:.4g} ± {row[primary]['std']:.2g}  {delta}")
         print(f"wrote {path}", flush=True)
     print("\n".join(lines))
+
+
+def finished_so_far(spec_path: Path, folder: Path) -> dict | None:
+    """The comparison summary of a task still training, over what is finished: the seeds at which the baseline
+    is, and at those the variants finished at every one of them. None before the baseline's first run ends."""
+    spec = load_spec(spec_path)
+    done = lambda variant, seed: (folder / variant / f"seed{seed}" / "results.json").is_file()  # noqa: E731
+    seeds = [seed for seed in spec["seeds"] if done(spec["baseline"], seed)]
+    if not seeds:
+        return None
+    variants = {name: changes for name, changes in spec["variants"].items() if all(done(name, seed) for seed in seeds)}
+    partial = {**spec, "seeds": seeds, "variants": variants,
+               "contrasts": [pair for pair in spec["contrasts"] if all(v in variants for v in pair)],
+               "same_time_as": {v: r for v, r in spec["same_time_as"].items() if v in variants}}
+    return summarize(partial, folder)[0]
 
 
 if __name__ == "__main__":

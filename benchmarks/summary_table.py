@@ -53,6 +53,7 @@ def table(folder: Path = SUITE, links: str = "benchmarks/results/suite") -> str:
         baseline = summary["table"][spec["baseline"]][primary]
         decimals = 3 if abs(baseline["mean"]) < 1 else 2  # error rates and accuracies vs chrF/ROUGE points
         seeds = len(spec["seeds"])
+        seeds_cell = f"{seeds} (still training)" if record.get("complete") is False else str(seeds)
 
         def value(cell: dict) -> str:
             return f"{cell['mean']:.{decimals}f}" + (f" ± {cell['std']:.{decimals}f}" if seeds > 1 else "")
@@ -60,7 +61,7 @@ def table(folder: Path = SUITE, links: str = "benchmarks/results/suite") -> str:
         for variant, versus in summary["versus_baseline"].items():
             found = versus[primary]
             rows.append(
-                f"| {task} | {seeds} | {summary['test_examples']} | {metric} | {variant} vs {spec['baseline']} "
+                f"| {task} | {seeds_cell} | {summary['test_examples']} | {metric} | {variant} vs {spec['baseline']} "
                 f"| {value(summary['table'][variant][primary])} | {value(baseline)} "
                 f"| {found['diff']:+.{decimals}f} [{found['ci_low']:+.{decimals}f}, {found['ci_high']:+.{decimals}f}] "
                 f"| {found['p_value']:.3f} | [{path.name}]({links}/{path.name}) |")

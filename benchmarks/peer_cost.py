@@ -9,7 +9,8 @@ The job: for each of `--prompts` G2P prompts per optimizer step, sample k contin
 take an RLOO/GRPO policy-gradient step. TRL's reward function computes that log-probability with
 the policy under torch.no_grad(); warmgen scores it in the same forward pass as log P(c | x).
 Switched off on both sides so the work is the same: TRL's reference model and KL (beta 0) and
-importance ratios (num_iterations 1); warmgen's answer-likelihood term (warmup.answer_loss_weight
+importance ratios (num_iterations 1), and its defaults of bf16 autocast and gradient checkpointing
+(warmgen runs float32 without them); warmgen's answer-likelihood term (warmup.answer_loss_weight
 0, its `rloo` objective). What stays different is each one's way of doing the job: warmgen's
 prefix sharing (the prompt runs once per example, not k times), merged repeated warmups (for
 models without dropout) and single-pass scoring; TRL's generation through `generate` on k copies
@@ -82,6 +83,16 @@ def run_warmgen(args) -> list[float]:
     return [r["time/step"] for r in rows if "loss" in r]
 
 
+def trl_settings(args, cuda: bool) -> dict:
+    """TRL's config for the job: one generation batch of prompts x k per optimizer step, no KL, no importance ratios,
+    and, unlike TRL's defaults, float32 without gradient checkpointing, as warmgen runs (bf16 autocast on a CPU
+    without bf16 units and recomputed activations would time other arithmetic than warmgen's)."""
+    return dict(output_dir=str(Path(args.work) / f"{args.trainer}-k{args.k}"), per_device_train_batch_size=args.prompts * args.k,
+                num_generations=args.k, max_completion_length=args.length, max_steps=args.steps, learning_rate=1e-5, beta=0.0,
+                num_iterations=1, temperature=1.0, logging_steps=1, report_to="none", use_cpu=not cuda, bf16=False, fp16=False,
+                gradient_checkpointing=False, save_strategy="no", gradient_accumulation_steps=1, seed=0)
+
+
 def run_trl(args) -> list[float]:
     import datasets
     import torch
@@ -121,10 +132,6 @@ def run_trl(args) -> list[float]:
         def on_step_end(self, *a, **k):
             self.times.append(time.perf_counter() - self.tick)
 
-    common = dict(output_dir=str(Path(args.work) / f"{args.trainer}-k{args.k}"), per_device_train_batch_size=args.prompts * args.k,
-                  num_generations=args.k, max_completion_length=args.length, max_steps=args.steps, learning_rate=1e-5, beta=0.0,
-                  num_iterations=1, temperature=1.0, logging_steps=1, report_to="none", use_cpu=not torch.cuda.is_available(),
-                  save_strategy="no", gradient_accumulation_steps=1, seed=0)
     config_class, trainer_class = (RLOOConfig, RLOOTrainer) if args.trainer == "trl-rloo" else (GRPOConfig, GRPOTrainer)
     peft = None
     if args.lora:
@@ -132,7 +139,8 @@ def run_trl(args) -> list[float]:
 
         peft = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear")
     timer = StepTimes()
-    trainer = trainer_class(model=model, reward_funcs=target_logprob, args=config_class(**common), train_dataset=dataset,
+    trainer = trainer_class(model=model, reward_funcs=target_logprob, args=config_class(**trl_settings(args, torch.cuda.is_available())),
+                            train_dataset=dataset,
                             processing_class=tokenizer, callbacks=[timer], peft_config=peft)
     holder["trainer"] = trainer
     trainer.train()
@@ -192,8 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     # The record is written after every k, so a run cut short (a session's end) keeps what it measured.
     path = new_record_path("peer-cost", "peer-cost", datetime.date.today().isoformat()) if args.record else None
     fields = {"trl_version": trl.__version__, "steps": args.steps, "prompts_per_step": args.prompts, "max_length": args.length,
-              "note": "seconds per optimizer step, median after the first; same prompts, k and maximum length; TRL beta 0 and "
-                      "num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run; load_average: the machine's "
+              "note": "seconds per optimizer step, median after the first; same prompts, k and maximum length; both float32 "
+                      "without gradient checkpointing; TRL beta 0 and num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run; load_average: the machine's "
                       "mean 1-minute load average while each setting ran (above the threads a setting uses, it shared the CPU)",
               "complete": False, "results": {name: {} for name in args.models}}
     with tempfile.TemporaryDirectory() as work:

@@ -39,3 +39,20 @@ def test_the_record_keeps_every_k_measured_before_a_run_is_cut_short(tmp_path, m
     assert record["results"]["llama-tiny"] == {"k=2": {"warmgen": {"seconds_per_step": 1.0}, "trl-rloo": {"seconds_per_step": 4.0},
                                                        "trl-grpo": {"seconds_per_step": 2.0}, "warmgen/trl-rloo": 0.25,
                                                        "warmgen/trl-grpo": 0.5}}
+
+
+def test_trl_runs_the_same_arithmetic_as_warmgen():
+    """TRL's defaults (bf16 autocast, gradient checkpointing) would time other work than warmgen's float32 step."""
+    pytest.importorskip("trl")
+    import argparse
+
+    from trl import GRPOConfig, RLOOConfig
+
+    from benchmarks.peer_cost import trl_settings
+
+    args = argparse.Namespace(work="/tmp", trainer="trl-grpo", k=4, prompts=3, length=16, steps=2)
+    for config_class in (GRPOConfig, RLOOConfig):
+        config = config_class(**trl_settings(args, cuda=False))
+        assert not (config.bf16 or config.fp16 or config.gradient_checkpointing)
+        assert config.beta == 0 and config.num_iterations == 1 and config.num_generations == 4
+        assert config.per_device_train_batch_size == 12 and config.steps_per_generation == 1  # one generation batch per step

@@ -85,6 +85,31 @@ def test_zero_epochs_evaluates_the_starting_model_as_it_is(tmp_path):
     assert trainer.evaluate(ROWS[:4])["chrf"] == trainer.results["splits"]["dev"]["chrf"]
 
 
+def test_the_final_evaluation_loads_the_best_checkpoint_after_the_training_model_is_gone(tmp_path, monkeypatch):
+    """A run's peak memory is one model plus its training state, never two models: the training model and its
+    optimizer are released before the best checkpoint is loaded for the final evaluation."""
+    import gc
+    import weakref
+
+    trained, alive_at_load = [], []
+    prepare, load = warmgen.train._prepare, warmgen.train.load_checkpoint
+
+    def remembering_prepare(*args, **kwargs):
+        run = prepare(*args, **kwargs)
+        trained.extend([weakref.ref(run.model), weakref.ref(run.optimizer)])
+        return run
+
+    def checking_load(folder):
+        gc.collect()
+        alive_at_load.append([ref() is not None for ref in trained])
+        return load(folder)
+
+    monkeypatch.setattr(warmgen.train, "_prepare", remembering_prepare)
+    monkeypatch.setattr(warmgen.train, "load_checkpoint", checking_load)
+    WarmupTrainer(args=args(tmp_path / "run"), train_dataset=ROWS, eval_dataset=ROWS[:4]).train()
+    assert alive_at_load == [[False, False]]
+
+
 def test_training_resumes_through_the_api(tmp_path, monkeypatch):
     WarmupTrainer(args=args(tmp_path / "full"), train_dataset=ROWS, eval_dataset=ROWS[:4]).train()
     crashed = WarmupTrainer(args=args(tmp_path / "crashed"), train_dataset=ROWS, eval_dataset=ROWS[:4])

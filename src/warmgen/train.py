@@ -7,20 +7,19 @@ final evaluation. Which objective a step trains is objectives.py's; the run fold
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
-import random
 import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup, set_seed
 
 from .batching import epoch_order, tokenize
 from .compat import enable_activation_checkpointing
@@ -202,8 +201,8 @@ def _open_logs(run: Run, resume: bool, warm_start_log: list[dict]) -> None:
             (run.run_dir / name).unlink(missing_ok=True)
     run.metrics_log = open(run.run_dir / "metrics.jsonl", "a", encoding="utf-8")
     run.samples_log = open(run.run_dir / "samples.jsonl", "a", encoding="utf-8")
-    t = run.config.train
-    run.trackers = Trackers(t.report_to, run.run_dir, run.config.to_dict()) if t.report_to else None
+    report_to = run.config.train.report_to
+    run.trackers = Trackers(report_to, run.run_dir, run.config.to_dict()) if report_to else None
     if not resume:
         print(json.dumps(run.header))
         for row in [run.header] + warm_start_log:  # the SFT run's training log of the steps this run starts after
@@ -332,6 +331,8 @@ def _final_results(run: Run) -> dict:
         run.trackers.finish()
     best_dir = best_checkpoint(run.run_dir)
     final_dir = best_dir if best_dir.exists() else last_checkpoint(run.run_dir)
+    run.model = run.optimizer = run.scheduler = run.objectives = None  # gone before the best is loaded: never two models at once
+    gc.collect()
     final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir)
     final_model.to(run.procs.device)
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
@@ -357,17 +358,14 @@ def _final_results(run: Run) -> dict:
 def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = None, model=None, given: dict | None = None) -> dict:
     """Train, keep best/last checkpoints, evaluate the best on dev and test; return results.
 
-    `model`: a (model, tokenizer) pair to train instead of loading `config.model.name` (not used
-    when resuming, which continues from the checkpoint); `given`: in-memory splits used instead of
-    the configured files (see `load_task`). Both come from the Python API (`WarmupTrainer`).
+    `model`: a (model, tokenizer) pair to train instead of loading `config.model.name` (not when
+    resuming); `given`: in-memory splits instead of the configured files. Both from `WarmupTrainer`.
 
-    Under `accelerate launch` / torchrun each process trains on its share of every global batch
-    (`batch_size` examples per process); only the main process logs, saves and evaluates the final
-    checkpoint (dev evaluation during training runs on every process when the model is sharded),
-    and only it returns results (the others return None).
+    Under `accelerate launch` / torchrun each process trains on `batch_size` examples of every global
+    batch; only the main process logs, saves, evaluates the final checkpoint and returns results
+    (the others None); dev evaluation during training runs on every process of a sharded model.
 
-    A folder that holds an earlier run is refused unless `resume` continues it or `overwrite`
-    (`move` or `delete`) says what to do with it; see `clear_run_folder`.
+    A folder holding an earlier run is refused unless `resume` or `overwrite` says what to do (`clear_run_folder`).
     """
     validate(config)  # fields set one by one in Python are checked each alone
     check_installed(config.train.report_to)
@@ -386,14 +384,13 @@ def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = No
 
 
 def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, given_model, given: dict | None) -> dict | None:
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
+    set_seed(config.seed)  # Python's, NumPy's and torch's generators
     task = load_task(config, given)
     model, tokenizer, sep_id, state, warm_start_log = starting_model(config, resume, procs, run_dir, task.split("train"), given_model)
     if procs.is_main:
         config.save(run_dir / "config.yaml")
     run = _prepare(config, procs, run_dir, task, model, tokenizer, sep_id, state)
+    del model  # `run` holds it now, and lets go of it before the final evaluation
     _open_logs(run, resume, warm_start_log)
     _train_loop(run, warm_started=state is not None and not resume)
     procs.finish()

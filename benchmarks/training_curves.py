@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.recording import write_record
-from warmgen.rundir import read_training_log
+from warmgen.runlog import read_training_log
 
 
 def run_curves(run_dir: Path, metrics: list[str], steps: list[int], evaluations: bool = False) -> dict:

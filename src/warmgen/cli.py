@@ -49,12 +49,12 @@ def cmd_train(args, overrides: list[str]) -> None:
 
 def cmd_eval(args, overrides: list[str]) -> None:
     from .evaluate import evaluate, write_eval
-    from .rundir import hold_folder, run_of
+    from .rundir import eval_folder, hold_folder, run_of
     from .tasks import load_task
 
     folder, model, layout, config = _load(args.path, overrides)
     run_dir = run_of(folder)
-    output = Path(args.output) if args.output else run_dir / "eval" / args.split
+    output = Path(args.output) if args.output else eval_folder(run_dir, args.split)
     # Never into a run folder that a training run is still writing (it replaces eval/ when it ends).
     lock = None if args.output else hold_folder(run_dir, "warmgen eval")
     try:

@@ -16,8 +16,9 @@ import yaml
 
 from .config import WarmupConfig
 from .config_files import apply_mapping, set_value
+from .evaluate import read_predictions
 from .provenance import git_commit
-from .rundir import resumable, step_checkpoint
+from .rundir import eval_folder, resumable, step_checkpoint
 from .train import train
 from .validation import validate
 
@@ -68,8 +69,7 @@ def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dic
 
     predictions = {}
     for method in configs:
-        with open(output / method / "eval" / "test" / "predictions.jsonl", encoding="utf-8") as f:
-            predictions[method] = [json.loads(line) for line in f][:EXAMPLES]
+        predictions[method] = read_predictions(eval_folder(output / method, "test"))[:EXAMPLES]
     print(f"\nFirst {EXAMPLES} test words:")
     for sft_row, warm_row in zip(predictions["sft"], predictions["warmup"]):
         print(f"  {sft_row['source']:<14} reference: {sft_row['target']}")

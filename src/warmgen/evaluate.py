@@ -81,6 +81,11 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
     return scores, predictions
 
 
+def read_predictions(folder: Path) -> list[dict]:
+    """The predictions an evaluation wrote into `folder` (write_eval), one dict per example."""
+    return [json.loads(line) for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_eval(folder: Path, scores: dict, predictions: list[dict], info: dict) -> None:
     """results.json (metrics with signatures, `info`, library versions) and predictions.jsonl."""
     folder.mkdir(parents=True, exist_ok=True)

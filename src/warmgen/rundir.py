@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import importlib
-import json
 import os
 import pickle
 import random
@@ -33,6 +32,7 @@ from .config import ConfigError, WarmupConfig
 from .config_files import BOOKKEEPING, differences, load_config, read_yaml
 from .errors import RunFolderError
 from .models import PRESETS, SEP, load_adapter, load_pretrained, resolve_sep_init
+from .runlog import METRICS, SAMPLES, read_training_log
 
 CONFIG_NAME = "warmgen.yaml"
 STATE_NAME = "trainer_state.pt"
@@ -62,7 +62,23 @@ def hold_folder(folder: Path, user: str):
 
 
 # What a training run writes into its folder; a folder holding any of them holds a run.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "results.json", "checkpoints", "eval")
+RESULTS = "results.json"
+RUN_FILES = ("config.yaml", METRICS, SAMPLES, RESULTS, "checkpoints", "eval")
+
+
+def run_config_file(run_dir: Path) -> Path:
+    """The effective config a run was started with."""
+    return Path(run_dir) / "config.yaml"
+
+
+def results_file(run_dir: Path) -> Path:
+    """The final results; its presence means the run finished."""
+    return Path(run_dir) / RESULTS
+
+
+def eval_folder(run_dir: Path, split: str) -> Path:
+    """Where an evaluation of `split` writes its scores and predictions (evaluate.write_eval)."""
+    return Path(run_dir) / "eval" / split
 
 
 def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None:
@@ -76,7 +92,7 @@ def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if not found:
         return
-    state = "finished" if "results.json" in found else "started"
+    state = "finished" if RESULTS in found else "started"
     if overwrite is None:
         raise ConfigError(f"{run_dir} holds a {state} run ({', '.join(found)}): continue it with --resume, keep it and start "
                           f"over with --overwrite move (to {run_dir}.previous-N), or start over with --overwrite delete")
@@ -283,13 +299,6 @@ def _load_state_dict(path: Path) -> dict:
                              f"delete {path.parent} to train again from the start") from None
 
 
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(line + "\n" for line in lines))
-
-
 def comparable(config: dict) -> dict:
     """A config (as a dict) with `auto` settings replaced by what they mean where the model is not needed to tell.
 
@@ -339,34 +348,3 @@ def load_warm_start(config: WarmupConfig, processes: int):
     state.best = {"metric": None, "step": None}  # SFT's best was chosen by decoding without warmups
     rows = [row for row in read_training_log(folder.parent.parent) if "loss" in row and row.get("step", 0) <= steps]
     return model, tokenizer, sep_id, state, rows
-
-
-# Training-log keys before they took TRL's names: logs of older warmgen versions are read under today's.
-RENAMED_LOG_KEYS = {"lr": "learning_rate", "warmup/mean_length": "completions/mean_length",
-                    "warmup/truncated_ratio": "completions/clipped_ratio"}
-
-
-def read_training_log(run_dir: Path) -> list[dict]:
-    """The rows of a run's metrics.jsonl (none if it has none), with older key names renamed."""
-    log = Path(run_dir) / "metrics.jsonl"
-    if not log.is_file():
-        return []
-    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [{RENAMED_LOG_KEYS.get(key, key) if "loss" in row else key: value for key, value in row.items()} for row in rows]
-
-
-def write_samples(stream, step: int, examples, result, layout) -> list[dict]:
-    """A few training examples with their warmups (distinct when merged), how often each was drawn,
-    rewards log P(y|c,x) and objective weights; the rows written."""
-    decode_text = layout.tokenizer.decode
-    rows = []
-    for b, example in enumerate(examples[:3]):
-        candidates = [
-            {"warmup": decode_text(warmup), "draws": int(result.draws[b, i].item()),
-             "reward": round(result.rewards[b, i].item(), 4), "weight": round(result.weights[b, i].item(), 4)}
-            for i, warmup in enumerate(result.candidates[b])
-        ]
-        rows.append({"step": step, "source": example.source, "target": example.target, "candidates": candidates})
-        stream.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
-    stream.flush()
-    return rows

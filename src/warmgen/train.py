@@ -38,16 +38,18 @@ from .rundir import (
     TrainState,
     best_checkpoint,
     clear_run_folder,
+    eval_folder,
     hold_folder,
     last_checkpoint,
     load_checkpoint,
+    results_file,
     rng_state,
+    run_config_file,
     save_checkpoint,
     set_rng_state,
     step_checkpoint,
-    truncate_log,
-    write_samples,
 )
+from .runlog import open_logs, write_samples
 from .start import starting_model
 from .tasks import Task, load_task
 from .trackers import Trackers, check_installed
@@ -194,13 +196,7 @@ def _open_logs(run: Run, resume: bool, warm_start_log: list[dict]) -> None:
     """metrics.jsonl and samples.jsonl: continued from the resumed step, or new; the trackers."""
     if not run.procs.is_main:
         return
-    for name in ("metrics.jsonl", "samples.jsonl"):
-        if resume:
-            truncate_log(run.run_dir / name, run.state.step)
-        else:
-            (run.run_dir / name).unlink(missing_ok=True)
-    run.metrics_log = open(run.run_dir / "metrics.jsonl", "a", encoding="utf-8")
-    run.samples_log = open(run.run_dir / "samples.jsonl", "a", encoding="utf-8")
+    run.metrics_log, run.samples_log = open_logs(run.run_dir, run.state.step if resume else None)
     report_to = run.config.train.report_to
     run.trackers = Trackers(report_to, run.run_dir, run.config.to_dict()) if report_to else None
     if not resume:
@@ -345,10 +341,10 @@ def _final_results(run: Run) -> dict:
     for split in ("dev", "test"):
         if run.task.splits.get(split):
             scores, predictions = evaluate(final_model, final_layout, run.task, split, config, use_warmup=decodes_with_warmup(config))
-            write_eval(run.run_dir / "eval" / split, scores, predictions,
+            write_eval(eval_folder(run.run_dir, split), scores, predictions,
                        {"checkpoint": str(final_dir), "split": split, "config": config.to_dict()})
             results["splits"][split] = scores
-    (run.run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    results_file(run.run_dir).write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
 
 
@@ -388,7 +384,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
     task = load_task(config, given)
     model, tokenizer, sep_id, state, warm_start_log = starting_model(config, resume, procs, run_dir, task.split("train"), given_model)
     if procs.is_main:
-        config.save(run_dir / "config.yaml")
+        config.save(run_config_file(run_dir))
     run = _prepare(config, procs, run_dir, task, model, tokenizer, sep_id, state)
     del model  # `run` holds it now, and lets go of it before the final evaluation
     _open_logs(run, resume, warm_start_log)

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..config_files import parse_overrides
-from ..rundir import hold_folder, resumable
+from ..rundir import hold_folder, results_file, resumable, run_config_file
 from ..typecheck import ConfigError
 from .report import make_plots, write_reports
 from .spec import comparison_folder, config_differences, load_spec, run_changes, time_reference
@@ -37,7 +37,7 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
     start = changes.get("warmup.sft_warm_start_from")
     if start and not Path(start).is_dir():
         source = output / spec["warm_start_from"] / f"seed{seed}"
-        if (source / "results.json").is_file():
+        if results_file(source).is_file():
             raise ConfigError(f"{start} is missing: {spec['warm_start_from']} seed {seed} was trained without keeping the checkpoint "
                               f"{variant} starts from; delete {source} to train it again, or remove warm_start_from from the spec")
         return f"the checkpoint {start}"
@@ -55,7 +55,7 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
         run_dir = output / variant / f"seed{seed}"
         differences = config_differences(run_dir, spec, run_changes(spec, output, variant, seed), overrides, seed)
         if differences:
-            raise ConfigError(f"{run_dir / 'config.yaml'}: this run was trained with another config than the spec gives now "
+            raise ConfigError(f"{run_config_file(run_dir)}: this run was trained with another config than the spec gives now "
                               f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
     env = same_code_environment()
     if jobs > 1 and "OMP_NUM_THREADS" not in env:  # as torchrun does: runs sharing the CPU would otherwise each take every core
@@ -74,7 +74,7 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
                 if failed or len(running) >= jobs:
                     break
                 run_dir = output / variant / f"seed{seed}"
-                if (run_dir / "results.json").is_file():
+                if results_file(run_dir).is_file():
                     print(f"[compare] {variant} seed {seed}: done, skipped", flush=True)
                     queue.remove((seed, variant))
                     continue

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..config_files import differences, load_config, parse_overrides, read_yaml
-from ..rundir import comparable, step_checkpoint
+from ..rundir import comparable, results_file, run_config_file, step_checkpoint
 from ..typecheck import ConfigError
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",
@@ -88,7 +88,7 @@ def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
     elif source and (steps := warm_start_steps(spec, variant)):
         changes["warmup.sft_warm_start_from"] = str(step_checkpoint(output / source / f"seed{seed}", steps))
     reference = time_reference(spec, variant)
-    if reference and (found := output / reference / f"seed{seed}" / "results.json").is_file():
+    if reference and (found := results_file(output / reference / f"seed{seed}")).is_file():
         changes["train.max_train_seconds"] = round(json.loads(found.read_text())["train_seconds"], 3)
     return changes
 
@@ -98,7 +98,7 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
     Where the run is kept (output_dir, config_dir) may differ, and a field the saved config lacks
     (written by an older warmgen) is not compared. A run not started yet has no differences.
     """
-    saved_path = run_dir / "config.yaml"
+    saved_path = run_config_file(run_dir)
     if not saved_path.is_file():
         return []
     saved = comparable(read_yaml(saved_path) or {})

@@ -10,14 +10,13 @@ import numpy as np
 
 from .. import metrics
 from ..config_files import load_config
-from ..rundir import read_training_log
+from ..evaluate import read_predictions
+from ..rundir import eval_folder, results_file
+from ..runlog import read_training_log
 from ..tasks import load_task
 
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 def paired_bootstrap(name: str, variant: list[np.ndarray], baseline: list[np.ndarray], samples: int, seed: int = 0,
                      **options) -> dict[str, dict]:
@@ -93,8 +92,8 @@ def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
         for seed in spec["seeds"]:
             run_dir = output / variant / f"seed{seed}"
             runs[variant][seed] = {
-                "results": json.loads((run_dir / "results.json").read_text()),
-                "predictions": _read_jsonl(run_dir / "eval" / "test" / "predictions.jsonl"),
+                "results": json.loads(results_file(run_dir).read_text()),
+                "predictions": read_predictions(eval_folder(run_dir, "test")),
                 "log": read_training_log(run_dir),
             }
     stats = {v: {m: [metrics.example_stats(m, [p["prediction"] or "" for p in r["predictions"]],

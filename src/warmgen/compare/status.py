@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from ..config_files import load_config, parse_overrides
-from ..rundir import folder_holder, resumable
+from ..rundir import folder_holder, results_file, resumable
+from ..runlog import metrics_file
 from ..tasks import load_task
 from .spec import comparison_folder, config_differences, load_spec, run_changes
 
@@ -26,8 +27,8 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
             if differences:
                 lines.append(f"  {variant} seed {seed}: trained under another spec ({'; '.join(differences)}); delete it to retrain")
                 continue
-            if (run_dir / "results.json").is_file():
-                results = json.loads((run_dir / "results.json").read_text())
+            if results_file(run_dir).is_file():
+                results = json.loads(results_file(run_dir).read_text())
                 state = f"done: test {primary} {results['splits']['test'][primary]:.4g}, {results['train_seconds']:.0f} s of training"
             elif run_holder := folder_holder(run_dir):
                 state = f"training: {_progress(run_dir)} ({run_holder})"
@@ -40,7 +41,7 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
 
 def _progress(run_dir: Path) -> str:
     """"step N of M" from a run's log, which its training process may be writing (the last line can be half-written)."""
-    path = run_dir / "metrics.jsonl"
+    path = metrics_file(run_dir)
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
         try:

@@ -3,7 +3,8 @@
     python -m benchmarks.summary_table            # results at a glance, from benchmarks/results/suite/
     python -m benchmarks.summary_table --record g2p-2026-11-22.json --columns wer per epochs --versus wer
 
-Without --record: for every task benchmarks/suite.py has recorded, the newest record (by date,
+Without --record: for every task benchmarks/suite.py has recorded (or those of --tasks, or all but
+those of --exclude), the newest record (by date,
 then the -2, -3 ... suffix of same-day reruns), each variant against the baseline on the task's
 primary metric, with the paired-bootstrap 95% CI and p-value from the record. With --record: one
 record's variants, one row each, with the --columns from its table (mean ± std over seeds) and,
@@ -43,10 +44,12 @@ def newest_suite_records(folder: Path = SUITE) -> dict[str, tuple[Path, dict]]:
     return {task: (path, record) for task, (_, path, record) in sorted(newest.items())}
 
 
-def table(folder: Path = SUITE, links: str = "benchmarks/results/suite") -> str:
+def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: list[str] = (), exclude: list[str] = ()) -> str:
     rows = ["| task | seeds | test examples | metric | comparison | variant's score | baseline's score | difference [95% CI] | p | record |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, (path, record) in newest_suite_records(folder).items():
+        if (tasks and task not in tasks) or task in exclude:
+            continue
         summary = record["summary"]
         spec, primary = summary["spec"], summary["primary_metric"]
         metric = f"{primary} {'↑' if summary['greater_is_better'] else '↓'}"
@@ -138,11 +141,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--contrasts", nargs="+", default=[], help="with --record: the spec's contrasts on these metrics, as a table of their own")
     parser.add_argument("--page", default="README.md", help="the page the table goes in, from the repository root: "
                         "links to records are relative to it")
+    parser.add_argument("--tasks", nargs="+", default=[], help="without --record: only these tasks")
+    parser.add_argument("--exclude", nargs="+", default=[], help="without --record: every task but these")
     args = parser.parse_args(argv)
     if args.record is None:
         if args.columns or args.versus or args.contrasts:
             parser.error("--columns, --versus and --contrasts need --record")
-        return table(links=os.path.relpath("benchmarks/results/suite", os.path.dirname(args.page) or "."))
+        return table(links=os.path.relpath("benchmarks/results/suite", os.path.dirname(args.page) or "."), tasks=args.tasks,
+                     exclude=args.exclude)
+    if args.tasks or args.exclude:
+        parser.error("--tasks and --exclude choose the tasks of the table without --record")
     if not (args.columns or args.versus or args.contrasts):
         parser.error("--record needs --columns, --versus or --contrasts")
     tables = [variant_table(args.record, args.columns, args.versus)] if args.columns or args.versus else []

@@ -65,6 +65,17 @@ def test_results_tables_are_the_records():
                                                f"python -m benchmarks.summary_table {block['args'].strip()}")
 
 
+def test_summary_table_tasks_and_exclude_split_the_glance_table():
+    from benchmarks.summary_table import main
+
+    def rows(*args):
+        return set(main([*args]).splitlines()[2:])
+
+    everything, chosen = rows(), rows("--tasks", "g2p-full", "g2p")
+    assert chosen and chosen < everything and all(row.split(" | ")[0] in ("| g2p-full", "| g2p") for row in chosen)
+    assert rows("--exclude", "g2p-full", "g2p") == everything - chosen
+
+
 def test_summary_table_refuses_unknown_columns():
 
     from benchmarks.summary_table import variant_table

@@ -18,6 +18,7 @@ from benchmarks.recording import CHECKOUT as ROOT
 from benchmarks.recording import write_record
 from warmgen.compare import load_spec, run_comparison
 from warmgen.compare.statistics import summarize
+from warmgen.rundir import results_file
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
@@ -77,7 +78,7 @@ def finished_so_far(spec_path: Path, folder: Path) -> dict | None:
     """The comparison summary of a task still training, over what is finished: the seeds at which the baseline
     is, and at those the variants finished at every one of them. None before the baseline's first run ends."""
     spec = load_spec(spec_path)
-    done = lambda variant, seed: (folder / variant / f"seed{seed}" / "results.json").is_file()  # noqa: E731
+    done = lambda variant, seed: results_file(folder / variant / f"seed{seed}").is_file()  # noqa: E731
     seeds = [seed for seed in spec["seeds"] if done(spec["baseline"], seed)]
     if not seeds:
         return None

@@ -23,7 +23,7 @@ def open_logs(run_dir: Path, resume_step: int | None):
     """(metrics, samples) streams to append to: continued after `resume_step` (lines written after the
     checkpoint resumed from are dropped), or new files when it is None."""
     streams = []
-    for path in (Path(run_dir) / METRICS, Path(run_dir) / SAMPLES):
+    for path in (metrics_file(run_dir), Path(run_dir) / SAMPLES):
         if resume_step is None:
             path.unlink(missing_ok=True)
         elif path.exists():

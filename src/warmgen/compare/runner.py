@@ -33,7 +33,8 @@ def planned_runs(spec: dict) -> list[tuple[int, str]]:
 
 
 def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict) -> str | None:
-    """What a run still needs from another run of its seed, in words; None when it can start."""
+    """What a run still needs from another run of its seed, in words; None when it can start. `changes`: its
+    run_changes, whose warm start's path is fixed by the spec (its time budget comes when its reference ends)."""
     start = changes.get("warmup.sft_warm_start_from")
     if start and not Path(start).is_dir():
         source = output / spec["warm_start_from"] / f"seed{seed}"
@@ -41,7 +42,7 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
             raise ConfigError(f"{start} is missing: {spec['warm_start_from']} seed {seed} was trained without keeping the checkpoint "
                               f"{variant} starts from; delete {source} to train it again, or remove warm_start_from from the spec")
         return f"the checkpoint {start}"
-    if (reference := time_reference(spec, variant)) and "train.max_train_seconds" not in changes:
+    if (reference := time_reference(spec, variant)) and not results_file(output / reference / f"seed{seed}").is_file():
         return f"the training time of {reference} seed {seed}"
     return None
 
@@ -50,17 +51,19 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
     """Train every run not finished yet, up to `jobs` at once, each as soon as what it needs (its warm start's
     checkpoint, the training time it is given) is there. A failed run stops new ones from starting; those
     running finish, then the failure is raised. Stopping the comparison stops them all (they resume later)."""
-    # Before training anything: a run started under an edited spec is never reused under its new name.
-    for seed, variant in planned_runs(spec):
+    # Before training anything: a run started under an edited spec is never reused under its new name. Each
+    # run_changes loads every variant's config: computed once here, not at every look at the waiting runs.
+    planned = {(seed, variant): run_changes(spec, output, variant, seed) for seed, variant in planned_runs(spec)}
+    for (seed, variant), changes in planned.items():
         run_dir = output / variant / f"seed{seed}"
-        differences = config_differences(run_dir, spec, run_changes(spec, output, variant, seed), overrides, seed)
+        differences = config_differences(run_dir, spec, changes, overrides, seed)
         if differences:
             raise ConfigError(f"{run_config_file(run_dir)}: this run was trained with another config than the spec gives now "
                               f"({'; '.join(differences)}); delete {run_dir} to train it again, or restore the spec")
     env = same_code_environment()
     if jobs > 1 and "OMP_NUM_THREADS" not in env:  # as torchrun does: runs sharing the CPU would otherwise each take every core
         env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // jobs))
-    queue, running, failed = planned_runs(spec), {}, []
+    queue, running, failed = list(planned), {}, []
 
     def stop(signum, frame):
         sys.exit(128 + signum)  # unwinds to the cleanup below, unlike the default SIGTERM action
@@ -78,12 +81,12 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
                     print(f"[compare] {variant} seed {seed}: done, skipped", flush=True)
                     queue.remove((seed, variant))
                     continue
-                changes = run_changes(spec, output, variant, seed)
-                if need := _waits_for(spec, output, variant, seed, changes):
+                if need := _waits_for(spec, output, variant, seed, planned[(seed, variant)]):
                     waiting.append(f"{variant} seed {seed} needs {need}")
                     continue
                 queue.remove((seed, variant))
-                running[(seed, variant)] = _start(spec, run_dir, changes, overrides, seed, env)
+                # Again: a time budget is known only once its reference has finished.
+                running[(seed, variant)] = _start(spec, run_dir, run_changes(spec, output, variant, seed), overrides, seed, env)
             if not running:
                 if queue and not failed:
                     raise ConfigError(f"nothing left can start: {'; '.join(waiting)}")

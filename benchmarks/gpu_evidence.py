@@ -6,9 +6,10 @@
 (a) throughput: SFT and warmup (k = 2/4/8) optimizer steps of T5 and Llama models of ~10M and
     ~100M parameters from scratch, bf16 autocast on a GPU: target tokens per second, seconds per
     step, the warmup/SFT step ratio and peak GPU memory;
-(b) g2p: the competent G2P comparison (sft, marginal from a shared SFT warm start, the
-    fixed-warmup control; 3 seeds, paired bootstrap) with `t5-10m`, its epochs sized from (a)'s
-    measured step times to fit the time left (its run folders go to `--work`, its report to DIR);
+(b) g2p: the competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, 3
+    seeds, float32 as on CPU), all runs at once (`--jobs`), stopped when its time is up; recorded
+    complete or as far as it got (the seeds and variants finished), its runs' logs, metrics and
+    predictions packed into DIR/g2p-runs.tar.gz (checkpoints stay in `--work`);
 (c) xsum: SmolLM2-135M-Instruct (a `save_pretrained` folder, `--xsum-model`) on XSum
     (`--xsum-data`: train.jsonl and test.jsonl), SFT vs Warmup Generations with LoRA as
     configs/xsum-smollm2.yaml sets them up, one seed, each run given the same share of the time
@@ -25,10 +26,10 @@ itself runs from this checkout's `src/` without being installed. `--tiny` is the
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.recording import envelope, save  # noqa: E402
+from benchmarks.suite import finished_so_far  # noqa: E402
 from warmgen.batching import tokenize  # noqa: E402
 from warmgen.compare import run_comparison  # noqa: E402
 from warmgen.config import WarmupConfig  # noqa: E402
@@ -47,11 +49,10 @@ from warmgen.models import count_parameters, load_model  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
 from warmgen.warmup import warmup_step  # noqa: E402
 
-SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "ks": [2, 4, 8], "batch": 64, "steps": 12,
-                  "g2p_model": "t5-10m", "g2p_batch": 256, "g2p_lr": 5e-4, "seeds": [0, 1, 2]},
-         "tiny": {"models": ["t5-tiny", "llama-tiny"], "ks": [2], "batch": 4, "steps": 2,
-                  "g2p_model": "t5-tiny", "g2p_batch": 8, "g2p_lr": 1e-3, "seeds": [0]}}
-WARM_START = 0.6  # share of the G2P steps trained by SFT before warmup training
+SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "ks": [2, 4, 8], "batch": 64, "steps": 12},
+         "tiny": {"models": ["t5-tiny", "llama-tiny"], "ks": [2], "batch": 4, "steps": 2}}
+G2P_SPEC = ROOT / "configs" / "compare" / "g2p-full.yaml"
+RECORD_SECONDS = 30  # kept back from part (b) for packing its runs and writing its record
 
 
 def record(out: Path, part: str, args, settings: dict, results) -> None:
@@ -115,38 +116,46 @@ def throughput(size: dict, examples) -> list[dict]:
     return rows
 
 
-def g2p_spec(out: Path, size: dict, epochs: float, train_words: int, tiny: bool) -> Path:
-    """The comparison spec: the evidence issue's G2P comparison with a larger model, sized to the time left."""
+TINY_G2P = {"model.name": "t5-tiny", "data.max_train_examples": 64, "data.max_dev_examples": 8, "data.max_test_examples": 8,
+            "train.batch_size": 8, "train.lr_warmup_steps": 0, "train.eval_every": 10, "train.log_every": 5, "train.samples_every": 0,
+            "warmup.sft_warm_start_steps": 20, "decode.batch_size": 8}
+
+
+def g2p_spec(out: Path, tiny: bool) -> Path:
+    """The competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, 3 seeds) as the CPU
+    trains it (float32); `tiny` shrinks it to the CPU test's size at one seed."""
+    spec = yaml.safe_load(G2P_SPEC.read_text())
+    spec.pop("output_dir", None)
+    spec["base"] = str((G2P_SPEC.parent / spec["base"]).resolve())
+    spec["overrides"] = {**spec.get("overrides", {}), "train.mixed_precision": "no", **(TINY_G2P if tiny else {})}
     if tiny:
-        train_words = 64
-    steps_per_epoch = math.ceil(train_words / size["g2p_batch"])
-    epochs = max(epochs, 2 / steps_per_epoch)  # at least one SFT warm-start step and one warmup step
-    total_steps = math.ceil(epochs * steps_per_epoch)
-    overrides = {"warmup.sft_warm_start_steps": max(1, int(WARM_START * total_steps)), "model.name": size["g2p_model"], "train.batch_size": size["g2p_batch"], "train.learning_rate": size["g2p_lr"],
-                 "train.epochs": epochs, "train.lr_warmup_steps": 100, "train.log_every": 10, "train.samples_every": 0,
-                 "train.mixed_precision": "bf16" if torch.cuda.is_available() else "no", "decode.batch_size": 500}
-    if tiny:
-        overrides.update({"data.max_train_examples": 64, "data.max_dev_examples": 8, "data.max_test_examples": 8,
-                          "train.lr_warmup_steps": 0, "decode.batch_size": 8})
-    spec = {"base": str(ROOT / "configs" / "g2p-full.yaml"), "seeds": size["seeds"], "baseline": "sft", "bootstrap": 1000,
-            "warm_start_from": "sft", "overrides": overrides,
-            "variants": {"sft": {"method": "sft"}, "marginal+warm_start": {},
-                         "fixed_warmup_4": {"warmup.fixed_warmup": "0 0 0 0"}},
-            "contrasts": [["marginal+warm_start", "fixed_warmup_4"]]}
+        spec["seeds"] = spec["seeds"][:1]
     path = out / "g2p-gpu.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
-def g2p_epochs(rows: list[dict], size: dict, seconds: float, train_words: int) -> float:
-    """Epochs for which 3 seeds of sft, marginal (from 60% on) and the fixed control fit `seconds`, from measured step times."""
-    measured = {(r["method"], r["k"]): r["seconds_per_step"] for r in rows if r["model"] == size["g2p_model"]}
-    sft, warm = measured[("sft", None)], measured.get(("warmup", 4), measured[("warmup", size["ks"][0])])
-    # Steps at g2p_batch cost about batch/measured-batch as much; the fixed control costs about an SFT step.
-    scale = size["g2p_batch"] / size["batch"]
-    per_step = scale * (sft + (1 - WARM_START) * (warm + sft))
-    steps = seconds * 0.7 / (len(size["seeds"]) * per_step)  # 30% for evaluation, checkpoints and start-up
-    return max(0.05, round(steps * size["g2p_batch"] / train_words, 2))
+def compare_for(spec_path: Path, folder: Path, jobs: int, seconds: float) -> str | None:
+    """`warmgen compare` in a process of its own, stopped after `seconds` (its runs stop where they are); None when
+    every run finished, else why it stopped."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "warmgen.cli", "compare", str(spec_path), "--output_dir", str(folder), "--jobs", str(jobs)]
+    child = subprocess.Popen(command, env=env)
+    try:
+        code = child.wait(timeout=max(1.0, seconds))
+    except subprocess.TimeoutExpired:
+        child.terminate()  # the runner stops its runs on SIGTERM
+        child.wait()
+        return f"stopped after {seconds:.0f} s, the time given"
+    return None if code == 0 else f"warmgen compare failed (exit {code}); the runs' train.log are in g2p-runs.tar.gz"
+
+
+def pack_runs(folder: Path, archive: Path) -> None:
+    """Every file of the comparison but its checkpoints (logs, metrics, predictions, results, report) as one archive."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "checkpoints" not in path.relative_to(folder).parts:
+                tar.add(path, arcname=str(path.relative_to(folder.parent)))
 
 
 def xsum_spec(out: Path, args, seconds_per_run: float) -> Path:
@@ -186,6 +195,7 @@ def main(argv=None) -> None:
     parser.add_argument("--work", default="/tmp/warmgen-gpu-evidence", help="where the G2P runs train (checkpoints stay there)")
     parser.add_argument("--xsum-model", default="", help="SmolLM2-135M-Instruct as a save_pretrained folder (part xsum)")
     parser.add_argument("--xsum-data", default=str(ROOT.parent / "shared" / "data" / "xsum"), help="train.jsonl and test.jsonl")
+    parser.add_argument("--jobs", type=int, default=0, help="G2P runs trained at once (default: all of them)")
     parser.add_argument("--tiny", action="store_true", help="the CPU test's sizes")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -195,23 +205,23 @@ def main(argv=None) -> None:
     task = load_task(WarmupConfig(data={"task": "g2p"}))
     examples = task.split("train")[: size["batch"] * (size["steps"] + 1)]
 
-    rows = None
     if "throughput" in args.parts:
         rows = throughput(size, examples)
         record(out, "throughput", args, {k: size[k] for k in ("models", "ks", "batch", "steps")}, rows)
     missing = xsum_missing(args) if "xsum" in args.parts else "not asked for"
     if "g2p" in args.parts:
-        left = (deadline - time.time()) * (0.5 if missing is None else 1)  # half for XSum where it runs
-        if rows is None or left < 60:
-            record(out, "g2p", args, {}, {"not_run": "no throughput measurement to size it" if rows is None else
-                                          f"{left:.0f} s left of --minutes {args.minutes}"})
+        left = (deadline - time.time()) * (0.5 if missing is None else 1) - RECORD_SECONDS  # half for XSum where it runs
+        if left < 60:
+            record(out, "g2p", args, {}, {"not_run": f"{left + RECORD_SECONDS:.0f} s left of --minutes {args.minutes}"})
         else:
-            train_words = len(task.split("train"))
-            epochs = g2p_epochs(rows, size, left, train_words)
-            spec_path = g2p_spec(out, size, epochs, train_words, args.tiny)
-            summary = run_comparison(str(spec_path), str(Path(args.work) / "g2p"), report_dir=str(out / "g2p-report"))
+            spec_path = g2p_spec(out, args.tiny)
             spec = yaml.safe_load(spec_path.read_text())
-            record(out, "g2p", args, {"spec": spec, "epochs": spec["overrides"]["train.epochs"]}, summary)
+            jobs = args.jobs or len(spec["seeds"]) * len(spec["variants"])  # runs waiting for a warm start hold no process
+            folder = Path(args.work) / "g2p"
+            stopped = compare_for(spec_path, folder, jobs, left)
+            pack_runs(folder, out / "g2p-runs.tar.gz")
+            record(out, "g2p", args, {"spec": spec, "jobs": jobs, "seconds_given": round(left)},
+                   {"complete": stopped is None, "stopped": stopped, "summary": finished_so_far(spec_path, folder)})
     if "xsum" in args.parts:
         left = deadline - time.time()
         if missing is None and left < 120:

@@ -1,13 +1,17 @@
 """The GPU evidence kit runs end to end on CPU at tiny size and writes its records."""
 
 import json
+import tarfile
 
 import pytest
+import yaml
 
-from benchmarks.gpu_evidence import main
+from benchmarks import gpu_evidence
+from benchmarks.gpu_evidence import ROOT, main
 
 
-def test_the_kit_measures_throughput_then_sizes_and_runs_the_g2p_comparison(tmp_path):
+@pytest.mark.slow
+def test_the_kit_measures_throughput_then_runs_the_g2p_recipe_comparison(tmp_path):
     out = tmp_path / "out"
     main(["--out", str(out), "--work", str(tmp_path / "work"), "--tiny", "--minutes", "30", "--commit", "abc123"])
     throughput = json.loads((out / "gpu-throughput.json").read_text())
@@ -18,10 +22,27 @@ def test_the_kit_measures_throughput_then_sizes_and_runs_the_g2p_comparison(tmp_
     assert all(r["seconds_per_step"] > 0 and r["target_tokens_per_second"] > 0 for r in rows)
     assert all(r["ratio_to_sft"] == 1 for r in rows if r["method"] == "sft")
     g2p = json.loads((out / "gpu-g2p.json").read_text())
-    assert set(g2p["results"]["versus_baseline"]) == {"marginal+warm_start", "fixed_warmup_4"}
-    assert g2p["settings"]["epochs"] > 0 and (out / "g2p-report" / "report.md").is_file()
+    recipe = yaml.safe_load((ROOT / "configs" / "compare" / "g2p-full.yaml").read_text())
+    assert g2p["results"]["complete"] and g2p["results"]["stopped"] is None
+    assert set(g2p["results"]["summary"]["table"]) == set(recipe["variants"])  # every variant of the recipe, one seed
+    assert g2p["settings"]["jobs"] == len(recipe["variants"]) and g2p["settings"]["spec"]["overrides"]["train.mixed_precision"] == "no"
+    with tarfile.open(out / "g2p-runs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "g2p/marginal+warm_start/seed0/results.json" in names and "g2p/summary.json" in names
+    assert not any("checkpoints" in name for name in names)  # they stay in --work
     header = json.loads((tmp_path / "work" / "g2p" / "marginal+warm_start" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
     assert header["sft_warm_start_from"].endswith("step-" + str(g2p["settings"]["spec"]["overrides"]["warmup.sft_warm_start_steps"]))
+
+
+def test_a_comparison_stopped_by_its_time_is_recorded_as_far_as_it_got(tmp_path, monkeypatch):
+    """One run at a time for a minute: recorded incomplete, with why, and summarised over what finished."""
+    monkeypatch.setattr(gpu_evidence, "RECORD_SECONDS", 0)
+    main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--tiny", "--parts", "g2p", "--minutes", str(62 / 60),
+          "--jobs", "1", "--commit", "abc"])
+    g2p = json.loads((tmp_path / "out" / "gpu-g2p.json").read_text())["results"]
+    assert not g2p["complete"] and g2p["stopped"].startswith("stopped after")
+    recipe = yaml.safe_load((ROOT / "configs" / "compare" / "g2p-full.yaml").read_text())
+    assert g2p["summary"] is None or set(g2p["summary"]["table"]) < set(recipe["variants"])
 
 
 def test_a_part_that_does_not_fit_the_time_left_is_recorded_as_not_run(tmp_path):

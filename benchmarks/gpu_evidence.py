@@ -64,8 +64,9 @@ def record(out: Path, part: str, args, settings: dict, results) -> None:
     print(f"[gpu_evidence] wrote {out / f'gpu-{part}.json'}", flush=True)
 
 
-def throughput(size: dict, examples) -> list[dict]:
-    """Seconds per optimizer step (after one step that pays one-off costs) for every model x method."""
+def throughput(size: dict, examples, save_rows) -> list[dict]:
+    """Seconds per optimizer step (after one step that pays one-off costs) for every model x method; the rows so
+    far are saved (`save_rows`) after each model, so a run cut short keeps the models it measured."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for name in size["models"]:
@@ -110,9 +111,11 @@ def throughput(size: dict, examples) -> list[dict]:
             del model, optimizer
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    sft = {r["model"]: r["seconds_per_step"] for r in rows if r["method"] == "sft"}
-    for row in rows:
-        row["ratio_to_sft"] = row["seconds_per_step"] / sft[row["model"]]
+        sft = next(r["seconds_per_step"] for r in rows if r["model"] == name and r["method"] == "sft")
+        for row in rows:
+            if row["model"] == name:
+                row["ratio_to_sft"] = row["seconds_per_step"] / sft
+        save_rows(rows)
     return rows
 
 
@@ -206,8 +209,8 @@ def main(argv=None) -> None:
     examples = task.split("train")[: size["batch"] * (size["steps"] + 1)]
 
     if "throughput" in args.parts:
-        rows = throughput(size, examples)
-        record(out, "throughput", args, {k: size[k] for k in ("models", "ks", "batch", "steps")}, rows)
+        settings = {k: size[k] for k in ("models", "ks", "batch", "steps")}
+        throughput(size, examples, lambda rows: record(out, "throughput", args, settings, rows))
     missing = xsum_missing(args) if "xsum" in args.parts else "not asked for"
     if "g2p" in args.parts:
         left = (deadline - time.time()) * (0.5 if missing is None else 1) - RECORD_SECONDS  # half for XSum where it runs

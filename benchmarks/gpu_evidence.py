@@ -46,6 +46,7 @@ from warmgen.compare import run_comparison  # noqa: E402
 from warmgen.config import WarmupConfig  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import count_parameters, load_model  # noqa: E402
+from warmgen.runlog import METRICS, read_training_log  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
 from warmgen.warmup import warmup_step  # noqa: E402
 
@@ -53,6 +54,7 @@ SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "k
          "tiny": {"models": ["t5-tiny", "llama-tiny"], "ks": [2], "batch": 4, "steps": 2}}
 G2P_SPEC = ROOT / "configs" / "compare" / "g2p-full.yaml"
 RECORD_SECONDS = 30  # kept back from part (b) for packing its runs and writing its record
+MIN_G2P_SECONDS = 60  # part (b) is not started with less
 
 
 def record(out: Path, part: str, args, settings: dict, results) -> None:
@@ -153,6 +155,22 @@ def compare_for(spec_path: Path, folder: Path, jobs: int, seconds: float) -> str
     return None if code == 0 else f"warmgen compare failed (exit {code}); the runs' train.log are in g2p-runs.tar.gz"
 
 
+def progress(folder: Path) -> dict:
+    """How far each run got: its last logged step of how many, its last seconds per step and load average, and
+    its last dev metrics (what a comparison stopped by its time still shows)."""
+    runs = {}
+    for log in sorted(folder.glob("*/seed*/" + METRICS)):
+        rows = read_training_log(log.parent)
+        start = next((r for r in rows if r.get("event") == "start"), {})
+        steps = [r for r in rows if "time/step" in r]
+        dev = [r for r in rows if any(key.startswith("dev/") for key in r)]
+        runs[f"{log.parent.parent.name} seed {log.parent.name.removeprefix('seed')}"] = {
+            "step": steps[-1]["step"] if steps else 0, "total_steps": start.get("total_steps"),
+            "seconds_per_step": steps[-1]["time/step"] if steps else None, "load_average": steps[-1].get("load_average") if steps else None,
+            "dev": {"step": dev[-1]["step"], **{k: v for k, v in dev[-1].items() if k.startswith("dev/")}} if dev else None}
+    return runs
+
+
 def pack_runs(folder: Path, archive: Path) -> None:
     """Every file of the comparison but its checkpoints (logs, metrics, predictions, results, report) as one archive."""
     with tarfile.open(archive, "w:gz") as tar:
@@ -214,7 +232,7 @@ def main(argv=None) -> None:
     missing = xsum_missing(args) if "xsum" in args.parts else "not asked for"
     if "g2p" in args.parts:
         left = (deadline - time.time()) * (0.5 if missing is None else 1) - RECORD_SECONDS  # half for XSum where it runs
-        if left < 60:
+        if left < MIN_G2P_SECONDS:
             record(out, "g2p", args, {}, {"not_run": f"{left + RECORD_SECONDS:.0f} s left of --minutes {args.minutes}"})
         else:
             spec_path = g2p_spec(out, args.tiny)
@@ -224,7 +242,8 @@ def main(argv=None) -> None:
             stopped = compare_for(spec_path, folder, jobs, left)
             pack_runs(folder, out / "g2p-runs.tar.gz")
             record(out, "g2p", args, {"spec": spec, "jobs": jobs, "seconds_given": round(left)},
-                   {"complete": stopped is None, "stopped": stopped, "summary": finished_so_far(spec_path, folder)})
+                   {"complete": stopped is None, "stopped": stopped, "summary": finished_so_far(spec_path, folder),
+                    "progress": progress(folder)})
     if "xsum" in args.parts:
         left = deadline - time.time()
         if missing is None and left < 120:

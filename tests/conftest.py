@@ -25,7 +25,7 @@ def tiny(preset: str, **overrides):
     return model, make_layout(model, tokenizer, sep_id, config), config
 
 
-@pytest.fixture(params=["t5-tiny", "llama-tiny", "gpt2-tiny"])
+@pytest.fixture(params=["t5-tiny", "llama-tiny", "gpt2-tiny", "bart-tiny"])
 def any_family(request):
     return tiny(request.param)
 

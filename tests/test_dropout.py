@@ -20,7 +20,7 @@ def training_forward(model, layout):
     return torch.stack([scores.logp_warmup, scores.logp_target])
 
 
-@pytest.mark.parametrize("preset", ["t5-tiny", "gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("preset", ["t5-tiny", "gpt2-tiny", "llama-tiny", "bart-tiny"])
 def test_set_dropout_turns_every_rate_on_and_off(tmp_path, preset):
     model, layout, _ = tiny(preset)
     assert not has_dropout(model)  # presets train from scratch without dropout

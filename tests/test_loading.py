@@ -19,7 +19,7 @@ TINY = ["--model.vocab_size", "300", "--data.max_train_examples", "16", "--data.
         "--train.max_steps", "2", "--train.batch_size", "8", "--warmup.max_warmup_length", "3", "--warmup.num_warmups", "2"]
 
 
-@pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny", "t5-tiny"])
+@pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny", "t5-tiny", "bart-tiny"])
 def test_gradient_checkpointing_scores_and_gradients_equal_the_cached_ones(preset):
     model, layout, _ = tiny(preset)
     model.train()

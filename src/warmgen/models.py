@@ -21,6 +21,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
+    BartConfig,
     GPT2Config,
     LlamaConfig,
     MT5Config,
@@ -36,6 +37,8 @@ SEP = "<sep>"
 # warmup/answer boundary visible anywhere the checkpoint is used (docs/checkpoints.md).
 SEP_TOKEN = AddedToken(SEP, special=False, normalized=False)
 
+ENCODER_DECODER = ("t5", "mt5", "bart")  # preset architectures with an encoder (the source never enters the decoder)
+
 # Architectures trained from scratch with a tokenizer fitted to the training split.
 PRESETS = {
     # Unit tests: a few thousand parameters.
@@ -44,6 +47,11 @@ PRESETS = {
     "t5-mini": dict(arch="t5", d_model=128, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32),
     # About 3.7M parameters, the size of the usual 2-layer G2P Transformer: the competent G2P recipe.
     "t5-g2p": dict(arch="t5", d_model=256, d_ff=1024, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=64),
+    # t5-g2p's size with learnt absolute positions (BART): T5's relative bias gives cross-attention no positions.
+    "bart-g2p": dict(arch="bart", d_model=256, encoder_ffn_dim=1024, decoder_ffn_dim=1024, encoder_layers=2, decoder_layers=2,
+                     encoder_attention_heads=4, decoder_attention_heads=4, max_position_embeddings=128),
+    "bart-tiny": dict(arch="bart", d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_layers=2, decoder_layers=2,
+                      encoder_attention_heads=2, decoder_attention_heads=2, max_position_embeddings=128),
     # About 7M parameters: translation from scratch on CPU.
     "t5-small-scratch": dict(arch="t5", d_model=256, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=4, d_kv=64),
     # mT5's classes (MT5ForConditionalGeneration, gated-GELU) at unit-test size: the paper recipes' tests.
@@ -151,12 +159,16 @@ def build_preset(name: str, sources: Iterable[str], targets: Iterable[str] = (),
     """A preset architecture with fresh weights and a tokenizer fitted to the training texts."""
     spec = dict(PRESETS[name])
     arch = spec.pop("arch")
-    tokenizer = train_tokenizer(sources, targets, vocab_size, encoder_decoder=arch in ("t5", "mt5"), kind=tokenizer_kind)
+    tokenizer = train_tokenizer(sources, targets, vocab_size, encoder_decoder=arch in ENCODER_DECODER, kind=tokenizer_kind)
     ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     # No dropout: models trained from scratch here are small and see much data (set model.dropout to add it).
     if arch in ("t5", "mt5"):
         kind = T5Config if arch == "t5" else MT5Config
         config = kind(**spec, **ids, decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.0)
+        model = AutoModelForSeq2SeqLM.from_config(config)
+    elif arch == "bart":
+        config = BartConfig(**spec, **ids, bos_token_id=None, decoder_start_token_id=tokenizer.pad_token_id, forced_bos_token_id=None,
+                            forced_eos_token_id=None, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
         model = AutoModelForSeq2SeqLM.from_config(config)
     elif arch == "llama":
         config = LlamaConfig(**spec, **ids, bos_token_id=tokenizer.bos_token_id, max_position_embeddings=2048, tie_word_embeddings=True)
@@ -318,7 +330,7 @@ def load_model(config: ModelConfig, sources: Iterable[str] = (), targets: Iterab
     name = config.name
     if name in PRESETS:
         kind = tokenizer_kind(config, task)
-        if kind == "symbols" and PRESETS[name]["arch"] not in ("t5", "mt5"):  # the prompt's own characters need tokens too
+        if kind == "symbols" and PRESETS[name]["arch"] not in ENCODER_DECODER:  # the prompt's own characters need tokens too
             sources = [*sources, config.prompt_template.replace("{source}", "")]
         model, tokenizer = build_preset(name, sources, targets, config.vocab_size, kind)
     elif name in SMOLLM2:

@@ -76,6 +76,11 @@ def results_file(run_dir: Path) -> Path:
     return Path(run_dir) / RESULTS
 
 
+def console_log_file(run_dir: Path) -> Path:
+    """A run's console output when `warmgen compare` trains it in a process of its own."""
+    return Path(run_dir) / "train.log"
+
+
 def eval_folder(run_dir: Path, split: str) -> Path:
     """Where an evaluation of `split` writes its scores and predictions (evaluate.write_eval)."""
     return Path(run_dir) / "eval" / split

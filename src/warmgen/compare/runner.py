@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..config_files import parse_overrides
-from ..rundir import hold_folder, results_file, resumable, run_config_file
+from ..rundir import console_log_file, hold_folder, results_file, resumable, run_config_file
 from ..typecheck import ConfigError
 from .report import make_plots, write_reports
 from .spec import comparison_folder, config_differences, load_spec, run_changes, time_reference
@@ -97,7 +97,7 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
                     log.close()
                     del running[(seed, variant)]
                     if child.returncode:
-                        failed.append(f"training {variant} seed {seed} failed; see {output / variant / f'seed{seed}' / 'train.log'}")
+                        failed.append(f"training {variant} seed {seed} failed; see {console_log_file(output / variant / f'seed{seed}')}")
                         print(f"[compare] {failed[-1]}" + (f"; waiting for the {len(running)} run(s) still training" if running else ""),
                               flush=True)
         if failed:
@@ -122,7 +122,7 @@ def _start(spec: dict, run_dir: Path, changes: dict, overrides: list[str], seed:
     command += ["--resume"] if resumable(run_dir) else ["--overwrite", "delete"]
     print(f"[compare] {run_dir.parent.name} seed {seed}: training ({run_dir})", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "train.log", "a", encoding="utf-8")
+    log = open(console_log_file(run_dir), "a", encoding="utf-8")
     return _spawn(command, log, env), log
 
 

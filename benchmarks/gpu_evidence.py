@@ -46,7 +46,8 @@ from warmgen.compare import run_comparison  # noqa: E402
 from warmgen.config import WarmupConfig  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import count_parameters, load_model  # noqa: E402
-from warmgen.runlog import METRICS, read_training_log  # noqa: E402
+from warmgen.rundir import results_file  # noqa: E402
+from warmgen.runlog import read_training_log  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
 from warmgen.warmup import warmup_step  # noqa: E402
 
@@ -126,14 +127,16 @@ TINY_G2P = {"model.name": "t5-tiny", "data.max_train_examples": 64, "data.max_de
             "warmup.sft_warm_start_steps": 20, "decode.batch_size": 8}
 
 
-def g2p_spec(out: Path, tiny: bool) -> Path:
-    """The competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, 3 seeds) as the CPU
-    trains it (float32); `tiny` shrinks it to the CPU test's size at one seed."""
+def g2p_spec(out: Path, tiny: bool, seeds: list[int] | None = None) -> Path:
+    """The competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, its seeds or `seeds`) as
+    the CPU trains it (float32); `tiny` shrinks it to the CPU test's size at one seed."""
     spec = yaml.safe_load(G2P_SPEC.read_text())
     spec.pop("output_dir", None)
     spec["base"] = str((G2P_SPEC.parent / spec["base"]).resolve())
     spec["overrides"] = {**spec.get("overrides", {}), "train.mixed_precision": "no", **(TINY_G2P if tiny else {})}
-    if tiny:
+    if seeds:
+        spec["seeds"] = seeds
+    elif tiny:
         spec["seeds"] = spec["seeds"][:1]
     path = out / "g2p-gpu.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -156,16 +159,16 @@ def compare_for(spec_path: Path, folder: Path, jobs: int, seconds: float) -> str
 
 
 def progress(folder: Path) -> dict:
-    """How far each run got: its last logged step of how many, its last seconds per step and load average, and
-    its last dev metrics (what a comparison stopped by its time still shows)."""
+    """How far each run started got: finished or not, its last logged step of how many, its last seconds per step
+    and load average, and its last dev metrics (what a comparison stopped by its time still shows)."""
     runs = {}
-    for log in sorted(folder.glob("*/seed*/" + METRICS)):
-        rows = read_training_log(log.parent)
+    for run_dir in sorted(path for path in folder.glob("*/seed*") if path.is_dir()):
+        rows = read_training_log(run_dir)
         start = next((r for r in rows if r.get("event") == "start"), {})
         steps = [r for r in rows if "time/step" in r]
         dev = [r for r in rows if any(key.startswith("dev/") for key in r)]
-        runs[f"{log.parent.parent.name} seed {log.parent.name.removeprefix('seed')}"] = {
-            "step": steps[-1]["step"] if steps else 0, "total_steps": start.get("total_steps"),
+        runs[f"{run_dir.parent.name} seed {run_dir.name.removeprefix('seed')}"] = {
+            "finished": results_file(run_dir).is_file(), "step": steps[-1]["step"] if steps else 0, "total_steps": start.get("total_steps"),
             "seconds_per_step": steps[-1]["time/step"] if steps else None, "load_average": steps[-1].get("load_average") if steps else None,
             "dev": {"step": dev[-1]["step"], **{k: v for k, v in dev[-1].items() if k.startswith("dev/")}} if dev else None}
     return runs
@@ -217,6 +220,8 @@ def main(argv=None) -> None:
     parser.add_argument("--xsum-model", default="", help="SmolLM2-135M-Instruct as a save_pretrained folder (part xsum)")
     parser.add_argument("--xsum-data", default=str(ROOT.parent / "shared" / "data" / "xsum"), help="train.jsonl and test.jsonl")
     parser.add_argument("--jobs", type=int, default=0, help="G2P runs trained at once (default: all of them)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="the G2P seeds to train (default: the recipe's three, "
+                        "more than one 15-minute lease trains: docs/gpu-evidence.md)")
     parser.add_argument("--tiny", action="store_true", help="the CPU test's sizes")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -235,7 +240,7 @@ def main(argv=None) -> None:
         if left < MIN_G2P_SECONDS:
             record(out, "g2p", args, {}, {"not_run": f"{left + RECORD_SECONDS:.0f} s left of --minutes {args.minutes}"})
         else:
-            spec_path = g2p_spec(out, args.tiny)
+            spec_path = g2p_spec(out, args.tiny, args.seeds)
             spec = yaml.safe_load(spec_path.read_text())
             jobs = args.jobs or len(spec["seeds"]) * len(spec["variants"])  # runs waiting for a warm start hold no process
             folder = Path(args.work) / "g2p"

@@ -27,7 +27,7 @@ def test_the_kit_measures_throughput_then_runs_the_g2p_recipe_comparison(tmp_pat
     assert set(g2p["results"]["summary"]["table"]) == set(recipe["variants"])  # every variant of the recipe, one seed
     assert g2p["settings"]["jobs"] == len(recipe["variants"]) and g2p["settings"]["spec"]["overrides"]["train.mixed_precision"] == "no"
     progress = g2p["results"]["progress"]
-    assert set(progress) == {f"{variant} seed 0" for variant in recipe["variants"]} and all(run["step"] > 0 for run in progress.values())
+    assert set(progress) == {f"{variant} seed 0" for variant in recipe["variants"]} and all(run["finished"] for run in progress.values())
     assert progress["sft seed 0"]["step"] == progress["sft seed 0"]["total_steps"] and progress["sft seed 0"]["dev"]["dev/wer"] >= 0
     with tarfile.open(out / "g2p-runs.tar.gz") as tar:
         names = tar.getnames()
@@ -42,12 +42,13 @@ def test_a_comparison_stopped_by_its_time_is_recorded_as_far_as_it_got(tmp_path,
     monkeypatch.setattr(gpu_evidence, "RECORD_SECONDS", 0)
     monkeypatch.setattr(gpu_evidence, "MIN_G2P_SECONDS", 1)
     main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--tiny", "--parts", "g2p", "--minutes", str(40 / 60),
-          "--jobs", "1", "--commit", "abc"])
+          "--jobs", "1", "--seeds", "1", "--commit", "abc"])
     g2p = json.loads((tmp_path / "out" / "gpu-g2p.json").read_text())["results"]
     assert not g2p["complete"] and g2p["stopped"].startswith("stopped after")
     recipe = yaml.safe_load((ROOT / "configs" / "compare" / "g2p-full.yaml").read_text())
     assert g2p["summary"] is None or set(g2p["summary"]["table"]) < set(recipe["variants"])
-    assert g2p["progress"] and any(run["step"] < run["total_steps"] for run in g2p["progress"].values())
+    assert "sft seed 1" in g2p["progress"] and not all(run["finished"] for run in g2p["progress"].values())
+    assert all(name.endswith(" seed 1") for name in g2p["progress"])  # --seeds: the seeds asked for
 
 
 def test_a_part_that_does_not_fit_the_time_left_is_recorded_as_not_run(tmp_path):

@@ -50,7 +50,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (warmgen compare --jobs)")
     parser.add_argument("--partial", action="store_true", help="train nothing: record what the tasks' finished runs show so far "
                         "(the seeds every variant that has them finished), as <task>-partial-<date>.json")
+    parser.add_argument("--label", help="with --partial and one task: record it under this name (runs of an earlier "
+                        "recipe of the task, in their own --out folder)")
     args = parser.parse_args()
+    if args.label and (not args.partial or len(args.tasks) != 1):
+        parser.error("--label names the partial record of one task: use it with --partial and one --tasks")
     lines = []
     for task in args.tasks:
         folder = Path(args.out) / SHARED_FOLDER.get(task, task)
@@ -59,7 +63,8 @@ def main() -> None:
             if summary is None:
                 print(f"{task}: no finished run of its baseline yet", flush=True)
                 continue
-            path = write_record("suite", f"{task}-partial", {"benchmark": f"suite/{task}", "spec": TASKS[task], "complete": False,
+            name = args.label or task
+            path = write_record("suite", f"{name}-partial", {"benchmark": f"suite/{name}", "spec": TASKS[task], "complete": False,
                                                              "summary": summary})
         else:
             summary = run_comparison(str(ROOT / TASKS[task]), str(folder), jobs=args.jobs,

@@ -19,3 +19,15 @@ def test_a_partial_summary_keeps_the_seeds_and_variants_that_have_finished(tmp_p
     summary = finished_so_far(spec, out)
     assert summary["spec"]["seeds"] == [0] and set(summary["table"]) == {"sft", "warmup"}
     assert list(summary["contrasts"]) == ["warmup vs sft"]
+
+
+def test_a_label_names_one_tasks_partial_record_only(monkeypatch, capsys):
+    import pytest
+
+    from benchmarks import suite
+
+    for argv in (["--tasks", "g2p-full", "--label", "g2p-full-t5"], ["--tasks", "g2p-full", "xsum-full", "--partial", "--label", "x"]):
+        monkeypatch.setattr("sys.argv", ["suite", *argv])
+        with pytest.raises(SystemExit) as stop:
+            suite.main()
+        assert stop.value.code == 2 and "--label names the partial record of one task" in capsys.readouterr().err

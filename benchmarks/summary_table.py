@@ -13,7 +13,8 @@ table of the spec's other pairs (`contrasts`) on those metrics.
 
 The README marks every generated table with the command's arguments
 (`<!-- summary_table.py --record ... -->` ... `<!-- /summary_table.py -->`), and
-tests/test_docs.py checks that each holds exactly this output.
+tests/test_docs.py checks that each holds exactly this output; `python -m benchmarks.summary_table
+--update` rewrites every marked table of the README and docs/ from the records.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
+import sys
 from pathlib import Path
 
 from benchmarks.recording import RESULTS, find_record, record_order
@@ -56,7 +60,8 @@ def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: 
         baseline = summary["table"][spec["baseline"]][primary]
         decimals = 3 if abs(baseline["mean"]) < 1 else 2  # error rates and accuracies vs chrF/ROUGE points
         seeds = len(spec["seeds"])
-        seeds_cell = f"{seeds} (still training)" if record.get("complete") is False else str(seeds)
+        # A partial record is of runs still training, unless it says why they stopped (`stopped`).
+        seeds_cell = str(seeds) if record.get("complete") is not False else f"{seeds} ({'stopped' if record.get('stopped') else 'still training'})"
 
         def value(cell: dict) -> str:
             return f"{cell['mean']:.{decimals}f}" + (f" ± {cell['std']:.{decimals}f}" if seeds > 1 else "")
@@ -159,5 +164,25 @@ def main(argv: list[str] | None = None) -> str:
     return "\n\n".join(tables)
 
 
+GENERATED = re.compile(r"<!-- summary_table\.py(?P<args>[^>]*?) -->\n(?P<quoted>.*?)\n?<!-- /summary_table\.py -->", re.S)
+
+
+def update_pages(pages: list[Path]) -> list[Path]:
+    """Every marked table in `pages` replaced by what this script prints with its marker's arguments; the pages changed."""
+    changed = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        new = GENERATED.sub(lambda block: f"<!-- summary_table.py{block['args']} -->\n{main(shlex.split(block['args']))}\n"
+                                          "<!-- /summary_table.py -->", text)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+            changed.append(page)
+    return changed
+
+
 if __name__ == "__main__":
-    print(main())
+    if sys.argv[1:] == ["--update"]:  # the README and docs/ pages, in place
+        root = RESULTS.parent.parent
+        print("\n".join(str(page) for page in update_pages([root / "README.md", *sorted((root / "docs").glob("*.md"))])) or "up to date")
+    else:
+        print(main())

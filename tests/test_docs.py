@@ -48,7 +48,7 @@ def test_g2p_config_is_the_demo(tmp_path):
     assert shipped == demo
 
 
-GENERATED = re.compile(r"<!-- summary_table\.py(?P<args>[^>]*?) -->\n(?P<quoted>.*?)\n<!-- /summary_table\.py -->", re.S)
+from benchmarks.summary_table import GENERATED  # noqa: E402
 
 
 def test_results_tables_are_the_records():
@@ -56,8 +56,10 @@ def test_results_tables_are_the_records():
     import shlex
 
     from benchmarks.summary_table import main
-    blocks = [(path, block) for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-              for block in GENERATED.finditer(path.read_text())]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    blocks = [(path, block) for path in pages for block in GENERATED.finditer(path.read_text())]
+    opened = sum(path.read_text().count("<!-- summary_table.py") for path in pages)
+    assert len(blocks) == opened, "a summary_table.py marker has no closing <!-- /summary_table.py --> after it"
     assert any("--record" not in b["args"] for _, b in blocks), "the results-at-a-glance table is missing"
     for path, block in blocks:
         args = shlex.split(block["args"])
@@ -74,6 +76,18 @@ def test_summary_table_tasks_and_exclude_split_the_glance_table():
     everything, chosen = rows(), rows("--tasks", "g2p-full", "g2p")
     assert chosen and chosen < everything and all(row.split(" | ")[0] in ("| g2p-full", "| g2p") for row in chosen)
     assert rows("--exclude", "g2p-full", "g2p") == everything - chosen
+
+
+def test_a_partial_record_reads_still_training_unless_it_says_why_its_runs_stopped(tmp_path):
+    import json
+
+    from benchmarks.summary_table import table
+
+    record = json.loads((ROOT / "benchmarks" / "results" / "suite" / "g2p-full-t5-partial-2026-11-30.json").read_text())
+    for name, changes in (("a", {"stopped": None}), ("b", {}), ("c", {"complete": True, "stopped": None})):
+        (tmp_path / f"{name}-2026-11-30.json").write_text(json.dumps({**record, **changes, "benchmark": f"suite/{name}"}))
+    seeds = {row.split(" | ")[0].strip("| "): row.split(" | ")[1] for row in table(tmp_path).splitlines()[2:]}
+    assert seeds == {"a": "1 (still training)", "b": "1 (stopped)", "c": "1"}
 
 
 def test_summary_table_refuses_unknown_columns():

@@ -47,8 +47,11 @@ def test_a_comparison_stopped_by_its_time_is_recorded_as_far_as_it_got(tmp_path,
     assert not g2p["complete"] and g2p["stopped"].startswith("stopped after")
     recipe = yaml.safe_load((ROOT / "configs" / "compare" / "g2p-full.yaml").read_text())
     assert g2p["summary"] is None or set(g2p["summary"]["table"]) < set(recipe["variants"])
-    assert "sft seed 1" in g2p["progress"] and not all(run["finished"] for run in g2p["progress"].values())
-    assert all(name.endswith(" seed 1") for name in g2p["progress"])  # --seeds: the seeds asked for
+    # How far it got depends on the machine's speed: on a busy one no run may have started yet.
+    assert not all(run["finished"] for run in g2p["progress"].values()) or not g2p["progress"]
+    assert all(name.endswith(" seed 1") for name in g2p["progress"])
+    settings = json.loads((tmp_path / "out" / "gpu-g2p.json").read_text())["settings"]
+    assert settings["spec"]["seeds"] == [1] and settings["jobs"] == 1  # --seeds: the seeds asked for
 
 
 def test_a_part_that_does_not_fit_the_time_left_is_recorded_as_not_run(tmp_path):

@@ -43,6 +43,7 @@ from benchmarks.recording import envelope, save  # noqa: E402
 from benchmarks.suite import finished_so_far  # noqa: E402
 from warmgen.batching import tokenize  # noqa: E402
 from warmgen.compare import run_comparison  # noqa: E402
+from warmgen.compare.runner import same_code_environment  # noqa: E402
 from warmgen.config import WarmupConfig  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import count_parameters, load_model  # noqa: E402
@@ -127,9 +128,9 @@ TINY_G2P = {"model.name": "t5-tiny", "data.max_train_examples": 64, "data.max_de
             "warmup.sft_warm_start_steps": 20, "decode.batch_size": 8}
 
 
-def g2p_spec(out: Path, tiny: bool, seeds: list[int] | None = None) -> Path:
+def g2p_spec(out: Path, tiny: bool, seeds: list[int] | None = None) -> tuple[Path, dict]:
     """The competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, its seeds or `seeds`) as
-    the CPU trains it (float32); `tiny` shrinks it to the CPU test's size at one seed."""
+    the CPU trains it (float32); `tiny` shrinks it to the CPU test's size at one seed. (The file written, the spec.)"""
     spec = yaml.safe_load(G2P_SPEC.read_text())
     spec.pop("output_dir", None)
     spec["base"] = str((G2P_SPEC.parent / spec["base"]).resolve())
@@ -140,15 +141,14 @@ def g2p_spec(out: Path, tiny: bool, seeds: list[int] | None = None) -> Path:
         spec["seeds"] = spec["seeds"][:1]
     path = out / "g2p-gpu.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return path, spec
 
 
 def compare_for(spec_path: Path, folder: Path, jobs: int, seconds: float) -> str | None:
     """`warmgen compare` in a process of its own, stopped after `seconds` (its runs stop where they are); None when
     every run finished, else why it stopped."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "warmgen.cli", "compare", str(spec_path), "--output_dir", str(folder), "--jobs", str(jobs)]
-    child = subprocess.Popen(command, env=env)
+    child = subprocess.Popen(command, env=same_code_environment())
     try:
         code = child.wait(timeout=max(1.0, seconds))
     except subprocess.TimeoutExpired:
@@ -240,8 +240,7 @@ def main(argv=None) -> None:
         if left < MIN_G2P_SECONDS:
             record(out, "g2p", args, {}, {"not_run": f"{left + RECORD_SECONDS:.0f} s left of --minutes {args.minutes}"})
         else:
-            spec_path = g2p_spec(out, args.tiny, args.seeds)
-            spec = yaml.safe_load(spec_path.read_text())
+            spec_path, spec = g2p_spec(out, args.tiny, args.seeds)
             jobs = args.jobs or len(spec["seeds"]) * len(spec["variants"])  # runs waiting for a warm start hold no process
             folder = Path(args.work) / "g2p"
             stopped = compare_for(spec_path, folder, jobs, left)

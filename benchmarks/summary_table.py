@@ -24,10 +24,9 @@ import json
 import os
 import re
 import shlex
-import sys
 from pathlib import Path
 
-from benchmarks.recording import RESULTS, find_record, record_order
+from benchmarks.recording import CHECKOUT, RESULTS, find_record, record_order
 
 SUITE = RESULTS / "suite"
 
@@ -148,7 +147,10 @@ def main(argv: list[str] | None = None) -> str:
                         "links to records are relative to it")
     parser.add_argument("--tasks", nargs="+", default=[], help="without --record: only these tasks")
     parser.add_argument("--exclude", nargs="+", default=[], help="without --record: every task but these")
+    parser.add_argument("--update", action="store_true", help="rewrite every marked table of the README and docs/ in place")
     args = parser.parse_args(argv)
+    if args.update:
+        return "\n".join(str(page) for page in update_pages(marked_pages())) or "up to date"
     if args.record is None:
         if args.columns or args.versus or args.contrasts:
             parser.error("--columns, --versus and --contrasts need --record")
@@ -167,6 +169,11 @@ def main(argv: list[str] | None = None) -> str:
 GENERATED = re.compile(r"<!-- summary_table\.py(?P<args>[^>]*?) -->\n(?P<quoted>.*?)\n?<!-- /summary_table\.py -->", re.S)
 
 
+def marked_pages() -> list[Path]:
+    """The pages whose marked tables this script generates: the README and docs/."""
+    return [CHECKOUT / "README.md", *sorted((CHECKOUT / "docs").glob("*.md"))]
+
+
 def update_pages(pages: list[Path]) -> list[Path]:
     """Every marked table in `pages` replaced by what this script prints with its marker's arguments; the pages changed."""
     changed = []
@@ -181,8 +188,4 @@ def update_pages(pages: list[Path]) -> list[Path]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--update"]:  # the README and docs/ pages, in place
-        root = RESULTS.parent.parent
-        print("\n".join(str(page) for page in update_pages([root / "README.md", *sorted((root / "docs").glob("*.md"))])) or "up to date")
-    else:
-        print(main())
+    print(main())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.summary_table import GENERATED, marked_pages
 from warmgen.config import SECTIONS, TOP_LEVEL, WarmupConfig
 from warmgen.config_files import load_config
 from warmgen.demo import demo_config
@@ -48,15 +49,12 @@ def test_g2p_config_is_the_demo(tmp_path):
     assert shipped == demo
 
 
-from benchmarks.summary_table import GENERATED  # noqa: E402
-
-
 def test_results_tables_are_the_records():
     """Every table in the README or docs/ marked `<!-- summary_table.py ARGS -->` is what the script prints with ARGS."""
     import shlex
 
     from benchmarks.summary_table import main
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pages = marked_pages()
     blocks = [(path, block) for path in pages for block in GENERATED.finditer(path.read_text())]
     opened = sum(path.read_text().count("<!-- summary_table.py") for path in pages)
     assert len(blocks) == opened, "a summary_table.py marker has no closing <!-- /summary_table.py --> after it"
@@ -88,6 +86,17 @@ def test_a_partial_record_reads_still_training_unless_it_says_why_its_runs_stopp
         (tmp_path / f"{name}-2026-11-30.json").write_text(json.dumps({**record, **changes, "benchmark": f"suite/{name}"}))
     seeds = {row.split(" | ")[0].strip("| "): row.split(" | ")[1] for row in table(tmp_path).splitlines()[2:]}
     assert seeds == {"a": "1 (still training)", "b": "1 (stopped)", "c": "1"}
+
+
+def test_update_rewrites_a_stale_or_empty_table_and_leaves_a_current_page_alone(tmp_path):
+    from benchmarks.summary_table import main, update_pages
+
+    marker = "<!-- summary_table.py --tasks g2p-full-t5 -->"
+    current = tmp_path / "current.md"
+    current.write_text(f"text\n{marker}\n{main(['--tasks', 'g2p-full-t5'])}\n<!-- /summary_table.py -->\nmore\n")
+    empty = tmp_path / "empty.md"
+    empty.write_text(f"text\n{marker}\n<!-- /summary_table.py -->\nmore\n")
+    assert update_pages([current, empty]) == [empty] and empty.read_text() == current.read_text()
 
 
 def test_summary_table_refuses_unknown_columns():

@@ -9,7 +9,7 @@ from warmgen.config import ConfigError
 from warmgen.config_files import parse_overrides
 from warmgen.demo import run_demo
 
-TINY = parse_overrides(["--model.name", "t5-tiny", "--data.max_train_examples", "16", "--data.max_dev_examples", "4",
+TINY = parse_overrides(["--model.name", "bart-tiny", "--data.max_train_examples", "16", "--data.max_dev_examples", "4",
                         "--data.max_test_examples", "5", "--train.max_steps", "2", "--train.batch_size", "8",
                         "--warmup.max_warmup_length", "3", "--warmup.sft_warm_start_steps", "1", "--train.eval_every", "1"])
 

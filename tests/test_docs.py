@@ -42,7 +42,7 @@ def test_shipped_comparison_specs_load(path):
 
 
 def test_g2p_config_is_the_demo(tmp_path):
-    shipped = load_config(ROOT / "configs" / "g2p-t5.yaml").to_dict()
+    shipped = load_config(ROOT / "configs" / "g2p-bart.yaml").to_dict()
     demo = demo_config("warmup", tmp_path, []).to_dict()
     for key in ("output_dir", "config_dir"):
         shipped.pop(key), demo.pop(key)

@@ -1,7 +1,7 @@
 """`warmgen` command line: train | eval | generate | compare | demo.
 
-    warmgen train --config configs/g2p-t5.yaml --warmup.num_warmups 8
-    warmgen train --config configs/g2p-t5.yaml --output_dir runs/x --resume
+    warmgen train --config configs/g2p-bart.yaml --warmup.num_warmups 8
+    warmgen train --config configs/g2p-bart.yaml --output_dir runs/x --resume
     warmgen eval runs/x --split test
     warmgen generate runs/x warmup hello
     warmgen compare configs/compare-g2p.yaml
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                    "threads unless OMP_NUM_THREADS is set (default 1)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a tiny T5 (about 12 minutes on 2 CPU cores)",
+    p = sub.add_parser("demo", help="SFT vs Warmup Generations on built-in CMUdict G2P with a 1M-parameter model (about 12 minutes on 2 CPU cores)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=keys + keys_help())
     p.add_argument("--output_dir", default="runs/demo")
     p.add_argument("--overwrite", choices=OVERWRITE, help=OVERWRITE_HELP + " (without it a finished demo is shown again)")

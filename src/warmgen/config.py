@@ -41,8 +41,8 @@ class _Checked:
 class ModelConfig(_Checked):
     """Which model to train and how to build it."""
 
-    # A preset built from scratch (`warmgen.models.PRESETS`: `t5-tiny`, `t5-mini`, `t5-g2p`, `bart-g2p`,
-    # `t5-10m`, `t5-100m`, `llama-tiny`, `llama-mini`, `llama-10m`, `llama-100m`, `gpt2-tiny`, ...), `smollm2-135m`
+    # A preset built from scratch (`warmgen.models.PRESETS`: `t5-tiny`, `t5-mini`, `t5-g2p`, `bart-mini`,
+    # `bart-g2p`, `t5-10m`, `t5-100m`, `llama-tiny`, `llama-mini`, `llama-10m`, `llama-100m`, `gpt2-tiny`, ...), `smollm2-135m`
     # (the offline SmolLM2-135M-Instruct GGUF), a local `save_pretrained` folder, or a hub id.
     name: str = "t5-mini"
     # The tokenizer a preset trains on the training split: `bpe` (byte-level BPE of vocab_size

@@ -1,4 +1,4 @@
-"""`warmgen demo`: SFT vs Warmup Generations on built-in CMUdict G2P, same tiny T5, seed and steps.
+"""`warmgen demo`: SFT vs Warmup Generations on built-in CMUdict G2P, same small model, seed and steps.
 
 The settings below were chosen by measurement (see README, "The demo"); any of them can be
 overridden on the command line, e.g. `warmgen demo --train.epochs 1`.
@@ -24,7 +24,7 @@ from .validation import validate
 
 DEMO = {
     "seed": 0,
-    "model": {"name": "t5-mini"},
+    "model": {"name": "bart-mini"},
     "data": {"task": "g2p", "max_dev_examples": 500, "max_test_examples": 500, "max_source_length": 32, "max_target_length": 32},
     "train": {"learning_rate": 3e-3, "lr_warmup_steps": 200, "batch_size": 128, "epochs": 1.4, "eval_every": 250,
               "log_every": 25, "samples_every": 250},
@@ -54,7 +54,7 @@ def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dic
     if steps:  # the warmup run starts from SFT's checkpoint of that step instead of training the same steps again
         configs["sft"].train.save_checkpoints_at = [steps]
         configs["warmup"].warmup.sft_warm_start_from = str(step_checkpoint(Path(configs["sft"].output_dir), steps))
-    print("warmgen demo: SFT vs Warmup Generations, CMUdict grapheme-to-phoneme, T5 from scratch")
+    print("warmgen demo: SFT vs Warmup Generations, CMUdict grapheme-to-phoneme, a 1M-parameter BART from scratch")
     print(yaml.safe_dump(configs["warmup"].to_dict(), sort_keys=False).rstrip())
     results = {}
     for method, config in configs.items():

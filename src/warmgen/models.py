@@ -43,7 +43,7 @@ ENCODER_DECODER = ("t5", "mt5", "bart")  # preset architectures with an encoder 
 PRESETS = {
     # Unit tests: a few thousand parameters.
     "t5-tiny": dict(arch="t5", d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16),
-    # The CPU demo: about 1M parameters.
+    # About 1M parameters: the demo before bart-mini, the cost benchmark.
     "t5-mini": dict(arch="t5", d_model=128, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32),
     # About 3.7M parameters, the size of the usual 2-layer G2P Transformer.
     "t5-g2p": dict(arch="t5", d_model=256, d_ff=1024, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=64),
@@ -51,6 +51,9 @@ PRESETS = {
     # positions): the competent G2P recipe, configs/g2p-full.yaml.
     "bart-g2p": dict(arch="bart", d_model=256, encoder_ffn_dim=1024, decoder_ffn_dim=1024, encoder_layers=2, decoder_layers=2,
                      encoder_attention_heads=4, decoder_attention_heads=4, max_position_embeddings=128),
+    # t5-mini's size with BART's architecture (learnt positions in cross-attention): the CPU demo.
+    "bart-mini": dict(arch="bart", d_model=128, encoder_ffn_dim=512, decoder_ffn_dim=512, encoder_layers=2, decoder_layers=2,
+                      encoder_attention_heads=4, decoder_attention_heads=4, max_position_embeddings=128),
     "bart-tiny": dict(arch="bart", d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_layers=2, decoder_layers=2,
                       encoder_attention_heads=2, decoder_attention_heads=2, max_position_embeddings=128),
     # About 7M parameters: translation from scratch on CPU.

@@ -141,18 +141,52 @@ def test_warmgen_never_runs_a_checkpoints_custom_generate(tmp_path):
     assert "generate" not in loaded.__dict__
 
 
-def test_a_models_own_generation_config_never_changes_warmgen_decoding():
+def hub_style_bart(folder, forced_bos: int = 5) -> None:
+    """A tiny BART saved as the hub's BARTs are: it forces a first token (`<s>` there) and `</s>` at the
+    length limit, and its own generation config beam-searches with a minimum length."""
+    torch.manual_seed(0)
+    model, tokenizer = build_preset("bart-tiny", TEXTS, vocab_size=300)
+    model.config.forced_eos_token_id = tokenizer.eos_token_id  # transformers 5 keeps forced_bos in the generation config only
+    for name, value in {"forced_bos_token_id": forced_bos, "forced_eos_token_id": tokenizer.eos_token_id, "num_beams": 4,
+                        "min_length": 5, "no_repeat_ngram_size": 3}.items():
+        setattr(model.generation_config, name, value)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "bart-tiny"])
+def test_a_models_own_generation_config_never_changes_warmgen_decoding(preset):
     """transformers fills unset fields of a given generation config from the model's own: a resumed
-    checkpoint's rules or a hub model's sampling defaults must not reach warmgen's decoding."""
+    checkpoint's rules, a hub model's sampling defaults or a hub BART's forced first and last tokens
+    must not reach warmgen's decoding (its decoder rows start with the warmup: layout.py)."""
     from conftest import tiny
 
-    from warmgen.decode import decode
+    from warmgen.decode import decode, generate_warmups
 
-    model, layout, config = tiny("t5-tiny")
+    model, layout, config = tiny(preset)
     sources = [layout.source_ids(text)[0] for text in ("cat sat", "hello world", "mat")]
-    expected = decode(model, layout, sources, True, config)
-    for name, value in {"do_sample": True, "temperature": 5.0, "suppress_tokens": [layout.sep_id], "top_k": 3}.items():
-        setattr(model.generation_config, name, value)
+    expected = [decode(model, layout, sources, use_warmup, config) for use_warmup in (True, False)]
     torch.manual_seed(1)
-    assert decode(model, layout, sources, True, config) == expected
+    sampled = generate_warmups(model, layout, sources, 4, 1, 3, do_sample=True)
+    for name, value in {"do_sample": True, "temperature": 5.0, "suppress_tokens": [layout.sep_id], "top_k": 3,
+                        "forced_bos_token_id": 5, "forced_eos_token_id": layout.eos_id, "num_beams": 2}.items():
+        setattr(model.generation_config, name, value)
+    model.config.forced_bos_token_id, model.config.forced_eos_token_id = 5, layout.eos_id
+    torch.manual_seed(1)
+    assert [decode(model, layout, sources, use_warmup, config) for use_warmup in (True, False)] == expected
+    torch.manual_seed(1)
+    assert generate_warmups(model, layout, sources, 4, 1, 3, do_sample=True) == sampled
     assert model.generation_config.temperature == 5.0  # the model's own is put back
+
+
+def test_hub_style_bart_trains_and_its_checkpoint_decodes_the_same_without_warmgen(tmp_path, capsys):
+    """A model folder like facebook/bart-base trains from its path, and plain transformers decodes the
+    fine-tuned checkpoint as warmgen does: the checkpoint's generation config forces nothing either."""
+    hub_style_bart(tmp_path / "bart", forced_bos=5)
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--model.name", str(tmp_path / "bart"), "--output_dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(run), *INPUTS, "--json"]) == 0
+    ours = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    plain = plain_transformers(run / "checkpoints" / "best", tmp_path)
+    assert [(row["warmup"], row["output"]) for row in plain] == [(row["warmup"].strip(), row["output"]) for row in ours]

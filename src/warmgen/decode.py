@@ -47,7 +47,11 @@ def _generate(model, inputs: dict, config: GenerationConfig, processors: list | 
     defaults. The model's own is swapped for the one its architecture implies while warmgen generates."""
     owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a LoRA wrapper
     own = owner.generation_config
-    owner.generation_config = GenerationConfig.from_model_config(owner.config)
+    neutral = GenerationConfig.from_model_config(owner.config)
+    # A hub BART's config forces <s> first and </s> at the length limit: warmgen's decoder rows start
+    # with the warmup and end where the length rules say (layout.py), so nothing is forced.
+    neutral.forced_bos_token_id = neutral.forced_eos_token_id = None
+    owner.generation_config = neutral
     try:
         return model.generate(**_on_device(model, inputs), generation_config=config, logits_processor=processors or [])
     finally:

@@ -25,7 +25,16 @@ OVERWRITE = ("move", "delete")
 OVERWRITE_HELP = "when output_dir holds an earlier run: move it to OUTPUT_DIR.previous-N, or delete it, and start over"
 
 
+def _quiet_transformers() -> None:
+    """One progress bar per checkpoint save or load would drown the training bar. Called where a command
+    starts on models, so that a config error is reported before torch and transformers are imported."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _load(path: str, overrides: list[str]):
+    _quiet_transformers()
     from .layout import make_layout
     from .rundir import checkpoint_folder, load_checkpoint
 
@@ -38,9 +47,10 @@ def _load(path: str, overrides: list[str]):
 
 
 def cmd_train(args, overrides: list[str]) -> None:
+    config = load_config(args.config, parse_overrides(overrides))
+    _quiet_transformers()
     from .train import train
 
-    config = load_config(args.config, parse_overrides(overrides))
     results = train(config, resume=args.resume, overwrite=args.overwrite)
     if results is not None:  # only the main process has results
         print(json.dumps(results["splits"], indent=2, ensure_ascii=False))
@@ -97,6 +107,7 @@ def cmd_compare(args, overrides: list[str]) -> None:
 
 
 def cmd_demo(args, overrides: list[str]) -> None:
+    _quiet_transformers()
     from .demo import run_demo
 
     run_demo(args.output_dir, parse_overrides(overrides), args.overwrite)
@@ -143,9 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_demo)
 
     args, rest = parser.parse_known_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one bar per checkpoint save/load drowns the training bar
     debug = args.debug or "--debug" in rest
     rest = [r for r in rest if r != "--debug"]
     try:
@@ -165,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         print("warmgen: interrupted; resume training with --resume", file=sys.stderr)
         return 130
     finally:
-        from .distributed import leave_process_group
-
-        leave_process_group()  # on errors too, so a multi-process run exits with its own code
+        distributed = sys.modules.get("warmgen.distributed")  # only a command that imported it can have joined a process group
+        if distributed is not None:
+            distributed.leave_process_group()  # on errors too, so a multi-process run exits with its own code
     return 0
 
 

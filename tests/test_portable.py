@@ -141,13 +141,13 @@ def test_warmgen_never_runs_a_checkpoints_custom_generate(tmp_path):
     assert "generate" not in loaded.__dict__
 
 
-def hub_style_bart(folder, forced_bos: int = 5) -> None:
+def hub_style_bart(folder) -> None:
     """A tiny BART saved as the hub's BARTs are: it forces a first token (`<s>` there) and `</s>` at the
     length limit, and its own generation config beam-searches with a minimum length."""
     torch.manual_seed(0)
     model, tokenizer = build_preset("bart-tiny", TEXTS, vocab_size=300)
     model.config.forced_eos_token_id = tokenizer.eos_token_id  # transformers 5 keeps forced_bos in the generation config only
-    for name, value in {"forced_bos_token_id": forced_bos, "forced_eos_token_id": tokenizer.eos_token_id, "num_beams": 4,
+    for name, value in {"forced_bos_token_id": 5, "forced_eos_token_id": tokenizer.eos_token_id, "num_beams": 4,
                         "min_length": 5, "no_repeat_ngram_size": 3}.items():
         setattr(model.generation_config, name, value)
     model.save_pretrained(folder)
@@ -182,7 +182,7 @@ def test_a_models_own_generation_config_never_changes_warmgen_decoding(preset):
 def test_hub_style_bart_trains_and_its_checkpoint_decodes_the_same_without_warmgen(tmp_path, capsys):
     """A model folder like facebook/bart-base trains from its path, and plain transformers decodes the
     fine-tuned checkpoint as warmgen does: the checkpoint's generation config forces nothing either."""
-    hub_style_bart(tmp_path / "bart", forced_bos=5)
+    hub_style_bart(tmp_path / "bart")
     run = tmp_path / "run"
     assert main(["train", *TINY, "--model.name", str(tmp_path / "bart"), "--output_dir", str(run)]) == 0
     capsys.readouterr()

@@ -48,8 +48,9 @@ def _generate(model, inputs: dict, config: GenerationConfig, processors: list | 
     owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a LoRA wrapper
     own = owner.generation_config
     neutral = GenerationConfig.from_model_config(owner.config)
-    # A hub BART's config forces <s> first and </s> at the length limit: warmgen's decoder rows start
-    # with the warmup and end where the length rules say (layout.py), so nothing is forced.
+    # A hub BART's config forces </s> at the length limit (and a first token, where an older config
+    # says so): warmgen's decoder rows start with the warmup and end where its length rules say
+    # (layout.py), so nothing is forced.
     neutral.forced_bos_token_id = neutral.forced_eos_token_id = None
     owner.generation_config = neutral
     try:

@@ -123,9 +123,9 @@ def throughput(size: dict, examples, save_rows) -> list[dict]:
     return rows
 
 
-TINY_G2P = {"model.name": "t5-tiny", "data.max_train_examples": 64, "data.max_dev_examples": 8, "data.max_test_examples": 8,
-            "train.batch_size": 8, "train.lr_warmup_steps": 0, "train.eval_every": 10, "train.log_every": 5, "train.samples_every": 0,
-            "warmup.sft_warm_start_steps": 20, "decode.batch_size": 8}
+TINY_G2P = {"model.name": "t5-tiny", "data.max_train_examples": 16, "data.max_dev_examples": 4, "data.max_test_examples": 4,
+            "data.max_target_length": 12, "train.batch_size": 8, "train.lr_warmup_steps": 0, "train.eval_every": 4,
+            "train.log_every": 2, "train.samples_every": 0, "warmup.sft_warm_start_steps": 4, "decode.batch_size": 4}
 
 
 def g2p_spec(out: Path, tiny: bool, seeds: list[int] | None = None) -> tuple[Path, dict]:

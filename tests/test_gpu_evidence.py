@@ -38,17 +38,17 @@ def test_the_kit_measures_throughput_then_runs_the_g2p_recipe_comparison(tmp_pat
 
 
 def test_a_comparison_stopped_by_its_time_is_recorded_as_far_as_it_got(tmp_path, monkeypatch):
-    """One run at a time for 40 seconds: recorded incomplete, with why, how far each run got, and summarised over what finished."""
+    """One run at a time for 25 seconds: recorded incomplete, with why, how far each run got, and summarised over what finished."""
     monkeypatch.setattr(gpu_evidence, "RECORD_SECONDS", 0)
     monkeypatch.setattr(gpu_evidence, "MIN_G2P_SECONDS", 1)
-    main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--tiny", "--parts", "g2p", "--minutes", str(40 / 60),
+    main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--tiny", "--parts", "g2p", "--minutes", str(25 / 60),
           "--jobs", "1", "--seeds", "1", "--commit", "abc"])
     g2p = json.loads((tmp_path / "out" / "gpu-g2p.json").read_text())["results"]
     assert not g2p["complete"] and g2p["stopped"].startswith("stopped after")
     recipe = yaml.safe_load((ROOT / "configs" / "compare" / "g2p-full.yaml").read_text())
     assert g2p["summary"] is None or set(g2p["summary"]["table"]) < set(recipe["variants"])
     # How far it got depends on the machine's speed: on a busy one no run may have started yet.
-    assert not all(run["finished"] for run in g2p["progress"].values()) or not g2p["progress"]
+    assert sum(run["finished"] for run in g2p["progress"].values()) < len(recipe["variants"])
     assert all(name.endswith(" seed 1") for name in g2p["progress"])
     settings = json.loads((tmp_path / "out" / "gpu-g2p.json").read_text())["settings"]
     assert settings["spec"]["seeds"] == [1] and settings["jobs"] == 1  # --seeds: the seeds asked for

@@ -20,7 +20,8 @@ from warmgen.validation import validate
 
 ARGS = ["--model.vocab_size", "300", "--data.max_train_examples", "24", "--data.max_dev_examples", "4", "--data.max_test_examples", "4",
         "--train.batch_size", "8", "--train.eval_every", "2", "--train.log_every", "1", "--train.samples_every", "0",
-        "--warmup.max_warmup_length", "3", "--warmup.num_warmups", "3", "--warmup.objective", "latro", "--train.lr_warmup_steps", "0"]
+        "--warmup.max_warmup_length", "3", "--warmup.num_warmups", "3", "--warmup.objective", "latro", "--train.lr_warmup_steps", "0",
+        "--data.max_target_length", "16"]
 
 
 def training_rows(run):

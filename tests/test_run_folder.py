@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +15,11 @@ from warmgen.rundir import hold_folder
 from warmgen.train import TrainingError
 
 
-def run_cli(*args):
-    """`warmgen ARGS` in its own process: (exit code, stderr)."""
-    out = subprocess.run([sys.executable, "-m", "warmgen.cli", *args], capture_output=True, text=True)
-    return out.returncode, out.stderr
+def run_cli(capsys, *args):
+    """`warmgen ARGS`: (exit code, stderr). An exception that escaped main would fail the test, as a traceback would."""
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().err
 
 
 def test_a_finished_run_is_never_replaced_unasked(tmp_path, capsys):
@@ -98,17 +97,17 @@ def test_a_crafted_trainer_state_is_refused_without_running(tmp_path, capsys):
     assert not PWNED.exists()
 
 
-def test_damaged_files_are_named(tmp_path):
+def test_damaged_files_are_named(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *ARGS, "--train.max_steps", "2", "--output_dir", str(run)]) == 0
     last = run / "checkpoints" / "last"
     state = last / "trainer_state.pt"
     state.write_bytes(state.read_bytes()[:100])
-    code, err = run_cli("train", *ARGS, "--train.max_steps", "2", "--output_dir", str(run), "--resume")
+    code, err = run_cli(capsys, "train", *ARGS, "--train.max_steps", "2", "--output_dir", str(run), "--resume")
     assert code == 2 and f"{state}: cannot be read, the file is damaged or incomplete" in err and "Traceback" not in err
     weights = run / "checkpoints" / "best" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:50])
-    code, err = run_cli("eval", str(run))
+    code, err = run_cli(capsys, "eval", str(run))
     assert code == 2 and f"{weights.parent}: its safetensors weights cannot be read" in err and "Traceback" not in err
 
 
@@ -150,9 +149,9 @@ def test_os_errors_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.undo()
     target = tmp_path / "a-file"
     target.write_text("not a folder")
-    code, err = run_cli("train", *ARGS, "--output_dir", str(target))
+    code, err = run_cli(capsys, "train", *ARGS, "--output_dir", str(target))
     assert code == 2 and err.startswith(f"warmgen: error: {target}: File exists") and "Traceback" not in err
-    code, err = run_cli("train", *ARGS, "--output_dir", str(target / "run"))
+    code, err = run_cli(capsys, "train", *ARGS, "--output_dir", str(target / "run"))
     assert code == 2 and "Not a directory" in err and len(error_lines(err)) == 1
 
 

@@ -17,6 +17,16 @@ def test_g2p_split_is_deterministic_and_disjoint():
     example = next(e for e in task.splits["train"] if e.source == "hello") if any(e.source == "hello" for e in task.splits["train"]) else None
     if example:
         assert example.target == "HH AH0 L OW1"
+    # Limited splits are the first examples of the whole ones, also where dev is drawn from train.
+    limited = load_task(load_config(None, parse_overrides(["--max_train_examples", "30", "--max_dev_examples", "5",
+                                                          "--max_test_examples", "7"])))
+    for name, size in (("train", 30), ("dev", 5), ("test", 7)):
+        assert [vars(e) for e in limited.splits[name]] == [vars(e) for e in task.splits[name][:size]]
+    drawn = ["--g2p_dev_size", "0", "--dev_size", "10", "--max_train_examples", "30"]
+    whole = load_task(load_config(None, parse_overrides(drawn[:4])))
+    limited = load_task(load_config(None, parse_overrides(drawn)))
+    assert [e.source for e in limited.splits["dev"]] == [e.source for e in whole.splits["dev"]]
+    assert [e.source for e in limited.splits["train"]] == [e.source for e in whole.splits["train"][:30]]
 
 
 def test_seq2seq_task_from_files(tmp_path):

@@ -3,7 +3,7 @@
 Run as a script, it is `warmgen.cli` with a fault in its warmup steps, for multi-process launches:
 
     faults.py crash ARGS...      the third warmup step raises (after the step-2 checkpoint)
-    faults.py nan ARGS...        the second warmup step's loss is NaN on every process
+    faults.py nan ARGS...        the second call of each objective (SFT's, the warmup step's) has a NaN loss, on every process
     faults.py fast_clock ARGS... the last process's training clock runs 1000 s per reading
 """
 
@@ -57,6 +57,7 @@ if __name__ == "__main__":
         warmgen.objectives.warmup_step = failing_on_call(warmgen.objectives.warmup_step, 3)
     elif fault == "nan":
         warmgen.objectives.warmup_step = nan_objective_on_calls(warmgen.objectives.warmup_step, {2})
+        warmgen.objectives.SFTObjective.__call__ = nan_objective_on_calls(warmgen.objectives.SFTObjective.__call__, {2})
     elif int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1:  # fast_clock
         warmgen.train.time = ticking_clock(1000)
     sys.exit(main(args))

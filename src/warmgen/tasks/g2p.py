@@ -31,11 +31,23 @@ def shuffled_entries(split_seed: int) -> tuple[tuple[str, str], ...]:
 
 
 def load(config: WarmupConfig, given: dict) -> Task:
-    examples = [Example(word, word, phones) for word, phones in shuffled_entries(config.data.g2p_split_seed)]
-    n_test, n_dev = config.data.g2p_test_size, config.data.g2p_dev_size
-    splits = {"test": examples[:n_test], "dev": examples[n_test : n_test + n_dev], "train": examples[n_test + n_dev :]}
-    if "train" in given:  # your dictionary instead of CMUdict: no split of CMUdict's beside yours
-        splits = {}
+    splits = {} if "train" in given else cmudict_splits(config)  # your dictionary instead: no split of CMUdict's beside yours
     convert = text_rows(config)
     splits.update({name: convert(rows, DATASET_NAMES[name]) for name, rows in given.items()})
     return Task("g2p", splits, metrics=["wer", "per", "exact_match"], primary_metric="wer", greater_is_better=False)
+
+
+def cmudict_splits(config: WarmupConfig) -> dict[str, list[Example]]:
+    data = config.data
+    entries = shuffled_entries(data.g2p_split_seed)
+    n_test, n_dev = data.g2p_test_size, data.g2p_dev_size
+    bounds = {"test": (0, n_test), "dev": (n_test, n_test + n_dev), "train": (n_test + n_dev, len(entries))}
+    # load_task keeps the first data.max_*_examples of each split: only those become Examples, since making
+    # all 124k (and holding them through training) costs a small run seconds. Not for train when the dev split
+    # is empty, where load_task draws data.dev_size of them from the whole split first.
+    limits = {"test": data.max_test_examples, "dev": data.max_dev_examples, "train": data.max_train_examples if n_dev else 0}
+    splits = {}
+    for name, (start, stop) in bounds.items():
+        stop = min(stop, start + limits[name]) if limits[name] else stop
+        splits[name] = [Example(word, word, phones) for word, phones in entries[start:stop]]
+    return splits

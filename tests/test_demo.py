@@ -11,7 +11,8 @@ from warmgen.demo import run_demo
 
 TINY = parse_overrides(["--model.name", "bart-tiny", "--data.max_train_examples", "16", "--data.max_dev_examples", "4",
                         "--data.max_test_examples", "5", "--train.max_steps", "2", "--train.batch_size", "8",
-                        "--warmup.max_warmup_length", "3", "--warmup.sft_warm_start_steps", "1", "--train.eval_every", "1"])
+                        "--warmup.max_warmup_length", "3", "--warmup.sft_warm_start_steps", "1", "--train.eval_every", "1",
+                        "--data.max_target_length", "16"])
 
 
 def test_demo_trains_both_then_shows_the_finished_demo_again(tmp_path, capsys):

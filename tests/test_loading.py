@@ -16,7 +16,8 @@ from warmgen.models import build_preset, load_pretrained
 from warmgen.rundir import load_checkpoint
 
 TINY = ["--model.vocab_size", "300", "--data.max_train_examples", "16", "--data.max_dev_examples", "2", "--data.max_test_examples", "2",
-        "--train.max_steps", "2", "--train.batch_size", "8", "--warmup.max_warmup_length", "3", "--warmup.num_warmups", "2"]
+        "--train.max_steps", "2", "--train.batch_size", "8", "--warmup.max_warmup_length", "3", "--warmup.num_warmups", "2",
+        "--data.max_target_length", "16"]
 
 
 @pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny", "t5-tiny", "bart-tiny"])

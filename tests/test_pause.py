@@ -56,7 +56,7 @@ def test_pause_trains_and_evaluates_from_the_cli(tmp_path, preset):
     run = tmp_path / "pause"
     assert main(["train", "--method", "pause", "--pause.num_tokens", "4", "--model.name", preset, "--data.max_train_examples", "16",
                  "--data.max_dev_examples", "4", "--data.max_test_examples", "4", "--train.max_steps", "2", "--train.batch_size", "8",
-                 "--output_dir", str(run)]) == 0
+                 "--data.max_target_length", "16", "--output_dir", str(run)]) == 0
     predictions = [json.loads(line) for line in (run / "eval" / "test" / "predictions.jsonl").read_text().splitlines()]
     assert [p["warmup"].split() for p in predictions] == [[PAUSE] * 4] * 4
     assert json.loads((run / "results.json").read_text())["generated_tokens"] == 0  # nothing sampled in training

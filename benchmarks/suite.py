@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (warmgen compare --jobs)")
     parser.add_argument("--partial", action="store_true", help="train nothing: record what the tasks' finished runs show so far "
                         "(the seeds every variant that has them finished), as <task>-partial-<date>.json")
+    parser.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of the specs' (warmgen compare --seeds): "
+                        "train them, or with --partial record them; the record is named <task>-seeds-<seeds>")
     parser.add_argument("--label", help="with --partial and one task: record it under this name (runs of an earlier "
                         "recipe of the task, in their own --out folder)")
     args = parser.parse_args()
@@ -58,18 +60,19 @@ def main() -> None:
     lines = []
     for task in args.tasks:
         folder = Path(args.out) / SHARED_FOLDER.get(task, task)
+        name = (args.label or task) + (f"-seeds-{'-'.join(map(str, args.seeds))}" if args.seeds else "")
         if args.partial:
-            summary = finished_so_far(ROOT / TASKS[task], folder)
+            summary = finished_so_far(ROOT / TASKS[task], folder, args.seeds)
             if summary is None:
                 print(f"{task}: no finished run of its baseline yet", flush=True)
                 continue
-            name = args.label or task
             path = write_record("suite", f"{name}-partial", {"benchmark": f"suite/{name}", "spec": TASKS[task], "complete": False,
                                                              "summary": summary})
         else:
             summary = run_comparison(str(ROOT / TASKS[task]), str(folder), jobs=args.jobs,
-                                     report_dir=str(Path(args.out) / task) if task in SHARED_FOLDER else None)
-            path = write_record("suite", task, {"benchmark": f"suite/{task}", "spec": TASKS[task], "complete": True, "summary": summary})
+                                     report_dir=str(Path(args.out) / task) if task in SHARED_FOLDER else None, seeds=args.seeds)
+            path = write_record("suite", name, {"benchmark": f"suite/{name}", "spec": TASKS[task], "complete": not args.seeds,
+                                                "summary": summary})
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():
             versus = summary["versus_baseline"].get(variant, {}).get(primary)
@@ -79,10 +82,11 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def finished_so_far(spec_path: Path, folder: Path) -> dict | None:
-    """The comparison summary of a task still training, over what is finished: the seeds at which the baseline
-    is, and at those the variants finished at every one of them. None before the baseline's first run ends."""
-    spec = load_spec(spec_path)
+def finished_so_far(spec_path: Path, folder: Path, seeds: list[int] | None = None) -> dict | None:
+    """The comparison summary of a task still training, over what is finished: the seeds (of `seeds`, by default the
+    spec's) at which the baseline is, and at those the variants finished at every one of them. None before the
+    baseline's first run ends."""
+    spec = load_spec(spec_path, seeds)
     done = lambda variant, seed: results_file(folder / variant / f"seed{seed}").is_file()  # noqa: E731
     seeds = [seed for seed in spec["seeds"] if done(spec["baseline"], seed)]
     if not seeds:

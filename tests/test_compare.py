@@ -91,6 +91,13 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert summary["table"]["sft"]["train_load_average"] is None and summary["table"]["warmup"]["train_load_average"]
     assert summary["table"]["sft"]["inference_load_average"] is None and "inference_load_average" in (out / "report.md").read_text()
 
+    # --seeds: these seeds instead of the spec's, in their order; all finished here, so only the summary is made, of seed 1.
+    capsys.readouterr()
+    assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), "--seeds", "1", *TINY]) == 0
+    skipped = [line for line in capsys.readouterr().out.splitlines() if line.endswith("done, skipped")]
+    assert skipped == [f"[compare] {variant} seed 1: done, skipped" for variant in ("sft", "warmup")]
+    assert set(json.loads((out / "summary.json").read_text())["table"]["warmup"]["wer"]["per_seed"]) == {"1"}
+
     # --status reads the folder and trains nothing; a run whose folder is locked is being trained.
     from warmgen.rundir import hold_folder
 
@@ -117,6 +124,9 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     status = capsys.readouterr().out
     assert "warmup seed 0: trained under another spec (warmup.num_warmups: 2 there, 3 now); delete it" in status
     assert "sft seed 2: pending" in status  # the edited spec was refused before anything trained
+    assert main(["compare", str(edited), "--output_dir", str(out), "--status", "--seeds", "2", *TINY]) == 0
+    status = capsys.readouterr().out
+    assert "sft seed 2: pending" in status and "seed 0" not in status and "seed 1" not in status
     assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
 
 
@@ -141,6 +151,9 @@ def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_pa
 @pytest.mark.parametrize("text, message", [
     ("variants:\n  a: {warmup.num_warmup: 3}\n", "unknown config key 'warmup.num_warmup'"),
     ("seed: [1]\nvariants: {a: {}}\n", "unknown key"),
+    ("seeds: [0, 0]\nvariants: {a: {}}\n", "seeds must be a list of distinct integers, not \\[0, 0\\]"),
+    ("seeds: []\nvariants: {a: {}}\n", "seeds must be a list of distinct integers"),
+    ("seeds: 3\nvariants: {a: {}}\n", "seeds must be a list of distinct integers, not 3"),
     ("contrasts: [[a, b]]\nvariants: {a: {}}\n", "contrast must be a"),
     ("budget: same\nvariants: {a: {}}\n", "budget must be one of epochs, wall_clock, not 'same'"),
     ("budget: wall_clock\nvariants: {sft: {method: sft}, a: {train.max_train_seconds: 60}}\n", "a gets train.max_train_seconds from sft's"),

@@ -19,6 +19,8 @@ def test_a_partial_summary_keeps_the_seeds_and_variants_that_have_finished(tmp_p
     summary = finished_so_far(spec, out)
     assert summary["spec"]["seeds"] == [0] and set(summary["table"]) == {"sft", "warmup"}
     assert list(summary["contrasts"]) == ["warmup vs sft"]
+    assert finished_so_far(spec, out, seeds=[1]) is None  # --seeds 1: its baseline has not finished
+    assert finished_so_far(spec, out, seeds=[1, 0])["spec"]["seeds"] == [0]
 
 
 def test_a_label_names_one_tasks_partial_record_only(monkeypatch, capsys):

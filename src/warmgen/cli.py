@@ -101,9 +101,9 @@ def cmd_compare(args, overrides: list[str]) -> None:
     from .compare import comparison_status, run_comparison
 
     if args.status:
-        print(comparison_status(args.spec, args.output_dir, overrides))
+        print(comparison_status(args.spec, args.output_dir, overrides, args.seeds))
     else:
-        run_comparison(args.spec, args.output_dir, overrides, args.jobs)
+        run_comparison(args.spec, args.output_dir, overrides, args.jobs, seeds=args.seeds)
 
 
 def cmd_demo(args, overrides: list[str]) -> None:
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec", help="comparison YAML: base, seeds, baseline, bootstrap, variants")
     p.add_argument("--output_dir", help="comparison folder (default: the spec's output_dir or runs/compare-<spec name>)")
     p.add_argument("--status", action="store_true", help="show which runs are done, training, stopped or pending; train nothing")
+    p.add_argument("--seeds", type=int, nargs="+", help="train and summarise these seeds instead of the spec's, in this order "
+                   "(e.g. one seed now, the others later: finished runs are kept)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process; each gets cores / jobs "
                    "threads unless OMP_NUM_THREADS is set (default 1)")
     p.set_defaults(func=cmd_compare)

@@ -151,11 +151,11 @@ def same_code_environment() -> dict[str, str]:
 
 
 def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), jobs: int = 1,
-                   report_dir: str | None = None) -> dict:
+                   report_dir: str | None = None, seeds: list[int] | None = None) -> dict:
     """Train what is left of a comparison, then write its summary, report and plots (into `report_dir`, by default
-    the comparison folder); the summary."""
+    the comparison folder); the summary. `seeds`: these instead of the spec's."""
     path = Path(spec_path)
-    spec = load_spec(path)
+    spec = load_spec(path, seeds)
     parse_overrides(list(overrides))  # validate the form early
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: at least one run must train at a time")

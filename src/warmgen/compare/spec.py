@@ -14,7 +14,9 @@ SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir",
 
 BUDGETS = ("epochs", "wall_clock")
 
-def load_spec(path: Path) -> dict:
+def load_spec(path: Path, seeds: list[int] | None = None) -> dict:
+    """The spec at `path`, checked, with its defaults; `seeds` (e.g. `warmgen compare --seeds 1 2`) replaces its seeds,
+    so a comparison can train and summarise some seeds now and the rest later."""
     spec = read_yaml(path) or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a comparison spec is a mapping (base, seeds, variants, ...), not {type(spec).__name__}")
@@ -24,6 +26,11 @@ def load_spec(path: Path) -> dict:
     if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
         raise ConfigError(f"{path}: 'variants' must map variant names to config overrides")
     spec.setdefault("seeds", [0])
+    if seeds:
+        spec["seeds"] = list(seeds)
+    if not (isinstance(spec["seeds"], list) and spec["seeds"] and all(type(s) is int for s in spec["seeds"])
+            and len(set(spec["seeds"])) == len(spec["seeds"])):
+        raise ConfigError(f"{path}: seeds must be a list of distinct integers, not {spec['seeds']!r}")
     spec.setdefault("baseline", "sft" if "sft" in spec["variants"] else next(iter(spec["variants"])))
     spec.setdefault("bootstrap", 1000)
     spec.setdefault("overrides", {})

@@ -43,6 +43,14 @@ TINY = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--data.max_trai
         "--warmup.max_warmup_length", "3", "--data.max_target_length", "10"]
 
 
+def test_the_summary_quotes_long_inputs_as_excerpts():
+    from warmgen.compare.statistics import EXCERPT_CHARS, excerpt
+
+    article = "word " * 1000
+    assert excerpt(article) == article[:EXCERPT_CHARS].rstrip() + " …" and len(excerpt(article)) < EXCERPT_CHARS + 3
+    assert excerpt("a short input ") == "a short input "
+
+
 def test_compare_reports_and_resumes(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(spec_file(tmp_path)), "--output_dir", str(out), *TINY]) == 0

@@ -44,6 +44,12 @@ def paired_bootstrap(name: str, variant: list[np.ndarray], baseline: list[np.nda
                         "p_value": float((1 + extreme.sum()) / (samples + 1))}
     return results
 
+EXCERPT_CHARS = 300
+
+def excerpt(text: str) -> str:
+    """The start of a long input, for the summary's examples: records are committed, the dataset must not be."""
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS].rstrip() + " …"
+
 def _tokens(text: str | None) -> list[str]:
     return (text or "").split()
 
@@ -129,7 +135,7 @@ def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
     sft_predictions = runs[baseline][spec["seeds"][0]]["predictions"] if base.method == "sft" or spec["variants"][baseline].get("method") == "sft" else None
     analysis = {v: warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions)
                 for v, seeds in runs.items() if seeds[spec["seeds"][0]]["predictions"][0]["warmup"] is not None}
-    examples = [{"source": runs[baseline][spec["seeds"][0]]["predictions"][i]["source"],
+    examples = [{"source": excerpt(runs[baseline][spec["seeds"][0]]["predictions"][i]["source"]),
                  "target": runs[baseline][spec["seeds"][0]]["predictions"][i]["target"],
                  "outputs": {v: {"warmup": seeds[spec["seeds"][0]]["predictions"][i]["warmup"],
                                  "prediction": seeds[spec["seeds"][0]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}

@@ -118,7 +118,7 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     holder.close()
     (tmp_path / "aside.json").rename(finished)
     assert f"{out}: no comparison running" in status and "sft seed 0: done: test wer " in status
-    assert f"warmup seed 1: training: step 2 of 2 (warmgen train (pid {os.getpid()}))" in status
+    assert f"warmup seed 1: training: step 2 of 2, about 0 min of steps left (warmgen train (pid {os.getpid()}))" in status
     assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
 
     # An edited spec does not silently reuse runs trained with the old one.
@@ -136,6 +136,21 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     status = capsys.readouterr().out
     assert "sft seed 2: pending" in status and "seed 0" not in status and "seed 1" not in status
     assert (out / "warmup" / "seed1" / "results.json").stat().st_mtime == stamp
+
+
+def test_status_gives_a_training_runs_step_and_the_time_its_remaining_steps_take(tmp_path):
+    from warmgen.compare.status import PACE_ROWS, _progress
+    from warmgen.runlog import metrics_file
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert _progress(run) == "step 0 of ?"  # nothing logged yet
+    rows = [{"step": 0, "event": "start", "total_steps": 1000}]
+    rows += [{"step": 100 * i, "time/step": 0.5 if i < 5 else 3.0} for i in range(1, 9)]  # SFT steps, then slower warmup steps
+    metrics_file(run).write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 9')  # its last line half-written
+    # The pace of the last PACE_ROWS logged steps: 4 at 3 s and one at 0.5 s; 200 steps left.
+    expected = 200 * (4 * 3.0 + 0.5) / PACE_ROWS / 60
+    assert PACE_ROWS == 5 and _progress(run) == f"step 800 of 1000, about {expected:.0f} min of steps left"
 
 
 def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_path):

@@ -40,7 +40,8 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
     return "\n".join(lines)
 
 def _progress(run_dir: Path) -> str:
-    """"step N of M" from a run's log, which its training process may be writing (the last line can be half-written)."""
+    """"step N of M" from a run's log, which its training process may be writing (the last line can be half-written),
+    and the time its remaining steps take at the pace of its last logged ones."""
     path = metrics_file(run_dir)
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
@@ -48,5 +49,13 @@ def _progress(run_dir: Path) -> str:
             rows.append(json.loads(line))
         except ValueError:
             continue
-    total = next((row["total_steps"] for row in rows if "total_steps" in row), "?")
-    return f"step {max((row['step'] for row in rows if 'step' in row), default=0)} of {total}"
+    total = next((row["total_steps"] for row in rows if "total_steps" in row), None)
+    step = max((row["step"] for row in rows if "step" in row), default=0)
+    paces = [row["time/step"] for row in rows if "time/step" in row][-PACE_ROWS:]
+    if total is None or not paces:
+        return f"step {step} of {total or '?'}"
+    minutes = (total - step) * sum(paces) / len(paces) / 60
+    return f"step {step} of {total}, about {minutes:.0f} min of steps left"
+
+
+PACE_ROWS = 5  # logged steps averaged for the pace: recent enough to follow a change (SFT to warmup steps)

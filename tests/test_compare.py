@@ -58,6 +58,7 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert set(summary["table"]) == {"sft", "warmup"} and summary["test_examples"] == 6
     commits = {json.loads((out / v / f"seed{s}" / "results.json").read_text())["git_commit"] for v in ("sft", "warmup") for s in (0, 1)}
     assert summary["trained_at_commits"] == sorted(map(str, commits))
+    assert summary["trained_with_versions"] == [json.loads((out / "sft" / "seed0" / "results.json").read_text())["versions"]]
     assert {"wer", "per", "exact_match"} <= set(summary["versus_baseline"]["warmup"])
     for key in ("train_seconds", "peak_rss_mb", "generated_tokens", "inference_seconds"):
         assert key in summary["table"]["warmup"]

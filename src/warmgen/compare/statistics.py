@@ -143,7 +143,9 @@ def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
                "test_examples": len(ids), "table": table, "versus_baseline": versus, "contrasts": contrasts, "warmup_analysis": analysis,
                "examples": examples, "bootstrap": "paired over test examples, pooled over seeds (seed means)",
-               # The code the runs were trained with, which a summary made later from another checkout does not show.
-               "trained_at_commits": sorted({str(r["results"].get("git_commit")) for seeds in runs.values() for r in seeds.values()})}
+               # The code and libraries the runs were trained with, which a summary made later from another checkout does not show.
+               "trained_at_commits": sorted({str(r["results"].get("git_commit")) for seeds in runs.values() for r in seeds.values()}),
+               "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r["results"].get("versions"), sort_keys=True)
+                                                                       for seeds in runs.values() for r in seeds.values()})]}
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary, runs

@@ -39,6 +39,8 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
             lines.append(f"  {variant} seed {seed}: {state}")
     return "\n".join(lines)
 
+PACE_ROWS = 5  # logged steps averaged for the pace: recent enough to follow a change (SFT to warmup steps)
+
 def _progress(run_dir: Path) -> str:
     """"step N of M" from a run's log, which its training process may be writing (the last line can be half-written),
     and the time its remaining steps take at the pace of its last logged ones."""
@@ -57,5 +59,3 @@ def _progress(run_dir: Path) -> str:
     minutes = (total - step) * sum(paces) / len(paces) / 60
     return f"step {step} of {total}, about {minutes:.0f} min of steps left"
 
-
-PACE_ROWS = 5  # logged steps averaged for the pace: recent enough to follow a change (SFT to warmup steps)

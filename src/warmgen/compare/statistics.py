@@ -140,12 +140,12 @@ def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
                  "outputs": {v: {"warmup": seeds[spec["seeds"][0]]["predictions"][i]["warmup"],
                                  "prediction": seeds[spec["seeds"][0]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}
                 for i in range(min(5, len(ids)))]
+    results = [r["results"] for seeds in runs.values() for r in seeds.values()]
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
                "test_examples": len(ids), "table": table, "versus_baseline": versus, "contrasts": contrasts, "warmup_analysis": analysis,
                "examples": examples, "bootstrap": "paired over test examples, pooled over seeds (seed means)",
                # The code and libraries the runs were trained with, which a summary made later from another checkout does not show.
-               "trained_at_commits": sorted({str(r["results"].get("git_commit")) for seeds in runs.values() for r in seeds.values()}),
-               "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r["results"].get("versions"), sort_keys=True)
-                                                                       for seeds in runs.values() for r in seeds.values()})]}
+               "trained_at_commits": sorted({str(r.get("git_commit")) for r in results}),
+               "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r.get("versions"), sort_keys=True) for r in results})]}
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary, runs

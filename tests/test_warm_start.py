@@ -2,6 +2,7 @@
 training its warm start itself; a checkpoint that is not that warm start is refused."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -74,6 +75,8 @@ def test_a_branched_run_resumes_like_any_other(tmp_path, sft_run, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(run(tmp_path / "crashed", *start))
     monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
+    monkeypatch.chdir(sft_run.parent)  # the warm start named relatively now: the same checkpoint, so it resumes
+    start[-1] = str(step_checkpoint(Path(sft_run.name), 2))
     train(run(tmp_path / "crashed", *start), resume=True)
     assert losses(tmp_path / "crashed") == losses(tmp_path / "full")
 
@@ -107,7 +110,7 @@ def test_the_option_needs_a_warmup_run_with_a_warm_start():
         load_config(None, [("train.save_checkpoints_at", [0])])
 
 
-def test_compare_shares_the_warm_start(tmp_path):
+def test_compare_shares_the_warm_start(tmp_path, monkeypatch):
     overrides = dict(zip([a[2:] for a in ARGS[::2]], [yaml.safe_load(v) for v in ARGS[1::2]]))
     spec = {"seeds": [0], "bootstrap": 10, "warm_start_from": "sft", "overrides": overrides,
             "variants": {"sft": {"method": "sft"}, "marginal": {"method": "warmup"}}}
@@ -116,11 +119,18 @@ def test_compare_shares_the_warm_start(tmp_path):
     header = json.loads((tmp_path / "out" / "marginal" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
     assert header["sft_warm_start_from"] == str(step_checkpoint(tmp_path / "out" / "sft" / "seed0", 2))
     assert losses(tmp_path / "out" / "marginal" / "seed0")[:2] == [(s, line, None) for s, line, _ in losses(tmp_path / "out" / "sft" / "seed0")[:2]]
+    # The folder named relatively, or moved, is the same comparison: its finished runs are kept.
+    stamp = (tmp_path / "out" / "marginal" / "seed0" / "results.json").stat().st_mtime
+    monkeypatch.chdir(tmp_path)
+    run_comparison("spec.yaml", "out")
+    (tmp_path / "out").rename(tmp_path / "moved")
+    run_comparison("spec.yaml", "moved")
+    assert (tmp_path / "moved" / "marginal" / "seed0" / "results.json").stat().st_mtime == stamp
     # The spec without the shared warm start would train the warmup variant another way: compare says so.
     del spec["warm_start_from"]
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match="warmup.sft_warm_start_from"):
-        run_comparison(str(tmp_path / "spec.yaml"), str(tmp_path / "out"))
+        run_comparison(str(tmp_path / "spec.yaml"), str(tmp_path / "moved"))
 
 
 def test_compare_refuses_a_warm_start_source_that_is_not_sft(tmp_path):

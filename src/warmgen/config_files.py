@@ -158,6 +158,10 @@ BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_eve
                "decode.batch_size")
 
 
+# Fields that name a file: the same file spelt another way (relative, absolute) is no difference.
+PATHS = ("warmup.sft_warm_start_from",)
+
+
 def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
     """Where two configs (as dicts) differ, as "key: old there, new now"; a field `old` lacks (an older warmgen) is not compared,
     nor, between two SFT configs, the warmup section that SFT never reads (nor pause, but between pause runs)."""
@@ -175,7 +179,7 @@ def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> 
             if name in ignore or key in ignore or (sub_key is not None and sub_key not in old[key]):
                 continue
             before = old[key] if sub_key is None else old[key][sub_key]
-            if before != sub_value:
+            if before != sub_value and not (name in PATHS and before and sub_value and Path(before).resolve() == Path(sub_value).resolve()):
                 found.append(f"{name}: {before!r} there, {sub_value!r} now")
     return found
 

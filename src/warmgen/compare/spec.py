@@ -102,8 +102,10 @@ def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
 def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> list[str]:
     """How the config a run was started with differs from the one the spec gives now ("key: old there, new now").
 
-    Where the run is kept (output_dir, config_dir) may differ, and a field the saved config lacks
-    (written by an older warmgen) is not compared. A run not started yet has no differences.
+    Where the run is kept (output_dir, config_dir) may differ, and so may the comparison folder's spelling in the
+    warm-start checkpoint's path (relative or absolute, or the folder moved): only its place inside the folder
+    counts. A field the saved config lacks (written by an older warmgen) is not compared. A run not started yet
+    has no differences.
     """
     saved_path = run_config_file(run_dir)
     if not saved_path.is_file():
@@ -111,7 +113,14 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
     saved = comparable(read_yaml(saved_path) or {})
     wanted = comparable(load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items())
                                     + parse_overrides(overrides) + [("seed", seed)]).to_dict())
+    for config in (saved, wanted):
+        warmup = config.get("warmup", {})
+        if warmup.get("sft_warm_start_from"):
+            warmup["sft_warm_start_from"] = str(Path(*Path(warmup["sft_warm_start_from"]).parts[-WARM_START_DEPTH:]))
     return differences(saved, wanted)
+
+# The parts of a warm-start checkpoint's path inside the comparison folder: <variant>/seed<N>/checkpoints/step-<S>.
+WARM_START_DEPTH = 4
 
 def comparison_folder(spec_path: Path, spec: dict, output_dir: str | None) -> Path:
     return Path(output_dir or spec.get("output_dir") or f"runs/compare-{spec_path.stem}")

@@ -6,17 +6,22 @@
 Each task is a comparison spec in configs/compare/. Runs already finished are skipped, so an
 interrupted suite continues where it stopped. For every task that completes, writes
 benchmarks/results/suite/<task>-<date>.json with the command, the git commit and the comparison summary,
-then prints the summary table.
+and beside it <task>-<date>.runs.json.gz, the finished runs it summarises (`warmgen compare --export`:
+no weights, no dataset text), so that the summary can be made again, and later seeds joined to these,
+on a machine that never held the run folders (`warmgen compare --import`). Then prints the summary table.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
+import tempfile
 from pathlib import Path
 
 from benchmarks.recording import CHECKOUT as ROOT
-from benchmarks.recording import write_record
-from warmgen.compare import load_spec, run_comparison
+from benchmarks.recording import save_gzipped, write_record
+from warmgen.compare import export_runs, load_spec, run_comparison
 from warmgen.compare.statistics import summarize
 from warmgen.rundir import results_file
 
@@ -73,13 +78,23 @@ def main() -> None:
                                      report_dir=str(Path(args.out) / task) if task in SHARED_FOLDER else None, seeds=args.seeds)
             path = write_record("suite", name, {"benchmark": f"suite/{name}", "spec": TASKS[task], "complete": not args.seeds,
                                                 "summary": summary})
+        archive = keep_runs(path, ROOT / TASKS[task], folder, summary["spec"]["seeds"])
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():
             versus = summary["versus_baseline"].get(variant, {}).get(primary)
             delta = "" if versus is None else f"{versus['diff']:+.4g} [{versus['ci_low']:+.4g}, {versus['ci_high']:+.4g}] p={versus['p_value']:.3g}"
             lines.append(f"{task:<8} {variant:<42} {primary} {row[primary]['mean']:.4g} ± {row[primary]['std']:.2g}  {delta}")
-        print(f"wrote {path}", flush=True)
+        print(f"wrote {path} and {archive.name}", flush=True)
     print("\n".join(lines))
+
+
+def keep_runs(record: Path, spec_path: Path, folder: Path, seeds: list[int]) -> Path:
+    """The finished runs of `seeds` in `folder`, exported beside `record` (<record>.runs.json.gz), paths in them portable."""
+    with tempfile.TemporaryDirectory() as scratch:
+        export_runs(str(spec_path), f"{scratch}/runs.json.gz", str(folder), seeds)
+        with gzip.open(f"{scratch}/runs.json.gz", "rt", encoding="utf-8") as f:
+            runs = json.load(f)
+    return save_gzipped(record.with_suffix(".runs.json.gz"), runs)
 
 
 def finished_so_far(spec_path: Path, folder: Path, seeds: list[int] | None = None) -> dict | None:

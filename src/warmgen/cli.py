@@ -98,10 +98,16 @@ def cmd_generate(args, overrides: list[str]) -> None:
 
 
 def cmd_compare(args, overrides: list[str]) -> None:
-    from .compare import comparison_status, run_comparison
+    from .compare import comparison_status, export_runs, import_runs, run_comparison
 
     if args.status:
         print(comparison_status(args.spec, args.output_dir, overrides, args.seeds))
+    elif args.export:
+        names = export_runs(args.spec, args.export, args.output_dir, args.seeds)
+        print(f"[compare] wrote {args.export}: {', '.join(names)}")
+    elif args.import_:
+        for line in import_runs(args.spec, args.import_, args.output_dir, overrides, args.seeds):
+            print(f"[compare] {line}")
     else:
         run_comparison(args.spec, args.output_dir, overrides, args.jobs, seeds=args.seeds)
 
@@ -142,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("compare", help="train every variant x seed of a comparison spec and report differences with bootstrap CIs")
     p.add_argument("spec", help="comparison YAML: base, seeds, baseline, bootstrap, variants")
     p.add_argument("--output_dir", help="comparison folder (default: the spec's output_dir or runs/compare-<spec name>)")
-    p.add_argument("--status", action="store_true", help="show which runs are done, training, stopped or pending; train nothing")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--status", action="store_true", help="show which runs are done, training, stopped or pending; train nothing")
+    only.add_argument("--export", metavar="FILE", help="write the finished runs (no weights, no dataset text) into a new "
+                      "gzipped JSON FILE; train nothing")
+    only.add_argument("--import", dest="import_", metavar="FILE", nargs="+", help="put the finished runs of archives made by "
+                      "--export into the comparison folder (checked against the spec and the task); train nothing")
     p.add_argument("--seeds", type=int, nargs="+", help="train and summarise these seeds instead of the spec's, in this order "
                    "(e.g. one seed now, the others later: finished runs are kept)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process; each gets cores / jobs "

@@ -20,6 +20,9 @@ from .decode import decode, inference_warmups, score_options
 from .provenance import library_versions
 from .tasks import Task
 
+# An evaluation's files in its folder (write_eval).
+SCORES, PREDICTIONS = "results.json", "predictions.jsonl"
+
 # Printed once per process for each metric a task could not compute.
 _noted: set[str] = set()
 
@@ -83,14 +86,18 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
 
 def read_predictions(folder: Path) -> list[dict]:
     """The predictions an evaluation wrote into `folder` (write_eval), one dict per example."""
-    return [json.loads(line) for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in (folder / PREDICTIONS).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_eval(folder: Path, scores: dict, predictions: list[dict], info: dict) -> None:
     """results.json (metrics with signatures, `info`, library versions) and predictions.jsonl."""
     folder.mkdir(parents=True, exist_ok=True)
     record = {**info, "metrics": scores, "versions": library_versions()}
-    (folder / "results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
-    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as f:
+    (folder / SCORES).write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    write_predictions(folder, predictions)
+
+
+def write_predictions(folder: Path, predictions: list[dict]) -> None:
+    with open(folder / PREDICTIONS, "w", encoding="utf-8") as f:
         for row in predictions:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

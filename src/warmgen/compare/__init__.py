@@ -47,11 +47,16 @@ example indices once; each metric is recomputed on them for every seed of both v
 per-example statistics, see metrics.py), averaged over seeds, and differenced. The 95% CI is the
 2.5/97.5 percentiles of that difference; the two-sided p-value is the share of resampled
 differences, centred on their mean, at least as far from 0 as the observed one.
+
+Keeping finished runs: `--export FILE` writes them (no weights, no dataset text) into one file, and
+`--import FILE ...` puts them into a comparison folder on another machine (archive.py), so seeds
+trained on machines whose disks are not kept are summarised together.
 """
 
+from .archive import export_runs, import_runs
 from .runner import run_comparison
 from .spec import load_spec
 from .statistics import paired_bootstrap
 from .status import comparison_status
 
-__all__ = ["comparison_status", "load_spec", "paired_bootstrap", "run_comparison"]
+__all__ = ["comparison_status", "export_runs", "import_runs", "load_spec", "paired_bootstrap", "run_comparison"]

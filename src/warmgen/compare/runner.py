@@ -40,7 +40,8 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
         source = output / spec["warm_start_from"] / f"seed{seed}"
         if results_file(source).is_file():
             raise ConfigError(f"{start} is missing: {spec['warm_start_from']} seed {seed} was trained without keeping the checkpoint "
-                              f"{variant} starts from; delete {source} to train it again, or remove warm_start_from from the spec")
+                              f"{variant} starts from (or imported without its weights); delete {source} to train it again, or "
+                              "remove warm_start_from from the spec")
         return f"the checkpoint {start}"
     if (reference := time_reference(spec, variant)) and not results_file(output / reference / f"seed{seed}").is_file():
         return f"the training time of {reference} seed {seed}"

@@ -1,0 +1,137 @@
+"""`warmgen compare --export / --import`: finished runs kept without their folder, summarised as if never moved."""
+
+import gzip
+import json
+import shutil
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_compare import TINY
+
+from warmgen.cli import main
+from warmgen.compare.archive import read_archive
+from warmgen.errors import DataError
+
+# A shared SFT warm start and a variant given the warmup run's time: what an import checks against depends on both.
+SPEC = ("seeds: [0]\nbootstrap: 50\n" + f"overrides: {json.dumps(dict(zip([a[2:] for a in TINY[::2]], map(yaml.safe_load, TINY[1::2]))))}\n"
+        "warm_start_from: sft\nsame_time_as: {sft+same_time: warmup}\nvariants:\n"
+        "  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2, warmup.sft_warm_start_steps: 1}\n"
+        "  sft+same_time: {method: sft, train.epochs: 8}\n")
+SUMMARISED = ("table", "versus_baseline", "contrasts", "warmup_analysis", "examples", "trained_at_commits", "trained_with_versions")
+
+
+def compare(spec, out, *args):
+    return main(["compare", str(spec), "--output_dir", str(out), *args])
+
+
+def rewrite(archive, path, change):
+    with gzip.open(archive, "rt") as f:
+        content = json.load(f)
+    change(content)
+    with gzip.open(path, "wt") as f:
+        json.dump(content, f)
+    return path
+
+
+def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys, monkeypatch):
+    from benchmarks import recording, suite
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    trained, moved = tmp_path / "trained", tmp_path / "moved"
+    assert compare(spec, trained) == 0
+    before = json.loads((trained / "summary.json").read_text())
+    whole, kept = tmp_path / "whole.json.gz", tmp_path / "kept" / "runs.json.gz"
+    assert compare(spec, trained, "--export", str(whole)) == 0
+    assert "[compare] wrote " in capsys.readouterr().out
+    assert compare(spec, trained, "--export", str(whole)) == 2  # never written over
+    assert "the file exists" in capsys.readouterr().err
+    # The benchmark suite keeps the runs of every record it writes beside it, with the record's portable paths.
+    monkeypatch.setattr(recording, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(suite, "TASKS", {"tiny": str(spec)})
+    monkeypatch.setattr("sys.argv", ["suite", "--tasks", "tiny", "--partial", "--out", str(tmp_path)])
+    monkeypatch.setattr(suite, "SHARED_FOLDER", {"tiny": "trained"})
+    suite.main()
+    record = next((tmp_path / "results" / "suite").glob("tiny-partial-*.json"))
+    with gzip.open(record.with_suffix(".runs.json.gz"), "rt") as f, gzip.open(whole, "rt") as g:
+        assert json.load(f) == recording.portable(json.load(g))
+
+    # No weights and no dataset text: predictions keep their id, warmup and output.
+    with gzip.open(whole, "rt") as f:
+        archived = json.load(f)["runs"]
+    assert set(archived) == {"sft", "warmup", "sft+same_time"} and set(archived["sft"]) == {"0"}
+    assert all(set(row) == {"id", "warmup", "prediction"} for row in archived["warmup"]["0"]["test_predictions"])
+    # Two archives: the run given the warmup run's time apart from its reference.
+    kept.parent.mkdir()
+    same_time = rewrite(whole, tmp_path / "same_time.json.gz", lambda c: [c["runs"].pop(v) for v in ("sft", "warmup")])
+    rewrite(whole, kept, lambda c: c["runs"].pop("sft+same_time"))
+
+    # Imported on "another machine" (the trained folder gone), the runs are finished there and summarise the same.
+    trained.rename(tmp_path / "gone")
+    assert compare(spec, moved, "--import", str(same_time), str(kept)) == 0
+    assert capsys.readouterr().out.count("imported from") == 3
+    assert compare(spec, moved) == 0  # nothing left to train: only the summary
+    assert capsys.readouterr().out.count("done, skipped") == 3
+    after = json.loads((moved / "summary.json").read_text())
+    assert {key: after[key] for key in SUMMARISED} == {key: before[key] for key in SUMMARISED}
+    for name in ("results.json", "config.yaml", "metrics.jsonl", "eval/test/predictions.jsonl", "eval/test/results.json"):
+        assert (moved / "warmup" / "seed0" / name).read_bytes() == (tmp_path / "gone" / "warmup" / "seed0" / name).read_bytes()
+    assert compare(spec, moved, "--import", str(whole)) == 0
+    assert capsys.readouterr().out.count("already finished here, kept") == 3
+    # A warmup run to train again here has no warm start: the imported SFT run came without weights.
+    for variant in ("warmup", "sft+same_time"):
+        shutil.rmtree(moved / variant / "seed0")
+    assert compare(spec, moved) == 2
+    assert "is missing: sft seed 0 was trained without keeping the checkpoint warmup starts from (or imported without its " \
+           f"weights); delete {moved / 'sft' / 'seed0'} to train it again" in capsys.readouterr().err
+
+    # Refused, with nothing written: a run trained under another config, predictions of other examples, a run
+    # still training where one would go, a file that is no archive.
+    fresh = tmp_path / "fresh"
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(SPEC.replace("warmup.num_warmups: 2", "warmup.num_warmups: 3"))
+    assert compare(edited, fresh, "--import", str(whole)) == 2
+    assert "warmup seed 0 was trained with another config than" in capsys.readouterr().err
+    others = rewrite(whole, tmp_path / "others.json.gz", lambda c: c["runs"]["sft"]["0"]["test_predictions"].reverse())
+    assert compare(spec, fresh, "--import", str(others)) == 2
+    assert "others.json.gz: sft seed 0: tested on other examples than this comparison's test split (6 predictions, 6 examples, " \
+           "first different at row 1)" in capsys.readouterr().err
+    (fresh / "warmup" / "seed0").mkdir(parents=True)
+    (fresh / "warmup" / "seed0" / "metrics.jsonl").write_text("{}\n")
+    assert compare(spec, fresh, "--import", str(whole)) == 2
+    assert "holds a run that has not finished; delete it" in capsys.readouterr().err
+    (tmp_path / "text.json.gz").write_text("not gzip")
+    assert compare(spec, fresh, "--import", str(tmp_path / "text.json.gz")) == 2
+    assert "not a warmgen runs archive" in capsys.readouterr().err
+    assert sorted(p.name for p in fresh.rglob("*")) == [".lock", "metrics.jsonl", "seed0", "warmup"]
+    # Runs of seeds or variants the comparison does not have are left out.
+    assert compare(edited, fresh, "--import", str(whole), "--seeds", "1") == 0
+    assert capsys.readouterr().out.count("not in this comparison's variants and seeds, left out") == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12),
+       st.sampled_from(["format", "runs", "runs.v", "runs.v.0"]))
+def test_a_malformed_archive_is_one_error_naming_the_file(tmp_path_factory, value, where):
+    """Whatever JSON an archive holds in place of its format, runs or a run, reading it gives a run table or a DataError."""
+    run = {"config": "", "results": "", "metrics": "", "test_scores": "", "test_predictions": []}
+    content = {"format": "warmgen-runs/1", "runs": {"v": {"0": run}}}
+    if where == "format":
+        content["format"] = value
+    elif where == "runs":
+        content["runs"] = value
+    elif where == "runs.v":
+        content["runs"]["v"] = value
+    else:
+        content["runs"]["v"]["0"] = value
+    path = tmp_path_factory.mktemp("archive") / "runs.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(content, f)
+    try:
+        runs = read_archive(path)
+    except DataError as err:
+        assert str(err).startswith(f"{path}: field ") and "\n" not in str(err)
+    else:
+        assert all(isinstance(run["test_predictions"], list) for seeds in runs.values() for run in seeds.values())

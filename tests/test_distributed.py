@@ -1,6 +1,7 @@
 """Two CPU processes (gloo, launched with torchrun or accelerate launch) train like one process on the same global batch."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -50,7 +51,14 @@ def launch(run_dir, *extra, accelerate=None, program=("-m", "warmgen.cli"), time
                  "--main_process_port", str(port)] if accelerate else
                 ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)])
     command = [sys.executable, *launcher, *program, "train", *ARGS, "--output_dir", str(run_dir), *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    # A process that crashes in native code (a signal) prints where it was, for the failure message below.
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+
+
+def failure(out: subprocess.CompletedProcess) -> str:
+    """What a failed launch printed that tells why: a crashed process's stack (faulthandler) and the end of the output."""
+    crash = out.stderr.find("Fatal Python error")
+    return (out.stderr[crash:crash + 4000] + "\n...\n" if crash >= 0 else "") + out.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -58,7 +66,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # Llama has no dropout and SFT samples nothing, so the two runs must agree to float precision.
     assert main(["train", *ARGS, "--method", "sft", "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
     out = launch(tmp_path / "two", "--method", "sft", "--train.batch_size", "4")
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one) == len(two) == 4
     assert two == pytest.approx(one, rel=TOLERANCE)
@@ -71,7 +79,7 @@ def test_two_process_warmup_training_and_resume(tmp_path):
     # 16 examples, 8 per global batch: two epochs in 4 steps, with kept warmups (amortised).
     out = launch(tmp_path / "warm", "--method", "warmup", "--train.batch_size", "4", "--data.max_train_examples", "16",
                  "--warmup.keep_best_warmup", "true")
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
     assert sum("reward" in r for r in rows) == 4
     # Every process applied every process's updates: the saved memory holds all 16 examples, twice visited.
@@ -94,7 +102,7 @@ def test_lora_matches_one_process(tmp_path, accelerate):
     lora = ["--model.name", str(tmp_path / "base"), "--model.lora_rank", "4", "--model.lora_dropout", "0", "--method", "sft"]
     assert main(["train", *ARGS, *lora, "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
     out = launch(tmp_path / "two", *lora, "--train.batch_size", "4", accelerate=accelerate)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     assert (tmp_path / "two" / "checkpoints" / "last" / "adapter_config.json").is_file()
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=TOLERANCE)
     assert_same_weights(tmp_path / "one", tmp_path / "two", "adapter_model.safetensors", atol=1e-5)
@@ -111,7 +119,7 @@ def test_sharded_launch_matches_one_process(tmp_path, monkeypatch, accelerate):
     monkeypatch.setattr(SFTObjective, "__call__", nan_objective_on_calls(SFTObjective.__call__, {2}))
     assert main(["train", *ARGS, *accumulate, "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
     out = launch(tmp_path / "two", *accumulate, "--train.batch_size", "4", accelerate=accelerate, program=(FAULTS, "nan"))
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     header = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[0])
     assert header["processes"] == 2 and header["sharded"] is (accelerate != "deepspeed_zero2")
     assert header["deepspeed"] is accelerate.startswith("deepspeed")
@@ -154,7 +162,7 @@ def test_processes_stop_together_when_one_runs_out_of_time(tmp_path):
     # lr_decay_by_time adds a reduction of the time spent, which every process must join too.
     out = launch(tmp_path / "budget", "--method", "warmup", "--train.batch_size", "4", "--train.max_train_seconds", "100",
                  "--train.lr_decay_by_time", "true", program=(FAULTS, "fast_clock"), timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     results = json.loads((tmp_path / "budget" / "results.json").read_text())
     assert results["steps"] == 1 and results["stopped_by_time_budget"] and results["train_seconds"] < 100  # the main process's own clock
     assert "time budget train.max_train_seconds = 100 reached" in out.stderr + out.stdout

@@ -8,6 +8,7 @@ from helpers.faults import failing_on_call, ticking_clock
 
 import warmgen.objectives
 import warmgen.train
+from warmgen.config import ConfigError
 from warmgen.config_files import load_config, parse_overrides
 from warmgen.train import train
 
@@ -99,3 +100,22 @@ def test_time_budget_stops_training_and_counts_time_across_resumes(tmp_path, mon
     again = train(config, resume=True)
     assert again["steps"] == 3 and [s for s, *_ in logged(run)] == [1, 2, 3]
     assert again["splits"]["test"]["wer"] == results["splits"]["test"]["wer"]
+
+
+def test_save_every_keeps_last_between_evaluations_and_a_resume_loses_no_step(tmp_path, monkeypatch):
+    """Evaluation only at the end; `last` saved every step: a crash in step 4 resumes from step 3, to the same losses."""
+    once = ["--train.eval_every", "6"]
+    full = load_config(None, parse_overrides(ARGS + once + ["--output_dir", str(tmp_path / "full")]))
+    train(full)
+    crashed = load_config(None, parse_overrides(ARGS + once + ["--train.save_every", "1", "--output_dir", str(tmp_path / "crashed")]))
+    real_step = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, 4))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(crashed)
+    calls = []
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", lambda *args, **kwargs: calls.append(1) or real_step(*args, **kwargs))
+    train(crashed, resume=True)
+    assert len(calls) == 3  # steps 4-6: nothing before the crash trained again
+    assert logged(tmp_path / "crashed") == logged(tmp_path / "full")  # bitwise on CPU: saving changes nothing trained
+    with pytest.raises(ConfigError, match="train.save_every must be >= 0"):
+        load_config(None, [("train.save_every", -1)])

@@ -275,6 +275,9 @@ class TrainConfig(_Checked):
     # Also keep a resumable checkpoint at these optimizer steps (`checkpoints/step-N`): a warmup
     # run can start from one (warmup.sft_warm_start_from) instead of repeating its SFT warm start.
     save_checkpoints_at: list[int] = field(default_factory=list)
+    # Also save `last` every N optimizer steps between evaluations (0 = at evaluations only): a run
+    # stopped unannounced (a machine taken back) resumes with fewer steps lost. Changes nothing trained.
+    save_every: int = 0
     log_every: int = 10
     # A step with a NaN/inf loss or gradient is skipped; this many in a row stop the run.
     max_bad_steps: int = 10

@@ -154,7 +154,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str
 
 
 # Fields that say where a run is kept or how it is logged, not what it computes.
-BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "train.save_checkpoints_at", "train.report_to",
+BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "train.save_checkpoints_at", "train.save_every", "train.report_to",
                "decode.batch_size")
 
 

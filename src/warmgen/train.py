@@ -124,13 +124,13 @@ class Run:
             self.log(row)
         procs.barrier()
 
-    def keep_checkpoint(self) -> None:
-        """`checkpoints/step-N` (train.save_checkpoints_at); every process calls it, as evaluate_and_save."""
+    def save_resumable(self, folder: Path) -> None:
+        """A checkpoint to resume or branch from, without an evaluation: `checkpoints/step-N` (train.save_checkpoints_at)
+        or `last` (train.save_every). Every process calls it, as evaluate_and_save."""
         rng = self.procs.gather(rng_state())
         weights, optimizer_state = self.procs.full_state_dict(self.model), self.procs.optimizer_state(self.model, self.optimizer)
         if self.procs.is_main:
-            save_checkpoint(step_checkpoint(self.run_dir, self.state.step), self.model, self.tokenizer, self.config,
-                            self.checkpoint_state(rng, optimizer_state), weights)
+            save_checkpoint(folder, self.model, self.tokenizer, self.config, self.checkpoint_state(rng, optimizer_state), weights)
         self.procs.barrier()
 
     def out_of_time(self) -> bool:
@@ -303,8 +303,10 @@ def _train_loop(run: Run, warm_started: bool) -> None:
             eval_due = s.step % t.eval_every == 0 if t.eval_every else s.batch_index >= run.batches_per_epoch
             if eval_due or s.step == run.total_steps or stopped_by_time:
                 run.evaluate_and_save()
+            elif t.save_every and s.step % t.save_every == 0:
+                run.save_resumable(last_checkpoint(run.run_dir))
             if s.step in t.save_checkpoints_at:
-                run.keep_checkpoint()
+                run.save_resumable(step_checkpoint(run.run_dir, s.step))
             if stopped_by_time:
                 tqdm.write(f"step {s.step}: time budget train.max_train_seconds = {t.max_train_seconds:g} reached "
                            f"({s.train_seconds:.0f} s of training), stopping before step {run.total_steps}")

@@ -57,6 +57,7 @@ def validate(config) -> None:
         (t.lr_warmup_steps >= 0, "train.lr_warmup_steps must be >= 0"),
         (t.epochs >= 0 and t.max_steps >= 0, "train.epochs and train.max_steps must be >= 0"),
         (t.eval_every >= 0, "train.eval_every must be >= 0 (0 = once per epoch)"),
+        (t.save_every >= 0, "train.save_every must be >= 0 (0 = at evaluations only)"),
         (t.log_every >= 1, "train.log_every must be at least 1"),
         (t.samples_every >= 0, "train.samples_every must be >= 0 (0 = never)"),
         (w.sft_warm_start_steps >= 0, "warmup.sft_warm_start_steps must be >= 0"),

@@ -68,9 +68,13 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
     rewrite(whole, kept, lambda c: c["runs"].pop("sft+same_time"))
 
     # Imported on "another machine" (the trained folder gone), the runs are finished there and summarise the same.
+    assert compare(spec, trained, "--status") == 0
+    assert "no weights here" not in capsys.readouterr().out
     trained.rename(tmp_path / "gone")
     assert compare(spec, moved, "--import", str(same_time), str(kept)) == 0
     assert capsys.readouterr().out.count("imported from") == 3
+    assert compare(spec, moved, "--status") == 0
+    assert capsys.readouterr().out.count("s of training (no weights here: imported, or nothing trained)") == 3
     assert compare(spec, moved) == 0  # nothing left to train: only the summary
     assert capsys.readouterr().out.count("done, skipped") == 3
     after = json.loads((moved / "summary.json").read_text())

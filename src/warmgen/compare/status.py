@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..config_files import load_config, parse_overrides
-from ..rundir import folder_holder, results_file, resumable
+from ..rundir import best_checkpoint, folder_holder, last_checkpoint, results_file, resumable
 from ..runlog import metrics_file
 from ..tasks import load_task
 from .spec import comparison_folder, config_differences, load_spec, run_changes
@@ -30,6 +30,8 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
             if results_file(run_dir).is_file():
                 results = json.loads(results_file(run_dir).read_text())
                 state = f"done: test {primary} {results['splits']['test'][primary]:.4g}, {results['train_seconds']:.0f} s of training"
+                if not (best_checkpoint(run_dir).is_dir() or last_checkpoint(run_dir).is_dir()):
+                    state += " (no weights here: imported, or nothing trained)"
             elif run_holder := folder_holder(run_dir):
                 state = f"training: {_progress(run_dir)} ({run_holder})"
             elif resumable(run_dir):

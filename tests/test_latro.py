@@ -97,3 +97,25 @@ def test_a_sharded_model_has_no_reference_copy():
         check_reference(config, sharded=True)
     config.warmup.kl_coef = 0.0
     check_reference(config, sharded=True)  # no KL term, no reference
+
+
+def test_latro_with_every_warmup_cut_off_learns_nothing_and_says_so(tmp_path, monkeypatch, capsys):
+    """A model that never ends its warmups (an SFT warm start never wrote <sep>): LaTRO's penalty gives every cut-off
+    warmup one reward, so no warmup has an advantage and, without the answer term, the gradient is 0 (up to the
+    rounding of the leave-one-out baseline)."""
+    def cut_off(model, layout, sources, counts, config):  # distinct warmups, each as long as allowed
+        rows = [[[4 + (b + j) % 7] * config.max_warmup_length for j in range(n)] for b, n in enumerate(counts)]
+        return rows, [[True] * n for n in counts]
+
+    monkeypatch.setattr("warmgen.warmup.sample_warmups", cut_off)
+    run = tmp_path / "cut"
+    assert main(["train", *ARGS, "--model.name", "t5-tiny", "--train.max_steps", "2", "--output_dir", str(run)]) == 0
+    rows = training_rows(run)
+    assert [row["completions/clipped_ratio"] for row in rows] == [1.0, 1.0]
+    assert [row["frac_reward_zero_std"] for row in rows] == [1.0, 1.0] and all(row["grad_norm"] < 1e-3 for row in rows)
+    assert capsys.readouterr().out.count("warning: a latro step gave every example's warmups one reward (all cut off at "
+                                         "warmup.max_warmup_length") == 1
+    # With the answer term (LaTRO's sft_penalty), the answer after the warmups is still learnt.
+    assert main(["train", *ARGS, "--model.name", "t5-tiny", "--train.max_steps", "2", "--warmup.answer_loss_weight", "1",
+                 "--output_dir", str(tmp_path / "answer")]) == 0
+    assert all(row["grad_norm"] > 0.1 for row in training_rows(tmp_path / "answer"))

@@ -255,6 +255,9 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     if chosen is not None:  # the same value, with a graph through the chosen candidates only
         objective = chosen
     rewards = grids[1].detach()
+    # The rewards the objective compares: for rloo and latro the shaped ones their advantages are made of.
+    compared = rewards if not shaping else shaped_rewards(rewards, grids[0], ref_logp, shaping["kl_coef"],
+                                                          shaping["unfinished"] if config.objective == "latro" else None, draws)
     # best_of_k's choice, the memory's next kept warmup
     best = ranking_scores(config.rank_by, grids[0], grids[1], config.warmup_loss_weight, mask).argmax(dim=1).tolist()
     n_sampled = sum(len(s) for s in samples)
@@ -270,7 +273,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
         # TRL's names where the quantity is the same (the sampled warmups are its completions).
         "completions/mean_length": over_draws(lengths),
         "completions/clipped_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
-        "frac_reward_zero_std": _zero_std_fraction(rewards, draws),
+        "frac_reward_zero_std": _zero_std_fraction(compared, draws),
         "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
         "warmup/candidates": len(drawn) / len(sources),
         "warmup/scored": len(flat) / len(sources),  # candidates scored (fewer than drawn when merged)

@@ -5,12 +5,15 @@ Run as a script, it is `warmgen.cli` with a fault in its warmup steps, for multi
     faults.py crash ARGS...      the third warmup step raises (after the step-2 checkpoint)
     faults.py nan ARGS...        the second call of each objective (SFT's, the warmup step's) has a NaN loss, on every process
     faults.py fast_clock ARGS... the last process's training clock runs 1000 s per reading
+    faults.py segfault_once ARGS...  the last process dies of a segmentation fault, the first time it is run
 """
 
+import ctypes
 import itertools
 import os
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 
@@ -58,6 +61,11 @@ if __name__ == "__main__":
     elif fault == "nan":
         warmgen.objectives.warmup_step = nan_objective_on_calls(warmgen.objectives.warmup_step, {2})
         warmgen.objectives.SFTObjective.__call__ = nan_objective_on_calls(warmgen.objectives.SFTObjective.__call__, {2})
+    elif fault == "segfault_once":  # the last rank dies of a segmentation fault, the first time only
+        marker = Path(args[args.index("--output_dir") + 1]).parent / "segfaulted"
+        if int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1 and not marker.exists():
+            marker.touch()
+            ctypes.string_at(0)
     elif int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1:  # fast_clock
         warmgen.train.time = ticking_clock(1000)
     sys.exit(main(args))

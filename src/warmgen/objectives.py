@@ -71,7 +71,6 @@ class WarmupObjective:
                 self.memory.apply(updates)
         return StepObjective(result.objective, result.tokens, result.stats, result.input_tokens, result.generated_tokens, result)
 
-
     def warn_no_advantage(self, stats: dict[str, float]) -> None:
         """Once a run: a step in which no example's warmups differed in reward, so no warmup had an advantage."""
         options = self.options

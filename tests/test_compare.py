@@ -154,6 +154,13 @@ def test_status_gives_a_training_runs_step_and_the_time_its_remaining_steps_take
     # The pace of the last PACE_ROWS logged steps: 4 at 3 s and one at 0.5 s; 200 steps left.
     expected = 200 * (4 * 3.0 + 0.5) / PACE_ROWS / 60
     assert PACE_ROWS == 5 and _progress(run) == f"step 800 of 1000, about {expected:.0f} min of steps left"
+    # With a time budget that ends it first: 600 s used at step 700 (an evaluation), 100 steps since at the pace.
+    (run / "config.yaml").write_text("train:\n  max_train_seconds: 1000\n")
+    metrics_file(run).write_text("".join(json.dumps(r) + "\n" for r in rows[:-1] + [{"step": 700, "train_seconds": 600.0}, rows[-1]]))
+    left = 1000 - 600 - 100 * (4 * 3.0 + 0.5) / PACE_ROWS
+    assert _progress(run) == f"step 800 of 1000, about {left / 60:.0f} min left of its time budget"
+    (run / "config.yaml").write_text("train:\n  max_train_seconds: 100000\n")  # a budget the steps end first
+    assert _progress(run) == f"step 800 of 1000, about {expected:.0f} min of steps left"
 
 
 def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config_files import load_config, parse_overrides
-from ..rundir import best_checkpoint, folder_holder, last_checkpoint, results_file, resumable
+from ..config_files import load_config, parse_overrides, read_yaml
+from ..rundir import best_checkpoint, folder_holder, last_checkpoint, results_file, resumable, run_config_file
 from ..runlog import metrics_file
 from ..tasks import load_task
 from .spec import comparison_folder, config_differences, load_spec, run_changes
@@ -45,7 +45,8 @@ PACE_ROWS = 5  # logged steps averaged for the pace: recent enough to follow a c
 
 def _progress(run_dir: Path) -> str:
     """"step N of M" from a run's log, which its training process may be writing (the last line can be half-written),
-    and the time its remaining steps take at the pace of its last logged ones."""
+    and the time its remaining steps take at the pace of its last logged ones, or what is left of its time budget where
+    that ends it first."""
     path = metrics_file(run_dir)
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
@@ -58,6 +59,15 @@ def _progress(run_dir: Path) -> str:
     paces = [row["time/step"] for row in rows if "time/step" in row][-PACE_ROWS:]
     if total is None or not paces:
         return f"step {step} of {total or '?'}"
-    minutes = (total - step) * sum(paces) / len(paces) / 60
-    return f"step {step} of {total}, about {minutes:.0f} min of steps left"
+    pace = sum(paces) / len(paces)
+    seconds = (total - step) * pace
+    # A time budget (train.max_train_seconds) may end it first: the training time used is logged at evaluations.
+    config = read_yaml(run_config_file(run_dir)) if run_config_file(run_dir).is_file() else None
+    budget = ((config or {}).get("train") or {}).get("max_train_seconds") or 0
+    timed = [row for row in rows if "train_seconds" in row and "step" in row]
+    if budget and timed:
+        budget_left = max(0.0, budget - timed[-1]["train_seconds"] - (step - timed[-1]["step"]) * pace)
+        if budget_left < seconds:
+            return f"step {step} of {total}, about {budget_left / 60:.0f} min left of its time budget"
+    return f"step {step} of {total}, about {seconds / 60:.0f} min of steps left"
 

@@ -8,7 +8,6 @@ for its neighbours), so a record says the same on any machine.
 from __future__ import annotations
 
 import datetime
-import gzip
 import json
 import os
 import platform
@@ -105,12 +104,3 @@ def write_record(benchmark: str, name: str, fields: dict) -> Path:
     record = {**envelope(benchmark), **fields}
     return save(new_record_path(benchmark, name, record["date"]), record)
 
-
-def save_gzipped(path: Path, content: dict) -> Path:
-    """Write `content` as gzipped JSON with portable paths, whole or not at all; the same content gives the same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with gzip.GzipFile(tmp, "wb", mtime=0) as raw:
-        raw.write(json.dumps(portable(content), ensure_ascii=False).encode("utf-8"))
-    os.replace(tmp, path)
-    return path

@@ -14,14 +14,12 @@ on a machine that never held the run folders (`warmgen compare --import`). Then 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import tempfile
 from pathlib import Path
 
 from benchmarks.recording import CHECKOUT as ROOT
-from benchmarks.recording import save_gzipped, write_record
-from warmgen.compare import export_runs, load_spec, run_comparison
+from benchmarks.recording import portable, write_record
+from warmgen.compare import load_spec, run_comparison
+from warmgen.compare.archive import archive_content, write_archive
 from warmgen.compare.statistics import summarize
 from warmgen.rundir import results_file
 
@@ -90,11 +88,10 @@ def main() -> None:
 
 def keep_runs(record: Path, spec_path: Path, folder: Path, seeds: list[int]) -> Path:
     """The finished runs of `seeds` in `folder`, exported beside `record` (<record>.runs.json.gz), paths in them portable."""
-    with tempfile.TemporaryDirectory() as scratch:
-        export_runs(str(spec_path), f"{scratch}/runs.json.gz", str(folder), seeds)
-        with gzip.open(f"{scratch}/runs.json.gz", "rt", encoding="utf-8") as f:
-            runs = json.load(f)
-    return save_gzipped(record.with_suffix(".runs.json.gz"), runs)
+    content, _ = archive_content(load_spec(spec_path, seeds), folder, spec_path.name)
+    archive = record.with_suffix(".runs.json.gz")
+    write_archive(archive, portable(content))
+    return archive
 
 
 def finished_so_far(spec_path: Path, folder: Path, seeds: list[int] | None = None) -> dict | None:

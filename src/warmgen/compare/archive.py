@@ -38,11 +38,15 @@ def _files(run_dir: Path) -> dict[str, Path]:
 
 def export_runs(spec_path: str, archive: str, output_dir: str | None = None, seeds: list[int] | None = None) -> list[str]:
     """Write the finished runs of the spec's seeds (or `seeds`) into a new file `archive`; their names."""
-    path, target = Path(spec_path), Path(archive)
+    path = Path(spec_path)
     spec = load_spec(path, seeds)
-    output = comparison_folder(path, spec, output_dir)
-    if target.exists():
-        raise ConfigError(f"--export {target}: the file exists; export to a new file (an archive is never written over)")
+    content, names = archive_content(spec, comparison_folder(path, spec, output_dir), path.name)
+    write_archive(Path(archive), content)
+    return names
+
+
+def archive_content(spec: dict, output: Path, spec_name: str) -> tuple[dict, list[str]]:
+    """(what an archive holds, the names of its runs) for the finished runs of the spec's seeds in `output`."""
     runs, names = {}, []
     for variant in spec["variants"]:
         for seed in spec["seeds"]:
@@ -55,13 +59,19 @@ def export_runs(spec_path: str, archive: str, output_dir: str | None = None, see
             runs.setdefault(variant, {})[str(seed)] = entry
             names.append(f"{variant} seed {seed}")
     if not names:
-        raise ConfigError(f"--export: {output} holds no finished run of {path}'s seeds {spec['seeds']}")
+        raise ConfigError(f"--export: {output} holds no finished run of {spec_name}'s seeds {spec['seeds']}")
+    return {"format": FORMAT, "spec": spec_name, "runs": runs}, names
+
+
+def write_archive(target: Path, content: dict) -> None:
+    """Write an archive into a new file, whole or not at all; the same runs give the same bytes (gzip mtime 0)."""
+    if target.exists():
+        raise ConfigError(f"--export {target}: the file exists; export to a new file (an archive is never written over)")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    with gzip.GzipFile(partial, "wb", mtime=0) as raw:  # mtime 0: the same runs give the same bytes
-        raw.write(json.dumps({"format": FORMAT, "spec": path.name, "runs": runs}, ensure_ascii=False).encode("utf-8"))
+    with gzip.GzipFile(partial, "wb", mtime=0) as raw:
+        raw.write(json.dumps(content, ensure_ascii=False).encode("utf-8"))
     partial.replace(target)
-    return names
 
 
 def read_archive(path: Path) -> dict[str, dict[str, dict]]:

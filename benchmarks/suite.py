@@ -20,8 +20,7 @@ from benchmarks.recording import CHECKOUT as ROOT
 from benchmarks.recording import portable, write_record
 from warmgen.compare import load_spec, run_comparison
 from warmgen.compare.archive import archive_content, write_archive
-from warmgen.compare.statistics import summarize
-from warmgen.rundir import results_file
+from warmgen.compare.statistics import summarize_finished
 
 TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
@@ -52,7 +51,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/suite")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (warmgen compare --jobs)")
     parser.add_argument("--partial", action="store_true", help="train nothing: record what the tasks' finished runs show so far "
-                        "(the seeds every variant that has them finished), as <task>-partial-<date>.json")
+                        "(each variant at the seeds it has finished, each test paired on the seeds both sides have), as "
+                        "<task>-partial-<date>.json")
     parser.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of the specs' (warmgen compare --seeds): "
                         "train them, or with --partial record them; the record is named <task>-seeds-<seeds>")
     parser.add_argument("--label", help="with --partial and one task: record it under this name (runs of an earlier "
@@ -95,20 +95,10 @@ def keep_runs(record: Path, spec_path: Path, folder: Path, seeds: list[int]) -> 
 
 
 def finished_so_far(spec_path: Path, folder: Path, seeds: list[int] | None = None) -> dict | None:
-    """The comparison summary of a task still training, over what is finished: the seeds (of `seeds`, by default the
-    spec's) at which the baseline is, and at those the variants finished at every one of them. None before the
-    baseline's first run ends."""
-    spec = load_spec(spec_path, seeds)
-    done = lambda variant, seed: results_file(folder / variant / f"seed{seed}").is_file()  # noqa: E731
-    seeds = [seed for seed in spec["seeds"] if done(spec["baseline"], seed)]
-    if not seeds:
-        return None
-    variants = {name: changes for name, changes in spec["variants"].items() if all(done(name, seed) for seed in seeds)}
-    partial = {**spec, "seeds": seeds, "variants": variants,
-               "contrasts": [pair for pair in spec["contrasts"] if all(v in variants for v in pair)],
-               "same_time_as": {v: r for v, r in spec["same_time_as"].items() if v in variants}}
-    return summarize(partial, folder)[0]
-
+    """The summary of a task still training over its finished runs (of `seeds`, by default the spec's; `warmgen compare
+    --partial`); None before the baseline's first run ends."""
+    found = summarize_finished(load_spec(spec_path, seeds), folder)
+    return found and found[0]
 
 if __name__ == "__main__":
     main()

@@ -4,12 +4,14 @@
     python -m benchmarks.summary_table --record g2p-2026-11-22.json --columns wer per epochs --versus wer
 
 Without --record: for every task benchmarks/suite.py has recorded (or those of --tasks, or all but
-those of --exclude), the newest record (by date,
-then the -2, -3 ... suffix of same-day reruns), each variant against the baseline on the task's
-primary metric, with the paired-bootstrap 95% CI and p-value from the record. With --record: one
-record's variants, one row each, with the --columns from its table (mean ± std over seeds) and,
-for each --versus metric, the difference from the baseline with its CI and p; --contrasts adds a
-table of the spec's other pairs (`contrasts`) on those metrics.
+those of --exclude), the newest record (by date, then the -2, -3 ... suffix of same-day reruns),
+each variant against the baseline on the task's primary metric, with the paired-bootstrap 95% CI
+and p-value from the record, both scores over the seeds of that test (a partial record's variants
+may have finished different seeds: the seeds column counts those both have). With --record: one
+record's variants, one row each, with the --columns from its table (mean ± std over its seeds,
+listed when they differ between rows) and, for each --versus metric, the difference from the
+baseline with its CI and p; --contrasts adds a table of the spec's other pairs (`contrasts`) on
+those metrics.
 
 The README marks every generated table with the command's arguments
 (`<!-- summary_table.py --record ... -->` ... `<!-- /summary_table.py -->`), and
@@ -25,6 +27,8 @@ import os
 import re
 import shlex
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.recording import CHECKOUT, RESULTS, find_record, record_order
 
@@ -58,21 +62,34 @@ def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: 
         metric = f"{primary} {'↑' if summary['greater_is_better'] else '↓'}"
         baseline = summary["table"][spec["baseline"]][primary]
         decimals = 3 if abs(baseline["mean"]) < 1 else 2  # error rates and accuracies vs chrF/ROUGE points
-        seeds = len(spec["seeds"])
-        # A partial record is of runs still training, unless it says why they stopped (`stopped`).
-        seeds_cell = str(seeds) if record.get("complete") is not False else f"{seeds} ({'stopped' if record.get('stopped') else 'still training'})"
 
-        def value(cell: dict) -> str:
-            return f"{cell['mean']:.{decimals}f}" + (f" ± {cell['std']:.{decimals}f}" if seeds > 1 else "")
+        def value(cell: dict, seeds: list[int]) -> str:
+            mean, std = cell["mean"], cell["std"]
+            if "seeds" in summary:  # over the paired test's seeds: a partial record's cell may hold more
+                values = [cell["per_seed"][str(seed)] for seed in seeds]
+                mean, std = np.mean(values), np.std(values)
+            return f"{mean:.{decimals}f}" + (f" ± {std:.{decimals}f}" if len(seeds) > 1 else "")
 
         for variant, versus in summary["versus_baseline"].items():
             found = versus[primary]
+            seeds = paired_seeds(summary, variant)
+            # A partial record is of runs still training, unless it says why they stopped (`stopped`).
+            seeds_cell = str(len(seeds)) + ("" if record.get("complete") is not False else
+                                            f" ({'stopped' if record.get('stopped') else 'still training'})")
             rows.append(
                 f"| {task} | {seeds_cell} | {summary['test_examples']} | {metric} | {variant} vs {spec['baseline']} "
-                f"| {value(summary['table'][variant][primary])} | {value(baseline)} "
+                f"| {value(summary['table'][variant][primary], seeds)} | {value(baseline, seeds)} "
                 f"| {found['diff']:+.{decimals}f} [{found['ci_low']:+.{decimals}f}, {found['ci_high']:+.{decimals}f}] "
                 f"| {found['p_value']:.3f} | [{path.name}]({links}/{path.name}) |")
     return "\n".join(rows)
+
+
+def paired_seeds(summary: dict, variant: str) -> list[int]:
+    """The seeds of `variant`'s paired test against the baseline: those both have (every variant has the spec's seeds
+    in a complete record, and in one written before warmgen recorded each variant's seeds)."""
+    seeds = summary.get("seeds") or {}
+    everywhere = summary["spec"]["seeds"]
+    return [seed for seed in seeds.get(variant, everywhere) if seed in seeds.get(summary["spec"]["baseline"], everywhere)]
 
 
 def _decimals(values: list[float]) -> int:
@@ -110,21 +127,24 @@ def variant_table(record_name: str, columns: list[str], versus: list[str] = ()) 
     """One record's variants: `columns` as mean ± std over seeds, and the difference from the baseline for `versus`."""
     summary, decimals = _load(record_name, [*columns, *versus])
     spec, rows = summary["spec"], summary["table"]
-    baseline, seeds = spec["baseline"], len(spec["seeds"])
+    baseline = spec["baseline"]
+    seeds = {variant: (summary.get("seeds") or {}).get(variant, spec["seeds"]) for variant in rows}
+    uneven = len({tuple(s) for s in seeds.values()}) > 1  # a partial record: each row says its seeds
 
-    def cell(row: dict, name: str) -> str:
-        if name not in row:
+    def cell(variant: str, name: str) -> str:
+        if name not in rows[variant]:
             return "–"
-        d = decimals[name]
-        return f"{row[name]['mean']:.{d}f}" + (f" ± {row[name]['std']:.{d}f}" if seeds > 1 else "")
+        d, found = decimals[name], rows[variant][name]
+        return f"{found['mean']:.{d}f}" + (f" ± {found['std']:.{d}f}" if len(seeds[variant]) > 1 else "")
 
     def difference(variant: str, name: str) -> str:
         return _difference(summary["versus_baseline"].get(variant, {}).get(name), decimals[name])
 
-    header = ["variant", *columns, *(f"Δ {name} vs {baseline} [95% CI]" for name in versus)]
+    header = ["variant", *(["seeds"] if uneven else []), *columns, *(f"Δ {name} vs {baseline} [95% CI]" for name in versus)]
     return _markdown(header, [[f"{variant} (baseline)" if variant == baseline else variant,
-                               *(cell(row, name) for name in columns), *(difference(variant, name) for name in versus)]
-                              for variant, row in rows.items()])
+                               *([", ".join(map(str, seeds[variant]))] if uneven else []),
+                               *(cell(variant, name) for name in columns), *(difference(variant, name) for name in versus)]
+                              for variant in rows])
 
 
 def contrast_table(record_name: str, metrics: list[str]) -> str:

@@ -88,6 +88,27 @@ def test_a_partial_record_reads_still_training_unless_it_says_why_its_runs_stopp
     assert seeds == {"a": "1 (still training)", "b": "1 (stopped)", "c": "1"}
 
 
+def test_a_partial_record_whose_variants_have_different_seeds_shows_each_row_on_its_paired_seeds(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import summary_table
+
+    record = json.loads((ROOT / "benchmarks" / "results" / "suite" / "g2p-no-dropout-2026-11-22.json").read_text())
+    summary = record["summary"]
+    summary["seeds"] = {"sft": [0, 1, 2], "marginal+warm_start": [1], "marginal+warm_start+merge_repeats": [0, 1, 2]}
+    path = tmp_path / "g2p-no-dropout-partial-2026-11-22.json"
+    path.write_text(json.dumps({**record, "complete": False}))
+    rows = [row.split(" | ") for row in summary_table.table(tmp_path).splitlines()[2:]]
+    variant, sft = (summary["table"][v]["wer"]["per_seed"]["1"] for v in ("marginal+warm_start", "sft"))
+    assert rows[0][1:2] + rows[0][5:7] == ["1 (still training)", f"{variant:.3f}", f"{sft:.3f}"]  # both at seed 1: no ± over one
+    merge, sft = (summary["table"][v]["wer"] for v in ("marginal+warm_start+merge_repeats", "sft"))
+    assert rows[1][1:2] + rows[1][5:7] == ["3 (still training)", f"{merge['mean']:.3f} ± {merge['std']:.3f}", f"{sft['mean']:.3f} ± {sft['std']:.3f}"]
+    monkeypatch.setattr(summary_table, "find_record", lambda name: path)
+    lines = summary_table.variant_table(path.name, ["wer"]).splitlines()
+    assert lines[0] == "| variant | seeds | wer |" and lines[3].startswith("| marginal+warm_start | 1 | ")
+    assert lines[2].startswith("| sft (baseline) | 0, 1, 2 | ") and " ± " in lines[2] and " ± " not in lines[3]
+
+
 def test_update_rewrites_a_stale_or_empty_table_and_leaves_a_current_page_alone(tmp_path):
     from benchmarks.summary_table import main, update_pages
 

@@ -98,10 +98,12 @@ def cmd_generate(args, overrides: list[str]) -> None:
 
 
 def cmd_compare(args, overrides: list[str]) -> None:
-    from .compare import comparison_status, export_runs, import_runs, run_comparison
+    from .compare import comparison_status, export_runs, import_runs, report_finished, run_comparison
 
     if args.status:
         print(comparison_status(args.spec, args.output_dir, overrides, args.seeds))
+    elif args.partial:
+        report_finished(args.spec, args.output_dir, args.seeds)
     elif args.export:
         names = export_runs(args.spec, args.export, args.output_dir, args.seeds)
         print(f"[compare] wrote {args.export}: {', '.join(names)}")
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output_dir", help="comparison folder (default: the spec's output_dir or runs/compare-<spec name>)")
     only = p.add_mutually_exclusive_group()
     only.add_argument("--status", action="store_true", help="show which runs are done, training, stopped or pending; train nothing")
+    only.add_argument("--partial", action="store_true", help="summary, report and plots of the runs finished so far (each "
+                      "variant at the seeds it has finished, each test paired on the seeds both sides have); train nothing")
     only.add_argument("--export", metavar="FILE", help="write the finished runs (no weights, no dataset text) into a new "
                       "gzipped JSON FILE; train nothing")
     only.add_argument("--import", dest="import_", metavar="FILE", nargs="+", help="put the finished runs of archives made by "

@@ -50,13 +50,14 @@ differences, centred on their mean, at least as far from 0 as the observed one.
 
 Keeping finished runs: `--export FILE` writes them (no weights, no dataset text) into one file, and
 `--import FILE ...` puts them into a comparison folder on another machine (archive.py), so seeds
-trained on machines whose disks are not kept are summarised together.
+trained on machines whose disks are not kept are summarised together. `--partial` summarises a comparison
+still training: each variant at the seeds it has finished, each paired test on the seeds both sides have.
 """
 
 from .archive import export_runs, import_runs
-from .runner import run_comparison
+from .runner import report_finished, run_comparison
 from .spec import load_spec
 from .statistics import paired_bootstrap
 from .status import comparison_status
 
-__all__ = ["comparison_status", "export_runs", "import_runs", "load_spec", "paired_bootstrap", "run_comparison"]
+__all__ = ["comparison_status", "export_runs", "import_runs", "load_spec", "paired_bootstrap", "report_finished", "run_comparison"]

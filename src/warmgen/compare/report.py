@@ -96,18 +96,27 @@ def make_plots(runs: dict, versus: dict, primary: str, output: Path, metrics: li
     return names
 
 
+def _seeds(summary: dict) -> dict[str, list[int]]:
+    """variant -> the seeds it is summarised at (a summary written before warmgen recorded them: the spec's)."""
+    return summary.get("seeds") or {v: summary["spec"]["seeds"] for v in summary["table"]}
+
+
 def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for the report, shared by the Markdown and HTML writers."""
     table = summary["table"]
     # Every variant's metrics, in order of first appearance: warmup variants have warmup/* columns that SFT lacks.
     quality = list(dict.fromkeys(k for row in table.values() for k in row if k not in COST))
+    per_variant = _seeds(summary)
+    uneven = len({tuple(s) for s in per_variant.values()}) > 1  # a comparison still training: each row says its seeds
     tables = [("Test metrics (mean ± std over seeds) and cost; train_load_average and inference_load_average are the machine's "
-                "mean 1-minute load during training and test decoding: times compare only between runs with similar load", ["variant"] + quality + list(COST),
-               [[v] + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" if row.get(k) else "-" for k in quality + list(COST)]
+                "mean 1-minute load during training and test decoding: times compare only between runs with similar load",
+               ["variant"] + (["seeds"] if uneven else []) + quality + list(COST),
+               [[v] + ([", ".join(map(str, per_variant[v]))] if uneven else []) + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" if row.get(k) else "-" for k in quality + list(COST)]
                 for v, row in table.items()])]
     rows = [[v, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.3g}"]
             for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]
-    tables.append((f"Versus {summary['spec']['baseline']} (paired bootstrap, {summary['spec']['bootstrap']} resamples, pooled over seeds)",
+    tables.append((f"Versus {summary['spec']['baseline']} (paired bootstrap, {summary['spec']['bootstrap']} resamples, pooled over the "
+                   "seeds both have)",
                    ["variant", "metric", "variant", "baseline", "difference", "95% CI", "p"], rows))
     if summary["contrasts"]:
         rows = [[pair, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]",
@@ -121,14 +130,16 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                    ["variant", "words", "in target", "in source", "target coverage", "SFT output coverage", "most frequent"], rows))
     rows = [[e["source"], e["target"]] + [f"{o['warmup']!r} → {o['prediction']}" if o["warmup"] is not None else o["prediction"]
                                           for o in e["outputs"].values()] for e in summary["examples"]]
-    tables.append(("Examples (first seed)", ["input", "reference"] + list(summary["table"]), rows))
+    tables.append(("Examples (the baseline's first seed)", ["input", "reference"] + list(summary["table"]), rows))
     return tables
 
 def write_reports(summary: dict, plots: list[str], output: Path) -> None:
     spec = summary["spec"]
     budget = {"epochs": "same epochs", "wall_clock": f"at most {spec['baseline']}'s training time"}[spec["budget"]]
     budget += "".join(f"; {v} at most {r}'s training time" for v, r in spec.get("same_time_as", {}).items())
-    title = f"warmgen compare: {summary['task']}, {len(summary['spec']['seeds'])} seed(s), {summary['test_examples']} test examples, {budget}"
+    counts = sorted({len(s) for s in _seeds(summary).values()})
+    seeds = f"{counts[0]} seed(s)" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds a variant"
+    title = f"warmgen compare: {summary['task']}, {seeds}, {summary['test_examples']} test examples, {budget}"
     cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]

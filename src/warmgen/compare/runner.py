@@ -17,7 +17,7 @@ from ..rundir import console_log_file, hold_folder, results_file, resumable, run
 from ..typecheck import ConfigError
 from .report import make_plots, write_reports
 from .spec import comparison_folder, config_differences, load_spec, run_changes, time_reference
-from .statistics import summarize
+from .statistics import summarize, summarize_finished
 
 
 def _args(changes: dict) -> list[str]:
@@ -171,4 +171,21 @@ def run_comparison(spec_path: str, output_dir: str | None = None, overrides: lis
     finally:
         lock.close()
     print(f"[compare] wrote {report / 'report.md'}, {report / 'report.html'} and {report / 'summary.json'}")
+    return summary
+
+
+def report_finished(spec_path: str, output_dir: str | None = None, seeds: list[int] | None = None) -> dict:
+    """Train nothing: the summary, report and plots of the runs finished so far (statistics.summarize_finished), while
+    the comparison may still be training; the summary."""
+    path = Path(spec_path)
+    spec = load_spec(path, seeds)
+    output = comparison_folder(path, spec, output_dir)
+    found = summarize_finished(spec, output)
+    if found is None:
+        raise ConfigError(f"{output}: no run of the baseline {spec['baseline']} has finished (at seeds {spec['seeds']}): "
+                          "nothing to compare with yet")
+    summary, runs = found
+    write_reports(summary, make_plots(runs, summary["versus_baseline"], summary["primary_metric"], output), output)
+    print(f"[compare] wrote {output / 'report.md'}, {output / 'report.html'} and {output / 'summary.json'} from the finished runs: "
+          + "; ".join(f"{variant} at seed(s) {', '.join(map(str, found))}" for variant, found in summary["seeds"].items()))
     return summary

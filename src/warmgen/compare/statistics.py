@@ -86,8 +86,12 @@ def _cost(key: str, test: dict, run: dict) -> float | None:
 def _over_seeds(seeds: dict, values: list) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": dict(zip(map(str, seeds), map(float, values)))}
 
-def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
-    """The comparison's summary (also written to summary.json) and every run's results, predictions and log."""
+def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = None) -> tuple[dict, dict]:
+    """The comparison's summary (also written to summary.json) and every run's results, predictions and log.
+
+    `seeds_of`: variant -> the seeds it is summarised at, for a comparison still training (each variant at the seeds
+    it has finished, at least one); by default every variant at every seed of the spec. A paired test uses the seeds
+    both sides have; a variant with none in common with the baseline has no test against it."""
     base = load_config(spec.get("base"), list(spec["overrides"].items()))
     task = load_task(base)
     families = [m for m in task.metrics if m in metrics.RESAMPLABLE]
@@ -95,15 +99,15 @@ def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
     runs: dict[str, dict[int, dict]] = {}
     for variant in spec["variants"]:
         runs[variant] = {}
-        for seed in spec["seeds"]:
+        for seed in (seeds_of or {}).get(variant, spec["seeds"]):
             run_dir = output / variant / f"seed{seed}"
             runs[variant][seed] = {
                 "results": json.loads(results_file(run_dir).read_text()),
                 "predictions": read_predictions(eval_folder(run_dir, "test")),
                 "log": read_training_log(run_dir),
             }
-    stats = {v: {m: [metrics.example_stats(m, [p["prediction"] or "" for p in r["predictions"]],
-                                           [p["target"] for p in r["predictions"]], **options) for r in seeds.values()]
+    stats = {v: {m: {seed: metrics.example_stats(m, [p["prediction"] or "" for p in r["predictions"]],
+                                                 [p["target"] for p in r["predictions"]], **options) for seed, r in seeds.items()}
                  for m in families} for v, seeds in runs.items()}
 
     table = {}
@@ -117,35 +121,57 @@ def summarize(spec: dict, output: Path) -> tuple[dict, dict]:
         table[variant] = row
 
     baseline = spec["baseline"]
-    ids = [p["id"] for p in runs[baseline][spec["seeds"][0]]["predictions"]]
+    shown = next(iter(runs[baseline]))  # the seed whose predictions give the examples (a variant without it: its first)
+    first = {v: shown if shown in seeds else next(iter(seeds)) for v, seeds in runs.items()}
+    ids = [p["id"] for p in runs[baseline][first[baseline]]["predictions"]]
     for variant in runs:
         for r in runs[variant].values():
             if [p["id"] for p in r["predictions"]] != ids:
                 raise ValueError(f"{variant} was tested on other examples than {baseline}: cannot pair them")
 
-    def bootstrap(variant: str, reference: str) -> dict:
+    def bootstrap(variant: str, reference: str) -> dict | None:
+        common = [seed for seed in runs[variant] if seed in runs[reference]]
+        if not common:
+            return None
         found = {}
         for m in families:
-            found.update(paired_bootstrap(m, stats[variant][m], stats[reference][m], spec["bootstrap"], **options))
+            found.update(paired_bootstrap(m, [stats[variant][m][s] for s in common], [stats[reference][m][s] for s in common],
+                                          spec["bootstrap"], **options))
         return found
 
-    versus = {variant: bootstrap(variant, baseline) for variant in runs if variant != baseline}
-    contrasts = {f"{a} vs {b}": bootstrap(a, b) for a, b in spec["contrasts"]}
+    versus = {variant: found for variant in runs if variant != baseline and (found := bootstrap(variant, baseline))}
+    contrasts = {f"{a} vs {b}": found for a, b in spec["contrasts"] if (found := bootstrap(a, b))}
 
-    sft_predictions = runs[baseline][spec["seeds"][0]]["predictions"] if base.method == "sft" or spec["variants"][baseline].get("method") == "sft" else None
+    sft_predictions = runs[baseline][first[baseline]]["predictions"] if base.method == "sft" or spec["variants"][baseline].get("method") == "sft" else None
     analysis = {v: warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions)
-                for v, seeds in runs.items() if seeds[spec["seeds"][0]]["predictions"][0]["warmup"] is not None}
-    examples = [{"source": excerpt(runs[baseline][spec["seeds"][0]]["predictions"][i]["source"]),
-                 "target": runs[baseline][spec["seeds"][0]]["predictions"][i]["target"],
-                 "outputs": {v: {"warmup": seeds[spec["seeds"][0]]["predictions"][i]["warmup"],
-                                 "prediction": seeds[spec["seeds"][0]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}
+                for v, seeds in runs.items() if seeds[first[v]]["predictions"][0]["warmup"] is not None}
+    examples = [{"source": excerpt(runs[baseline][first[baseline]]["predictions"][i]["source"]),
+                 "target": runs[baseline][first[baseline]]["predictions"][i]["target"],
+                 "outputs": {v: {"warmup": seeds[first[v]]["predictions"][i]["warmup"],
+                                 "prediction": seeds[first[v]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}
                 for i in range(min(5, len(ids)))]
     results = [r["results"] for seeds in runs.values() for r in seeds.values()]
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
-               "test_examples": len(ids), "table": table, "versus_baseline": versus, "contrasts": contrasts, "warmup_analysis": analysis,
-               "examples": examples, "bootstrap": "paired over test examples, pooled over seeds (seed means)",
+               "test_examples": len(ids), "seeds": {v: list(seeds) for v, seeds in runs.items()}, "table": table,
+               "versus_baseline": versus, "contrasts": contrasts, "warmup_analysis": analysis, "examples": examples,
+               "bootstrap": "paired over test examples, pooled over the seeds both sides have (seed means)",
                # The code and libraries the runs were trained with, which a summary made later from another checkout does not show.
                "trained_at_commits": sorted({str(r.get("git_commit")) for r in results}),
                "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r.get("versions"), sort_keys=True) for r in results})]}
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary, runs
+
+
+def summarize_finished(spec: dict, output: Path) -> tuple[dict, dict] | None:
+    """summarize() over the finished runs of a comparison still training: each variant at the seeds it has finished
+    (variants with none left out, and the contrasts and time budgets that name them). None before the baseline's
+    first run ends: nothing to compare with."""
+    finished = {variant: [seed for seed in spec["seeds"] if results_file(output / variant / f"seed{seed}").is_file()]
+                for variant in spec["variants"]}
+    if not finished[spec["baseline"]]:
+        return None
+    variants = {name: changes for name, changes in spec["variants"].items() if finished[name]}
+    partial = {**spec, "seeds": [seed for seed in spec["seeds"] if any(seed in finished[name] for name in variants)], "variants": variants,
+               "contrasts": [pair for pair in spec["contrasts"] if all(v in variants for v in pair)],
+               "same_time_as": {v: r for v, r in spec["same_time_as"].items() if v in variants}}
+    return summarize(partial, output, {name: finished[name] for name in variants})

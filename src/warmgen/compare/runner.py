@@ -187,5 +187,5 @@ def report_finished(spec_path: str, output_dir: str | None = None, seeds: list[i
     summary, runs = found
     write_reports(summary, make_plots(runs, summary["versus_baseline"], summary["primary_metric"], output), output)
     print(f"[compare] wrote {output / 'report.md'}, {output / 'report.html'} and {output / 'summary.json'} from the finished runs: "
-          + "; ".join(f"{variant} at seed(s) {', '.join(map(str, found))}" for variant, found in summary["seeds"].items()))
+          + "; ".join(f"{variant} at seed(s) {', '.join(map(str, seeds))}" for variant, seeds in summary["seeds"].items()))
     return summary

@@ -320,6 +320,39 @@ def test_jobs_train_runs_at_once_each_as_soon_as_its_warm_start_is_kept(tmp_path
     assert all(f.returncode is not None for f in alive) and (out / "marginal" / "seed0" / "results.json").is_file()
 
 
+def test_variants_trains_those_with_what_they_need_and_the_source_keeps_every_variants_checkpoint(tmp_path, monkeypatch, capsys):
+    """`--variants`: some runs now, the others later, each run configured as the whole spec configures it."""
+    from warmgen.compare import runner
+    from warmgen.compare.spec import run_changes
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("warm_start_from: sft\nsame_time_as: {sft+same_time: marginal}\ncontrasts: [[marginal, sft+same_time], [pause, sft]]\n"
+                    "variants:\n  sft: {method: sft}\n  marginal: {method: warmup, warmup.sft_warm_start_steps: 1}\n"
+                    "  late: {method: warmup, warmup.sft_warm_start_steps: 2}\n  pause: {method: pause}\n"
+                    "  sft+same_time: {method: sft, train.epochs: 8}\n")
+    whole, out = load_spec(spec), tmp_path / "cmp"
+    for names, kept, contrasts, same_time in (
+            (["pause"], ["sft", "pause"], [["pause", "sft"]], {}),
+            (["sft+same_time"], ["sft", "marginal", "sft+same_time"], [["marginal", "sft+same_time"]], {"sft+same_time": "marginal"}),
+            (["late", "pause"], ["sft", "late", "pause"], [["pause", "sft"]], {})):
+        chosen = load_spec(spec, variants=names)
+        assert (list(chosen["variants"]), chosen["contrasts"], chosen["same_time_as"]) == (kept, contrasts, same_time)
+        assert run_changes(chosen, out, "sft", 0) == run_changes(whole, out, "sft", 0)  # keeps step 1's and step 2's checkpoints
+    assert run_changes(whole, out, "sft", 0)["train.save_checkpoints_at"] == [1, 2]
+    with pytest.raises(ConfigError, match=r"--variants nope: not a variant of .*spec.yaml \(sft, marginal, late, pause, sft\+same_time\)"):
+        load_spec(spec, variants=["pause", "nope"])
+
+    started, alive = [], []
+    monkeypatch.setattr(runner, "_spawn", lambda command, log, env: started.append(command) or FakeTraining(command, alive))
+    runner.run_all(load_spec(spec, variants=["pause", "marginal"]), out, TINY, jobs=1)
+    assert [Path(c[c.index("--output_dir") + 1]).parent.name for c in started] == ["sft", "pause", "marginal"]
+    assert started[0][started[0].index("--train.save_checkpoints_at") + 1] == "[1, 2]"
+    assert [name for name in whole["variants"] if (out / name / "seed0" / "results.json").is_file()] == ["sft", "marginal", "pause"]
+    capsys.readouterr()
+    assert main(["compare", str(spec), "--output_dir", str(tmp_path / "new"), "--status", "--variants", "late"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["  sft seed 0: pending", "  late seed 0: pending"]
+
+
 def test_same_time_as_gives_a_variant_its_references_training_time(tmp_path, monkeypatch):
     """`same_time_as: {sft+same_time: warmup}` under the same-epochs budget: that variant alone waits for the
     warmup run of its seed and is stopped at its training time; listed first, it still starts after it."""

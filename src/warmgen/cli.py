@@ -101,17 +101,17 @@ def cmd_compare(args, overrides: list[str]) -> None:
     from .compare import comparison_status, export_runs, import_runs, report_finished, run_comparison
 
     if args.status:
-        print(comparison_status(args.spec, args.output_dir, overrides, args.seeds))
+        print(comparison_status(args.spec, args.output_dir, overrides, args.seeds, args.variants))
     elif args.partial:
-        report_finished(args.spec, args.output_dir, args.seeds)
+        report_finished(args.spec, args.output_dir, args.seeds, args.variants)
     elif args.export:
-        names = export_runs(args.spec, args.export, args.output_dir, args.seeds)
+        names = export_runs(args.spec, args.export, args.output_dir, args.seeds, args.variants)
         print(f"[compare] wrote {args.export}: {', '.join(names)}")
     elif args.import_:
-        for line in import_runs(args.spec, args.import_, args.output_dir, overrides, args.seeds):
+        for line in import_runs(args.spec, args.import_, args.output_dir, overrides, args.seeds, args.variants):
             print(f"[compare] {line}")
     else:
-        run_comparison(args.spec, args.output_dir, overrides, args.jobs, seeds=args.seeds)
+        run_comparison(args.spec, args.output_dir, overrides, args.jobs, seeds=args.seeds, variants=args.variants)
 
 
 def cmd_demo(args, overrides: list[str]) -> None:
@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                       "--export into the comparison folder (checked against the spec and the task); train nothing")
     p.add_argument("--seeds", type=int, nargs="+", help="train and summarise these seeds instead of the spec's, in this order "
                    "(e.g. one seed now, the others later: finished runs are kept)")
+    p.add_argument("--variants", nargs="+", metavar="NAME", help="train and summarise only these variants, in this order, with "
+                   "what they need (the baseline, the warm start's source, the variant whose training time one gets): e.g. the "
+                   "runs that fit in the hours at hand now, the others later")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process; each gets cores / jobs "
                    "threads unless OMP_NUM_THREADS is set (default 1)")
     p.set_defaults(func=cmd_compare)

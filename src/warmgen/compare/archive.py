@@ -36,10 +36,11 @@ def _files(run_dir: Path) -> dict[str, Path]:
             "test_scores": eval_folder(run_dir, "test") / SCORES}
 
 
-def export_runs(spec_path: str, archive: str, output_dir: str | None = None, seeds: list[int] | None = None) -> list[str]:
-    """Write the finished runs of the spec's seeds (or `seeds`) into a new file `archive`; their names."""
+def export_runs(spec_path: str, archive: str, output_dir: str | None = None, seeds: list[int] | None = None,
+                variants: list[str] | None = None) -> list[str]:
+    """Write the finished runs of the spec's seeds and variants (or `seeds`, `variants`) into a new file `archive`; their names."""
     path = Path(spec_path)
-    spec = load_spec(path, seeds)
+    spec = load_spec(path, seeds, variants)
     content, names = archive_content(spec, comparison_folder(path, spec, output_dir), path.name)
     write_archive(Path(archive), content)
     return names
@@ -103,12 +104,12 @@ def read_archive(path: Path) -> dict[str, dict[str, dict]]:
 
 
 def import_runs(spec_path: str, archives: list[str], output_dir: str | None = None, overrides: list[str] = (),
-                seeds: list[int] | None = None) -> list[str]:
+                seeds: list[int] | None = None, variants: list[str] | None = None) -> list[str]:
     """Put the archives' finished runs of the spec's variants and seeds (or `seeds`) into the comparison folder; a line
     per run saying what became of it. Every run is checked (its config against the spec, its predictions against
     the task's test examples, its place in the folder free) before any is written."""
     path = Path(spec_path)
-    spec = load_spec(path, seeds)
+    spec = load_spec(path, seeds, variants)
     output = comparison_folder(path, spec, output_dir)
     examples = load_task(load_config(spec.get("base"), list(spec["overrides"].items()) + parse_overrides(list(overrides)))).split("test")
     lock = hold_folder(output, "warmgen compare --import")  # nothing trains or imports here meanwhile

@@ -152,11 +152,11 @@ def same_code_environment() -> dict[str, str]:
 
 
 def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), jobs: int = 1,
-                   report_dir: str | None = None, seeds: list[int] | None = None) -> dict:
+                   report_dir: str | None = None, seeds: list[int] | None = None, variants: list[str] | None = None) -> dict:
     """Train what is left of a comparison, then write its summary, report and plots (into `report_dir`, by default
-    the comparison folder); the summary. `seeds`: these instead of the spec's."""
+    the comparison folder); the summary. `seeds`, `variants`: these instead of the spec's (load_spec)."""
     path = Path(spec_path)
-    spec = load_spec(path, seeds)
+    spec = load_spec(path, seeds, variants)
     parse_overrides(list(overrides))  # validate the form early
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: at least one run must train at a time")
@@ -174,11 +174,12 @@ def run_comparison(spec_path: str, output_dir: str | None = None, overrides: lis
     return summary
 
 
-def report_finished(spec_path: str, output_dir: str | None = None, seeds: list[int] | None = None) -> dict:
+def report_finished(spec_path: str, output_dir: str | None = None, seeds: list[int] | None = None,
+                    variants: list[str] | None = None) -> dict:
     """Train nothing: the summary, report and plots of the runs finished so far (statistics.summarize_finished), while
     the comparison may still be training; the summary."""
     path = Path(spec_path)
-    spec = load_spec(path, seeds)
+    spec = load_spec(path, seeds, variants)
     output = comparison_folder(path, spec, output_dir)
     found = summarize_finished(spec, output)
     if found is None:

@@ -14,9 +14,10 @@ SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir",
 
 BUDGETS = ("epochs", "wall_clock")
 
-def load_spec(path: Path, seeds: list[int] | None = None) -> dict:
+def load_spec(path: Path, seeds: list[int] | None = None, variants: list[str] | None = None) -> dict:
     """The spec at `path`, checked, with its defaults; `seeds` (e.g. `warmgen compare --seeds 1 2`) replaces its seeds,
-    so a comparison can train and summarise some seeds now and the rest later."""
+    and `variants` (`--variants`) keeps those variants with what they need (select_variants), so a comparison can
+    train and summarise some runs now and the rest later."""
     spec = read_yaml(path) or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a comparison spec is a mapping (base, seeds, variants, ...), not {type(spec).__name__}")
@@ -66,7 +67,28 @@ def load_spec(path: Path, seeds: list[int] | None = None) -> dict:
     source = spec.setdefault("warm_start_from", None)
     if source is not None and (source not in spec["variants"] or variant_config(spec, source).method != "sft"):
         raise ConfigError(f"{path}: warm_start_from must name a variant with method sft, not {source!r}")
-    return spec
+    # The steps whose checkpoints the warm start's source keeps: those of every variant, whichever are trained now.
+    spec["kept_checkpoints"] = sorted({n for v in spec["variants"] if (n := warm_start_steps(spec, v))})
+    return select_variants(spec, variants, path) if variants else spec
+
+def select_variants(spec: dict, names: list[str], path: Path) -> dict:
+    """The spec with the variants `names` only, in that order, and what they need: the baseline (every summary compares
+    with it), the warm start's source where they start from it, and the variant whose training time each gets."""
+    if unknown := [name for name in names if name not in spec["variants"]]:
+        raise ConfigError(f"--variants {' '.join(unknown)}: not a variant of {path} ({', '.join(spec['variants'])})")
+    needed = [spec["baseline"]]
+    if any(warm_start_steps(spec, name) for name in names):
+        needed.append(spec["warm_start_from"])
+    for name in names:
+        needed += [reference] if (reference := time_reference(spec, name)) else []
+        needed.append(name)
+    return restricted(spec, list(dict.fromkeys(needed)))
+
+def restricted(spec: dict, names: list[str]) -> dict:
+    """The spec with the variants `names` only, in that order, and the contrasts and time budgets that name no other."""
+    return {**spec, "variants": {name: spec["variants"][name] for name in names},
+            "contrasts": [pair for pair in spec["contrasts"] if all(v in names for v in pair)],
+            "same_time_as": {v: r for v, r in spec["same_time_as"].items() if v in names}}
 
 def variant_config(spec: dict, variant: str, changes: dict | None = None):
     """A variant's config as the spec gives it (`changes`: its overrides, when they differ from the spec's)."""
@@ -91,7 +113,7 @@ def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
     changes = dict(spec["variants"][variant])
     source = spec["warm_start_from"]
     if variant == source:
-        changes["train.save_checkpoints_at"] = sorted({n for v in spec["variants"] if (n := warm_start_steps(spec, v))})
+        changes["train.save_checkpoints_at"] = spec["kept_checkpoints"]
     elif source and (steps := warm_start_steps(spec, variant)):
         changes["warmup.sft_warm_start_from"] = str(step_checkpoint(output / source / f"seed{seed}", steps))
     reference = time_reference(spec, variant)

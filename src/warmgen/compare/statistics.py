@@ -14,6 +14,7 @@ from ..evaluate import read_predictions
 from ..rundir import eval_folder, results_file
 from ..runlog import read_training_log
 from ..tasks import load_task
+from .spec import restricted
 
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
@@ -170,8 +171,6 @@ def summarize_finished(spec: dict, output: Path) -> tuple[dict, dict] | None:
                 for variant in spec["variants"]}
     if not finished[spec["baseline"]]:
         return None
-    variants = {name: changes for name, changes in spec["variants"].items() if finished[name]}
-    partial = {**spec, "seeds": [seed for seed in spec["seeds"] if any(seed in finished[name] for name in variants)], "variants": variants,
-               "contrasts": [pair for pair in spec["contrasts"] if all(v in variants for v in pair)],
-               "same_time_as": {v: r for v, r in spec["same_time_as"].items() if v in variants}}
+    variants = [name for name in spec["variants"] if finished[name]]
+    partial = {**restricted(spec, variants), "seeds": [seed for seed in spec["seeds"] if any(seed in finished[name] for name in variants)]}
     return summarize(partial, output, {name: finished[name] for name in variants})

@@ -12,10 +12,11 @@ from ..tasks import load_task
 from .spec import comparison_folder, config_differences, load_spec, run_changes
 
 
-def comparison_status(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), seeds: list[int] | None = None) -> str:
+def comparison_status(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), seeds: list[int] | None = None,
+                      variants: list[str] | None = None) -> str:
     """Where a (possibly running) comparison stands: every variant x seed as done, training, stopped or pending."""
     path = Path(spec_path)
-    spec = load_spec(path, seeds)
+    spec = load_spec(path, seeds, variants)
     output = comparison_folder(path, spec, output_dir)
     holder = folder_holder(output)
     primary = load_task(load_config(spec.get("base"), list(spec["overrides"].items()) + parse_overrides(list(overrides)))).primary_metric

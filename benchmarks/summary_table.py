@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.recording import CHECKOUT, RESULTS, find_record, record_order
+from warmgen.compare.report import summary_seeds
 
 SUITE = RESULTS / "suite"
 
@@ -87,9 +88,8 @@ def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: 
 def paired_seeds(summary: dict, variant: str) -> list[int]:
     """The seeds of `variant`'s paired test against the baseline: those both have (every variant has the spec's seeds
     in a complete record, and in one written before warmgen recorded each variant's seeds)."""
-    seeds = summary.get("seeds") or {}
-    everywhere = summary["spec"]["seeds"]
-    return [seed for seed in seeds.get(variant, everywhere) if seed in seeds.get(summary["spec"]["baseline"], everywhere)]
+    seeds = summary_seeds(summary)
+    return [seed for seed in seeds[variant] if seed in seeds[summary["spec"]["baseline"]]]
 
 
 def _decimals(values: list[float]) -> int:
@@ -128,7 +128,7 @@ def variant_table(record_name: str, columns: list[str], versus: list[str] = ()) 
     summary, decimals = _load(record_name, [*columns, *versus])
     spec, rows = summary["spec"], summary["table"]
     baseline = spec["baseline"]
-    seeds = {variant: (summary.get("seeds") or {}).get(variant, spec["seeds"]) for variant in rows}
+    seeds = summary_seeds(summary)
     uneven = len({tuple(s) for s in seeds.values()}) > 1  # a partial record: each row says its seeds
 
     def cell(variant: str, name: str) -> str:

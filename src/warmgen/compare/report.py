@@ -96,7 +96,7 @@ def make_plots(runs: dict, versus: dict, primary: str, output: Path, metrics: li
     return names
 
 
-def _seeds(summary: dict) -> dict[str, list[int]]:
+def summary_seeds(summary: dict) -> dict[str, list[int]]:
     """variant -> the seeds it is summarised at (a summary written before warmgen recorded them: the spec's)."""
     return summary.get("seeds") or {v: summary["spec"]["seeds"] for v in summary["table"]}
 
@@ -106,7 +106,7 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     table = summary["table"]
     # Every variant's metrics, in order of first appearance: warmup variants have warmup/* columns that SFT lacks.
     quality = list(dict.fromkeys(k for row in table.values() for k in row if k not in COST))
-    per_variant = _seeds(summary)
+    per_variant = summary_seeds(summary)
     uneven = len({tuple(s) for s in per_variant.values()}) > 1  # a comparison still training: each row says its seeds
     tables = [("Test metrics (mean ± std over seeds) and cost; train_load_average and inference_load_average are the machine's "
                 "mean 1-minute load during training and test decoding: times compare only between runs with similar load",
@@ -137,7 +137,7 @@ def write_reports(summary: dict, plots: list[str], output: Path) -> None:
     spec = summary["spec"]
     budget = {"epochs": "same epochs", "wall_clock": f"at most {spec['baseline']}'s training time"}[spec["budget"]]
     budget += "".join(f"; {v} at most {r}'s training time" for v, r in spec.get("same_time_as", {}).items())
-    counts = sorted({len(s) for s in _seeds(summary).values()})
+    counts = sorted({len(s) for s in summary_seeds(summary).values()})
     seeds = f"{counts[0]} seed(s)" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds a variant"
     title = f"warmgen compare: {summary['task']}, {seeds}, {summary['test_examples']} test examples, {budget}"
     cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731

@@ -12,6 +12,7 @@ from test_compare import TINY
 from warmgen.cli import main
 from warmgen.compare.archive import read_archive
 from warmgen.errors import DataError
+from warmgen.rundir import step_checkpoint
 
 # A shared SFT warm start and a variant given the warmup run's time: what an import checks against depends on both.
 SPEC = ("seeds: [0]\nbootstrap: 50\n" + f"overrides: {json.dumps(dict(zip([a[2:] for a in TINY[::2]], map(yaml.safe_load, TINY[1::2]))))}\n"
@@ -83,12 +84,30 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
         assert (moved / "warmup" / "seed0" / name).read_bytes() == (tmp_path / "gone" / "warmup" / "seed0" / name).read_bytes()
     assert compare(spec, moved, "--import", str(whole)) == 0
     assert capsys.readouterr().out.count("already finished here, kept") == 3
-    # A warmup run to train again here has no warm start: the imported SFT run came without weights.
+    # A warmup run to train again here starts from a checkpoint the imported SFT run came without: compare trains SFT's
+    # first step again beside it (on the whole run's schedule), to the same weights, and the warmup run from there to
+    # the same predictions. The imported SFT run stays as it was.
     for variant in ("warmup", "sft+same_time"):
         shutil.rmtree(moved / variant / "seed0")
-    assert compare(spec, moved) == 2
-    assert "is missing: sft seed 0 was trained without keeping the checkpoint warmup starts from (or imported without its " \
-           f"weights); delete {moved / 'sft' / 'seed0'} to train it again" in capsys.readouterr().err
+    sft_files = {path: path.read_bytes() for path in (moved / "sft" / "seed0").rglob("*") if path.is_file()}
+    assert compare(spec, moved, "--status") == 0
+    waiting = "sft seed 0, its first 1 steps again for the warm starts (its checkpoints were not kept or not imported): pending"
+    assert waiting in capsys.readouterr().out
+    assert compare(spec, moved) == 0
+    assert "sft seed 0, its first 1 steps again for the warm starts: training" in capsys.readouterr().out
+    rebuilt = moved / "sft" / "seed0-warm-start"
+    assert (step_checkpoint(rebuilt, 1) / "model.safetensors").read_bytes() == \
+           (step_checkpoint(tmp_path / "gone" / "sft" / "seed0", 1) / "model.safetensors").read_bytes()
+    assert not (rebuilt / "results.json").exists()
+    header = json.loads((moved / "warmup" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
+    assert header["sft_warm_start_from"] == str(step_checkpoint(rebuilt, 1))
+    for name in ("eval/test/predictions.jsonl", "eval/dev/predictions.jsonl"):
+        assert (moved / "warmup" / "seed0" / name).read_bytes() == (tmp_path / "gone" / "warmup" / "seed0" / name).read_bytes()
+    assert {path: path.read_bytes() for path in (moved / "sft" / "seed0").rglob("*") if path.is_file()} == sft_files
+    assert compare(spec, moved, "--status") == 0
+    assert "(its checkpoints" not in capsys.readouterr().out  # nothing left to start from it
+    assert compare(spec, moved) == 0
+    assert ": training" not in capsys.readouterr().out
 
     # Refused, with nothing written: a run trained under another config, predictions of other examples, a run
     # still training where one would go, a file that is no archive.

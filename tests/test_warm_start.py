@@ -63,6 +63,22 @@ def test_starting_from_the_sft_checkpoint_computes_the_same_run(tmp_path, sft_ru
     assert branched["train_seconds"] > sft_seconds > 0  # the warm start's time counts in the warmup run's cost
 
 
+def test_stopping_part_way_keeps_the_checkpoint_the_whole_run_keeps(tmp_path, sft_run, capsys):
+    """train.stop_after_step: the first steps of a run on its whole schedule (how compare rebuilds a warm start)."""
+    assert train(run(tmp_path / "part", "--method", "sft", "--train.stop_after_step", "5")) is None
+    assert f"stopped after step 5 of 6 (train.stop_after_step): {step_checkpoint(tmp_path / 'part', 5)}" in capsys.readouterr().out
+    assert (step_checkpoint(tmp_path / "part", 5) / "model.safetensors").read_bytes() == \
+           (step_checkpoint(sft_run, 5) / "model.safetensors").read_bytes()
+    assert not (tmp_path / "part" / "results.json").exists()
+    assert [row[:2] for row in losses(tmp_path / "part")] == [row[:2] for row in losses(sft_run)[:5]]
+    # Resumed without the stop, it is the whole run.
+    results = train(run(tmp_path / "part", "--method", "sft"), resume=True)
+    assert [row[:2] for row in losses(tmp_path / "part")] == [row[:2] for row in losses(sft_run)]
+    assert results["steps"] == 6
+    with pytest.raises(ConfigError, match="train.stop_after_step must be >= 0"):
+        run(tmp_path / "x", "--train.stop_after_step", "-1")
+
+
 def quality(scores):
     return {k: v for k, v in scores.items() if not k.startswith("inference_")}
 

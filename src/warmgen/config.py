@@ -275,6 +275,10 @@ class TrainConfig(_Checked):
     # Also keep a resumable checkpoint at these optimizer steps (`checkpoints/step-N`): a warmup
     # run can start from one (warmup.sft_warm_start_from) instead of repeating its SFT warm start.
     save_checkpoints_at: list[int] = field(default_factory=list)
+    # Stop after this optimizer step (0 = never), keeping its checkpoint (`checkpoints/step-N`) and skipping the
+    # final evaluation; the learning-rate schedule is still the whole run's, so the checkpoint is the one the whole
+    # run keeps at that step (`warmgen compare` rebuilds a missing warm start this way). Continue with --resume.
+    stop_after_step: int = 0
     # Also save `last` every N optimizer steps between evaluations (0 = at evaluations only): a run
     # stopped unannounced (a machine taken back) resumes with fewer steps lost. Changes nothing trained.
     save_every: int = 0

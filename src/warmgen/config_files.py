@@ -153,9 +153,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str
     return config
 
 
-# Fields that say where a run is kept or how it is logged, not what it computes.
-BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "train.save_checkpoints_at", "train.save_every", "train.report_to",
-               "decode.batch_size")
+# Fields that say where a run is kept, how it is logged or where it pauses, not what it computes.
+BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "train.save_checkpoints_at",
+               "train.stop_after_step", "train.save_every", "train.report_to", "decode.batch_size")
 
 
 # Fields that name a file: the same file spelt another way (relative, absolute) is no difference.

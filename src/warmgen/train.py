@@ -133,6 +133,13 @@ class Run:
             save_checkpoint(folder, self.model, self.tokenizer, self.config, self.checkpoint_state(rng, optimizer_state), weights)
         self.procs.barrier()
 
+    def close_logs(self) -> None:
+        if self.procs.is_main:
+            self.metrics_log.close()
+            self.samples_log.close()
+            if self.trackers is not None:
+                self.trackers.finish()
+
     def out_of_time(self) -> bool:
         # One answer for all processes: one stopping alone would leave the others waiting in a collective.
         t = self.config.train
@@ -219,10 +226,10 @@ def _train_loop(run: Run, warm_started: bool) -> None:
     stopped_by_time = run.out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
     if (warm_started and t.eval_every and s.step % t.eval_every == 0) or run.total_steps == 0:
         run.evaluate_and_save()  # the evaluation a run that trained its own warm start makes here; a zero-shot run's only one
-    tick = time.time()
-    while s.step < run.total_steps and not stopped_by_time:
+    tick, end = time.time(), min(run.total_steps, t.stop_after_step or run.total_steps)
+    while s.step < end and not stopped_by_time:
         order = epoch_order(len(run.data), config.seed, s.epoch, run.lengths, run.global_batch)
-        while s.batch_index < run.batches_per_epoch and s.step < run.total_steps:
+        while s.batch_index < run.batches_per_epoch and s.step < end:
             global_ids = order[s.batch_index * run.global_batch : (s.batch_index + 1) * run.global_batch]
             s.batch_index += 1
             if len(global_ids) < procs.world:
@@ -295,8 +302,7 @@ def _train_loop(run: Run, warm_started: bool) -> None:
                          "sft": objective_of is run.objectives.sft, "num_tokens": s.num_tokens, "skipped_steps": s.skipped_steps,
                          "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
             if step_objective.warmups is not None and t.samples_every and s.step % t.samples_every == 0 and procs.is_main:
-                samples = write_samples(run.samples_log, s.step, [run.task.split("train")[i] for i in ids], step_objective.warmups,
-                                        run.layout)
+                samples = write_samples(run.samples_log, s.step, [run.task.split("train")[i] for i in ids], step_objective.warmups, run.layout)
                 if run.trackers is not None:
                     run.trackers.log_samples(s.step, samples)
             accumulated = {}
@@ -305,7 +311,7 @@ def _train_loop(run: Run, warm_started: bool) -> None:
                 run.evaluate_and_save()
             elif t.save_every and s.step % t.save_every == 0:
                 run.save_resumable(last_checkpoint(run.run_dir))
-            if s.step in t.save_checkpoints_at:
+            if s.step in t.save_checkpoints_at or s.step == t.stop_after_step:
                 run.save_resumable(step_checkpoint(run.run_dir, s.step))
             if stopped_by_time:
                 tqdm.write(f"step {s.step}: time budget train.max_train_seconds = {t.max_train_seconds:g} reached "
@@ -323,10 +329,7 @@ def _train_loop(run: Run, warm_started: bool) -> None:
 def _final_results(run: Run) -> dict:
     """The best checkpoint (else the last) decoded on dev and test; results.json."""
     config, s = run.config, run.state
-    for stream in (run.metrics_log, run.samples_log):
-        stream.close()
-    if run.trackers is not None:
-        run.trackers.finish()
+    run.close_logs()
     best_dir = best_checkpoint(run.run_dir)
     final_dir = best_dir if best_dir.exists() else last_checkpoint(run.run_dir)
     run.model = run.optimizer = run.scheduler = run.objectives = None  # gone before the best is loaded: never two models at once
@@ -354,14 +357,13 @@ def _final_results(run: Run) -> dict:
 
 
 def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = None, model=None, given: dict | None = None) -> dict:
-    """Train, keep best/last checkpoints, evaluate the best on dev and test; return results.
+    """Train, keep best/last checkpoints, evaluate the best on dev and test; return results (None when
+    train.stop_after_step stopped it part way).
 
-    `model`: a (model, tokenizer) pair to train instead of loading `config.model.name` (not when
-    resuming); `given`: in-memory splits instead of the configured files. Both from `WarmupTrainer`.
-
-    Under `accelerate launch` / torchrun each process trains on `batch_size` examples of every global
-    batch; only the main process logs, saves, evaluates the final checkpoint and returns results
-    (the others None); dev evaluation during training runs on every process of a sharded model.
+    `model`: a (model, tokenizer) pair to train instead of loading `config.model.name` (not when resuming); `given`:
+    in-memory splits instead of the configured files. Both from `WarmupTrainer`. Under `accelerate launch` / torchrun
+    each process trains on `batch_size` examples of every global batch; only the main process logs, saves, evaluates
+    the final checkpoint and returns results (the others None); dev evaluation runs on every process of a sharded model.
 
     A folder holding an earlier run is refused unless `resume` or `overwrite` says what to do (`clear_run_folder`).
     """
@@ -392,4 +394,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
     _open_logs(run, resume, warm_start_log)
     _train_loop(run, warm_started=state is not None and not resume)
     procs.finish()
+    if run.state.step == config.train.stop_after_step < run.total_steps:  # stopped part way, as asked: nothing to evaluate yet
+        print(f"stopped after step {run.state.step} of {run.total_steps} (train.stop_after_step): {step_checkpoint(run_dir, run.state.step)}")
+        return run.close_logs()
     return _final_results(run) if procs.is_main else None

@@ -65,6 +65,7 @@ def validate(config) -> None:
         (not w.sft_warm_start_from or (config.method == "warmup" and w.sft_warm_start_steps > 0),
          "warmup.sft_warm_start_from needs method: warmup and warmup.sft_warm_start_steps > 0 (the step it starts from)"),
         (all(n >= 1 for n in t.save_checkpoints_at), "train.save_checkpoints_at lists optimizer steps, each at least 1"),
+        (t.stop_after_step >= 0, "train.stop_after_step must be >= 0 (0: train every planned step)"),
         (config.decode.batch_size >= 1, "decode.batch_size must be at least 1"),
         (t.batch_size >= 1, "train.batch_size must be at least 1"),
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be at least 1"),

@@ -6,7 +6,7 @@ an import takes each example's source and target from the task again, and refuse
 test examples. A few hundred kilobytes a run, so finished seeds can be kept (committed, copied) where run
 folders are not, and a comparison trained on machines that do not keep their disks still summarises all its
 seeds at the end. An imported run counts as finished; without its weights it cannot be evaluated again, and
-a run that starts from its checkpoints (a shared warm start) has to train it again.
+a run that starts from its checkpoints (a shared warm start) has those steps trained again (spec.warm_start_folder).
 """
 
 from __future__ import annotations

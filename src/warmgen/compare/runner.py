@@ -16,7 +16,18 @@ from ..config_files import parse_overrides
 from ..rundir import console_log_file, hold_folder, results_file, resumable, run_config_file
 from ..typecheck import ConfigError
 from .report import make_plots, write_reports
-from .spec import comparison_folder, config_differences, load_spec, run_changes, time_reference
+from .spec import (
+    REBUILD,
+    comparison_folder,
+    config_differences,
+    load_spec,
+    rebuild_changes,
+    rebuild_label,
+    rebuilds,
+    rebuilt,
+    run_changes,
+    time_reference,
+)
 from .statistics import summarize, summarize_finished
 
 
@@ -37,11 +48,6 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
     run_changes, whose warm start's path is fixed by the spec (its time budget comes when its reference ends)."""
     start = changes.get("warmup.sft_warm_start_from")
     if start and not Path(start).is_dir():
-        source = output / spec["warm_start_from"] / f"seed{seed}"
-        if results_file(source).is_file():
-            raise ConfigError(f"{start} is missing: {spec['warm_start_from']} seed {seed} was trained without keeping the checkpoint "
-                              f"{variant} starts from (or imported without its weights); delete {source} to train it again, or "
-                              "remove warm_start_from from the spec")
         return f"the checkpoint {start}"
     if (reference := time_reference(spec, variant)) and not results_file(output / reference / f"seed{seed}").is_file():
         return f"the training time of {reference} seed {seed}"
@@ -50,13 +56,17 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
 
 def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> None:
     """Train every run not finished yet, up to `jobs` at once, each as soon as what it needs (its warm start's
-    checkpoint, the training time it is given) is there. A failed run stops new ones from starting; those
+    checkpoint, trained again where a finished source lacks it; the training time it is given) is there. A failed run stops new ones from starting; those
     running finish, then the failure is raised. Stopping the comparison stops them all (they resume later)."""
     # Before training anything: a run started under an edited spec is never reused under its new name. Each
     # run_changes loads every variant's config: computed once here, not at every look at the waiting runs.
     planned = {(seed, variant): run_changes(spec, output, variant, seed) for seed, variant in planned_runs(spec)}
+    # A warm start missing from its finished source is trained again as a run of its own (REBUILD), first in the queue.
+    folders = rebuilds(spec, output, planned)
+    planned = {**{(seed, REBUILD): rebuild_changes(spec, output, seed) for seed in folders}, **planned}
+    run_dir_of = {(seed, variant): folders[seed] if variant == REBUILD else output / variant / f"seed{seed}" for seed, variant in planned}
     for (seed, variant), changes in planned.items():
-        run_dir = output / variant / f"seed{seed}"
+        run_dir = run_dir_of[(seed, variant)]
         differences = config_differences(run_dir, spec, changes, overrides, seed)
         if differences:
             raise ConfigError(f"{run_config_file(run_dir)}: this run was trained with another config than the spec gives now "
@@ -77,17 +87,18 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
             for seed, variant in list(queue):
                 if failed or len(running) >= jobs:
                     break
-                run_dir = output / variant / f"seed{seed}"
-                if results_file(run_dir).is_file():
-                    print(f"[compare] {variant} seed {seed}: done, skipped", flush=True)
+                run_dir = run_dir_of[(seed, variant)]
+                if results_file(run_dir).is_file() or (variant == REBUILD and rebuilt(spec, run_dir)):
+                    print(f"[compare] {_name(spec, variant, seed)}: done, skipped", flush=True)
                     queue.remove((seed, variant))
                     continue
-                if need := _waits_for(spec, output, variant, seed, planned[(seed, variant)]):
+                if variant != REBUILD and (need := _waits_for(spec, output, variant, seed, planned[(seed, variant)])):
                     waiting.append(f"{variant} seed {seed} needs {need}")
                     continue
                 queue.remove((seed, variant))
                 # Again: a time budget is known only once its reference has finished.
-                running[(seed, variant)] = _start(spec, run_dir, run_changes(spec, output, variant, seed), overrides, seed, env)
+                changes = planned[(seed, variant)] if variant == REBUILD else run_changes(spec, output, variant, seed)
+                running[(seed, variant)] = _start(spec, run_dir, changes, overrides, seed, env, _name(spec, variant, seed))
             if not running:
                 if queue and not failed:
                     raise ConfigError(f"nothing left can start: {'; '.join(waiting)}")
@@ -98,7 +109,7 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
                     log.close()
                     del running[(seed, variant)]
                     if child.returncode:
-                        failed.append(f"training {variant} seed {seed} failed; see {console_log_file(output / variant / f'seed{seed}')}")
+                        failed.append(f"training {_name(spec, variant, seed)} failed; see {console_log_file(run_dir_of[(seed, variant)])}")
                         print(f"[compare] {failed[-1]}" + (f"; waiting for the {len(running)} run(s) still training" if running else ""),
                               flush=True)
         if failed:
@@ -115,13 +126,17 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
             signal.signal(signal.SIGTERM, previous)
 
 
-def _start(spec: dict, run_dir: Path, changes: dict, overrides: list[str], seed: int, env: dict):
+def _name(spec: dict, variant: str, seed: int) -> str:
+    return rebuild_label(spec, seed) if variant == REBUILD else f"{variant} seed {seed}"
+
+
+def _start(spec: dict, run_dir: Path, changes: dict, overrides: list[str], seed: int, env: dict, label: str):
     """One `warmgen train` process for a run, logging to its train.log; (the process, the open log)."""
     command = [sys.executable, "-m", "warmgen.cli", "train", "--output_dir", str(run_dir), "--seed", str(seed)]
     command += (["--config", spec["base"]] if "base" in spec else []) + _args(spec["overrides"]) + _args(changes) + list(overrides)
     # A run stopped before its first checkpoint has nothing to continue: it starts again.
     command += ["--resume"] if resumable(run_dir) else ["--overwrite", "delete"]
-    print(f"[compare] {run_dir.parent.name} seed {seed}: training ({run_dir})", flush=True)
+    print(f"[compare] {label}: training ({run_dir})", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(console_log_file(run_dir), "a", encoding="utf-8")
     return _spawn(command, log, env), log

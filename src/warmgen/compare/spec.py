@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..config_files import differences, load_config, parse_overrides, read_yaml
-from ..rundir import comparable, results_file, run_config_file, step_checkpoint
+from ..rundir import STATE_NAME, comparable, results_file, run_config_file, step_checkpoint
 from ..typecheck import ConfigError
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",
@@ -115,19 +115,57 @@ def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
     if variant == source:
         changes["train.save_checkpoints_at"] = spec["kept_checkpoints"]
     elif source and (steps := warm_start_steps(spec, variant)):
-        changes["warmup.sft_warm_start_from"] = str(step_checkpoint(output / source / f"seed{seed}", steps))
+        changes["warmup.sft_warm_start_from"] = str(step_checkpoint(warm_start_folder(spec, output, seed, steps), steps))
     reference = time_reference(spec, variant)
     if reference and (found := results_file(output / reference / f"seed{seed}")).is_file():
         changes["train.max_train_seconds"] = round(json.loads(found.read_text())["train_seconds"], 3)
     return changes
+
+# Beside a warm start's source run, the folder where its first steps are trained again: <source>/seed<N>-warm-start.
+REBUILT = "-warm-start"
+
+def warm_start_folder(spec: dict, output: Path, seed: int, steps: int) -> Path:
+    """The run folder whose `checkpoints/step-<steps>` the seed's warmup variants start from: the warm start's source
+    run, or, where that run finished without the checkpoint (imported without weights, or trained before a variant
+    asked for it), the folder beside it where its first steps are trained again (rebuild_changes)."""
+    source = output / spec["warm_start_from"] / f"seed{seed}"
+    if results_file(source).is_file() and not step_checkpoint(source, steps).is_dir():
+        return source.with_name(source.name + REBUILT)
+    return source
+
+def rebuild_changes(spec: dict, output: Path, seed: int) -> dict:
+    """The source's overrides, stopped after the last step a variant starts from: the same config, seed and learning-rate
+    schedule as the source run, so the checkpoints are the ones it would have kept."""
+    return {**run_changes(spec, output, spec["warm_start_from"], seed), "train.stop_after_step": max(spec["kept_checkpoints"])}
+
+def rebuilds(spec: dict, output: Path, runs) -> dict[int, Path]:
+    """seed -> the folder where the warm start's source is trained again up to its checkpoints, for the seeds where a
+    run of `runs` ((seed, variant) pairs) not finished yet starts from a checkpoint its finished source lacks
+    (imported without weights, or trained before a variant asked for it): spec.warm_start_folder."""
+    folders = {}
+    for seed, variant in runs:
+        if (steps := warm_start_steps(spec, variant)) and not results_file(output / variant / f"seed{seed}").is_file():
+            if (folder := warm_start_folder(spec, output, seed, steps)).name.endswith(REBUILT):
+                folders[seed] = folder
+    return folders
+
+def rebuilt(spec: dict, folder: Path) -> bool:
+    """Whether the rebuild in `folder` has reached the last checkpoint a variant starts from."""
+    return (step_checkpoint(folder, max(spec["kept_checkpoints"])) / STATE_NAME).is_file()
+
+# A rebuild's name in a comparison's queue of runs, where the others have a variant's.
+REBUILD = "(warm start trained again)"
+
+def rebuild_label(spec: dict, seed: int) -> str:
+    return f"{spec['warm_start_from']} seed {seed}, its first {max(spec['kept_checkpoints'])} steps again for the warm starts"
 
 def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> list[str]:
     """How the config a run was started with differs from the one the spec gives now ("key: old there, new now").
 
     Where the run is kept (output_dir, config_dir) may differ, and so may the comparison folder's spelling in the
     warm-start checkpoint's path (relative or absolute, or the folder moved): only its place inside the folder
-    counts. A field the saved config lacks (written by an older warmgen) is not compared. A run not started yet
-    has no differences.
+    counts, the source run's and its rebuilt first steps' (warm_start_folder) being the same. A field the saved
+    config lacks (written by an older warmgen) is not compared. A run not started yet has no differences.
     """
     saved_path = run_config_file(run_dir)
     if not saved_path.is_file():
@@ -138,7 +176,8 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
     for config in (saved, wanted):
         warmup = config.get("warmup", {})
         if warmup.get("sft_warm_start_from"):
-            warmup["sft_warm_start_from"] = str(Path(*Path(warmup["sft_warm_start_from"]).parts[-WARM_START_DEPTH:]))
+            variant, run, *checkpoint = Path(warmup["sft_warm_start_from"]).parts[-WARM_START_DEPTH:]
+            warmup["sft_warm_start_from"] = str(Path(variant, run.removesuffix(REBUILT), *checkpoint))
     return differences(saved, wanted)
 
 # The parts of a warm-start checkpoint's path inside the comparison folder: <variant>/seed<N>/checkpoints/step-<S>.

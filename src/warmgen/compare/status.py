@@ -9,7 +9,7 @@ from ..config_files import load_config, parse_overrides, read_yaml
 from ..rundir import best_checkpoint, folder_holder, last_checkpoint, results_file, resumable, run_config_file
 from ..runlog import metrics_file
 from ..tasks import load_task
-from .spec import comparison_folder, config_differences, load_spec, run_changes
+from .spec import comparison_folder, config_differences, load_spec, rebuild_label, rebuilds, rebuilt, run_changes
 
 
 def comparison_status(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), seeds: list[int] | None = None,
@@ -40,6 +40,10 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
             else:
                 state = "pending"
             lines.append(f"  {variant} seed {seed}: {state}")
+    for seed, folder in rebuilds(spec, output, [(seed, variant) for variant in spec["variants"] for seed in spec["seeds"]]).items():
+        state = ("done" if rebuilt(spec, folder) else f"training: {_progress(folder)} ({run_holder})" if (run_holder := folder_holder(folder))
+                 else f"stopped at {_progress(folder)}: resumes from its last checkpoint" if resumable(folder) else "pending")
+        lines.append(f"  {rebuild_label(spec, seed)} (its checkpoints were not kept or not imported): {state}")
     return "\n".join(lines)
 
 PACE_ROWS = 5  # logged steps averaged for the pace: recent enough to follow a change (SFT to warmup steps)
@@ -55,7 +59,10 @@ def _progress(run_dir: Path) -> str:
             rows.append(json.loads(line))
         except ValueError:
             continue
+    train = ((read_yaml(run_config_file(run_dir)) if run_config_file(run_dir).is_file() else None) or {}).get("train") or {}
     total = next((row["total_steps"] for row in rows if "total_steps" in row), None)
+    if total and train.get("stop_after_step"):  # a run that stops part way (a rebuilt warm start)
+        total = min(total, train["stop_after_step"])
     step = max((row["step"] for row in rows if "step" in row), default=0)
     paces = [row["time/step"] for row in rows if "time/step" in row][-PACE_ROWS:]
     if total is None or not paces:
@@ -63,8 +70,7 @@ def _progress(run_dir: Path) -> str:
     pace = sum(paces) / len(paces)
     seconds = (total - step) * pace
     # A time budget (train.max_train_seconds) may end it first: the training time used is logged at evaluations.
-    config = read_yaml(run_config_file(run_dir)) if run_config_file(run_dir).is_file() else None
-    budget = ((config or {}).get("train") or {}).get("max_train_seconds") or 0
+    budget = train.get("max_train_seconds") or 0
     timed = [row for row in rows if "train_seconds" in row and "step" in row]
     if budget and timed:
         budget_left = max(0.0, budget - timed[-1]["train_seconds"] - (step - timed[-1]["step"]) * pace)

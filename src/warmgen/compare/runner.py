@@ -56,8 +56,9 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
 
 def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> None:
     """Train every run not finished yet, up to `jobs` at once, each as soon as what it needs (its warm start's
-    checkpoint, trained again where a finished source lacks it; the training time it is given) is there. A failed run stops new ones from starting; those
-    running finish, then the failure is raised. Stopping the comparison stops them all (they resume later)."""
+    checkpoint, trained again where a finished source lacks it; the training time it is given) is there. A failed
+    run stops new ones from starting; those running finish, then the failure is raised. Stopping the comparison
+    stops them all (they resume later)."""
     # Before training anything: a run started under an edited spec is never reused under its new name. Each
     # run_changes loads every variant's config: computed once here, not at every look at the waiting runs.
     planned = {(seed, variant): run_changes(spec, output, variant, seed) for seed, variant in planned_runs(spec)}

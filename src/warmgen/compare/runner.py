@@ -63,7 +63,7 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
     # run_changes loads every variant's config: computed once here, not at every look at the waiting runs.
     planned = {(seed, variant): run_changes(spec, output, variant, seed) for seed, variant in planned_runs(spec)}
     # A warm start missing from its finished source is trained again as a run of its own (REBUILD), first in the queue.
-    folders = rebuilds(spec, output, planned)
+    folders = rebuilds(output, planned)
     planned = {**{(seed, REBUILD): rebuild_changes(spec, output, seed) for seed in folders}, **planned}
     run_dir_of = {(seed, variant): folders[seed] if variant == REBUILD else output / variant / f"seed{seed}" for seed, variant in planned}
     for (seed, variant), changes in planned.items():

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..config_files import differences, load_config, parse_overrides, read_yaml
-from ..rundir import STATE_NAME, comparable, results_file, run_config_file, step_checkpoint
+from ..rundir import STATE_NAME, comparable, results_file, run_config_file, run_of, step_checkpoint
 from ..typecheck import ConfigError
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",
@@ -138,15 +138,14 @@ def rebuild_changes(spec: dict, output: Path, seed: int) -> dict:
     schedule as the source run, so the checkpoints are the ones it would have kept."""
     return {**run_changes(spec, output, spec["warm_start_from"], seed), "train.stop_after_step": max(spec["kept_checkpoints"])}
 
-def rebuilds(spec: dict, output: Path, runs) -> dict[int, Path]:
+def rebuilds(output: Path, planned: dict) -> dict[int, Path]:
     """seed -> the folder where the warm start's source is trained again up to its checkpoints, for the seeds where a
-    run of `runs` ((seed, variant) pairs) not finished yet starts from a checkpoint its finished source lacks
-    (imported without weights, or trained before a variant asked for it): spec.warm_start_folder."""
+    run of `planned` ((seed, variant) -> its run_changes) not finished yet starts from there (warm_start_folder)."""
     folders = {}
-    for seed, variant in runs:
-        if (steps := warm_start_steps(spec, variant)) and not results_file(output / variant / f"seed{seed}").is_file():
-            if (folder := warm_start_folder(spec, output, seed, steps)).name.endswith(REBUILT):
-                folders[seed] = folder
+    for (seed, variant), changes in planned.items():
+        start = changes.get("warmup.sft_warm_start_from")
+        if start and run_of(Path(start)).name.endswith(REBUILT) and not results_file(output / variant / f"seed{seed}").is_file():
+            folders[seed] = run_of(Path(start))
     return folders
 
 def rebuilt(spec: dict, folder: Path) -> bool:

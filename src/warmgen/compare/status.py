@@ -21,10 +21,12 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
     holder = folder_holder(output)
     primary = load_task(load_config(spec.get("base"), list(spec["overrides"].items()) + parse_overrides(list(overrides)))).primary_metric
     lines = [f"{output}: {'being run by ' + holder if holder else 'no comparison running'}"]
+    planned = {}
     for variant in spec["variants"]:
         for seed in spec["seeds"]:
             run_dir = output / variant / f"seed{seed}"
-            differences = config_differences(run_dir, spec, run_changes(spec, output, variant, seed), list(overrides), seed)
+            planned[(seed, variant)] = run_changes(spec, output, variant, seed)
+            differences = config_differences(run_dir, spec, planned[(seed, variant)], list(overrides), seed)
             if differences:
                 lines.append(f"  {variant} seed {seed}: trained under another spec ({'; '.join(differences)}); delete it to retrain")
                 continue
@@ -33,18 +35,21 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
                 state = f"done: test {primary} {results['splits']['test'][primary]:.4g}, {results['train_seconds']:.0f} s of training"
                 if not (best_checkpoint(run_dir).is_dir() or last_checkpoint(run_dir).is_dir()):
                     state += " (no weights here: imported, or nothing trained)"
-            elif run_holder := folder_holder(run_dir):
-                state = f"training: {_progress(run_dir)} ({run_holder})"
-            elif resumable(run_dir):
-                state = f"stopped at {_progress(run_dir)}: resumes from its last checkpoint"
             else:
-                state = "pending"
+                state = _unfinished(run_dir)
             lines.append(f"  {variant} seed {seed}: {state}")
-    for seed, folder in rebuilds(spec, output, [(seed, variant) for variant in spec["variants"] for seed in spec["seeds"]]).items():
-        state = ("done" if rebuilt(spec, folder) else f"training: {_progress(folder)} ({run_holder})" if (run_holder := folder_holder(folder))
-                 else f"stopped at {_progress(folder)}: resumes from its last checkpoint" if resumable(folder) else "pending")
+    for seed, folder in rebuilds(output, planned).items():
+        state = "done" if rebuilt(spec, folder) else _unfinished(folder)
         lines.append(f"  {rebuild_label(spec, seed)} (its checkpoints were not kept or not imported): {state}")
     return "\n".join(lines)
+
+def _unfinished(run_dir: Path) -> str:
+    """Where a run not finished stands: training (by whom), stopped (it resumes), or pending."""
+    if run_holder := folder_holder(run_dir):
+        return f"training: {_progress(run_dir)} ({run_holder})"
+    if resumable(run_dir):
+        return f"stopped at {_progress(run_dir)}: resumes from its last checkpoint"
+    return "pending"
 
 PACE_ROWS = 5  # logged steps averaged for the pace: recent enough to follow a change (SFT to warmup steps)
 

@@ -52,6 +52,18 @@ def test_rloo_baseline_leaves_the_sample_out():
         assert tokens[b].item() == pytest.approx((N_C[b] + N_Y[b]).mean().item())
 
 
+@pytest.mark.parametrize("name", ["rloo", "latro"])
+def test_leave_one_out_advantage_is_exactly_zero_when_rewards_are_equal(name):
+    """Equal rewards carry no signal: the warmup gradient is exactly 0, not a rounding residue
+    (0.1 is not a sum of powers of two, so mean-then-subtract leaves one), repeats and padding included."""
+    reward = torch.full((2, 4), 0.1)
+    draws = torch.tensor([[1, 1, 1, 1], [3, 2, 2, 0]])
+    logp_c = LOGP_C[:2].clone().requires_grad_(True)
+    objective, _, _ = objective_terms(name, logp_c, reward, N_C[:2], N_Y[:2], 1.0, draws=draws)
+    (grad,) = torch.autograd.grad(objective.sum(), logp_c)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
 def test_reward_is_held_constant():
     """No objective back-propagates through the weights, only through the log-prob terms."""
     logp_y = LOGP_Y.clone().requires_grad_(True)

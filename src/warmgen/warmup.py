@@ -114,8 +114,10 @@ def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torc
     elif objective in ("rloo", "latro"):
         weights = draws / total
         shaped = shaped_rewards(reward, logp_warmup, ref_logp_warmup, kl_coef, unfinished if objective == "latro" else None, draws)
-        baseline = ((shaped * draws).sum(dim=1, keepdim=True) - shaped) / (total - 1).clamp(min=1)
-        advantage = torch.where(total > 1, shaped - baseline, torch.zeros_like(shaped))
+        # r_i - mean_{j != i} r_j, written as the draw-weighted sum of differences r_i - r_j over
+        # (total - 1): equal rewards then give an advantage of exactly 0, not a rounding residue.
+        differences = (draws.unsqueeze(1) * (shaped.unsqueeze(2) - shaped.unsqueeze(1))).sum(dim=2)
+        advantage = torch.where(total > 1, differences / (total - 1).clamp(min=1), torch.zeros_like(shaped))
         warmup_term = weights * advantage * logp_warmup
     else:
         raise ValueError(f"unknown objective {objective!r}")

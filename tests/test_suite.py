@@ -36,6 +36,7 @@ def test_a_partial_summary_keeps_every_finished_run_and_pairs_each_test_on_the_s
     assert "1-2 seeds a variant" in report[0] and "| variant | seeds |" in "\n".join(report)
     assert "| sft | 0, 1 |" in "\n".join(report) and "| warmup | 0 |" in "\n".join(report)
 
+
 def test_a_label_names_one_tasks_partial_record_only(monkeypatch, capsys):
     import pytest
 

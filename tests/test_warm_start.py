@@ -9,7 +9,6 @@ import yaml
 from helpers.faults import failing_on_call
 
 import warmgen.objectives
-import warmgen.train
 from warmgen.compare import run_comparison
 from warmgen.config import ConfigError
 from warmgen.config_files import load_config, parse_overrides

@@ -62,4 +62,3 @@ def add_method_tokens(model, tokenizer, config: WarmupConfig) -> None:
     if config.method == "pause" and PAUSE not in tokenizer.get_vocab():
         tokenizer.add_tokens([PAUSE], special_tokens=True)
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-

@@ -94,7 +94,6 @@ def from_stats(name: str, stats: np.ndarray, **options) -> dict:
     return {"macro_f1": sum(scores) / max(len(scores), 1)}
 
 
-
 def comet(hyps: list[str], refs: list[str], sources: list[str] = (), comet_model: str | None = None, **_) -> dict:
     try:
         from comet import load_from_checkpoint

@@ -133,6 +133,7 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     tables.append(("Examples (the baseline's first seed)", ["input", "reference"] + list(summary["table"]), rows))
     return tables
 
+
 def write_reports(summary: dict, plots: list[str], output: Path) -> None:
     spec = summary["spec"]
     budget = {"epochs": "same epochs", "wall_clock": f"at most {spec['baseline']}'s training time"}[spec["budget"]]

@@ -14,6 +14,7 @@ SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir",
 
 BUDGETS = ("epochs", "wall_clock")
 
+
 def load_spec(path: Path, seeds: list[int] | None = None, variants: list[str] | None = None) -> dict:
     """The spec at `path`, checked, with its defaults; `seeds` (e.g. `warmgen compare --seeds 1 2`) replaces its seeds,
     and `variants` (`--variants`) keeps those variants with what they need (select_variants), so a comparison can
@@ -71,6 +72,7 @@ def load_spec(path: Path, seeds: list[int] | None = None, variants: list[str] | 
     spec["kept_checkpoints"] = sorted({n for v in spec["variants"] if (n := warm_start_steps(spec, v))})
     return select_variants(spec, variants, path) if variants else spec
 
+
 def select_variants(spec: dict, names: list[str], path: Path) -> dict:
     """The spec with the variants `names` only, in that order, and what they need: the baseline (every summary compares
     with it), the warm start's source where they start from it, and the variant whose training time each gets."""
@@ -84,21 +86,25 @@ def select_variants(spec: dict, names: list[str], path: Path) -> dict:
         needed.append(name)
     return restricted(spec, list(dict.fromkeys(needed)))
 
+
 def restricted(spec: dict, names: list[str]) -> dict:
     """The spec with the variants `names` only, in that order, and the contrasts and time budgets that name no other."""
     return {**spec, "variants": {name: spec["variants"][name] for name in names},
             "contrasts": [pair for pair in spec["contrasts"] if all(v in names for v in pair)],
             "same_time_as": {v: r for v, r in spec["same_time_as"].items() if v in names}}
 
+
 def variant_config(spec: dict, variant: str, changes: dict | None = None):
     """A variant's config as the spec gives it (`changes`: its overrides, when they differ from the spec's)."""
     changes = spec["variants"][variant] if changes is None else changes
     return load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items()))
 
+
 def warm_start_steps(spec: dict, variant: str) -> int:
     """The SFT steps `variant` takes from the spec's warm_start_from variant (0: none)."""
     config = variant_config(spec, variant)
     return config.warmup.sft_warm_start_steps if spec["warm_start_from"] and config.method == "warmup" else 0
+
 
 def time_reference(spec: dict, variant: str) -> str | None:
     """The variant whose training time (same seed) is `variant`'s budget: the baseline under `budget: wall_clock`,
@@ -106,6 +112,7 @@ def time_reference(spec: dict, variant: str) -> str | None:
     if spec["budget"] == "wall_clock":
         return spec["baseline"] if variant != spec["baseline"] else None
     return spec["same_time_as"].get(variant)
+
 
 def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
     """The variant's overrides, plus its time reference's training time on this seed (once it has one), plus, with
@@ -121,8 +128,10 @@ def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
         changes["train.max_train_seconds"] = round(json.loads(found.read_text())["train_seconds"], 3)
     return changes
 
+
 # Beside a warm start's source run, the folder where its first steps are trained again: <source>/seed<N>-warm-start.
 REBUILT = "-warm-start"
+
 
 def warm_start_folder(spec: dict, output: Path, seed: int, steps: int) -> Path:
     """The run folder whose `checkpoints/step-<steps>` the seed's warmup variants start from: the warm start's source
@@ -133,14 +142,17 @@ def warm_start_folder(spec: dict, output: Path, seed: int, steps: int) -> Path:
         return source.with_name(source.name + REBUILT)
     return source
 
+
 def rebuild_changes(spec: dict, output: Path, seed: int) -> dict:
     """The source's overrides, stopped after the last step a variant starts from: the same config, seed and learning-rate
     schedule as the source run, so the checkpoints are the ones it would have kept."""
     return {**run_changes(spec, output, spec["warm_start_from"], seed), "train.stop_after_step": rebuild_steps(spec)}
 
+
 def rebuild_steps(spec: dict) -> int:
     """The steps a rebuild trains: up to the last checkpoint a variant starts from."""
     return max(spec["kept_checkpoints"])
+
 
 def rebuilds(output: Path, planned: dict) -> dict[int, Path]:
     """seed -> the folder where the warm start's source is trained again up to its checkpoints, for the seeds where a
@@ -153,15 +165,19 @@ def rebuilds(output: Path, planned: dict) -> dict[int, Path]:
             folders[seed] = source
     return folders
 
+
 def rebuilt(spec: dict, folder: Path) -> bool:
     """Whether the rebuild in `folder` has reached the last checkpoint a variant starts from."""
     return (step_checkpoint(folder, rebuild_steps(spec)) / STATE_NAME).is_file()
 
+
 # A rebuild's name in a comparison's queue of runs, where the others have a variant's.
 REBUILD = "(warm start trained again)"
 
+
 def rebuild_label(spec: dict, seed: int) -> str:
     return f"{spec['warm_start_from']} seed {seed}, its first {rebuild_steps(spec)} steps again for the warm starts"
+
 
 def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list[str], seed: int) -> list[str]:
     """How the config a run was started with differs from the one the spec gives now ("key: old there, new now").
@@ -184,8 +200,10 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
             warmup["sft_warm_start_from"] = str(Path(variant, run.removesuffix(REBUILT), *checkpoint))
     return differences(saved, wanted)
 
+
 # The parts of a warm-start checkpoint's path inside the comparison folder: <variant>/seed<N>/checkpoints/step-<S>.
 WARM_START_DEPTH = 4
+
 
 def comparison_folder(spec_path: Path, spec: dict, output_dir: str | None) -> Path:
     return Path(output_dir or spec.get("output_dir") or f"runs/compare-{spec_path.stem}")

@@ -19,6 +19,7 @@ from .spec import restricted
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
 
+
 def paired_bootstrap(name: str, variant: list[np.ndarray], baseline: list[np.ndarray], samples: int, seed: int = 0,
                      **options) -> dict[str, dict]:
     """Per metric key: observed difference (variant - baseline, seed means), 95% CI and p-value."""
@@ -45,14 +46,18 @@ def paired_bootstrap(name: str, variant: list[np.ndarray], baseline: list[np.nda
                         "p_value": float((1 + extreme.sum()) / (samples + 1))}
     return results
 
+
 EXCERPT_CHARS = 300
+
 
 def excerpt(text: str) -> str:
     """The start of a long input, for the summary's examples: records are committed, the dataset must not be."""
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS].rstrip() + " …"
 
+
 def _tokens(text: str | None) -> list[str]:
     return (text or "").split()
+
 
 def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None) -> dict:
     """The paper's lexical view of warmups: length, overlap with target and source, frequent tokens."""
@@ -76,6 +81,7 @@ def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None)
         result["sft_output_target_coverage"] = target_coverage([p["prediction"] for p in sft_predictions])
     return result
 
+
 def _cost(key: str, test: dict, run: dict) -> float | None:
     if key in ("inference_seconds", "inference_load_average"):
         return test.get(key)  # inference_load_average: None for evaluations made before warmgen recorded it
@@ -84,8 +90,10 @@ def _cost(key: str, test: dict, run: dict) -> float | None:
         return float(np.mean(loads)) if loads else None  # runs logged before warmgen recorded it
     return run["results"].get(key)
 
+
 def _over_seeds(seeds: dict, values: list) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": dict(zip(map(str, seeds), map(float, values)))}
+
 
 def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = None) -> tuple[dict, dict]:
     """The comparison's summary (also written to summary.json) and every run's results, predictions and log.

@@ -43,6 +43,7 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
         lines.append(f"  {rebuild_label(spec, seed)} (its checkpoints were not kept or not imported): {state}")
     return "\n".join(lines)
 
+
 def _unfinished(run_dir: Path) -> str:
     """Where a run not finished stands: training (by whom), stopped (it resumes), or pending."""
     if run_holder := folder_holder(run_dir):
@@ -51,7 +52,9 @@ def _unfinished(run_dir: Path) -> str:
         return f"stopped at {_progress(run_dir)}: resumes from its last checkpoint"
     return "pending"
 
+
 PACE_ROWS = 5  # logged steps averaged for the pace: recent enough to follow a change (SFT to warmup steps)
+
 
 def _progress(run_dir: Path) -> str:
     """"step N of M" from a run's log, which its training process may be writing (the last line can be half-written),
@@ -82,4 +85,3 @@ def _progress(run_dir: Path) -> str:
         if budget_left < seconds:
             return f"step {step} of {total}, about {budget_left / 60:.0f} min left of its time budget"
     return f"step {step} of {total}, about {seconds / 60:.0f} min of steps left"
-

@@ -44,6 +44,16 @@ def test_wrong_type_names_the_key():
         load_config(None, parse_overrides(["--no_warmup_candidate", "yes please"]))
 
 
+def test_an_unquoted_no_is_the_option_no(tmp_path):
+    """YAML reads `no` as false; where a field's options spell a false as `no`, that option is meant (as in accelerate's
+    configs, which quote it)."""
+    config = load_config(write(tmp_path, "train:\n  mixed_precision: no\n"))
+    assert config.train.mixed_precision == "no"
+    assert load_config(None, parse_overrides(["--train.mixed_precision", "no"])).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="model.tokenizer: False is not one of 'auto', 'bpe', 'symbols'"):
+        load_config(None, parse_overrides(["--model.tokenizer", "off"]))
+
+
 def test_cross_field_validation():
     with pytest.raises(ConfigError, match="rloo needs"):
         load_config(None, parse_overrides(["--objective", "rloo", "--num_warmups", "1"]))

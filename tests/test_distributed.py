@@ -83,10 +83,13 @@ def failure(out: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    # Llama has no dropout and SFT samples nothing, so the two runs must agree to float precision.
-    assert main(["train", *ARGS, "--method", "sft", "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
-    out = launch(tmp_path / "two", "--method", "sft", "--train.batch_size", "4")
+@pytest.mark.parametrize("precision", ["no", "fp16"])
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, precision):
+    # Llama has no dropout and SFT samples nothing, so the two runs must agree to float precision; under fp16 each
+    # process unscales the summed gradient, so all keep one loss scale.
+    mixed = ["--train.mixed_precision", precision]
+    assert main(["train", *ARGS, *mixed, "--method", "sft", "--train.batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
+    out = launch(tmp_path / "two", *mixed, "--method", "sft", "--train.batch_size", "4")
     assert out.returncode == 0, failure(out)
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one) == len(two) == 4
@@ -206,7 +209,9 @@ def test_accelerate_config_files_are_valid(name, distributed_type):
      [], "offload_optimizer"),
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "4"},
      [], "train.gradient_accumulation_steps"),
-    ({"ACCELERATE_MIXED_PRECISION": "fp16"}, [], "train.mixed_precision")])
+    ({"ACCELERATE_MIXED_PRECISION": "fp16"}, [], "train.mixed_precision"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, ["--train.mixed_precision", "fp16"], "use bf16 there"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, ["--train.mixed_precision", "fp16"], "use bf16 there")])
 def test_unsupported_accelerate_settings_are_refused(tmp_path, monkeypatch, capsys, env, extra, message):
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -130,6 +130,24 @@ def test_bf16_autocast_trains_close_to_float32(tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def test_fp16_autocast_with_loss_scaling_trains_close_to_float32(tmp_path):
+    """As bf16, with the loss scaler's state in every resumable checkpoint; float16 weights are refused (they cannot be
+    unscaled in place)."""
+    train(config(tmp_path, "fp32", "--train.max_steps", "3"))
+    results = train(config(tmp_path, "fp16", "--train.max_steps", "3", "--train.mixed_precision", "fp16"))
+    full, mixed = losses(tmp_path / "fp32"), losses(tmp_path / "fp16")
+    assert [s for s, _ in mixed] == [1, 2, 3] and all(torch.isfinite(torch.tensor(line)) for _, line in mixed)
+    assert full != mixed and results["skipped_steps"] == 0
+    for (_, a), (_, b) in zip(full, mixed):
+        assert b == pytest.approx(a, rel=0.05)
+    state = torch.load(tmp_path / "fp16" / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["loss_scaler"]["scale"] == 2.0**16 and state["loss_scaler"]["_growth_tracker"] == 3
+    model, _ = warmgen.models.load_pretrained(str(tmp_path / "fp16" / "checkpoints" / "last"))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ConfigError, match="model.dtype float16 weights cannot be: set model.dtype float32"):
+        train(config(tmp_path, "half", "--train.mixed_precision", "fp16", "--model.dtype", "float16"))
+
+
 def test_a_folder_in_use_is_refused_and_freed_after_an_error(tmp_path, monkeypatch, capsys):
     from warmgen.rundir import hold_folder
 

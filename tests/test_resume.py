@@ -1,5 +1,6 @@
 """A run that dies after a checkpoint and is resumed logs the same losses as an uninterrupted run."""
 
+import functools
 import json
 
 import pytest
@@ -43,6 +44,26 @@ def test_resume_matches_uninterrupted(tmp_path, monkeypatch, extra):
 
     assert [s for s, *_ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
     assert logged(tmp_path / "crashed") == logged(tmp_path / "full")  # bitwise on CPU
+
+
+def test_fp16_overflows_halve_the_loss_scale_and_a_resumed_run_keeps_the_scale(tmp_path, monkeypatch):
+    """Loss scaling that starts far too high overflows the fp16 gradients: those steps are skipped and the scale halved,
+    not counted as bad steps (train.max_bad_steps 1 does not stop the run). A run resumed after step 2 continues from the
+    halved scale; started again from the first, it would skip other batches and log other losses."""
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=2.0**40))
+    fp16 = ARGS + ["--train.mixed_precision", "fp16", "--train.max_bad_steps", "1"]
+    full = train(load_config(None, parse_overrides(fp16 + ["--output_dir", str(tmp_path / "full")])))
+    overflows = full["skipped_steps"]
+    assert overflows >= 10 and [s for s, *_ in logged(tmp_path / "full")] == [1, 2, 3, 4, 5, 6]
+
+    crashed = load_config(None, parse_overrides(fp16 + ["--output_dir", str(tmp_path / "crashed")]))
+    real_step = warmgen.objectives.warmup_step
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, overflows + 3))  # after step 2's checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(crashed)
+    monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
+    resumed = train(crashed, resume=True)
+    assert logged(tmp_path / "crashed") == logged(tmp_path / "full") and resumed["skipped_steps"] == overflows
 
 
 def test_resume_without_checkpoint_says_so(tmp_path):

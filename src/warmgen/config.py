@@ -61,7 +61,7 @@ class ModelConfig(_Checked):
     # A hub model's revision (a branch, tag or commit hash); null = its default branch.
     revision: Optional[str] = None
     # The weights' dtype: float32 (the default; CPUs train it best), or bfloat16 / float16 weights
-    # for half the memory. train.mixed_precision bf16 instead keeps float32 weights and autocasts.
+    # for half the memory. train.mixed_precision bf16/fp16 instead keeps float32 weights and autocasts.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # transformers' attention kernel (`eager`, `sdpa`, `flash_attention_2`, ...); null = its default.
     attn_implementation: Optional[str] = None
@@ -283,7 +283,8 @@ class TrainConfig(_Checked):
     # stopped unannounced (a machine taken back) resumes with fewer steps lost. Changes nothing trained.
     save_every: int = 0
     log_every: int = 10
-    # A step with a NaN/inf loss or gradient is skipped; this many in a row stop the run.
+    # A step with a NaN/inf loss or gradient is skipped; this many in a row stop the run (fp16
+    # overflows that halve the loss scale are skipped too, but not counted here).
     max_bad_steps: int = 10
     # Experiment trackers that also get every logged value: tensorboard (in output_dir/runs),
     # wandb, trackio, mlflow, comet_ml, aim, clearml, dvclive, swanlab (Accelerate's trackers).
@@ -293,7 +294,9 @@ class TrainConfig(_Checked):
     samples_every: int = 100
     # `bf16`: training forward passes (sampling and scoring) under bfloat16 autocast; weights,
     # gradients and optimizer state stay float32, log-probabilities are summed in float32.
-    mixed_precision: Literal["no", "bf16"] = "no"
+    # `fp16`: the same under float16 autocast (GPUs without bf16), with dynamic loss scaling; a
+    # step whose gradient overflows is skipped and the scale halved. Needs model.dtype float32.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     # Recompute activations during backward instead of keeping them: less memory, more time.
     gradient_checkpointing: bool = False
 

@@ -24,6 +24,7 @@ With one process and no DeepSpeed every function here is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -44,10 +45,15 @@ class Processes:
         self.is_main = state.is_main_process
         self.sharded = False
         self.engine = None  # DeepSpeed's, when the accelerate config asks for DeepSpeed
+        self.autocast_dtype = None  # train.mixed_precision's, set by prepare_optimizer
+        self.scaler = None  # fp16's loss scaler
 
     def prepare_optimizer(self, model, optimizer, scheduler, train) -> None:
-        """Hand the optimizer and scheduler to DeepSpeed ZeRO when the accelerate config asks for it (see check_launch)."""
+        """Hand the optimizer and scheduler to DeepSpeed ZeRO when the accelerate config asks for it (see check_launch).
+        Under fp16 autocast, a loss scaler: float16 gradients would otherwise underflow to 0, or overflow."""
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.mixed_precision)
         if not _launch_flag("ACCELERATE_USE_DEEPSPEED"):
+            self.scaler = torch.amp.GradScaler(self.device.type) if train.mixed_precision == "fp16" else None
             return
         import deepspeed
 
@@ -58,9 +64,13 @@ class Processes:
             root._is_fsdp_managed_module = True  # transformers' generate then keeps all processes stepping together
             self.sharded = True
 
+    def autocast(self):
+        """The context of the training forward passes: train.mixed_precision's autocast, or none."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else contextlib.nullcontext()
+
     def backward(self, loss: torch.Tensor) -> None:
         if self.engine is None:
-            loss.backward()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             return
         # engine.forward would start DeepSpeed's backward bookkeeping from a hook on its output; the loop calls
         # the model itself (generate, encoder, prefix and continuations), so it is started here.
@@ -69,24 +79,40 @@ class Processes:
         # DeepSpeed averages gradients over processes; the loss is already this process's share of the global sum.
         self.engine.backward(loss * self.world, scale_wrt_gas=False)
 
-    def optimizer_step(self, model, optimizer, scheduler, max_norm: float, skip: bool) -> tuple[float, bool]:
-        """Synchronise and clip gradients, then step: (gradient norm, whether the step was applied).
+    def optimizer_step(self, model, optimizer, scheduler, max_norm: float, skip: bool) -> tuple[float, str]:
+        """Synchronise and clip gradients, then step: (gradient norm, `stepped`, `skipped` or `rescaled`).
 
         A step is skipped (weights, optimizer and schedule untouched) when asked or when the
-        gradient is not finite; gradients are cleared either way.
+        gradient is not finite; gradients are cleared either way. `rescaled`: skipped because the
+        fp16 loss scaler's scale overflowed the gradient of a finite loss; the scale is now halved.
         """
         if self.engine is not None:  # a NaN/inf loss left non-finite gradients, which DeepSpeed skips on its own
             self.engine.step()
-            return float(self.engine.get_global_grad_norm()), self.engine.was_step_applied()
-        if not skip:
+            return float(self.engine.get_global_grad_norm()), "stepped" if self.engine.was_step_applied() else "skipped"
+        if not skip or self.scaler is not None:  # under loss scaling every process must find the same overflow
             self.sum_gradients(model)
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)  # clipping and the logged norm see the true gradient
         norm = self.clip_gradients(model, max_norm)
         stepped = not skip and math.isfinite(norm)
         if stepped:
-            optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(optimizer)  # steps: the finite norm has ruled out an overflow
+            else:
+                optimizer.step()
             scheduler.step()
+        rescaled = not stepped and not skip and self.scaler is not None and self.scaler.get_scale() >= 2
+        if self.scaler is not None:
+            self.scaler.update()  # halved after an overflow, doubled after 2,000 steps without one
         optimizer.zero_grad(set_to_none=True)
-        return norm, stepped
+        return norm, "stepped" if stepped else "rescaled" if rescaled else "skipped"
+
+    def loss_scaler_state(self) -> dict | None:
+        return self.scaler.state_dict() if self.scaler is not None else None
+
+    def load_loss_scaler(self, state: dict | None) -> None:
+        if self.scaler is not None and state is not None:
+            self.scaler.load_state_dict(state)
 
     def shard(self, model) -> None:
         """FSDP2 when the accelerate config asks for FSDP (see check_launch), in place; else nothing."""
@@ -286,8 +312,12 @@ def check_launch(config) -> None:
     if shards_weights and config.method == "warmup" and config.warmup.keep_best_warmup:
         raise ConfigError(f"warmup.keep_best_warmup with {shards_weights}: processes would sample different numbers of times, and "
                           "sharded forward passes must run on all processes together; set warmup.keep_best_warmup false")
+    sharded_launch = _launch_flag("ACCELERATE_USE_DEEPSPEED") or _launch_flag("ACCELERATE_USE_FSDP")
+    if config.train.mixed_precision == "fp16" and sharded_launch:
+        raise ConfigError("train.mixed_precision fp16 with DeepSpeed or FSDP: its loss scaler runs with one process or plain data "
+                          "parallelism (configs/accelerate/multi_gpu.yaml), not on sharded gradients; use bf16 there")
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if launched not in ("no", config.train.mixed_precision):
         raise ConfigError(
             f"the accelerate config sets mixed_precision {launched!r} but train.mixed_precision is {config.train.mixed_precision!r}: "
-            "warmgen follows train.mixed_precision (no | bf16); set it there and keep mixed_precision 'no' in the accelerate config")
+            "warmgen follows train.mixed_precision (no | bf16 | fp16); set it there and keep mixed_precision 'no' in the accelerate config")

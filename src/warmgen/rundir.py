@@ -121,6 +121,14 @@ def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last"
 
 
+def after_bad_steps(run_dir: Path) -> str:
+    """How to go on after training stopped on NaN/inf steps: from `last` where it can resume, else from the start."""
+    if (last_checkpoint(run_dir) / STATE_NAME).is_file():
+        return (f"The last good checkpoint is {last_checkpoint(run_dir)}: lower train.learning_rate or train.max_grad_norm and "
+                "continue with --resume")
+    return "No checkpoint was saved yet: lower train.learning_rate or train.max_grad_norm and start again with --overwrite delete"
+
+
 def best_checkpoint(run_dir: Path) -> Path:
     """The checkpoint of the best dev score so far (weights only), which the final evaluation decodes."""
     return run_dir / "checkpoints" / "best"
@@ -210,6 +218,7 @@ class TrainState:
     rng: list  # every process's random generators (rng_state)
     warmup_memory: dict | None = None  # warmup.keep_best_warmup's kept warmups
     num_tokens: int = 0  # tokens trained on so far (see the training log's num_tokens); 0 in older checkpoints
+    loss_scaler: dict | None = None  # train.mixed_precision fp16's scale and its growth counter
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}

@@ -34,8 +34,8 @@ from .objectives import Objectives
 from .provenance import git_commit, library_versions
 from .reference import check_reference, needs_reference, start_reference
 from .rundir import (
-    STATE_NAME,
     TrainState,
+    after_bad_steps,
     best_checkpoint,
     clear_run_folder,
     eval_folder,
@@ -97,7 +97,7 @@ class Run:
     def checkpoint_state(self, rng: list, optimizer_state: dict) -> TrainState:
         memory = self.objectives.memory
         return dataclasses.replace(self.state, optimizer=optimizer_state, scheduler=self.scheduler.state_dict(), rng=rng,
-                                   warmup_memory=memory.state_dict() if memory is not None else None)
+                                   warmup_memory=memory.state_dict() if memory is not None else None, loss_scaler=self.procs.loss_scaler_state())
 
     def evaluate_and_save(self) -> None:
         """Dev evaluation, `best` when it improved, and `last`. Every process calls it: the gathers below
@@ -186,7 +186,8 @@ def _prepare(config: WarmupConfig, procs: Processes, run_dir: Path, task: Task, 
         set_rng_state(state.rng[procs.rank])
         if objectives.memory is not None and state.warmup_memory is not None:
             objectives.memory.load_state_dict(state.warmup_memory)
-        state = dataclasses.replace(state, optimizer={}, scheduler={}, rng=[], warmup_memory=None)  # loaded: not kept twice
+        procs.load_loss_scaler(state.loss_scaler)
+        state = dataclasses.replace(state, optimizer={}, scheduler={}, rng=[], warmup_memory=None, loss_scaler=None)  # loaded: not kept twice
     header = {"step": 0, "event": "start", "parameters": parameters, "train_examples": len(data),
               "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "processes": procs.world, "sharded": procs.sharded,
               "deepspeed": procs.engine is not None, **truncation, "family": layout.family, "dropout": has_dropout(model)}
@@ -237,8 +238,7 @@ def _train_loop(run: Run, warm_started: bool) -> None:
             ids = global_ids[procs.rank :: procs.world]
             sources, targets = [run.data[i][0] for i in ids], [run.data[i][1] for i in ids]
             objective_of = run.objectives.at(s.step)
-            # Forward passes only under autocast; backward runs outside it, as torch recommends.
-            with torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=t.mixed_precision == "bf16"):
+            with procs.autocast():  # forward passes only: backward runs outside autocast, as torch recommends
                 step_objective = objective_of(model, ids, sources, targets)
             counted = procs.sum([step_objective.input_tokens, step_objective.generated_tokens]).tolist()
             s.num_tokens, s.generated_tokens = s.num_tokens + int(counted[0]), s.generated_tokens + int(counted[1])
@@ -262,20 +262,19 @@ def _train_loop(run: Run, warm_started: bool) -> None:
             micro = 0
             lr = optimizer.param_groups[0]["lr"]  # the schedule's, or lower under lr_decay_by_time
             optimizer_started = time.perf_counter()
-            grad_norm, stepped = procs.optimizer_step(model, optimizer, scheduler, t.max_grad_norm, skip=bad_batch)
-            if not stepped:
-                # The whole optimizer step was skipped; after too many in a row, stop with `last` intact.
+            grad_norm, outcome = procs.optimizer_step(model, optimizer, scheduler, t.max_grad_norm, skip=bad_batch)
+            if outcome != "stepped":
+                # The whole optimizer step was skipped; after too many in a row, stop with `last` intact. An fp16
+                # overflow that halved the loss scale (`rescaled`) is the scaler finding its scale, not a bad step.
                 accumulated, bad_batch = {}, False
                 s.skipped_steps += 1
+                if outcome == "rescaled":
+                    continue
                 consecutive_bad += 1
                 tqdm.write(f"step {s.step + 1}: NaN/inf loss or gradient, optimizer step skipped ({consecutive_bad} in a row)")
                 if consecutive_bad >= t.max_bad_steps:
-                    where = (f"The last good checkpoint is {last_checkpoint(run.run_dir)}: lower train.learning_rate or train.max_grad_norm and "
-                             "continue with --resume" if (last_checkpoint(run.run_dir) / STATE_NAME).is_file() else
-                             "No checkpoint was saved yet: lower train.learning_rate or train.max_grad_norm and start again "
-                             "with --overwrite delete")
                     raise TrainingError(f"{consecutive_bad} optimizer steps in a row had a NaN/inf loss or gradient, so training "
-                                        f"stopped. {where}")
+                                        f"stopped. {after_bad_steps(run.run_dir)}")
                 continue
             consecutive_bad = 0
             accumulated["time/optimizer"] = time.perf_counter() - optimizer_started  # with gradient synchronisation and clipping

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
+YAML_TRUE, YAML_FALSE = ("yes", "on", "true"), ("no", "off", "false")
+
 
 @functools.cache
 def field_types(cls: type) -> dict[str, Any]:
@@ -37,6 +39,9 @@ def check_type(value: Any, expected: Any, key: str) -> Any:
             setattr(section, name, field_value)
         return section
     if origin is Literal:
+        if isinstance(value, bool) and value not in args:  # YAML 1.1 reads an unquoted no/off (yes/on) as false (true)
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in (YAML_TRUE if value else YAML_FALSE)]
+            value = spelled[0] if len(spelled) == 1 else value
         if not any(value == a and type(value) is type(a) for a in args):  # 1 is not True
             shown = ", ".join(str(a).lower() if isinstance(a, bool) else repr(a) for a in args)
             raise ConfigError(f"{key}: {value!r} is not one of {shown}")

@@ -72,6 +72,8 @@ def validate(config) -> None:
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
         (t.max_train_seconds >= 0, "train.max_train_seconds must be >= 0 (0 = no time budget)"),
         (t.max_bad_steps >= 1, "train.max_bad_steps must be at least 1"),
+        (t.mixed_precision != "fp16" or config.model.dtype == "float32", f"train.mixed_precision fp16 keeps float32 weights and "
+         f"scales their gradients; model.dtype {config.model.dtype} weights cannot be: set model.dtype float32"),
         (config.decode.num_beams >= 1, "decode.num_beams must be at least 1"),
         (config.model.lora_rank >= 0, "model.lora_rank must be >= 0 (0 = full fine-tuning)"),
         (config.model.prompt_template.count("{source}") == 1,

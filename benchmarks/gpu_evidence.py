@@ -1,11 +1,14 @@
 """The GPU evidence kit: what a CPU cannot measure, in one command on a bare single-GPU machine.
 
-    python -m benchmarks.gpu_evidence --out DIR [--minutes 8] [--commit SHA] [--parts throughput g2p xsum] [--work DIR]
+    python -m benchmarks.gpu_evidence --out DIR [--minutes 8] [--commit SHA] [--parts throughput precision g2p xsum] [--work DIR]
                                       [--xsum-model FOLDER] [--xsum-data DIR]
 
 (a) throughput: SFT and warmup (k = 2/4/8) optimizer steps of T5 and Llama models of ~10M and
     ~100M parameters from scratch, bf16 autocast on a GPU: target tokens per second, seconds per
     step, the warmup/SFT step ratio and peak GPU memory;
+(p) precision: the G2P recipe's first 300 optimizer steps (100 SFT, then `marginal`) through the real training
+    loop under each train.mixed_precision (no, bf16, fp16 with loss scaling), from the same start: the training
+    loss at the end, the steps skipped (fp16's overflows), fp16's final loss scale, seconds per step, dev and test WER;
 (b) g2p: the competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, 3
     seeds, float32 as on CPU), all runs at once (`--jobs`), stopped when its time is up; recorded
     complete or as far as it got (the seeds and variants finished), its runs' logs, metrics and
@@ -26,6 +29,7 @@ itself runs from this checkout's `src/` without being installed. `--tiny` is the
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -45,16 +49,20 @@ from warmgen.batching import tokenize  # noqa: E402
 from warmgen.compare import run_comparison  # noqa: E402
 from warmgen.compare.runner import same_code_environment  # noqa: E402
 from warmgen.config import WarmupConfig  # noqa: E402
+from warmgen.config_files import load_config  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import count_parameters, load_model  # noqa: E402
-from warmgen.rundir import results_file  # noqa: E402
+from warmgen.rundir import STATE_NAME, last_checkpoint, results_file  # noqa: E402
 from warmgen.runlog import read_training_log  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
+from warmgen.train import train  # noqa: E402
 from warmgen.warmup import warmup_step  # noqa: E402
 
 SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "ks": [2, 4, 8], "batch": 64, "steps": 12},
          "tiny": {"models": ["t5-tiny", "llama-tiny"], "ks": [2], "batch": 4, "steps": 2}}
 G2P_SPEC = ROOT / "configs" / "compare" / "g2p-full.yaml"
+PRECISION_RUN = {"full": {"train.max_steps": 300, "warmup.sft_warm_start_steps": 100, "train.eval_every": 300, "data.max_dev_examples": 100},
+                 "tiny": {"train.max_steps": 4, "warmup.sft_warm_start_steps": 2, "train.eval_every": 4}}
 RECORD_SECONDS = 30  # kept back from part (b) for packing its runs and writing its record
 MIN_G2P_SECONDS = 60  # part (b) is not started with less
 
@@ -119,6 +127,26 @@ def throughput(size: dict, examples, save_rows) -> list[dict]:
         for row in rows:
             if row["model"] == name:
                 row["ratio_to_sft"] = row["seconds_per_step"] / sft
+        save_rows(rows)
+    return rows
+
+
+def precision(work: Path, tiny: bool, save_rows) -> list[dict]:
+    """The G2P recipe's first steps (PRECISION_RUN) trained by `warmgen train`'s loop under each train.mixed_precision,
+    from the same seed; the rows so far are saved (`save_rows`) after each run."""
+    rows = []
+    for mixed in ("no", "bf16", "fp16"):
+        overrides = {**(TINY_G2P if tiny else {}), **PRECISION_RUN["tiny" if tiny else "full"], "method": "warmup",
+                     "train.mixed_precision": mixed, "output_dir": str(work / "precision" / mixed)}
+        run_dir = Path(overrides["output_dir"])
+        results = train(load_config(ROOT / "configs" / "g2p-full.yaml", list(overrides.items())), overwrite="delete")
+        losses = [r["loss"] for r in read_training_log(run_dir) if "loss" in r]
+        scaler = torch.load(last_checkpoint(run_dir) / STATE_NAME, weights_only=True).get("loss_scaler")
+        rows.append({"mixed_precision": mixed, "steps": results["steps"], "skipped_steps": results["skipped_steps"],
+                     "loss_scale": scaler["scale"] if scaler else None, "final_loss": losses[-1], "losses_finite": all(map(math.isfinite, losses)),
+                     "seconds_per_step": results["train_seconds"] / results["steps"],
+                     **{f"{split}_wer": results["splits"][split]["wer"] for split in ("dev", "test")}})
+        print(f"[gpu_evidence] precision {mixed}: loss {losses[-1]:.3f}, {results['skipped_steps']} skipped", flush=True)
         save_rows(rows)
     return rows
 
@@ -215,7 +243,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--commit", default=os.environ.get("WARMGEN_COMMIT") or _git_commit())
-    parser.add_argument("--parts", nargs="+", default=["throughput", "g2p", "xsum"], choices=["throughput", "g2p", "xsum"])
+    parser.add_argument("--parts", nargs="+", default=["throughput", "precision", "g2p", "xsum"],
+                        choices=["throughput", "precision", "g2p", "xsum"])
     parser.add_argument("--work", default="/tmp/warmgen-gpu-evidence", help="where the G2P runs train (checkpoints stay there)")
     parser.add_argument("--xsum-model", default="", help="SmolLM2-135M-Instruct as a save_pretrained folder (part xsum)")
     parser.add_argument("--xsum-data", default=str(ROOT.parent / "shared" / "data" / "xsum"), help="train.jsonl and test.jsonl")
@@ -234,6 +263,9 @@ def main(argv=None) -> None:
     if "throughput" in args.parts:
         settings = {k: size[k] for k in ("models", "ks", "batch", "steps")}
         throughput(size, examples, lambda rows: record(out, "throughput", args, settings, rows))
+    if "precision" in args.parts:
+        settings = {"config": "configs/g2p-full.yaml", **PRECISION_RUN["tiny" if args.tiny else "full"]}
+        precision(Path(args.work), args.tiny, lambda rows: record(out, "precision", args, settings, rows))
     missing = xsum_missing(args) if "xsum" in args.parts else "not asked for"
     if "g2p" in args.parts:
         left = (deadline - time.time()) * (0.5 if missing is None else 1) - RECORD_SECONDS  # half for XSum where it runs

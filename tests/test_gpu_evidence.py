@@ -21,6 +21,10 @@ def test_the_kit_measures_throughput_then_runs_the_g2p_recipe_comparison(tmp_pat
         (m, "warmup", 2) for m in ("t5-tiny", "llama-tiny")}
     assert all(r["seconds_per_step"] > 0 and r["target_tokens_per_second"] > 0 for r in rows)
     assert all(r["ratio_to_sft"] == 1 for r in rows if r["method"] == "sft")
+    precision = json.loads((out / "gpu-precision.json").read_text())["results"]
+    assert [r["mixed_precision"] for r in precision] == ["no", "bf16", "fp16"]
+    assert all(r["losses_finite"] and r["steps"] == 4 and 0 <= r["test_wer"] for r in precision)
+    assert [r["loss_scale"] for r in precision] == [None, None, 2.0**16] and precision[0]["final_loss"] != precision[2]["final_loss"]
     g2p = json.loads((out / "gpu-g2p.json").read_text())
     recipe = yaml.safe_load((ROOT / "configs" / "compare" / "g2p-full.yaml").read_text())
     assert g2p["results"]["complete"] and g2p["results"]["stopped"] is None

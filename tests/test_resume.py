@@ -64,6 +64,8 @@ def test_fp16_overflows_halve_the_loss_scale_and_a_resumed_run_keeps_the_scale(t
     monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
     resumed = train(crashed, resume=True)
     assert logged(tmp_path / "crashed") == logged(tmp_path / "full") and resumed["skipped_steps"] == overflows
+    scales = [json.loads(line).get("loss_scale") for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    assert [scale for scale in scales if scale] == [2.0**40 / 2**overflows] * 6  # no overflow once training stepped
 
 
 def test_resume_without_checkpoint_says_so(tmp_path):

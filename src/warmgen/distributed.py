@@ -107,6 +107,10 @@ class Processes:
         optimizer.zero_grad(set_to_none=True)
         return norm, "stepped" if stepped else "rescaled" if rescaled else "skipped"
 
+    def loss_scale(self) -> dict[str, float]:
+        """fp16's loss scale for the training log (`loss_scale`), or nothing."""
+        return {"loss_scale": self.scaler.get_scale()} if self.scaler is not None else {}
+
     def loss_scaler_state(self) -> dict | None:
         return self.scaler.state_dict() if self.scaler is not None else None
 

@@ -299,7 +299,7 @@ def _train_loop(run: Run, warm_started: bool) -> None:
                 # The machine's 1-minute load average: times are only comparable between runs that had the CPU alone.
                 run.log({"step": s.step, "epoch": s.step / run.steps_per_epoch, "learning_rate": lr, "grad_norm": grad_norm,
                          "sft": objective_of is run.objectives.sft, "num_tokens": s.num_tokens, "skipped_steps": s.skipped_steps,
-                         "time/step": step_seconds, "load_average": os.getloadavg()[0], **accumulated})
+                         "time/step": step_seconds, "load_average": os.getloadavg()[0], **procs.loss_scale(), **accumulated})
             if step_objective.warmups is not None and t.samples_every and s.step % t.samples_every == 0 and procs.is_main:
                 samples = write_samples(run.samples_log, s.step, [run.task.split("train")[i] for i in ids], step_objective.warmups, run.layout)
                 if run.trackers is not None:

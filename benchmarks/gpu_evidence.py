@@ -139,7 +139,13 @@ def precision(work: Path, tiny: bool, save_rows) -> list[dict]:
         overrides = {**(TINY_G2P if tiny else {}), **PRECISION_RUN["tiny" if tiny else "full"], "method": "warmup",
                      "train.mixed_precision": mixed, "output_dir": str(work / "precision" / mixed)}
         run_dir = Path(overrides["output_dir"])
-        results = train(load_config(ROOT / "configs" / "g2p-full.yaml", list(overrides.items())), overwrite="delete")
+        try:
+            results = train(load_config(ROOT / "configs" / "g2p-full.yaml", list(overrides.items())), overwrite="delete")
+        except Exception as error:  # recorded, and the kit goes on: a lent GPU's minutes are not spent twice
+            rows.append({"mixed_precision": mixed, "error": f"{type(error).__name__}: {error}"})
+            print(f"[gpu_evidence] precision {mixed} failed: {rows[-1]['error']}", flush=True)
+            save_rows(rows)
+            continue
         losses = [r["loss"] for r in read_training_log(run_dir) if "loss" in r]
         scaler = torch.load(last_checkpoint(run_dir) / STATE_NAME, weights_only=True).get("loss_scaler")
         rows.append({"mixed_precision": mixed, "steps": results["steps"], "skipped_steps": results["skipped_steps"],

@@ -58,6 +58,21 @@ def test_a_comparison_stopped_by_its_time_is_recorded_as_far_as_it_got(tmp_path,
     assert settings["spec"]["seeds"] == [1] and settings["jobs"] == 1  # --seeds: the seeds asked for
 
 
+def test_a_precision_run_that_fails_is_recorded_and_the_kit_goes_on(tmp_path, monkeypatch):
+    real_train = gpu_evidence.train
+
+    def train(config, **kwargs):
+        if config.train.mixed_precision == "bf16":
+            raise RuntimeError("CUDA out of memory")
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(gpu_evidence, "train", train)
+    main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--tiny", "--parts", "precision", "--commit", "abc"])
+    rows = json.loads((tmp_path / "out" / "gpu-precision.json").read_text())["results"]
+    assert rows[1] == {"mixed_precision": "bf16", "error": "RuntimeError: CUDA out of memory"}
+    assert [r["mixed_precision"] for r in rows] == ["no", "bf16", "fp16"] and rows[2]["steps"] == 4
+
+
 def test_a_part_that_does_not_fit_the_time_left_is_recorded_as_not_run(tmp_path):
     main(["--out", str(tmp_path), "--tiny", "--minutes", "0", "--parts", "throughput", "g2p", "--commit", "abc123"])
     assert "not_run" in json.loads((tmp_path / "gpu-g2p.json").read_text())["results"]

@@ -3,17 +3,17 @@
     python -m benchmarks.gpu_evidence --out DIR [--minutes 8] [--commit SHA] [--parts throughput precision g2p xsum] [--work DIR]
                                       [--xsum-model FOLDER] [--xsum-data DIR]
 
-(a) throughput: SFT and warmup (k = 2/4/8) optimizer steps of T5 and Llama models of ~10M and
+throughput: SFT and warmup (k = 2/4/8) optimizer steps of T5 and Llama models of ~10M and
     ~100M parameters from scratch, bf16 autocast on a GPU: target tokens per second, seconds per
     step, the warmup/SFT step ratio and peak GPU memory;
-(p) precision: the G2P recipe's first 300 optimizer steps (100 SFT, then `marginal`) through the real training
+precision: the G2P recipe's first 300 optimizer steps (100 SFT, then `marginal`) through the real training
     loop under each train.mixed_precision (no, bf16, fp16 with loss scaling), from the same start: the training
     loss at the end, the steps skipped (fp16's overflows), fp16's final loss scale, seconds per step, dev and test WER;
-(b) g2p: the competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, 3
+g2p: the competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, 3
     seeds, float32 as on CPU), all runs at once (`--jobs`), stopped when its time is up; recorded
     complete or as far as it got (the seeds and variants finished), its runs' logs, metrics and
     predictions packed into DIR/g2p-runs.tar.gz (checkpoints stay in `--work`);
-(c) xsum: SmolLM2-135M-Instruct (a `save_pretrained` folder, `--xsum-model`) on XSum
+xsum: SmolLM2-135M-Instruct (a `save_pretrained` folder, `--xsum-model`) on XSum
     (`--xsum-data`: train.jsonl and test.jsonl), SFT vs Warmup Generations with LoRA as
     configs/xsum-smollm2.yaml sets them up, one seed, each run given the same share of the time
     left (`train.max_train_seconds`). Run only where the weights are present: they do not travel
@@ -63,8 +63,8 @@ SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "k
 G2P_SPEC = ROOT / "configs" / "compare" / "g2p-full.yaml"
 PRECISION_RUN = {"full": {"train.max_steps": 300, "warmup.sft_warm_start_steps": 100, "train.eval_every": 300, "data.max_dev_examples": 100},
                  "tiny": {"train.max_steps": 4, "warmup.sft_warm_start_steps": 2, "train.eval_every": 4}}
-RECORD_SECONDS = 30  # kept back from part (b) for packing its runs and writing its record
-MIN_G2P_SECONDS = 60  # part (b) is not started with less
+RECORD_SECONDS = 30  # kept back from the g2p part for packing its runs and writing its record
+MIN_G2P_SECONDS = 60  # the g2p part is not started with less
 
 
 def record(out: Path, part: str, args, settings: dict, results) -> None:
@@ -236,7 +236,7 @@ def xsum_spec(out: Path, args, seconds_per_run: float) -> Path:
 
 
 def xsum_missing(args) -> str | None:
-    """Why part (c) cannot run here, or None."""
+    """Why the xsum part cannot run here, or None."""
     if not args.xsum_model or not (Path(args.xsum_model) / "config.json").is_file():
         return f"no SmolLM2 weights (--xsum-model {args.xsum_model or 'not given'}: no config.json there)"
     if not all((Path(args.xsum_data) / name).is_file() for name in ("train.jsonl", "test.jsonl")):

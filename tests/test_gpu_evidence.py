@@ -80,7 +80,7 @@ def test_a_part_that_does_not_fit_the_time_left_is_recorded_as_not_run(tmp_path)
 
 @pytest.mark.slow
 def test_the_xsum_part_runs_where_the_weights_are_and_is_recorded_as_not_run_elsewhere(tmp_path):
-    """Part (c) with a tiny local Llama standing in for SmolLM2 (LoRA, as configs/xsum-smollm2.yaml)."""
+    """The xsum part with a tiny local Llama standing in for SmolLM2 (LoRA, as configs/xsum-smollm2.yaml)."""
     import torch
     from conftest import TEXTS
 

@@ -44,7 +44,8 @@ def check_type(value: Any, expected: Any, key: str) -> Any:
             value = spelled[0] if len(spelled) == 1 else value
         if not any(value == a and type(value) is type(a) for a in args):  # 1 is not True
             shown = ", ".join(str(a).lower() if isinstance(a, bool) else repr(a) for a in args)
-            raise ConfigError(f"{key}: {value!r} is not one of {shown}")
+            read_as = " (YAML reads an unquoted yes, no, on, off, true or false as a boolean)" if isinstance(value, bool) else ""
+            raise ConfigError(f"{key}: {value!r} is not one of {shown}{read_as}")
         return value
     if origin is list:
         if not isinstance(value, list):

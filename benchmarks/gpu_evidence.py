@@ -52,7 +52,7 @@ from warmgen.config import WarmupConfig  # noqa: E402
 from warmgen.config_files import load_config  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import count_parameters, load_model  # noqa: E402
-from warmgen.rundir import STATE_NAME, last_checkpoint, results_file  # noqa: E402
+from warmgen.rundir import results_file  # noqa: E402
 from warmgen.runlog import read_training_log  # noqa: E402
 from warmgen.tasks import load_task  # noqa: E402
 from warmgen.train import train  # noqa: E402
@@ -146,10 +146,10 @@ def precision(work: Path, tiny: bool, save_rows) -> list[dict]:
             print(f"[gpu_evidence] precision {mixed} failed: {rows[-1]['error']}", flush=True)
             save_rows(rows)
             continue
-        losses = [r["loss"] for r in read_training_log(run_dir) if "loss" in r]
-        scaler = torch.load(last_checkpoint(run_dir) / STATE_NAME, weights_only=True).get("loss_scaler")
+        logged = [r for r in read_training_log(run_dir) if "loss" in r]  # the last row is the last step's
+        losses = [r["loss"] for r in logged]
         rows.append({"mixed_precision": mixed, "steps": results["steps"], "skipped_steps": results["skipped_steps"],
-                     "loss_scale": scaler["scale"] if scaler else None, "final_loss": losses[-1], "losses_finite": all(map(math.isfinite, losses)),
+                     "loss_scale": logged[-1].get("loss_scale"), "final_loss": losses[-1], "losses_finite": all(map(math.isfinite, losses)),
                      "seconds_per_step": results["train_seconds"] / results["steps"],
                      **{f"{split}_wer": results["splits"][split]["wer"] for split in ("dev", "test")}})
         print(f"[gpu_evidence] precision {mixed}: loss {losses[-1]:.3f}, {results['skipped_steps']} skipped", flush=True)

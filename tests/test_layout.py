@@ -93,6 +93,30 @@ def test_scores_are_differentiable(tiny_t5):
     assert model.get_encoder().embed_tokens.weight.grad is not None
 
 
+def test_an_fsdp_sharded_encoder_decoder_runs_its_encoder_once_per_row_with_the_same_scores_and_gradients(tiny_t5):
+    # FSDP gathers the shared embedding only inside the model's forward, so the encoder must run there (distributed.py).
+    model, layout, _ = tiny_t5
+    sources = [layout.source_ids(s)[0] for s in SOURCES]
+    warmups = [[5, 6], [], None, [7], [8, 9, 10], [11]]
+    targets = [layout.target_ids(TARGETS[o])[0] for o in (0, 1, 1, 1, 2, 2)]
+    encoder_batches = []
+    model.get_encoder().register_forward_hook(lambda module, args, kwargs, out: encoder_batches.append(len(kwargs["input_ids"])),
+                                              with_kwargs=True)
+    results = []
+    for sharded in (False, True):
+        model._is_fsdp_managed_module = sharded
+        model.zero_grad()
+        scores = layout.score(model, sources, warmups, targets, [1, 3, 2])
+        (scores.logp_warmup.sum() + 2 * scores.logp_target.sum()).backward()
+        results.append((scores, [p.grad.clone() for p in model.parameters()]))
+    assert encoder_batches == [3, 6]
+    (shared, shared_grads), (per_row, per_row_grads) = results
+    for field in ("logp_warmup", "logp_target", "n_warmup", "n_target"):
+        torch.testing.assert_close(getattr(per_row, field), getattr(shared, field), atol=1e-5, rtol=0)
+    for a, b in zip(shared_grads, per_row_grads):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_a_long_source_keeps_its_first_tokens_with_fast_and_slow_tokenizers(fast):
     """A slow tokenizer has no character offsets: the tokens kept are decoded instead. Either way the prompt

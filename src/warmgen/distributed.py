@@ -5,7 +5,7 @@ and the full model separately, which a DDP wrapper does not allow. Instead each 
 its shard's loss divided by the global token count and gradients are summed across processes
 after backward, which is the same gradient as one process on the whole global batch.
 
-With an accelerate FSDP config, decoder-only models are sharded with FSDP2 (`fully_shard` on each
+With an accelerate FSDP config, the model is sharded with FSDP2 (`fully_shard` on each
 transformer block and the whole model): each process holds 1/N of the weights, gradients and
 optimizer state, and every forward pass all-gathers the block it runs. So every process must run
 the same forward passes: generation keeps stepping until all processes finish (transformers'
@@ -125,10 +125,6 @@ class Processes:
         from accelerate.utils import FullyShardedDataParallelPlugin
         from torch.distributed.fsdp import fully_shard
 
-        if model.config.is_encoder_decoder:
-            raise ConfigError(
-                "FSDP is supported for decoder-only models; encoder-decoder models call their encoder outside the sharded "
-                "forward pass. Launch with configs/accelerate/deepspeed_zero3.yaml to shard it, or multi_gpu.yaml")
         plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* settings accelerate launch exported
         # The root is the transformers model, also under a LoRA wrapper: `generate` calls its forward
         # directly, and only the root's forward gathers the weights outside the blocks (embeddings, head).
@@ -138,6 +134,10 @@ class Processes:
             if type(module).__name__ in blocks:
                 fully_shard(module, reshard_after_forward=plugin.reshard_after_forward)
         fully_shard(root, reshard_after_forward=plugin.reshard_after_forward)
+        if root.config.is_encoder_decoder:
+            # `generate` calls the encoder itself, outside the root's forward: gather the root's weights (the
+            # embedding the encoder shares) first. Training's scoring runs the encoder within the forward (layout.py).
+            root.get_encoder().register_forward_pre_hook(lambda *_: _gather_root(root))
         root._is_fsdp_managed_module = True  # transformers' generate then keeps all processes stepping together
         self.sharded = True
 
@@ -251,6 +251,13 @@ def leave_process_group() -> None:
     # ("terminate called without an active exception"), failing the launch after training succeeded.
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _gather_root(root) -> None:
+    # FSDP2 takes the first sharded module to run forward as the root, so it must be told first when the encoder runs
+    # before the model's forward ever has (generation's first step); a no-op once the root is known.
+    root._get_fsdp_state()._lazy_init()
+    root.unshard()
 
 
 def _launch_flag(name: str) -> bool:

@@ -81,6 +81,11 @@ def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torc
     )
 
 
+def _fsdp_sharded(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under LoRA, the model FSDP shards
+    return getattr(base, "_is_fsdp_managed_module", False)
+
+
 def _token_logp(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log P(label) per position; cross_entropy avoids materialising a [N, L, V] log-softmax."""
     flat = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="none")
@@ -140,18 +145,19 @@ class Seq2SeqLayout:
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         device = model.device
         batch = {name: tensor.to(device) for name, tensor in self.source_batch(sources).items()}
-        # The encoder runs once per example; its states are shared by the example's k candidates.
-        encoded = model.get_encoder()(**batch).last_hidden_state
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
         lengths = torch.tensor([len(r) for r in rows])
         labels = _pad(rows, IGNORE).to(device)
-        decoder_input_ids = _pad([[self.start_id] + r[:-1] for r in rows], self.pad_id).to(device)
-        logits = model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, 0)),
-            attention_mask=batch["attention_mask"].repeat_interleave(repeats, 0),
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=(labels != IGNORE).long(),
-        ).logits
+        decoder = {"attention_mask": batch["attention_mask"].repeat_interleave(repeats, 0),
+                   "decoder_input_ids": _pad([[self.start_id] + r[:-1] for r in rows], self.pad_id).to(device),
+                   "decoder_attention_mask": (labels != IGNORE).long()}
+        if _fsdp_sharded(model):
+            # FSDP gathers the embedding the encoder shares only within the model's forward, and reduces its gradient
+            # when backward reaches that forward's inputs: the encoder must run inside it, once per row.
+            logits = model(input_ids=batch["input_ids"].repeat_interleave(repeats, 0), **decoder).logits
+        else:  # the encoder runs once per example; its states are shared by the example's k candidates
+            encoded = model.get_encoder()(**batch).last_hidden_state
+            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, 0)), **decoder).logits
         return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
 
 

@@ -6,6 +6,7 @@ Run as a script, it is `warmgen.cli` with a fault in its warmup steps, for multi
     faults.py nan ARGS...        the second call of each objective (SFT's, the warmup step's) has a NaN loss, on every process
     faults.py fast_clock ARGS... the last process's training clock runs 1000 s per reading
     faults.py segfault_once ARGS...  the last process dies of a segmentation fault, the first time it is run
+    faults.py overflow_in_last_shard ARGS...  at the second optimizer step, one gradient element of the last process is inf
 """
 
 import ctypes
@@ -50,7 +51,23 @@ def nan_objective_on_calls(warmup_step, calls: set[int]):
     return wrapper
 
 
+def overflowing_on_call(sum_gradients, n: int):
+    """`Processes.sum_gradients`, except that on its n-th call it makes one element of the first gradient inf
+    afterwards: in this process's shard only, when the weights are sharded."""
+    calls = {"n": 0}
+
+    def wrapper(self, model):
+        sum_gradients(self, model)
+        calls["n"] += 1
+        if calls["n"] == n:
+            grad = next(p.grad for p in model.parameters() if p.grad is not None)
+            (grad.to_local() if hasattr(grad, "to_local") else grad).view(-1)[0] = float("inf")
+
+    return wrapper
+
+
 if __name__ == "__main__":
+    import warmgen.distributed
     import warmgen.objectives
     import warmgen.train
     from warmgen.cli import main
@@ -66,6 +83,9 @@ if __name__ == "__main__":
         if int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1 and not marker.exists():
             marker.touch()
             ctypes.string_at(0)
+    elif fault == "overflow_in_last_shard":
+        if int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1:
+            warmgen.distributed.Processes.sum_gradients = overflowing_on_call(warmgen.distributed.Processes.sum_gradients, 2)
     elif int(os.environ["RANK"]) == int(os.environ["WORLD_SIZE"]) - 1:  # fast_clock
         warmgen.train.time = ticking_clock(1000)
     sys.exit(main(args))

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import warmgen.layout
+
 SOURCES = ["hello world", "warmup", "the cat sat on the mat"]
 TARGETS = ["HH AH0 L OW1", "W AO1 R M AH2 P", "cat"]
 
@@ -93,8 +95,9 @@ def test_scores_are_differentiable(tiny_t5):
     assert model.get_encoder().embed_tokens.weight.grad is not None
 
 
-def test_an_fsdp_sharded_encoder_decoder_runs_its_encoder_once_per_row_with_the_same_scores_and_gradients(tiny_t5):
-    # FSDP gathers the shared embedding only inside the model's forward, so the encoder must run there (distributed.py).
+def test_an_fsdp_sharded_encoder_decoder_runs_its_encoder_once_per_row_with_the_same_scores_and_gradients(tiny_t5, monkeypatch):
+    # FSDP gathers the shared embedding only inside the model's forward, so the encoder must run there (distributed.py;
+    # tests/test_distributed.py shards T5 for real).
     model, layout, _ = tiny_t5
     sources = [layout.source_ids(s)[0] for s in SOURCES]
     warmups = [[5, 6], [], None, [7], [8, 9, 10], [11]]
@@ -104,7 +107,7 @@ def test_an_fsdp_sharded_encoder_decoder_runs_its_encoder_once_per_row_with_the_
                                               with_kwargs=True)
     results = []
     for sharded in (False, True):
-        model._is_fsdp_managed_module = sharded
+        monkeypatch.setattr(warmgen.layout, "_fsdp_sharded", lambda model, sharded=sharded: sharded)
         model.zero_grad()
         scores = layout.score(model, sources, warmups, targets, [1, 3, 2])
         (scores.logp_warmup.sum() + 2 * scores.logp_target.sum()).backward()

@@ -82,8 +82,10 @@ def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torc
 
 
 def _fsdp_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under LoRA, the model FSDP shards
-    return getattr(base, "_is_fsdp_managed_module", False)
+    return isinstance(base, FSDPModule)
 
 
 def _token_logp(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

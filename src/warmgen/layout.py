@@ -150,16 +150,16 @@ class Seq2SeqLayout:
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
         lengths = torch.tensor([len(r) for r in rows])
         labels = _pad(rows, IGNORE).to(device)
-        decoder = {"attention_mask": batch["attention_mask"].repeat_interleave(repeats, 0),
+        per_row = {"attention_mask": batch["attention_mask"].repeat_interleave(repeats, 0),
                    "decoder_input_ids": _pad([[self.start_id] + r[:-1] for r in rows], self.pad_id).to(device),
                    "decoder_attention_mask": (labels != IGNORE).long()}
         if _fsdp_sharded(model):
             # FSDP gathers the embedding the encoder shares only within the model's forward, and reduces its gradient
             # when backward reaches that forward's inputs: the encoder must run inside it, once per row.
-            logits = model(input_ids=batch["input_ids"].repeat_interleave(repeats, 0), **decoder).logits
+            logits = model(input_ids=batch["input_ids"].repeat_interleave(repeats, 0), **per_row).logits
         else:  # the encoder runs once per example; its states are shared by the example's k candidates
             encoded = model.get_encoder()(**batch).last_hidden_state
-            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, 0)), **decoder).logits
+            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, 0)), **per_row).logits
         return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
 
 

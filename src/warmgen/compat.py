@@ -8,6 +8,8 @@ import inspect
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .models import base_model
+
 # The key/value cache's argument and output field: `cache` from 5.24, `past_key_values` before.
 CACHE = "cache" if "cache" in inspect.signature(CausalLMOutputWithPast).parameters else "past_key_values"
 # Gradient checkpointing is "activation checkpointing" from 5.23.
@@ -23,5 +25,4 @@ def enable_activation_checkpointing(model) -> None:
 
 def is_activation_checkpointing(model) -> bool:
     """Whether `model` (or the model under a LoRA wrapper) recomputes activations in its backward pass."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(base, "is_activation_checkpointing" if _ACTIVATION else "is_gradient_checkpointing", False))
+    return bool(getattr(base_model(model), "is_activation_checkpointing" if _ACTIVATION else "is_gradient_checkpointing", False))

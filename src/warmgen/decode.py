@@ -17,6 +17,7 @@ from transformers import GenerationConfig
 
 from .custom_generate.generate import WarmupLogitsProcessor
 from .methods import fixed_warmup
+from .models import base_model
 
 
 def split_at(row: list[int], stop_id: int) -> tuple[list[int], bool]:
@@ -45,7 +46,7 @@ def _generate(model, inputs: dict, config: GenerationConfig, processors: list | 
     """`model.generate` with `config` alone. transformers fills a given config's unset fields from the
     model's own generation config: a checkpoint's warmup rules (portable.py), a hub model's sampling
     defaults. The model's own is swapped for the one its architecture implies while warmgen generates."""
-    owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a LoRA wrapper
+    owner = base_model(model)
     own = owner.generation_config
     neutral = GenerationConfig.from_model_config(owner.config)
     # A hub BART's config forces </s> at the length limit (and a first token, where an older config

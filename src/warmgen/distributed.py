@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from .config import ConfigError
+from .models import base_model
 
 
 class Processes:
@@ -63,7 +64,7 @@ class Processes:
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                config=deepspeed_config(train, self.world), dist_init_required=False)
         if self.engine.zero_optimization_partition_weights() and self.world > 1:  # ZeRO-3: every forward pass is collective
-            root = model.get_base_model() if hasattr(model, "get_base_model") else model
+            root = base_model(model)
             root._is_fsdp_managed_module = True  # transformers' generate then keeps all processes stepping together
             self.sharded = True
 
@@ -133,7 +134,7 @@ class Processes:
         plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* settings accelerate launch exported
         # The root is the transformers model, also under a LoRA wrapper: `generate` calls its forward
         # directly, and only the root's forward gathers the weights outside the blocks (embeddings, head).
-        root = model.get_base_model() if hasattr(model, "get_base_model") else model
+        root = base_model(model)
         blocks = set(root._no_split_modules or ())  # the transformer block classes, e.g. LlamaDecoderLayer
         for module in root.modules():
             if type(module).__name__ in blocks:

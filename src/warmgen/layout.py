@@ -24,6 +24,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from .compat import CACHE, is_activation_checkpointing
 from .config import WarmupConfig
 from .errors import ConfigError
+from .models import base_model
 
 IGNORE = -100
 
@@ -84,8 +85,7 @@ def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torc
 def _fsdp_sharded(model) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under LoRA, the model FSDP shards
-    return isinstance(base, FSDPModule)
+    return isinstance(base_model(model), FSDPModule)  # under LoRA, FSDP shards the model beneath
 
 
 def _token_logp(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

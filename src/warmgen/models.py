@@ -378,6 +378,11 @@ def add_lora(model: PreTrainedModel, config: ModelConfig, sep_id: int):
     return get_peft_model(model, lora)
 
 
+def base_model(model):
+    """The transformers model itself, also under a LoRA (peft) wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def load_adapter(base_config: ModelConfig, folder: Path):
     """A LoRA checkpoint: the base model named in its config, plus the adapter saved in `folder`."""
     from peft import PeftModel

@@ -1,0 +1,48 @@
+"""benchmarks/same_arithmetic.py: a finished run trained again for a few steps, its logs compared field by field."""
+
+import json
+
+import pytest
+from test_cli import TINY
+
+from benchmarks import recording, same_arithmetic
+from warmgen.cli import main
+
+
+def check(monkeypatch, tmp_path, run, *args) -> dict:
+    monkeypatch.setattr(recording, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr("sys.argv", ["same_arithmetic", str(run), *args])
+    same_arithmetic.main()
+    (record,) = (tmp_path / "results" / "same-arithmetic").iterdir()
+    found = json.loads(record.read_text())
+    record.unlink()
+    return found
+
+
+def test_a_run_trained_again_here_logs_the_same_numbers_and_a_changed_log_is_found(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--method", "warmup", "--output_dir", str(run), "--train.max_steps", "3",
+                 "--train.log_every", "1"]) == 0
+    found = check(monkeypatch, tmp_path, run, "--steps", "2")
+    assert found["same"] is True and sorted(found["differences"]) == ["1", "2"]
+    assert "loss" in found["again"]["2"] and "reward" in found["again"]["2"] and "time/step" not in found["again"]["2"]
+    assert found["steps"] == 2 and found["threads"] == 1 and found["run_git_commit"] == found["copy_git_commit"]
+
+    original = {int(step): row for step, row in found["original"].items()}
+    changed = {step: {**row, "loss": row["loss"] + 1e-6} if step == 2 else row for step, row in original.items()}
+    changed[1] = {key: value for key, value in changed[1].items() if key != "reward"}
+    found = same_arithmetic.differences(original, changed)
+    assert found[2]["loss"] == pytest.approx(1e-6) and found[2]["reward"] == "same" and found[1]["reward"] == "missing"
+    assert same_arithmetic.differences(original, {1: original[1]})[2] == {key: "missing" for key in original[2]}
+
+
+def test_a_folder_without_a_run_or_without_rows_that_far_is_refused(tmp_path, monkeypatch):
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.yaml").write_text("method: sft\n")
+    (started / "metrics.jsonl").write_text(json.dumps({"step": 0, "event": "start"}) + "\n")
+    for folder, message in ((tmp_path, "config.yaml: no such file"), (started, "no training row up to step 5")):
+        monkeypatch.setattr("sys.argv", ["same_arithmetic", str(folder)])
+        with pytest.raises(SystemExit) as stop:
+            same_arithmetic.main()
+        assert message in str(stop.value.code)

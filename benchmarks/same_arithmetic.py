@@ -24,8 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import warmgen
 from benchmarks.recording import write_record
+from warmgen.provenance import git_commit
 from warmgen.rundir import results_file, run_config_file
 from warmgen.runlog import read_training_log
 
@@ -58,13 +58,6 @@ def differences(original: dict[int, dict], again: dict[int, dict]) -> dict[int, 
     return found
 
 
-def code_commit() -> str:
-    """The commit of the warmgen code this process imports (the one that trains the copy)."""
-    folder = Path(warmgen.__file__).resolve().parent
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=folder)
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
 def read_commit(run: Path) -> str:
     """The commit a finished run was trained at (results.json), or "" for a run without one."""
     results = results_file(run)
@@ -95,9 +88,8 @@ def main() -> None:
         again = compared_rows(Path(scratch), args.steps)
     found = differences(original, again)
     same = all(value == "same" for row in found.values() for value in row.values())
-    run_commit = read_commit(run)
     path = write_record("same-arithmetic", args.name or "-".join(run.resolve().parts[-2:]), {
-        "run": str(run.resolve()), "run_git_commit": run_commit, "copy_git_commit": code_commit(), "threads": args.threads,
+        "run": str(run.resolve()), "run_git_commit": read_commit(run), "copy_git_commit": git_commit(), "threads": args.threads,
         "steps": args.steps, "same": same, "original": original, "again": again, "differences": found})
     print(f"{'the same to the last digit' if same else 'different'} over {len(found)} logged row(s) up to step {args.steps}; wrote {path}")
 

@@ -21,9 +21,9 @@ import statistics
 from pathlib import Path
 
 from benchmarks.recording import write_record
+from warmgen.checkpoint import load_checkpoint
 from warmgen.evaluate import evaluate
 from warmgen.layout import make_layout
-from warmgen.rundir import load_checkpoint
 from warmgen.tasks import load_task
 
 

@@ -237,9 +237,9 @@ def test_stopping_a_comparison_stops_its_training_run(tmp_path):
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_and_one_with_a_checkpoint_resumes(tmp_path, monkeypatch):
+    from warmgen.checkpoint import STATE_NAME
     from warmgen.compare import runner as compare
     from warmgen.compare import spec as compare_spec
-    from warmgen.rundir import STATE_NAME
 
     spec = compare_spec.load_spec(spec_file(tmp_path))
     out = tmp_path / "cmp"

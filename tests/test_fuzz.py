@@ -1,8 +1,10 @@
 """Fuzzing: whatever a user feeds the readers and the config parser, the answer is a valid result
 or one `warmgen: error:` line with exit 2, never a traceback; and faults at seeded random points
-of training (a crash in a step, a full disk at a checkpoint write) are resumed to the exact run."""
+of training (a crash in a step, a full disk at a checkpoint write, a kill while a checkpoint's old copy is deleted
+or while a log line is written) are resumed to the exact run."""
 
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_reliability import config, losses
 
+import warmgen.checkpoint
 import warmgen.cli
 import warmgen.objectives
 import warmgen.train
@@ -88,28 +91,91 @@ def test_yaml_files_give_a_config_or_one_line_error(parts):
 
 
 def test_faults_at_seeded_random_points_resume_to_the_uninterrupted_run(tmp_path, monkeypatch):
-    """4 seeded cases: a crash inside warmup step n, or a full disk at the n-th trainer-state write; then --resume."""
+    """Each fault once, at a seeded random point: a crash inside warmup step n, a full disk at the n-th trainer-state
+    write, a kill while the n-th swapped-out checkpoint is being deleted, a kill in the middle of the n-th log line;
+    then --resume."""
     warmgen.train.train(config(tmp_path, "whole", "--train.eval_every", "1"))
     expected = losses(tmp_path / "whole")
     rng = random.Random(20261130)
-    real_step, real_save = warmgen.objectives.warmup_step, torch.save
-    for case in range(4):
+    real_step, real_save, real_open_logs = warmgen.objectives.warmup_step, torch.save, warmgen.train.open_logs
+    for case, fault in enumerate(["crash", "full_disk", "kill_deleting_old", "torn_log_line"]):
         run = f"case{case}"
-        if rng.random() < 0.5:
-            monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, rng.randint(2, 6)))
+        n = rng.randint(2, 5)
+        if fault == "crash":
+            monkeypatch.setattr(warmgen.objectives, "warmup_step", failing_on_call(real_step, n))
+        elif fault == "full_disk":
+            monkeypatch.setattr(torch, "save", failing_from_call(real_save, n, "[enforce fail at inline_container.cc:672] . unexpected pos"))
+        elif fault == "kill_deleting_old":
+            monkeypatch.setattr(warmgen.checkpoint.shutil, "rmtree", dying_while_deleting_old(shutil.rmtree, n))
         else:
-            writes = {"n": 0, "fail_at": rng.randint(2, 5)}
-
-            def full_disk(*args, writes=writes, **kwargs):
-                writes["n"] += 1
-                if writes["n"] >= writes["fail_at"]:
-                    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
-                return real_save(*args, **kwargs)
-
-            monkeypatch.setattr(torch, "save", full_disk)
-        with pytest.raises(RuntimeError):  # the simulated crash, or RunFolderError for the full disk
+            monkeypatch.setattr(warmgen.train, "open_logs", tearing_the_metrics_log(real_open_logs, n))
+        with pytest.raises((RuntimeError, OSError)):  # the simulated crash or kill, or RunFolderError for the full disk
             warmgen.train.train(config(tmp_path, run, "--train.eval_every", "1"))
         monkeypatch.undo()
-        assert not list((tmp_path / run / "checkpoints").glob("*.tmp"))
+        if fault != "kill_deleting_old":
+            assert not list((tmp_path / run / "checkpoints").glob("*.tmp"))
+        else:
+            assert list((tmp_path / run / "checkpoints").glob("*.old")), "the kill left a half-deleted copy"
         warmgen.train.train(config(tmp_path, run, "--train.eval_every", "1"), resume=True)
         assert losses(tmp_path / run) == expected, run
+
+
+def failing_from_call(function, n: int, message: str):
+    """`function`, except that from its n-th call on it raises RuntimeError(message)."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= n:
+            raise RuntimeError(message)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def dying_while_deleting_old(rmtree, n: int):
+    """`shutil.rmtree`, except that its n-th deletion of a checkpoint's swapped-out copy removes one file and then
+    dies, as a kill -9 in the middle of the deletion leaves it."""
+    calls = {"n": 0}
+
+    def wrapper(path, *args, **kwargs):
+        if str(path).endswith(".old") and Path(path).exists():
+            calls["n"] += 1
+            if calls["n"] == n:
+                next(p for p in Path(path).iterdir() if p.is_file()).unlink()
+                raise KeyboardInterruptLike("killed while deleting " + str(path))
+        return rmtree(path, *args, **kwargs)
+
+    return wrapper
+
+
+class KeyboardInterruptLike(RuntimeError):
+    """A kill: nothing after it runs (no handler in warmgen catches it)."""
+
+
+def tearing_the_metrics_log(open_logs, n: int):
+    """`runlog.open_logs`, except that the metrics stream tears its n-th line (TornOnWrite)."""
+
+    def wrapper(*args):
+        metrics, samples = open_logs(*args)
+        return TornOnWrite(metrics, n), samples
+
+    return wrapper
+
+
+class TornOnWrite:
+    """A log stream whose n-th line is cut in the middle, and the process killed, as a kill or a full disk leaves it."""
+
+    def __init__(self, stream, n: int):
+        self.stream, self.n, self.name = stream, n, stream.name
+
+    def write(self, text: str) -> None:
+        self.n -= 1
+        if self.n == 0:
+            self.stream.write(text[: len(text) // 2])
+            self.stream.flush()
+            raise KeyboardInterruptLike("killed while writing " + self.name)
+        self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)

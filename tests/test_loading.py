@@ -9,11 +9,11 @@ import torch
 from conftest import tiny
 
 import warmgen.models
+from warmgen.checkpoint import load_checkpoint
 from warmgen.cli import main
 from warmgen.compat import enable_activation_checkpointing
 from warmgen.config import ConfigError, ModelConfig
 from warmgen.models import build_preset, load_pretrained
-from warmgen.rundir import load_checkpoint
 
 TINY = ["--model.vocab_size", "300", "--data.max_train_examples", "16", "--data.max_dev_examples", "2", "--data.max_test_examples", "2",
         "--train.max_steps", "2", "--train.batch_size", "8", "--warmup.max_warmup_length", "3", "--warmup.num_warmups", "2",

@@ -93,6 +93,10 @@ def test_a_crafted_trainer_state_is_refused_without_running(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", *ARGS, "--train.max_steps", "2", "--output_dir", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
+    assert f"{state}: damaged or changed since it was saved" in err and len(error_lines(err)) == 1
+    (state.parent / "checksums.json").unlink()  # as a checkpoint of an older warmgen (or one whose sums were rewritten)
+    assert main(["train", *ARGS, "--train.max_steps", "2", "--output_dir", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
     assert f"{state}: refused to load" in err and "could run code" in err and len(error_lines(err)) == 1
     assert not PWNED.exists()
 
@@ -103,12 +107,36 @@ def test_damaged_files_are_named(tmp_path, capsys):
     last = run / "checkpoints" / "last"
     state = last / "trainer_state.pt"
     state.write_bytes(state.read_bytes()[:100])
+    (last / "checksums.json").unlink()  # what the reader itself says, as for a checkpoint of an older warmgen
     code, err = run_cli(capsys, "train", *ARGS, "--train.max_steps", "2", "--output_dir", str(run), "--resume")
     assert code == 2 and f"{state}: cannot be read, the file is damaged or incomplete" in err and "Traceback" not in err
     weights = run / "checkpoints" / "best" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:50])
+    (weights.parent / "checksums.json").unlink()
     code, err = run_cli(capsys, "eval", str(run))
     assert code == 2 and f"{weights.parent}: its safetensors weights cannot be read" in err and "Traceback" not in err
+
+
+def test_flipped_bytes_in_the_weights_are_reported_by_eval_generate_and_resume(tmp_path, capsys):
+    """safetensors checks its header, not the tensor bytes: without the checkpoint's SHA-256 sums, flipped bits in
+    the weights load and score silently."""
+    run = tmp_path / "run"
+    assert main(["train", *ARGS, "--train.max_steps", "3", "--train.stop_after_step", "2", "--output_dir", str(run)]) == 0
+    for name in ("best", "last"):
+        weights = run / "checkpoints" / name / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-10] ^= 0xFF  # in the last tensor's data
+        weights.write_bytes(bytes(data))
+    weights = run / "checkpoints" / "best" / "model.safetensors"
+    for command in (["eval", str(run)], ["generate", str(run), "hello"]):
+        code, err = run_cli(capsys, *command)
+        assert code == 2 and f"{weights}: damaged or changed since it was saved" in err and len(error_lines(err)) == 1
+    resume = ["train", *ARGS, "--train.max_steps", "3", "--output_dir", str(run), "--resume"]
+    code, err = run_cli(capsys, *resume)
+    assert code == 2 and f"{run / 'checkpoints' / 'last' / 'model.safetensors'}: damaged or changed" in err
+    (run / "checkpoints" / "last" / "tokenizer.json").unlink()
+    code, err = run_cli(capsys, *resume)
+    assert code == 2 and "tokenizer.json: missing from the checkpoint (checksums.json lists it)" in err
 
 
 def error_lines(err: str) -> list[str]:
@@ -209,3 +237,48 @@ def test_pickled_weights_and_remote_code_in_a_model_folder_are_refused_without_r
     assert main(["train", *ARGS, "--model.name", str(remote), "--output_dir", str(tmp_path / "b")]) == 2
     assert "trust_remote_code" in capsys.readouterr().err
     assert not PWNED.exists()
+
+
+def test_resume_after_a_half_deleted_old_copy_and_a_torn_log_line(tmp_path, capsys):
+    """What kill -9 leaves while `last.old` is being deleted (the new `last` in place) and in the middle of a log line."""
+    run = tmp_path / "run"
+    assert main(["train", *ARGS, "--train.max_steps", "4", "--train.stop_after_step", "2", "--output_dir", str(run)]) == 0
+    last = run / "checkpoints" / "last"
+    shutil.copytree(last, last.with_name("last.old"))
+    (last.with_name("last.old") / "model.safetensors").unlink()
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write('{"step": 3, "loss": 1.2')
+    capsys.readouterr()
+    assert main(["train", *ARGS, "--train.max_steps", "4", "--output_dir", str(run), "--resume"]) == 0
+    assert "metrics.jsonl: left out its last line, cut short when the run stopped" in capsys.readouterr().out
+    assert [step for step, _ in losses(run)] == [1, 2, 3, 4] and not last.with_name("last.old").exists()
+
+
+def test_links_inside_the_checkpoints_folder_are_refused_and_delete_checks_before_deleting(tmp_path, capsys):
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    assert main(["train", *ARGS, "--train.max_steps", "4", "--train.stop_after_step", "2", "--output_dir", str(run)]) == 0
+    outside.mkdir()
+    (outside / "config.json").write_text("mine")
+    (run / "checkpoints" / "last.tmp").symlink_to(outside)
+    code, err = run_cli(capsys, "train", *ARGS, "--train.max_steps", "4", "--output_dir", str(run), "--resume")
+    assert code == 2 and f"{run / 'checkpoints' / 'last.tmp'} is a symbolic link" in err
+    assert (outside / "config.json").read_text() == "mine"
+
+    other = tmp_path / "other"
+    assert main(["train", *ARGS, "--train.max_steps", "2", "--output_dir", str(other)]) == 0
+    os.replace(other / "checkpoints", outside / "checkpoints")
+    (other / "checkpoints").symlink_to(outside / "checkpoints")
+    before = sorted(p.name for p in other.iterdir())
+    code, err = run_cli(capsys, "train", *ARGS, "--train.max_steps", "2", "--output_dir", str(other), "--overwrite", "delete")
+    assert code == 2 and f"{other / 'checkpoints'} is a symbolic link" in err and "nothing was deleted" in err
+    assert sorted(p.name for p in other.iterdir()) == before and (outside / "checkpoints" / "best").is_dir()
+
+
+def test_a_users_own_config_in_the_output_folder_is_never_moved_or_written_over(tmp_path, capsys):
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "config.yaml").write_text("model:\n  name: t5-tiny\n")
+    for overwrite in ([], ["--overwrite", "move"], ["--overwrite", "delete"]):
+        code, err = run_cli(capsys, "train", *ARGS, "--output_dir", str(run), *overwrite)
+        assert code == 2 and "is not a run's config" in err and "would write over it" in err
+    assert (run / "config.yaml").read_text() == "model:\n  name: t5-tiny\n" and not run.with_name("mine.previous-1").exists()

@@ -7,7 +7,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from warmgen.config import ModelConfig
-from warmgen.models import load_model, tokenizer_kind, train_tokenizer
+from warmgen.models import load_model
+from warmgen.tokenization import tokenizer_kind, train_tokenizer
 
 WORDS = ["warmup", "o'brien", "hello"]
 PHONES = ["W AO1 R M AH2 P", "OW0 B R AY1 AH0 N", "HH AH0 L OW1"]

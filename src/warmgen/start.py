@@ -7,23 +7,14 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import CONFIG_NAME, STATE_NAME, load_checkpoint, load_trainer_state, recover_checkpoints, save_checkpoint
 from .config import ConfigError, WarmupConfig
 from .config_files import differences, read_yaml
 from .distributed import Processes
 from .errors import TrainingError
 from .methods import add_method_tokens, learns_warmups
 from .models import load_model, ready_model
-from .rundir import (
-    CONFIG_NAME,
-    STATE_NAME,
-    init_checkpoint,
-    last_checkpoint,
-    load_checkpoint,
-    load_trainer_state,
-    load_warm_start,
-    recover_swap,
-    save_checkpoint,
-)
+from .rundir import init_checkpoint, last_checkpoint, load_warm_start
 
 
 def _new_model(config: WarmupConfig, train_examples, given_model=None):
@@ -44,7 +35,7 @@ def starting_model(config: WarmupConfig, resume: bool, procs: Processes, run_dir
     SFT warm start, or a new model (the same on every process); `state` is None for a new model."""
     last_dir = last_checkpoint(run_dir)
     if resume:
-        recover_swap(last_dir)
+        recover_checkpoints(last_dir.parent)
         if not (last_dir / STATE_NAME).is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume in {last_dir}; start over without --resume "
                                     "(with --overwrite delete or move if the folder holds the stopped run)")
@@ -52,7 +43,7 @@ def starting_model(config: WarmupConfig, resume: bool, procs: Processes, run_dir
         if changed:
             raise ConfigError(f"--resume: {last_dir} was trained with another config ({'; '.join(changed)}); resume with the "
                               "settings it was trained with, or start a new run in another output_dir")
-        model, tokenizer, sep_id, _ = load_checkpoint(last_dir)
+        model, tokenizer, sep_id, _ = load_checkpoint(last_dir, config.model)
         state = load_trainer_state(last_dir / STATE_NAME)
         if len(state.rng) != procs.world:
             raise TrainingError(f"{last_dir} was saved by {len(state.rng)} process(es); resume it with as many, not {procs.world}")
@@ -66,6 +57,6 @@ def starting_model(config: WarmupConfig, resume: bool, procs: Processes, run_dir
     if procs.is_main:
         save_checkpoint(init_dir, *_new_model(config, train_examples, given_model)[:2], config, None)
     procs.barrier()
-    model, tokenizer, sep_id, _ = load_checkpoint(init_dir)
+    model, tokenizer, sep_id, _ = load_checkpoint(init_dir, config.model)
     torch.manual_seed(config.seed * 1000 + procs.rank)  # each process samples its own warmups
     return model, tokenizer, sep_id, None, []

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from .batching import epoch_order, tokenize
+from .checkpoint import TrainState, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .compat import enable_activation_checkpointing
 from .config import ConfigError, WarmupConfig
 from .distributed import Processes, check_launch
@@ -34,22 +35,17 @@ from .objectives import Objectives
 from .provenance import git_commit, library_versions
 from .reference import check_reference, needs_reference, start_reference
 from .rundir import (
-    TrainState,
     after_bad_steps,
     best_checkpoint,
     clear_run_folder,
     eval_folder,
     hold_folder,
     last_checkpoint,
-    load_checkpoint,
     results_file,
-    rng_state,
     run_config_file,
-    save_checkpoint,
-    set_rng_state,
     step_checkpoint,
 )
-from .runlog import open_logs, write_samples
+from .runlog import open_logs, write_row, write_samples
 from .start import starting_model
 from .tasks import Task, load_task
 from .trackers import Trackers, check_installed
@@ -89,8 +85,7 @@ class Run:
 
     def log(self, row: dict) -> None:
         if self.procs.is_main:
-            self.metrics_log.write(json.dumps(row) + "\n")
-            self.metrics_log.flush()
+            write_row(self.metrics_log, row)
             if self.trackers is not None:
                 self.trackers.log(row)
 
@@ -333,7 +328,7 @@ def _final_results(run: Run) -> dict:
     final_dir = best_dir if best_dir.exists() else last_checkpoint(run.run_dir)
     run.model = run.optimizer = run.scheduler = run.objectives = None  # gone before the best is loaded: never two models at once
     gc.collect()
-    final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir)
+    final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir, config.model)
     final_model.to(run.procs.device)
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
     results = {"method": config.method, "checkpoint": str(final_dir), "best_step": s.best["step"], "train_seconds": s.train_seconds,

@@ -20,13 +20,13 @@ import copy
 import os
 from pathlib import Path
 
+from .checkpoint import load_checkpoint
 from .config import WarmupConfig
 from .decode import decode
 from .evaluate import evaluate
 from .layout import make_layout
 from .methods import decodes_with_warmup
 from .models import SEP
-from .rundir import load_checkpoint
 from .tasks import DATASET_NAMES, load_task
 from .train import train
 from .typecheck import ConfigError
@@ -70,7 +70,7 @@ class WarmupTrainer:
         self.results = train(self.args, resume=resume_from_checkpoint, overwrite=overwrite, model=given_model, given=self.given)
         if self.results is None:
             return None
-        self.model, self.tokenizer, _, _ = load_checkpoint(Path(self.results["checkpoint"]))
+        self.model, self.tokenizer, _, _ = load_checkpoint(Path(self.results["checkpoint"]), self.args.model)
         return self.model
 
     def evaluate(self, dataset="dev") -> dict:

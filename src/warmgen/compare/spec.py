@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..checkpoint import STATE_NAME
 from ..config_files import differences, load_config, parse_overrides, read_yaml
-from ..rundir import STATE_NAME, comparable, results_file, run_config_file, run_of, step_checkpoint
+from ..rundir import comparable, results_file, run_config_file, run_of, step_checkpoint
 from ..typecheck import ConfigError
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",

@@ -99,10 +99,10 @@ def test_the_final_evaluation_loads_the_best_checkpoint_after_the_training_model
         trained.extend([weakref.ref(run.model), weakref.ref(run.optimizer)])
         return run
 
-    def checking_load(folder):
+    def checking_load(folder, trusting=None):
         gc.collect()
         alive_at_load.append([ref() is not None for ref in trained])
-        return load(folder)
+        return load(folder, trusting)
 
     monkeypatch.setattr(warmgen.train, "_prepare", remembering_prepare)
     monkeypatch.setattr(warmgen.train, "load_checkpoint", checking_load)

@@ -127,3 +127,28 @@ def test_two_sft_configs_are_not_told_apart_by_the_warmup_section_sft_never_read
     assert differences(config("sft", 0), config("sft", 5, lr=2e-3)) == ["train.learning_rate: 0.001 there, 0.002 now"]
     assert differences(config("warmup", 0), config("warmup", 5)) == ["warmup.sft_warm_start_steps: 0 there, 5 now"]
     assert differences(config("sft", 0), config("warmup", 0)) == ["method: 'sft' there, 'warmup' now"]
+
+
+def test_a_yaml_alias_bomb_is_refused_in_a_moment(tmp_path, capsys):
+    """Nine lines whose aliases stand for 10^9 values: reading them is quick, formatting one in an error took minutes."""
+    import time
+
+    from warmgen.cli import main
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\ndata:\n  metrics: *a8\n")
+    started = time.time()
+    assert main(["train", "--config", str(tmp_path / "bomb.yaml")]) == 2
+    assert time.time() - started < 5
+    assert "stands for more than 100,000 values (YAML aliases" in capsys.readouterr().err
+    nested = ["&b0 [x, x, x, x, x, x, x, x, x, x]"] + [f"&b{i} [{', '.join([f'*b{i - 1}'] * 10)}]" for i in range(1, 9)]
+    with pytest.raises(ConfigError, match="command line: --data.metrics: stands for more than 100,000 values"):
+        parse_overrides(["--data.metrics", f"[{', '.join(nested)}]"])
+
+
+def test_errors_show_a_huge_value_shortened():
+    from warmgen.typecheck import check_type
+
+    with pytest.raises(ConfigError) as err:
+        check_type(list(range(10**6)), int, "train.epochs")
+    assert len(str(err.value)) < 200

@@ -26,7 +26,8 @@ from warmgen.records import DataError, csv_records, json_array_records, read_jso
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Text that looks like data files: separators, quotes, braces, BOMs, CRs, invalid bytes.
-PIECES = ["\t", "\n", "\r\n", '"', "{", "}", "[", "]", ":", ",", " ", "\ufeff", "input", "target", "a", "é", "null", "1"]
+PIECES = ["\t", "\n", "\r\n", '"', "{", "}", "[", "]", ":", ",", " ", "\ufeff", "input", "target", "a", "é", "null", "1",
+          "\\ud800", '"input": "x", ', "[[[[[[[["]
 file_bytes = st.one_of(
     st.binary(max_size=200),
     st.lists(st.sampled_from(PIECES), max_size=40).map(lambda parts: "".join(parts).encode()),
@@ -75,7 +76,8 @@ def test_overrides_give_a_config_or_one_line_error(pairs, bare, monkeypatch, cap
 
 
 YAML_PIECES = ["train:", "\n", "  ", "epochs: 2", "method: sft", "warmup:", "- ", "{", "}", "[", ":", "&a", "*a", "!!python/object:os.system",
-               "train:\n  epochs: 1", "\t", "'", "seed: -1", "model: {name: t5-tiny}", "\ufeff"]
+               "train:\n  epochs: 1", "\t", "'", "seed: -1", "model: {name: t5-tiny}", "\ufeff", "&a [*a, *a, *a, *a, *a, *a]",
+               "[*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]"]
 
 
 @FUZZ

@@ -2,7 +2,7 @@
 
 import pytest
 
-from warmgen.records import DataError, read_jsonl, read_parallel, read_tsv
+from warmgen.records import DataError, dataset_records, json_array_records, read_jsonl, read_parallel, read_tsv, text_examples
 
 
 def test_jsonl_reads_and_keeps_ids(tmp_path):
@@ -18,6 +18,9 @@ def test_jsonl_reads_and_keeps_ids(tmp_path):
     ('{"input": "x", "target": "  "}', r"d.jsonl:2: field 'target' is empty"),
     ('{"input": 3, "target": "y"}', r"d.jsonl:2: field 'input' must be a string"),
     ('["x", "y"]', r"d.jsonl:2: expected a JSON object"),
+    ('{"input": "x", "target": "y", "target": "z"}', r"d.jsonl:2: field 'target' appears twice in one object"),
+    ('{"input": "x", "target": "\\ud800"}', r"d.jsonl:2: holds '\\ud800', half of a UTF-16 surrogate pair"),
+    ('{"input": ' + "[" * 200_000 + "]" * 200_000 + ', "target": "y"}', r"d.jsonl:2: nested too deeply to read"),
 ])
 def test_jsonl_errors(tmp_path, line, message):
     path = tmp_path / "d.jsonl"
@@ -90,3 +93,24 @@ def test_an_empty_dev_file_and_a_missing_file_name_the_setting_and_the_path_as_w
     config = load_config(None, parse_overrides(base + ["--data.test_file", "no/such/test.tsv", "--config_dir", str(tmp_path)]))
     with pytest.raises(DataError, match=r"^'no/such/test.tsv': file not found \(looked for .*no/such/test.tsv and "):
         load_task(config)
+
+
+def test_a_folder_given_as_a_data_file_is_named_as_a_folder(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path}: a folder, not a file"):
+        read_jsonl(tmp_path, "input", "target")
+
+
+def test_a_json_array_file_and_in_memory_rows_get_the_same_checks(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[{"input": "x", "target": "y"},\n {"input": "x", "input": "y"}]')
+    with pytest.raises(DataError, match=r"d.json: field 'input' appears twice in one object"):
+        list(json_array_records(path))
+    with pytest.raises(DataError, match=r"train_dataset\[1\]: holds '\\udc80', half of a UTF-16 surrogate pair"):
+        list(dataset_records([{"input": "x"}, {"input": "a\udc80"}], "train_dataset"))
+
+
+def test_a_pandas_dataframe_is_read_as_its_rows():
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"input": ["a", "b"], "target": ["A", "B"]})
+    rows = text_examples(dataset_records(frame, "train_dataset"), "input", "target")
+    assert [(r.source, r.target) for r in rows] == [("a", "A"), ("b", "B")]

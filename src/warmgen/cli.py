@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .config_files import load_config, parse_overrides, set_value
@@ -87,12 +88,13 @@ def cmd_eval(args, overrides: list[str]) -> None:
 
 
 def cmd_generate(args, overrides: list[str]) -> None:
+    from .records import read_lines
     from .trainer import generate
 
     _, model, layout, config = _load(args.path, overrides)
     inputs = list(args.inputs)
     if args.file:
-        inputs += [line.rstrip("\n") for line in open(args.file, encoding="utf-8") if line.strip()]
+        inputs += [line for line in read_lines(Path(args.file)) if line.strip()]
     if not inputs:
         raise ConfigError("generate: give inputs as arguments or with --file")
     for text, (warmup, output) in zip(inputs, generate(model, layout.tokenizer, inputs, config)):
@@ -127,6 +129,16 @@ def cmd_demo(args, overrides: list[str]) -> None:
     from .demo import run_demo
 
     run_demo(args.output_dir, parse_overrides(overrides), args.overwrite)
+
+
+def _one_line_warnings(show):
+    """warmgen's own warnings as one `warmgen: warning:` line (as its errors), the libraries' as Python shows them."""
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).resolve().is_relative_to(Path(__file__).parent):
+            print(f"warmgen: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or "--debug" in rest
     rest = [r for r in rest if r != "--debug"]
     try:
-        args.func(args, rest)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            args.func(args, rest)
     except (ConfigError, DataError, FileNotFoundError, RunFolderError, TrainingError) as err:
         if debug:
             raise

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .config import SECTIONS, TOP_LEVEL, ConfigError, WarmupConfig
-from .typecheck import check_type, field_types
+from .typecheck import check_type, field_types, shown
 from .validation import validate
 
 
@@ -64,7 +64,7 @@ def apply_mapping(config: WarmupConfig, mapping: dict[str, Any], origin: str) ->
         try:
             if key in SECTIONS:
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+                    raise ConfigError(f"{key}: expected a mapping, got {shown(value)}")
                 for sub_key, sub_value in value.items():
                     set_value(config, f"{key}.{sub_key}", sub_value)
             else:
@@ -93,13 +93,34 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
             key, raw = arg[2:], args[i + 1]
             i += 2
         try:
-            value = yaml.safe_load(raw)
+            value = _within_bounds(yaml.safe_load(raw), f"command line: --{key}")
         except yaml.YAMLError:
             value = raw
         if value is None and raw.strip() not in ("null", "~", "None"):
             value = raw
         pairs.append((key, value))
     return pairs
+
+
+# More values than any config holds: YAML aliases can repeat a list inside itself so that a file of a few
+# lines stands for billions of values, which formatting or copying it would then spell out.
+MAX_VALUES = 100_000
+
+
+def _within_bounds(value: Any, origin: str) -> Any:
+    """`value` as read, after counting what it stands for (each alias counted again) up to MAX_VALUES."""
+    pending, count = [value], 0
+    while pending:
+        item = pending.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{origin}: stands for more than {MAX_VALUES:,} values (YAML aliases that repeat each "
+                              "other): write the values out")
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+    return value
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -125,7 +146,7 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read it: {err}") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return _within_bounds(yaml.load(text, Loader=_UniqueKeyLoader), str(path))
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f":{where.line + 1}" if where is not None else ""
@@ -182,7 +203,7 @@ def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> 
                 continue
             before = old[key] if sub_key is None else old[key][sub_key]
             if before != sub_value and not (name in PATHS and before and sub_value and Path(before).resolve() == Path(sub_value).resolve()):
-                found.append(f"{name}: {before!r} there, {sub_value!r} now")
+                found.append(f"{name}: {shown(before)} there, {shown(sub_value)} now")
     return found
 
 

@@ -32,6 +32,8 @@ class Example:
 
 
 def _read_text(path: Path) -> str:
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a file: name the data file inside it")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     raw = path.read_bytes()
@@ -43,7 +45,8 @@ def _read_text(path: Path) -> str:
     return text.removeprefix("\ufeff")  # a byte-order mark, as some editors write, is not part of the first record
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a DataError names the line of a byte that is not UTF-8)."""
     lines = _read_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # trailing newline; a last line without one is still a record
@@ -62,17 +65,58 @@ def _text_field(record: dict, name: str, where: str, setting: str) -> str:
     return value
 
 
+class _KeyTwice(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are all different: `json` would keep the last of two silently."""
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        seen: set[str] = set()
+        raise _KeyTwice(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return record
+
+
+def _parse_json(text: str, path: Path, line: int | None = None):
+    """`text` (line `line` of `path`, or the whole file) as JSON, or a DataError naming the file, the line and what is wrong."""
+    where = f"{path}:{line}" if line else str(path)
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _KeyTwice as err:
+        raise DataError(f"{where}: field '{err}' appears twice in one object; keep one (JSON readers keep the last)") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{line or err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: nested too deeply to read") from None
+
+
+def _check_strings(record, where: str) -> None:
+    """Every text in a record is Unicode: JSON's \\ud800 escape (half of a UTF-16 pair) is not, and nothing can encode it."""
+    pending = [record]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DataError(f"{where}: holds {value[err.start]!r}, half of a UTF-16 surrogate pair, which is no character; "
+                                "write the whole pair or the character itself") from None
+        elif isinstance(value, Mapping):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, (list, tuple)):
+            pending += value
+
+
 def json_records(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-empty line of a JSONL file."""
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        record = _parse_json(line, path, number)
         if not isinstance(record, dict):
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        _check_strings(record, f"{path}:{number}")
         yield number, record
 
 
@@ -83,10 +127,15 @@ def file_records(path: Path) -> Iterator[tuple[str, str, dict]]:
 
 
 def dataset_records(rows: Iterable, name: str) -> Iterator[tuple[str, str, dict]]:
-    """(where, default id, row) for an in-memory dataset: a list of dicts or a `datasets.Dataset` (`name` as in errors)."""
+    """(where, default id, row) for an in-memory dataset: a list of dicts, a `datasets.Dataset` or a pandas
+    DataFrame (`name` as in errors)."""
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # a DataFrame iterates over its column names
+        rows = rows.to_dict("records")
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise DataError(f"{name}[{index}]: expected a row of fields (a dict), got {type(row).__name__}")
+            raise DataError(f"{name}[{index}]: expected a row of fields (a dict), got {type(row).__name__}; pass a list "
+                            "of dicts, a datasets.Dataset or a pandas DataFrame")
+        _check_strings(row, f"{name}[{index}]")
         yield f"{name}[{index}]", f"{name}:{index}", dict(row)
 
 
@@ -144,15 +193,13 @@ def read_jsonl(path: Path, source_field: str, target_field: str) -> list[Example
 
 def json_array_records(path: Path) -> Iterator[tuple[str, str, dict]]:
     """(where, default id, object) for each item of a file holding one JSON array of objects."""
-    try:
-        items = json.loads(_read_text(path))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    items = _parse_json(_read_text(path), path)
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON array of objects (or one object per line, .jsonl), got {type(items).__name__}")
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise DataError(f"{path}: item {index}: expected a JSON object, got {type(item).__name__}")
+        _check_strings(item, f"{path}: item {index}")
         yield f"{path}: item {index}", f"{path.name}:{index}", item
 
 
@@ -175,7 +222,7 @@ def read_tsv(path: Path, header: tuple[str, str] = ("input", "target")) -> list[
     input/target or source/target; as `Dataset.to_csv(sep="\t")` writes) is a header, not an example."""
     examples = []
     names = {tuple(n.lower() for n in header), ("input", "target"), ("source", "target")}
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip() or (number == 1 and tuple(c.strip().lower() for c in line.split("\t")) in names):
             continue
         columns = line.split("\t")
@@ -190,7 +237,7 @@ def read_tsv(path: Path, header: tuple[str, str] = ("input", "target")) -> list[
 
 def read_parallel(source_path: Path, target_path: Path) -> list[Example]:
     """Line N of the source file pairs with line N of the target file."""
-    sources, targets = _read_lines(source_path), _read_lines(target_path)
+    sources, targets = read_lines(source_path), read_lines(target_path)
     if len(sources) != len(targets):
         raise DataError(
             f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: parallel files must be line-aligned"

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
 
 from .checkpoint import load_checkpoint
 from .config import WarmupConfig
 from .decode import decode
+from .errors import ConfigError, DataError
 from .evaluate import evaluate
 from .layout import make_layout
 from .methods import decodes_with_warmup
 from .models import SEP
 from .tasks import DATASET_NAMES, load_task
 from .train import train
-from .typecheck import ConfigError
 
 SPLIT_OF = {argument: split for split, argument in DATASET_NAMES.items()}
 
@@ -47,6 +50,8 @@ class WarmupTrainer:
             model = None
         if model is not None and tokenizer is None:
             raise ConfigError("WarmupTrainer: pass the model's tokenizer with the model")
+        if tokenizer is not None:
+            check_tokenizer(tokenizer, "WarmupTrainer")
         if model is not None:
             # Saved in config.yaml; LoRA checkpoints rebuild their base from it at eval and resume.
             self.args.model.name = getattr(model, "name_or_path", "") or self.args.model.name
@@ -97,16 +102,54 @@ class WarmupTrainer:
 def generate(model, tokenizer, inputs: list[str | list[dict]], args: WarmupConfig | None = None) -> list[tuple[str | None, str]]:
     """(warmup, output) for each input (a text, or for a decoder-only model a chat: a list of
     role/content turns): the warmup first (None for an SFT model), then the answer, decoded as
-    `args.decode` says (a trained run's args, or a checkpoint's saved config)."""
+    `args.decode` says (a trained run's args, or a checkpoint's saved config). An input longer than
+    `args.data.max_source_length` tokens is cut to it, with a warning (an error under `data.on_overlength: error`)."""
     args = args if args is not None else WarmupConfig()
+    check_tokenizer(tokenizer, "generate")
+    for number, text in enumerate(inputs, start=1):
+        check_text(text, f"generate: input {number}")
     layout = make_layout(model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), args)
+    sources, cut = [], []
+    for number, text in enumerate(inputs, start=1):
+        ids, truncated = layout.source_ids(text)
+        sources.append(ids)
+        if truncated:
+            cut.append(number)
+    if cut:
+        which = f"input{'s' if len(cut) > 1 else ''} {', '.join(map(str, cut[:10]))}{', ...' if len(cut) > 10 else ''}"
+        message = (f"generate: {which} {'are' if len(cut) > 1 else 'is'} longer than data.max_source_length "
+                   f"({args.data.max_source_length} tokens)")
+        if args.data.on_overlength == "error":
+            raise DataError(f"{message}: raise data.max_source_length, or set data.on_overlength truncate")
+        warnings.warn(f"{message} and {'were' if len(cut) > 1 else 'was'} cut to it: raise data.max_source_length to read "
+                      "more", stacklevel=2)
     was_training = model.training
     model.eval()
     pairs = []
-    for start in range(0, len(inputs), args.decode.batch_size):
-        chunk = inputs[start : start + args.decode.batch_size]
-        for generation in decode(model, layout, [layout.source_ids(text)[0] for text in chunk], decodes_with_warmup(args), args):
+    for start in range(0, len(sources), args.decode.batch_size):
+        for generation in decode(model, layout, sources[start : start + args.decode.batch_size], decodes_with_warmup(args), args):
             warmup = None if generation.warmup is None else tokenizer.decode(generation.warmup)
             pairs.append((warmup, tokenizer.decode(generation.target, skip_special_tokens=True).strip()))
     model.train(was_training)
     return pairs
+
+
+def check_tokenizer(tokenizer, where: str) -> None:
+    """A tokenizer object, not its name: the API loads nothing behind the caller's back."""
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        hint = f": load it first, AutoTokenizer.from_pretrained({tokenizer!r})" if isinstance(tokenizer, (str, os.PathLike)) else ""
+        raise ConfigError(f"{where}: tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}{hint}")
+
+
+def check_text(text, where: str) -> None:
+    """An input to decode: a non-empty text (or chat turns) that is valid Unicode (invalid UTF-8 in a command-line
+    argument reaches Python as lone surrogates)."""
+    if isinstance(text, str):
+        if not text.strip():
+            raise DataError(f"{where} is empty: give a text to generate from")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise DataError(f"{where} is not valid UTF-8 text (character {err.start + 1})") from None
+    elif not isinstance(text, list):
+        raise DataError(f"{where}: expected a text or a list of chat turns, got {type(text).__name__}")

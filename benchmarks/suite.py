@@ -14,12 +14,16 @@ on a machine that never held the run folders (`warmgen compare --import`). Then 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 from pathlib import Path
 
 from benchmarks.recording import CHECKOUT as ROOT
-from benchmarks.recording import portable, write_record
+from benchmarks.recording import find_record, portable, write_record
 from warmgen.compare import load_spec, run_comparison
-from warmgen.compare.archive import archive_content, write_archive
+from warmgen.compare.archive import archive_content, import_runs, write_archive
+from warmgen.compare.report import interval
+from warmgen.compare.significance import sign_counts, verdict
 from warmgen.compare.statistics import summarize_finished
 
 TASKS = {  # task: comparison spec
@@ -57,7 +61,13 @@ def main() -> None:
                         "train them, or with --partial record them; the record is named <task>-seeds-<seeds>")
     parser.add_argument("--label", help="with --partial and one task: record it under this name (runs of an earlier "
                         "recipe of the task, in their own --out folder)")
+    parser.add_argument("--resummarise", nargs="+", metavar="RECORD", help="train nothing: summarise each record's runs "
+                        "archive (RECORD.runs.json.gz) again with this checkout's statistics, as a new record of its task")
     args = parser.parse_args()
+    if args.resummarise:
+        for name in args.resummarise:
+            print(f"wrote {resummarise(find_record(name))}", flush=True)
+        return
     if args.label and (not args.partial or len(args.tasks) != 1):
         parser.error("--label names the partial record of one task: use it with --partial and one --tasks")
     lines = []
@@ -80,7 +90,7 @@ def main() -> None:
         primary = summary["primary_metric"]
         for variant, row in summary["table"].items():
             versus = summary["versus_baseline"].get(variant, {}).get(primary)
-            delta = "" if versus is None else f"{versus['diff']:+.4g} [{versus['ci_low']:+.4g}, {versus['ci_high']:+.4g}] p={versus['p_value']:.3g}"
+            delta = "" if versus is None else f"{versus['diff']:+.4g} {interval(versus)} {verdict(versus, primary)} ({sign_counts(versus, primary)})"
             lines.append(f"{task:<8} {variant:<42} {primary} {row[primary]['mean']:.4g} ± {row[primary]['std']:.2g}  {delta}")
         print(f"wrote {path} and {archive.name}", flush=True)
     print("\n".join(lines))
@@ -92,6 +102,24 @@ def keep_runs(record: Path, spec_path: Path, folder: Path, seeds: list[int]) -> 
     archive = record.with_suffix(".runs.json.gz")
     write_archive(archive, portable(content))
     return archive
+
+
+def resummarise(record_path: Path) -> Path:
+    """A new record of the record's task: its runs archive imported into a fresh folder and summarised by this checkout
+    (the runs themselves unchanged; `resummarised_from` names the record, `runs` the archive it keeps using)."""
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    archive = record_path.with_suffix(".runs.json.gz")
+    spec_path = ROOT / record["spec"]
+    seeds = sorted({int(seed) for seeds in record["summary"]["seeds"].values() for seed in seeds})
+    with tempfile.TemporaryDirectory() as folder:
+        import_runs(str(spec_path), [str(archive)], folder, seeds=seeds)
+        found = summarize_finished(load_spec(spec_path, seeds), Path(folder))
+    if found is None:
+        raise SystemExit(f"{archive}: no finished run of its baseline")
+    task = record["benchmark"].removeprefix("suite/")
+    return write_record("suite", task + ("" if record.get("complete", True) else "-partial"),
+                        {"benchmark": record["benchmark"], "spec": record["spec"], "complete": record.get("complete", True),
+                         "resummarised_from": record_path.name, "runs": archive.name, "summary": found[0]})
 
 
 def finished_so_far(spec_path: Path, folder: Path, seeds: list[int] | None = None) -> dict | None:

@@ -5,9 +5,10 @@
 
 Without --record: for every task benchmarks/suite.py has recorded (or those of --tasks, or all but
 those of --exclude), the newest record (by date, then the -2, -3 ... suffix of same-day reruns),
-each variant against the baseline on the task's primary metric, with the paired-bootstrap 95% CI
-and p-value from the record, both scores over the seeds of that test (a partial record's variants
-may have finished different seeds: the seeds column counts those both have). With --record: one
+each variant against the baseline on the task's primary metric, with the seed-level 95% CI, p-value
+and verdict from the record (a record written before warmgen had the seed-level test shows its
+example-level bootstrap, marked so, and no verdict), both scores over the seeds of that test (a
+partial record's variants may have finished different seeds: the seeds column counts those both have). With --record: one
 record's variants, one row each, with the --columns from its table (mean ± std over its seeds,
 listed when they differ between rows) and, for each --versus metric, the difference from the
 baseline with its CI and p; --contrasts adds a table of the spec's other pairs (`contrasts`) on
@@ -32,6 +33,7 @@ import numpy as np
 
 from benchmarks.recording import CHECKOUT, RESULTS, find_record, record_order
 from warmgen.compare.report import summary_seeds
+from warmgen.compare.significance import sign_counts, verdict
 
 SUITE = RESULTS / "suite"
 
@@ -53,8 +55,8 @@ def newest_suite_records(folder: Path = SUITE) -> dict[str, tuple[Path, dict]]:
 
 
 def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: list[str] = (), exclude: list[str] = ()) -> str:
-    rows = ["| task | seeds | test examples | metric | comparison | variant's score | baseline's score | difference [95% CI] | p | record |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| task | seeds | test examples | metric | comparison | variant's score | baseline's score | difference [95% CI] | p "
+            "| verdict | record |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, (path, record) in newest_suite_records(folder).items():
         if (tasks and task not in tasks) or task in exclude:
             continue
@@ -80,8 +82,8 @@ def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: 
             rows.append(
                 f"| {task} | {seeds_cell} | {summary['test_examples']} | {metric} | {variant} vs {spec['baseline']} "
                 f"| {value(summary['table'][variant][primary], seeds)} | {value(baseline, seeds)} "
-                f"| {found['diff']:+.{decimals}f} [{found['ci_low']:+.{decimals}f}, {found['ci_high']:+.{decimals}f}] "
-                f"| {found['p_value']:.3f} | [{path.name}]({links}/{path.name}) |")
+                f"| {_interval(found, decimals)} | {_p_value(found)} | {_verdict(found, primary, summary, variant)} "
+                f"| [{path.name}]({links}/{path.name}) |")
     return "\n".join(rows)
 
 
@@ -103,11 +105,39 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
-def _difference(found: dict | None, d: int) -> str:
-    """A difference with its CI and p, to `d` decimals ("" when the record has none)."""
+def _test(found: dict) -> tuple[dict, str]:
+    """The test a difference is judged by: the seed-level one; in a record written before warmgen had it (or of one
+    seed), the example-level one, marked."""
+    if found.get("seed_level"):
+        return found["seed_level"], ""
+    return found.get("example_level", found), " (example level)"
+
+
+def _interval(found: dict, d: int) -> str:
+    test, mark = _test(found)
+    return f"{found['diff']:+.{d}f} [{test['ci_low']:+.{d}f}, {test['ci_high']:+.{d}f}]{mark}"
+
+
+def _p_value(found: dict) -> str:
+    return f"{_test(found)[0]['p_value']:.3f}"
+
+
+def _verdict(found: dict, key: str, summary: dict, variant: str) -> str:
+    """better / worse / level on the seed-level test, with the seeds' signs; "–" for a record without per-seed differences.
+    A variant whose best checkpoint is its SFT warm start is said to be so: its scores are not the method's."""
+    if "per_seed_diff" not in found:
+        return "–"
+    stuck = summary.get("best_at_warm_start", {}).get(variant)
+    return f"{verdict(found, key)} ({sign_counts(found, key)})" + (f"; best checkpoint = the SFT warm start at {len(stuck)} "
+                                                                    "seed(s): not the method's score" if stuck else "")
+
+
+def _difference(found: dict | None, d: int, key: str, summary: dict, variant: str) -> str:
+    """A difference with its CI, p and verdict, to `d` decimals ("" when the record has none)."""
     if found is None:
         return ""
-    return f"{found['diff']:+.{d}f} [{found['ci_low']:+.{d}f}, {found['ci_high']:+.{d}f}], p = {found['p_value']:.3f}"
+    return f"{_interval(found, d)}, p = {_p_value(found)}" + ("" if "per_seed_diff" not in found else
+                                                              f"; {_verdict(found, key, summary, variant)}")
 
 
 def _load(record_name: str, names: list[str]) -> tuple[dict, dict[str, int]]:
@@ -138,7 +168,7 @@ def variant_table(record_name: str, columns: list[str], versus: list[str] = ()) 
         return f"{found['mean']:.{d}f}" + (f" ± {found['std']:.{d}f}" if len(seeds[variant]) > 1 else "")
 
     def difference(variant: str, name: str) -> str:
-        return _difference(summary["versus_baseline"].get(variant, {}).get(name), decimals[name])
+        return _difference(summary["versus_baseline"].get(variant, {}).get(name), decimals[name], name, summary, variant)
 
     header = ["variant", *(["seeds"] if uneven else []), *columns, *(f"Δ {name} vs {baseline} [95% CI]" for name in versus)]
     return _markdown(header, [[f"{variant} (baseline)" if variant == baseline else variant,
@@ -153,7 +183,8 @@ def contrast_table(record_name: str, metrics: list[str]) -> str:
     if not summary.get("contrasts"):
         raise SystemExit(f"{record_name}: its spec has no contrasts")
     header = ["contrast", *(f"Δ {name} [95% CI]" for name in metrics)]
-    return _markdown(header, [[pair, *(_difference(found.get(name), decimals[name]) for name in metrics)]
+    return _markdown(header, [[pair, *(_difference(found.get(name), decimals[name], name, summary, pair.split(" vs ")[0])
+                                       for name in metrics)]
                               for pair, found in summary["contrasts"].items()])
 
 

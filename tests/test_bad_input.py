@@ -57,7 +57,7 @@ def test_the_api_names_a_tokenizer_given_by_name(run):
 
 
 def test_a_full_disk_while_logging_names_the_log(tmp_path, monkeypatch, capsys):
-    import warmgen.train
+    import warmgen.runlog
 
     class FullDisk:
         name = str(tmp_path / "new" / "metrics.jsonl")
@@ -65,7 +65,7 @@ def test_a_full_disk_while_logging_names_the_log(tmp_path, monkeypatch, capsys):
         def write(self, text):
             raise OSError(28, "No space left on device")
 
-    real = warmgen.train.open_logs
-    monkeypatch.setattr(warmgen.train, "open_logs", lambda *args: (FullDisk(), real(*args)[1]))
+    real = warmgen.runlog.open_logs
+    monkeypatch.setattr(warmgen.runlog, "open_logs", lambda *args: (FullDisk(), real(*args)[1]))
     code, _, err = cli(capsys, "train", *ARGS, "--output_dir", str(tmp_path / "new"))
     assert code == 2 and f"warmgen: error: {FullDisk.name}: No space left on device" in err

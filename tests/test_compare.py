@@ -1,5 +1,6 @@
 """`warmgen compare`: bootstrap CIs, resumable runs, and the report."""
 
+import itertools
 import json
 import os
 import signal
@@ -10,25 +11,65 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from warmgen.cli import main
-from warmgen.compare import load_spec, paired_bootstrap
+from warmgen.compare import load_spec, paired_tests
+from warmgen.compare.significance import sign_counts, verdict
 from warmgen.config import ConfigError
 from warmgen.rundir import step_checkpoint
 
 
-def test_bootstrap_ci_covers_a_known_difference():
+def test_example_level_bootstrap_covers_a_known_difference():
     """Synthetic paired 0/1 scores: variant right 80% of the time, baseline 60%, over 3 seeds."""
     rng = np.random.default_rng(0)
     n = 3000
     variant = [(rng.random((n, 1)) < 0.8).astype(float) for _ in range(3)]
     baseline = [(rng.random((n, 1)) < 0.6).astype(float) for _ in range(3)]
-    result = paired_bootstrap("exact_match", variant, baseline, samples=300)["exact_match"]
-    assert result["ci_low"] < 0.2 < result["ci_high"] and result["ci_low"] > 0.15
+    result = paired_tests("exact_match", variant, baseline, samples=300)["exact_match"]
+    example = result["example_level"]
+    assert example["ci_low"] < 0.2 < example["ci_high"] and example["ci_low"] > 0.15
     assert result["diff"] == pytest.approx(np.mean([v.mean() for v in variant]) - np.mean([b.mean() for b in baseline]))
-    assert result["p_value"] < 0.01
-    same = paired_bootstrap("exact_match", baseline, baseline, samples=100)["exact_match"]
-    assert same["diff"] == 0 and same["p_value"] == 1.0
+    assert result["per_seed_diff"] == pytest.approx([v.mean() - b.mean() for v, b in zip(variant, baseline)])
+    assert example["p_value"] < 0.01 and result["seed_level"]["ci_low"] > 0.15
+    same = paired_tests("exact_match", baseline, baseline, samples=100)["exact_match"]
+    assert same["diff"] == 0 and same["example_level"]["p_value"] == 1.0 and same["seed_level"]["p_value"] == 1.0
+
+
+def test_the_test_sets_variance_against_an_exact_enumeration_of_the_bootstrap():
+    """3 seeds x 4 examples: the example-level bootstrap's variance of the seed-mean difference, enumerated over all
+    4^4 draws of the test set (shared by the seeds), against the seed-level test's use of it."""
+    variant = [np.array([[1], [0], [1], [1]], float), np.array([[1], [1], [0], [1]], float), np.array([[0], [1], [1], [1]], float)]
+    reference = [np.array([[0], [0], [1], [0]], float), np.array([[1], [0], [0], [0]], float), np.array([[0], [0], [1], [1]], float)]
+    exact = [np.mean([v[list(index)].mean() - r[list(index)].mean() for v, r in zip(variant, reference)])
+             for index in itertools.product(range(4), repeat=4)]
+    result = paired_tests("exact_match", variant, reference, samples=20000)["exact_match"]
+    per_seed = np.array(result["per_seed_diff"])
+    # What the test is: SE^2 = var over seeds / n + the bootstrap's variance; Welch-Satterthwaite df.
+    seed_var, example_var = per_seed.var(ddof=1) / 3, np.var(exact)
+    se = np.sqrt(seed_var + example_var)
+    df = 2 * (se**2 / seed_var) ** 2
+    assert result["seed_level"]["se"] == pytest.approx(se, rel=0.02)
+    assert result["seed_level"]["df"] == pytest.approx(df, rel=0.05)
+    assert result["seed_level"]["p_value"] == pytest.approx(2 * scipy_stats.t.sf(per_seed.mean() / se, df), rel=0.05)
+
+
+def test_the_seed_level_test_is_the_t_test_across_seeds_when_the_test_set_adds_nothing():
+    """Every example scored alike, so resampling the test set changes nothing: the seed-level p-value is the paired
+    t-test's over the per-seed differences. The issue's g2p-full case (+0.020, +0.050, +0.006): p 0.19, level."""
+    def seeds(scores):
+        return [np.full((50, 1), s) for s in scores]
+
+    result = paired_tests("exact_match", seeds([0.520, 0.550, 0.506]), seeds([0.5, 0.5, 0.5]), samples=200)["exact_match"]
+    assert result["seed_level"]["p_value"] == pytest.approx(scipy_stats.ttest_1samp([0.020, 0.050, 0.006], 0).pvalue)
+    assert result["seed_level"]["p_value"] == pytest.approx(0.19, abs=0.01)
+    assert result["example_level"]["p_value"] < 0.01  # the test that ignored the seeds called it
+    assert verdict(result, "exact_match") == "level" and sign_counts(result, "exact_match") == "better at 3/3 seeds"
+    worse = paired_tests("exact_match", seeds([0.40, 0.41, 0.42]), seeds([0.5, 0.5, 0.5]), samples=200)["exact_match"]
+    assert verdict(worse, "exact_match") == "worse" and verdict(worse, "wer") == "better"  # lower is better for an error rate
+    assert sign_counts(worse, "exact_match") == "worse at 3/3 seeds"
+    one = paired_tests("exact_match", seeds([0.6]), seeds([0.5]), samples=50)["exact_match"]
+    assert one["seed_level"] is None and verdict(one, "exact_match") == "one seed"
 
 
 def spec_file(tmp_path):
@@ -76,9 +117,11 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     for name in ("report.md", "report.html", "training.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
     assert "Versus sft" in (out / "report.md").read_text() and "Contrasts" in (out / "report.md").read_text()
-    # A contrast is the same paired bootstrap with the roles swapped.
+    # A contrast is the same paired tests with the roles swapped.
     reverse, forward = summary["contrasts"]["sft vs warmup"]["per"], summary["versus_baseline"]["warmup"]["per"]
-    assert reverse["diff"] == pytest.approx(-forward["diff"]) and reverse["p_value"] == pytest.approx(forward["p_value"])
+    assert reverse["diff"] == pytest.approx(-forward["diff"]) and reverse["per_seed_diff"] == pytest.approx([-d for d in forward["per_seed_diff"]])
+    for level in ("example_level", "seed_level"):
+        assert reverse[level]["p_value"] == pytest.approx(forward[level]["p_value"])
 
     stamp = (out / "warmup" / "seed1" / "results.json").stat().st_mtime
     # A run logged before the load averages were recorded: the summary leaves those columns empty.
@@ -409,3 +452,18 @@ def test_every_shipped_comparison_spec_loads():
     assert len(specs) >= 10
     for path in specs:
         load_spec(path)
+
+
+def test_a_warmup_run_whose_best_checkpoint_is_its_warm_start_is_flagged():
+    from warmgen.compare.report import _test_row
+    from warmgen.compare.statistics import best_at_warm_start
+
+    def run(method, best, warm_start=True):
+        warmup = {"sft_warm_start_from": "../sft/seed0/checkpoints/step-30" if warm_start else None, "sft_warm_start_steps": 30}
+        return {"config": {"method": method, "warmup": warmup}, "results": {"best_step": best}}
+
+    seeds = {0: run("warmup", 30), 1: run("warmup", 60), 2: run("warmup", 30)}
+    assert best_at_warm_start(seeds) == [0, 2]
+    assert best_at_warm_start({0: run("sft", 30), 1: run("warmup", 30, warm_start=False)}) == []
+    result = paired_tests("exact_match", [np.ones((4, 1))] * 3, [np.zeros((4, 1))] * 3, samples=20)["exact_match"]
+    assert "(best = warm start at 2/3 seeds)" in _test_row("exact_match", result, [0, 2], 3)[4]

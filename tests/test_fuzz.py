@@ -18,6 +18,7 @@ from test_reliability import config, losses
 import warmgen.checkpoint
 import warmgen.cli
 import warmgen.objectives
+import warmgen.runlog
 import warmgen.train
 from warmgen.config import SECTIONS, TOP_LEVEL, ConfigError
 from warmgen.config_files import load_config
@@ -99,7 +100,7 @@ def test_faults_at_seeded_random_points_resume_to_the_uninterrupted_run(tmp_path
     warmgen.train.train(config(tmp_path, "whole", "--train.eval_every", "1"))
     expected = losses(tmp_path / "whole")
     rng = random.Random(20261130)
-    real_step, real_save, real_open_logs = warmgen.objectives.warmup_step, torch.save, warmgen.train.open_logs
+    real_step, real_save, real_open_logs = warmgen.objectives.warmup_step, torch.save, warmgen.runlog.open_logs
     for case, fault in enumerate(["crash", "full_disk", "kill_deleting_old", "torn_log_line"]):
         run = f"case{case}"
         n = rng.randint(2, 5)
@@ -110,7 +111,7 @@ def test_faults_at_seeded_random_points_resume_to_the_uninterrupted_run(tmp_path
         elif fault == "kill_deleting_old":
             monkeypatch.setattr(warmgen.checkpoint.shutil, "rmtree", dying_while_deleting_old(shutil.rmtree, n))
         else:
-            monkeypatch.setattr(warmgen.train, "open_logs", tearing_the_metrics_log(real_open_logs, n))
+            monkeypatch.setattr(warmgen.runlog, "open_logs", tearing_the_metrics_log(real_open_logs, n))
         with pytest.raises((RuntimeError, OSError)):  # the simulated crash or kill, or RunFolderError for the full disk
             warmgen.train.train(config(tmp_path, run, "--train.eval_every", "1"))
         monkeypatch.undo()
@@ -166,13 +167,14 @@ def tearing_the_metrics_log(open_logs, n: int):
 
 
 class TornOnWrite:
-    """A log stream whose n-th line is cut in the middle, and the process killed, as a kill or a full disk leaves it."""
+    """A log stream whose n-th training-step line (step n, after the step n - 1 checkpoint) is cut in the middle, and
+    the process killed, as a kill or a full disk leaves it."""
 
     def __init__(self, stream, n: int):
         self.stream, self.n, self.name = stream, n, stream.name
 
     def write(self, text: str) -> None:
-        self.n -= 1
+        self.n -= '"loss"' in text
         if self.n == 0:
             self.stream.write(text[: len(text) // 2])
             self.stream.flush()

@@ -116,8 +116,8 @@ def test_an_fsdp_sharded_encoder_decoder_runs_its_encoder_once_per_row_with_the_
     (shared, shared_grads), (per_row, per_row_grads) = results
     for field in ("logp_warmup", "logp_target", "n_warmup", "n_target"):
         torch.testing.assert_close(getattr(per_row, field), getattr(shared, field), atol=1e-5, rtol=0)
-    for a, b in zip(shared_grads, per_row_grads):
-        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    for a, b in zip(shared_grads, per_row_grads):  # float32 sums in another order: equal to a few ulps of gradients ~25 in size
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=2e-6)
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -43,3 +43,27 @@ def test_per_example_stats_reproduce_the_corpus_metric(name):
     full = compute([name], hyps, refs)
     for key, value in from_stats(name, example_stats(name, hyps, refs)).items():
         assert value == pytest.approx(full[key])
+
+
+def test_g2p_any_metrics_score_against_the_closest_listed_pronunciation():
+    """'either': the model says the second listed pronunciation; 'read': one phoneme off the closer one."""
+    hyps = ["AY1 DH ER0", "R EH1 T"]
+    refs = ["IY1 DH ER0", "R IY1 D"]
+    references = [["IY1 DH ER0", "AY1 DH ER0"], ["R IY1 D", "R EH1 D"]]
+    found = compute(["wer", "per", "wer_any", "per_any"], hyps, refs, references=references)
+    assert found["wer"] == 1.0 and found["per"] == pytest.approx((1 + 2) / 6)
+    assert found["wer_any"] == 0.5 and found["per_any"] == pytest.approx((0 + 1) / 6)
+    assert compute(["wer_any", "per_any"], hyps, refs) == {"wer_any": 1.0, "per_any": pytest.approx(3 / 6)}  # no variants given
+
+
+def test_the_g2p_task_lists_every_pronunciation_of_a_test_word():
+    from warmgen.config import WarmupConfig
+    from warmgen.tasks import load_task
+
+    config = WarmupConfig()
+    config.data.max_train_examples = 10
+    task = load_task(config)
+    test = task.split("test")
+    several = [e for e in test[:500] if len(e.extra["references"]) > 1]
+    assert all(e.extra["references"][0] == e.target for e in test) and len(several) == 36  # the issue's count in g2p-full's 500
+    assert {"wer_any", "per_any"} <= set(task.metrics)

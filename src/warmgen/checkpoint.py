@@ -185,9 +185,11 @@ def load_checkpoint(folder: Path, trusting: ModelConfig | None = None):
     config.model.trust_remote_code, config.model.allow_bin_weights = trusting.trust_remote_code, trusting.allow_bin_weights
     if (folder / "adapter_config.json").is_file():
         model, tokenizer, sep_id = load_adapter(config.model, folder)
-        return model, tokenizer, sep_id, config
-    model, tokenizer = load_pretrained(str(folder), dataclasses.replace(config.model, revision=None, allow_bin_weights=False))
-    return model, tokenizer, tokenizer.convert_tokens_to_ids(SEP), config
+    else:
+        model, tokenizer = load_pretrained(str(folder), dataclasses.replace(config.model, revision=None, allow_bin_weights=False))
+        sep_id = tokenizer.convert_tokens_to_ids(SEP)
+    portable.restore_chat_template(folder, tokenizer)
+    return model, tokenizer, sep_id, config
 
 
 def rng_state() -> dict:

@@ -63,7 +63,7 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
     inference_seconds = time.time() - start  # decoding (and option scoring) only, not the metrics
 
     refs = [p["target"] for p in predictions]
-    options = dict(task.metric_options, sources=[e.source for e in examples])
+    options = dict(task.metric_options, sources=[e.source for e in examples], references=task_references(examples))
     scores = metrics.compute(task.metrics, [p["prediction"] for p in predictions], refs, **options) if generate_targets else {}
     if with_options:
         scores.update(task.option_metrics(examples, predictions))
@@ -82,6 +82,11 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
         scores["target/mean_length"] = sum(target_lengths) / len(target_lengths)
     scores["num_examples"] = len(examples)
     return scores, predictions
+
+
+def task_references(examples) -> list[list[str]]:
+    """Every accepted reference of each example (a G2P word's listed pronunciations), the target first."""
+    return [e.extra.get("references", [e.target]) for e in examples]
 
 
 def read_predictions(folder: Path) -> list[dict]:

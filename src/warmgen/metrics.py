@@ -4,6 +4,7 @@ G2P (phonemes separated by spaces):
   exact_match  fraction of words whose phoneme string is exactly right
   wer          word error rate = 1 - exact_match (a word is wrong if any phoneme is)
   per          phoneme error rate = total phoneme edit distance / total reference phonemes
+  wer_any, per_any  the same against the closest of each word's listed references (CMUdict's variants)
 Text: bleu and chrf (chrF++, i.e. word_order=2) from sacrebleu, with their signatures;
 rouge (ROUGE-1/2/L F1 x100, rouge-score with Porter stemming, mean over examples).
 Multiple choice: accuracy and macro_f1 on option letters, plus the unparseable rate.
@@ -21,7 +22,7 @@ import re
 
 import numpy as np
 
-RESAMPLABLE = ("exact_match", "wer", "per", "bleu", "chrf", "rouge", "accuracy", "macro_f1")
+RESAMPLABLE = ("exact_match", "wer", "per", "wer_any", "per_any", "bleu", "chrf", "rouge", "accuracy", "macro_f1")
 MODEL_BASED = ("comet", "bertscore")
 CHOICE = re.compile(r"^\s*\(?([A-Z])(?:[.):\s]|$)")
 
@@ -49,12 +50,18 @@ def _sacrebleu(name: str, bleu_tokenize: str = "13a", **_):
     return BLEU(tokenize=bleu_tokenize) if name == "bleu" else CHRF(word_order=2)
 
 
-def example_stats(name: str, hyps: list[str], refs: list[str], **options) -> np.ndarray:
-    """Per-example statistics [n, d] of a resamplable metric."""
+def example_stats(name: str, hyps: list[str], refs: list[str], references: list[list[str]] | None = None, **options) -> np.ndarray:
+    """Per-example statistics [n, d] of a resamplable metric. `references`: every accepted reference of each example
+    (wer_any, per_any; by default `refs`)."""
     if name in ("exact_match", "wer"):
         return np.array([[h.split() == r.split()] for h, r in zip(hyps, refs)], dtype=float).reshape(-1, 1)
     if name == "per":
         return np.array([[edit_distance(h.split(), r.split()), len(r.split())] for h, r in zip(hyps, refs)], dtype=float).reshape(-1, 2)
+    if name in ("wer_any", "per_any"):
+        # The closest listed reference: fewest edits, then the shorter (per_any's denominator is that reference's length).
+        closest = [min((edit_distance(h.split(), a.split()), len(a.split())) for a in alternatives)
+                   for h, alternatives in zip(hyps, references or [[r] for r in refs])]
+        return np.array([[d == 0] if name == "wer_any" else [d, n] for d, n in closest], dtype=float).reshape(-1, 1 if name == "wer_any" else 2)
     if name in ("bleu", "chrf"):
         return np.array(_sacrebleu(name, **options)._extract_corpus_statistics(hyps, [refs]), dtype=float)
     if name == "rouge":
@@ -73,10 +80,10 @@ def from_stats(name: str, stats: np.ndarray, **options) -> dict:
     n = max(len(stats), 1)
     if name == "exact_match":
         return {"exact_match": stats[:, 0].sum() / n}
-    if name == "wer":
-        return {"wer": 1 - stats[:, 0].sum() / n}
-    if name == "per":
-        return {"per": stats[:, 0].sum() / max(stats[:, 1].sum(), 1)}
+    if name in ("wer", "wer_any"):
+        return {name: 1 - stats[:, 0].sum() / n}
+    if name in ("per", "per_any"):
+        return {name: stats[:, 0].sum() / max(stats[:, 1].sum(), 1)}
     if name in ("bleu", "chrf"):
         return {name: _sacrebleu(name, **options)._compute_score_from_stats(stats.sum(0).astype(int).tolist()).score}
     if name == "rouge":

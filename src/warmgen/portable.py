@@ -26,6 +26,10 @@ from .layout import make_layout
 from .methods import decodes_with_warmup, fixed_warmup
 from .models import SEP
 
+# The chat template the tokenizer trained with, where the saved one writes model.prompt_template instead: chat data
+# went through it, so warmgen loads it back (restore_chat_template) to read chat turns as training did.
+TRAINED_CHAT_TEMPLATE = "warmgen_chat_template.jinja"
+
 
 def save(folder: Path, model, tokenizer, config: WarmupConfig) -> None:
     """The tokenizer, generation config and custom generate of the model saved (or being saved) in `folder`."""
@@ -34,6 +38,8 @@ def save(folder: Path, model, tokenizer, config: WarmupConfig) -> None:
     original = tokenizer.chat_template
     if template is not None:
         tokenizer.chat_template = template
+        if isinstance(original, str):
+            (folder / TRAINED_CHAT_TEMPLATE).write_text(original, encoding="utf-8")
     try:
         tokenizer.save_pretrained(folder)
     finally:
@@ -42,6 +48,13 @@ def save(folder: Path, model, tokenizer, config: WarmupConfig) -> None:
     if decodes_with_warmup(config):
         (folder / "custom_generate").mkdir(exist_ok=True)
         shutil.copyfile(custom_generate.__file__, folder / "custom_generate" / "generate.py")
+
+
+def restore_chat_template(folder: Path, tokenizer) -> None:
+    """The tokenizer of a checkpoint as it trained: with its own chat template where `save` put the prompt's in its place."""
+    trained = folder / TRAINED_CHAT_TEMPLATE
+    if trained.is_file():
+        tokenizer.chat_template = trained.read_text(encoding="utf-8")
 
 
 def generation_config(model, layout, config: WarmupConfig) -> GenerationConfig:

@@ -1,6 +1,6 @@
-"""A run's logs: metrics.jsonl (one JSON line per logged step and per evaluation) and samples.jsonl
+"""A run's logs: metrics.jsonl (one JSON line per logged step, evaluation and warning) and samples.jsonl
 (sampled warmups of a few training examples with their rewards). Their names, opening them for a new or
-a resumed run, reading them back, writing samples."""
+a resumed run, writing them (with the trackers), reading them back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import diagnostics
 from .errors import RunFolderError
+from .trackers import Trackers
 
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
@@ -78,6 +80,39 @@ def read_training_log(run_dir: Path) -> list[dict]:
         return []
     rows = [row for _, row in _json_lines(log)]
     return [{RENAMED_LOG_KEYS.get(key, key) if "loss" in row else key: value for key, value in row.items()} for row in rows]
+
+
+class RunLog:
+    """The main process's logs of a run: metrics.jsonl and samples.jsonl (continued after `resume_step`, or new),
+    the trackers (`train.report_to`), and diagnostics.py's warnings, each said once a run."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None, report_to: list[str], config: dict):
+        self.metrics, self.samples = open_logs(run_dir, resume_step)
+        self.trackers = Trackers(report_to, run_dir, config) if report_to else None
+        self.warned: set[str] = set()
+
+    def log(self, row: dict) -> None:
+        write_row(self.metrics, row)
+        if self.trackers is not None:
+            self.trackers.log(row)
+        self.warn(row.get("step", 0), "cut_off", diagnostics.cut_off(row))
+
+    def warn(self, step: int, kind: str, message: str | None) -> None:
+        if message is not None and kind not in self.warned:
+            self.warned.add(kind)
+            tqdm.write(f"warning: step {step}: {message}")
+            self.log({"step": step, "event": "warning", "kind": kind, "warning": message})
+
+    def log_samples(self, step: int, examples, result, layout) -> None:
+        rows = write_samples(self.samples, step, examples, result, layout)
+        if self.trackers is not None:
+            self.trackers.log_samples(step, rows)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.samples.close()
+        if self.trackers is not None:
+            self.trackers.finish()
 
 
 def write_samples(stream, step: int, examples, result, layout) -> list[dict]:

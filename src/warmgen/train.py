@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
+from . import diagnostics
 from .batching import epoch_order, tokenize
 from .checkpoint import TrainState, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .compat import enable_activation_checkpointing
@@ -45,10 +46,10 @@ from .rundir import (
     run_config_file,
     step_checkpoint,
 )
-from .runlog import open_logs, write_row, write_samples
+from .runlog import RunLog, read_training_log
 from .start import starting_model
 from .tasks import Task, load_task
-from .trackers import Trackers, check_installed
+from .trackers import check_installed
 from .validation import validate
 from .warmup import merges_repeats
 
@@ -79,15 +80,11 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     lengths: list | None
-    metrics_log: Any = None
-    samples_log: Any = None
-    trackers: Trackers | None = None
+    logs: RunLog | None = None  # the main process's
 
     def log(self, row: dict) -> None:
-        if self.procs.is_main:
-            write_row(self.metrics_log, row)
-            if self.trackers is not None:
-                self.trackers.log(row)
+        if self.logs is not None:
+            self.logs.log(row)
 
     def checkpoint_state(self, rng: list, optimizer_state: dict) -> TrainState:
         memory = self.objectives.memory
@@ -101,12 +98,17 @@ class Run:
         rng = procs.gather(rng_state())  # every process's RNG, so a resumed run samples the same
         row, improved = {"step": s.step, "epoch": s.step / self.steps_per_epoch, "train_seconds": s.train_seconds}, False
         has_dev = bool(task.splits.get("dev"))
+        # An SFT warm start's model writes no warmups yet: it is scored as SFT (the curve goes on from the SFT run's), and
+        # only a model decoded as the method decodes can be the method's best checkpoint.
+        as_method = s.step > self.config.warmup.sft_warm_start_steps or not decodes_with_warmup(self.config)
         if has_dev and procs.evaluates:
-            scores, _ = evaluate(self.model, self.layout, task, "dev", self.config, use_warmup=decodes_with_warmup(self.config))
+            use_warmup = decodes_with_warmup(self.config) and as_method
+            scores, _ = evaluate(self.model, self.layout, task, "dev", self.config, use_warmup=use_warmup)
             row.update({f"dev/{k}": v for k, v in scores.items() if not k.endswith("signature") and k != "skipped"})
+            row["dev/decoded_with_warmup"] = use_warmup
             value = scores[task.primary_metric]
             best = s.best["metric"]
-            improved = best is None or (value > best if task.greater_is_better else value < best)
+            improved = as_method and (best is None or (value > best if task.greater_is_better else value < best))
             if improved:
                 s.best = {"metric": value, "step": s.step}
         weights, optimizer_state = procs.full_state_dict(self.model), procs.optimizer_state(self.model, self.optimizer)
@@ -114,7 +116,8 @@ class Run:
             if improved:
                 save_checkpoint(best_checkpoint(self.run_dir), self.model, self.tokenizer, self.config, None, weights)
             if has_dev:
-                tqdm.write(f"step {s.step}: dev {task.primary_metric} {value:.4f} (best {s.best['metric']:.4f} at step {s.best['step']})")
+                best = "decoded as SFT: the warm start" if not as_method else f"best {s.best['metric']:.4f} at step {s.best['step']}"
+                tqdm.write(f"step {s.step}: dev {task.primary_metric} {value:.4f} ({best})")
             save_checkpoint(last_checkpoint(self.run_dir), self.model, self.tokenizer, self.config, self.checkpoint_state(rng, optimizer_state), weights)
             self.log(row)
         procs.barrier()
@@ -129,11 +132,8 @@ class Run:
         self.procs.barrier()
 
     def close_logs(self) -> None:
-        if self.procs.is_main:
-            self.metrics_log.close()
-            self.samples_log.close()
-            if self.trackers is not None:
-                self.trackers.finish()
+        if self.logs is not None:
+            self.logs.close()
 
     def out_of_time(self) -> bool:
         # One answer for all processes: one stopping alone would leave the others waiting in a collective.
@@ -199,13 +199,12 @@ def _open_logs(run: Run, resume: bool, warm_start_log: list[dict]) -> None:
     """metrics.jsonl and samples.jsonl: continued from the resumed step, or new; the trackers."""
     if not run.procs.is_main:
         return
-    run.metrics_log, run.samples_log = open_logs(run.run_dir, run.state.step if resume else None)
-    report_to = run.config.train.report_to
-    run.trackers = Trackers(report_to, run.run_dir, run.config.to_dict()) if report_to else None
+    run.logs = RunLog(run.run_dir, run.state.step if resume else None, run.config.train.report_to, run.config.to_dict())
     if not resume:
         print(json.dumps(run.header))
         for row in [run.header] + warm_start_log:  # the SFT run's training log of the steps this run starts after
             run.log(row)
+        run.logs.warn(run.state.step, "from_scratch", diagnostics.from_scratch(run.config))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -296,9 +295,7 @@ def _train_loop(run: Run, warm_started: bool) -> None:
                          "sft": objective_of is run.objectives.sft, "num_tokens": s.num_tokens, "skipped_steps": s.skipped_steps,
                          "time/step": step_seconds, "load_average": os.getloadavg()[0], **procs.loss_scale(), **accumulated})
             if step_objective.warmups is not None and t.samples_every and s.step % t.samples_every == 0 and procs.is_main:
-                samples = write_samples(run.samples_log, s.step, [run.task.split("train")[i] for i in ids], step_objective.warmups, run.layout)
-                if run.trackers is not None:
-                    run.trackers.log_samples(s.step, samples)
+                run.logs.log_samples(s.step, [run.task.split("train")[i] for i in ids], step_objective.warmups, run.layout)
             accumulated = {}
             eval_due = s.step % t.eval_every == 0 if t.eval_every else s.batch_index >= run.batches_per_epoch
             if eval_due or s.step == run.total_steps or stopped_by_time:
@@ -336,7 +333,8 @@ def _final_results(run: Run) -> dict:
                "epochs": s.step / run.steps_per_epoch, "seconds_per_epoch": s.train_seconds * run.steps_per_epoch / max(s.step, 1),
                "parameters": run.parameters, "generated_tokens": s.generated_tokens, "skipped_steps": s.skipped_steps,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "versions": library_versions(), "git_commit": git_commit(), "splits": {}}
+               "versions": library_versions(), "git_commit": git_commit(),
+               "warnings": diagnostics.logged_warnings(read_training_log(run.run_dir)), "splits": {}}
     for split in ("dev", "test"):
         if run.task.splits.get(split):
             scores, predictions = evaluate(final_model, final_layout, run.task, split, config, use_warmup=decodes_with_warmup(config))

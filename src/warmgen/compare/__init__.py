@@ -42,11 +42,13 @@ same seed starts from it (`warmup.sft_warm_start_from`). The configs must agree 
 and warmup.*, so the warmup run computes what it would have computed alone (its training time
 includes the SFT steps' time), except that its best checkpoint is chosen from step N on.
 
-Significance: a paired bootstrap over test examples, pooled over seeds. Each resample draws
-example indices once; each metric is recomputed on them for every seed of both variants (from
-per-example statistics, see metrics.py), averaged over seeds, and differenced. The 95% CI is the
-2.5/97.5 percentiles of that difference; the two-sided p-value is the share of resampled
-differences, centred on their mean, at least as far from 0 as the observed one.
+Significance (significance.py): every comparison is paired by seed and by test example. The
+seed-level test, the one verdicts follow, adds the per-seed differences' variance over seeds to the
+test set's sampling variance and gives a Student t interval; the example-level test, beside it, is
+the paired bootstrap over test examples with the trained models fixed (it ignores seed-to-seed
+variance). Each bootstrap resample draws example indices once, recomputes each metric on them for
+every seed of both variants (from per-example statistics, see metrics.py), and differences the seed
+means.
 
 Keeping finished runs: `--export FILE` writes them (no weights, no dataset text) into one file, and
 `--import FILE ...` puts them into a comparison folder on another machine (archive.py), so seeds
@@ -56,8 +58,8 @@ still training: each variant at the seeds it has finished, each paired test on t
 
 from .archive import export_runs, import_runs
 from .runner import report_finished, run_comparison
+from .significance import paired_tests
 from .spec import load_spec
-from .statistics import paired_bootstrap
 from .status import comparison_status
 
-__all__ = ["comparison_status", "export_runs", "import_runs", "load_spec", "paired_bootstrap", "report_finished", "run_comparison"]
+__all__ = ["comparison_status", "export_runs", "import_runs", "load_spec", "paired_tests", "report_finished", "run_comparison"]

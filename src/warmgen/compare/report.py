@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .significance import seed_band, sign_counts, verdict
 from .statistics import COST
 
 # Training signals, one panel each: losses are per answer token for SFT but per warmup + answer
@@ -17,7 +18,8 @@ PANELS = (("loss", "sft", "SFT loss (per answer token)"), ("loss", "warmup", "wa
 
 
 def _curve(seeds: dict, key: str, kind: str | None = None):
-    """(steps, mean, low, high) over seeds of a logged value on the steps every seed logged; None when none did.
+    """(steps, mean, low, high) over seeds of a logged value on the steps every seed logged (low-high: the mean's
+    95% interval over seeds); None when none did.
     `kind` keeps SFT steps ("sft", warm starts included) or warmup steps ("warmup") only."""
     per_seed = []
     for run in seeds.values():
@@ -28,8 +30,7 @@ def _curve(seeds: dict, key: str, kind: str | None = None):
     steps = sorted(set.intersection(*(set(c) for c in per_seed))) if per_seed else []
     if not steps:
         return None
-    values = np.array([[c[s] for s in steps] for c in per_seed], dtype=float)
-    return steps, values.mean(0), values.min(0), values.max(0)
+    return steps, *seed_band(np.array([[c[s] for s in steps] for c in per_seed], dtype=float))
 
 
 def _band(ax, curve, label: str) -> None:
@@ -41,8 +42,8 @@ def _band(ax, curve, label: str) -> None:
 
 def make_plots(runs: dict, versus: dict, primary: str, output: Path, metrics: list[str] | None = None) -> list[str]:
     """training.png (a panel per training signal), dev.png and delta.png (each of `metrics`, by default
-    the first four the bootstrap compared); curves are the mean over seeds with a band from the lowest
-    to the highest seed."""
+    the first four the tests compared); curves are the mean over seeds with a band for its 95% interval over
+    seeds, differences their seed-level 95% interval (example-level with one seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,7 +58,7 @@ def make_plots(runs: dict, versus: dict, primary: str, output: Path, metrics: li
                 continue  # a warmup variant's SFT warm start: the SFT variant's first steps, or like them
             if (curve := _curve(seeds, key, kind)) is not None:
                 _band(ax, curve, variant)
-        ax.set_title(f"{title}: mean, band = lowest to highest seed", fontsize=9)
+        ax.set_title(f"{title}: mean, band = 95% interval over seeds", fontsize=9)
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("optimizer step")
     fig.tight_layout()
@@ -70,7 +71,7 @@ def make_plots(runs: dict, versus: dict, primary: str, output: Path, metrics: li
         if (curve := _curve(seeds, f"dev/{primary}")) is not None:
             _band(ax, curve, variant)
     ax.set_xlabel("optimizer step")
-    ax.set_title(f"dev {primary}: mean, band = lowest to highest seed", fontsize=9)
+    ax.set_title(f"dev {primary}: mean, band = 95% interval over seeds", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(output / "dev.png", dpi=110)
@@ -83,12 +84,12 @@ def make_plots(runs: dict, versus: dict, primary: str, output: Path, metrics: li
         labels = list(versus)
         for ax, metric in zip(axes[0], metrics):
             diffs = [versus[v][metric]["diff"] for v in labels]
-            errors = [[d - versus[v][metric]["ci_low"] for v, d in zip(labels, diffs)],
-                      [versus[v][metric]["ci_high"] - d for v, d in zip(labels, diffs)]]
+            intervals = [interval(versus[v][metric]) for v in labels]
+            errors = [[d - low for d, (low, _) in zip(diffs, intervals)], [high - d for d, (_, high) in zip(diffs, intervals)]]
             ax.errorbar(diffs, range(len(labels)), xerr=errors, fmt="o", capsize=4)
             ax.axvline(0, color="grey", lw=1)
             ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels), fontsize=8)
-            ax.set_xlabel(f"test {metric}: variant - baseline (95% CI)", fontsize=8)
+            ax.set_xlabel(f"test {metric}: variant - baseline (95% CI, seed level)", fontsize=8)
         fig.tight_layout()
         fig.savefig(output / "delta.png", dpi=110)
         plt.close(fig)
@@ -111,17 +112,21 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = [("Test metrics (mean ± std over seeds) and cost; train_load_average and inference_load_average are the machine's "
                 "mean 1-minute load during training and test decoding: times compare only between runs with similar load",
                ["variant"] + (["seeds"] if uneven else []) + quality + list(COST),
-               [[v] + ([", ".join(map(str, per_variant[v]))] if uneven else []) + [f"{row[k]['mean']:.4g} ± {row[k]['std']:.2g}" if row.get(k) else "-" for k in quality + list(COST)]
+               [[v] + ([", ".join(map(str, per_variant[v]))] if uneven else []) + [_cell(row, k) for k in quality + list(COST)]
                 for v, row in table.items()])]
-    rows = [[v, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.3g}"]
-            for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]
-    tables.append((f"Versus {summary['spec']['baseline']} (paired bootstrap, {summary['spec']['bootstrap']} resamples, pooled over the "
-                   "seeds both have)",
-                   ["variant", "metric", "variant", "baseline", "difference", "95% CI", "p"], rows))
+    header = ["metric", "variant", "reference", "difference", "verdict", "seeds", "seed-level 95% CI", "p", "example-level 95% CI", "p"]
+    stuck = summary.get("best_at_warm_start", {})
+    tables.append((f"Versus {summary['spec']['baseline']}: paired on the seeds both have; the verdict follows the seed-level test "
+                   f"(example level: bootstrap over test examples, {summary['spec']['bootstrap']} resamples, seeds fixed)",
+                   ["variant", *header], [[v, *_test_row(k, r, stuck.get(v), len(per_variant[v]))]
+                                          for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]))
+    if stuck:
+        tables.append(("Not the method's score: the best checkpoint is the SFT warm start (no warmup step improved dev), so "
+                       "the test scores are the warm start's, decoded with warmups", ["variant", "seeds", "best step"],
+                       [[v, ", ".join(map(str, seeds)), _cell(table[v], "best_step")] for v, seeds in stuck.items()]))
     if summary["contrasts"]:
-        rows = [[pair, k, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]",
-                 f"{r['p_value']:.3g}"] for pair, keys in summary["contrasts"].items() for k, r in keys.items()]
-        tables.append(("Contrasts (same bootstrap)", ["variant vs reference", "metric", "variant", "reference", "difference", "95% CI", "p"], rows))
+        tables.append(("Contrasts (same tests)", ["variant vs reference", *header],
+                       [[pair, *_test_row(k, r)] for pair, keys in summary["contrasts"].items() for k, r in keys.items()]))
     rows = [[v, f"{a['mean_warmup_words']:.2f}", "-" if a["warmup_words_in_target"] is None else f"{a['warmup_words_in_target']:.2f}",
              "-" if a["warmup_words_in_source"] is None else f"{a['warmup_words_in_source']:.2f}", f"{a['warmup_target_coverage']:.2f}",
              "-" if "sft_output_target_coverage" not in a else f"{a['sft_output_target_coverage']:.2f}",
@@ -132,6 +137,33 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                                           for o in e["outputs"].values()] for e in summary["examples"]]
     tables.append(("Examples (the baseline's first seed)", ["input", "reference"] + list(summary["table"]), rows))
     return tables
+
+
+def interval(result: dict) -> tuple[float, float]:
+    """A difference's 95% interval: seed level, or example level where there is one seed (or a summary from before)."""
+    found = result.get("seed_level") or result.get("example_level") or result
+    return found["ci_low"], found["ci_high"]
+
+
+def _cell(row: dict, key: str) -> str:
+    """A table cell: mean ± std over seeds; each seed's best step."""
+    if not row.get(key):
+        return "-"
+    if key == "best_step":
+        return ", ".join(f"{v:g}" for v in row[key]["per_seed"].values())
+    return f"{row[key]['mean']:.4g} ± {row[key]['std']:.2g}"
+
+
+def _test_row(key: str, r: dict, stuck: list[int] | None = None, seeds: int = 0) -> list[str]:
+    """A test's row; `stuck`: the seeds whose best checkpoint is the warm start (the verdict is then not the method's)."""
+    seed, example = r.get("seed_level"), r.get("example_level", r)  # a summary from before seed-level tests: example level only
+    found = verdict(r, key) if "per_seed_diff" in r else "-"
+    if stuck:
+        found += f" (best = warm start at {len(stuck)}/{seeds} seeds)"
+    return [key, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}",
+            found, sign_counts(r, key) if "per_seed_diff" in r else "-",
+            f"[{seed['ci_low']:+.4g}, {seed['ci_high']:+.4g}]" if seed else "-", f"{seed['p_value']:.3g}" if seed else "-",
+            f"[{example['ci_low']:+.4g}, {example['ci_high']:+.4g}]", f"{example['p_value']:.3g}"]
 
 
 def write_reports(summary: dict, plots: list[str], output: Path) -> None:

@@ -1,4 +1,4 @@
-"""The comparison's numbers: test metrics over seeds, costs, paired bootstrap tests, warmup analysis."""
+"""The comparison's numbers: test metrics over seeds, costs, paired tests (significance.py), warmup analysis."""
 
 from __future__ import annotations
 
@@ -9,42 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
-from ..config_files import load_config
-from ..evaluate import read_predictions
-from ..rundir import eval_folder, results_file
+from ..config_files import load_config, read_yaml
+from ..evaluate import read_predictions, task_references
+from ..rundir import eval_folder, results_file, run_config_file
 from ..runlog import read_training_log
 from ..tasks import load_task
+from .significance import paired_tests
 from .spec import restricted
 
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
-
-
-def paired_bootstrap(name: str, variant: list[np.ndarray], baseline: list[np.ndarray], samples: int, seed: int = 0,
-                     **options) -> dict[str, dict]:
-    """Per metric key: observed difference (variant - baseline, seed means), 95% CI and p-value."""
-    def seed_mean(stats_list, index=None):
-        values = [metrics.from_stats(name, s if index is None else s[index], **options) for s in stats_list]
-        return {key: float(np.mean([v[key] for v in values])) for key in values[0]}
-
-    observed_v, observed_b = seed_mean(variant), seed_mean(baseline)
-    n = len(variant[0])
-    rng = np.random.default_rng(seed)
-    draws = {key: [] for key in observed_v}
-    for _ in range(samples):
-        index = rng.integers(0, n, size=n)
-        v, b = seed_mean(variant, index), seed_mean(baseline, index)
-        for key in draws:
-            draws[key].append(v[key] - b[key])
-    results = {}
-    for key, values in draws.items():
-        values = np.array(values)
-        diff = observed_v[key] - observed_b[key]
-        extreme = np.abs(values - values.mean()) >= abs(diff)
-        results[key] = {"variant": observed_v[key], "baseline": observed_b[key], "diff": diff,
-                        "ci_low": float(np.percentile(values, 2.5)), "ci_high": float(np.percentile(values, 97.5)),
-                        "p_value": float((1 + extreme.sum()) / (samples + 1))}
-    return results
 
 
 EXCERPT_CHARS = 300
@@ -91,6 +65,18 @@ def _cost(key: str, test: dict, run: dict) -> float | None:
     return run["results"].get(key)
 
 
+def best_at_warm_start(seeds: dict[int, dict]) -> list[int]:
+    """The seeds at which a warmup run's best checkpoint is its SFT warm start: no warmup step improved dev, so its
+    test scores are the warm start's (decoded with warmups), not the method's."""
+    found = []
+    for seed, run in seeds.items():
+        warmup = run["config"].get("warmup") or {}
+        start = warmup.get("sft_warm_start_steps") if warmup.get("sft_warm_start_from") else None
+        if start is not None and run["config"].get("method") == "warmup" and run["results"].get("best_step") == start:
+            found.append(seed)
+    return found
+
+
 def _over_seeds(seeds: dict, values: list) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": dict(zip(map(str, seeds), map(float, values)))}
 
@@ -104,13 +90,14 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     base = load_config(spec.get("base"), list(spec["overrides"].items()))
     task = load_task(base)
     families = [m for m in task.metrics if m in metrics.RESAMPLABLE]
-    options = dict(task.metric_options)
+    options = dict(task.metric_options, references=task_references(task.split("test")))
     runs: dict[str, dict[int, dict]] = {}
     for variant in spec["variants"]:
         runs[variant] = {}
         for seed in (seeds_of or {}).get(variant, spec["seeds"]):
             run_dir = output / variant / f"seed{seed}"
             runs[variant][seed] = {
+                "config": read_yaml(run_config_file(run_dir)) or {},
                 "results": json.loads(results_file(run_dir).read_text()),
                 "predictions": read_predictions(eval_folder(run_dir, "test")),
                 "log": read_training_log(run_dir),
@@ -127,7 +114,14 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
         for k in COST:
             values = [_cost(k, t, r) for t, r in zip(tests, seeds.values())]
             row[k] = _over_seeds(seeds, values) if None not in values else None
+        for m in families:  # a metric the runs' own evaluation did not report (added since): from their predictions
+            values = [metrics.from_stats(m, stats[variant][m][seed], **options) for seed in seeds]
+            row.update({k: _over_seeds(seeds, [v[k] for v in values]) for k in values[0] if k not in row})
+        best_steps = [r["results"].get("best_step") for r in seeds.values()]
+        if None not in best_steps:
+            row["best_step"] = _over_seeds(seeds, best_steps)
         table[variant] = row
+    stuck = {variant: found for variant, seeds in runs.items() if (found := best_at_warm_start(seeds))}
 
     baseline = spec["baseline"]
     shown = next(iter(runs[baseline]))  # the seed whose predictions give the examples (a variant without it: its first)
@@ -144,8 +138,8 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
             return None
         found = {}
         for m in families:
-            found.update(paired_bootstrap(m, [stats[variant][m][s] for s in common], [stats[reference][m][s] for s in common],
-                                          spec["bootstrap"], **options))
+            found.update(paired_tests(m, [stats[variant][m][s] for s in common], [stats[reference][m][s] for s in common],
+                                      spec["bootstrap"], **options))
         return found
 
     versus = {variant: found for variant in runs if variant != baseline and (found := bootstrap(variant, baseline))}
@@ -162,8 +156,10 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     results = [r["results"] for seeds in runs.values() for r in seeds.values()]
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
                "test_examples": len(ids), "seeds": {v: list(seeds) for v, seeds in runs.items()}, "table": table,
-               "versus_baseline": versus, "contrasts": contrasts, "warmup_analysis": analysis, "examples": examples,
-               "bootstrap": "paired over test examples, pooled over the seeds both sides have (seed means)",
+               "versus_baseline": versus, "contrasts": contrasts, "best_at_warm_start": stuck, "warmup_analysis": analysis, "examples": examples,
+               "tests": "on the seeds both sides have, paired by seed and by test example: seed_level (per-seed differences' "
+                        "variance over seeds plus the test set's, t interval), example_level (paired bootstrap over test examples, "
+                        "the seeds' models fixed); significance.py",
                # The code and libraries the runs were trained with, which a summary made later from another checkout does not show.
                "trained_at_commits": sorted({str(r.get("git_commit")) for r in results}),
                "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r.get("versions"), sort_keys=True) for r in results})]}

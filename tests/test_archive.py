@@ -80,6 +80,8 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
     assert capsys.readouterr().out.count("done, skipped") == 3
     after = json.loads((moved / "summary.json").read_text())
     assert {key: after[key] for key in SUMMARISED} == {key: before[key] for key in SUMMARISED}
+    # The summary names the import that brought the runs in.
+    assert before["imports"] == [] and [(i["archives"], len(i["runs"])) for i in after["imports"]] == [(["runs.json.gz", "same_time.json.gz"], 3)]
     for name in ("results.json", "config.yaml", "metrics.jsonl", "eval/test/predictions.jsonl", "eval/test/results.json"):
         assert (moved / "warmup" / "seed0" / name).read_bytes() == (tmp_path / "gone" / "warmup" / "seed0" / name).read_bytes()
     assert compare(spec, moved, "--import", str(whole)) == 0

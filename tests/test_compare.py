@@ -467,3 +467,21 @@ def test_a_warmup_run_whose_best_checkpoint_is_its_warm_start_is_flagged():
     assert best_at_warm_start({0: run("sft", 30), 1: run("warmup", 30, warm_start=False)}) == []
     result = paired_tests("exact_match", [np.ones((4, 1))] * 3, [np.zeros((4, 1))] * 3, samples=20)["exact_match"]
     assert "(best = warm start at 2/3 seeds)" in _test_row("exact_match", result, [0, 2], 3)[4]
+
+
+def test_runs_computed_on_machines_that_differ_are_not_paired_unless_the_spec_allows_it(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seeds: [0]\nbootstrap: 20\nvariants:\n  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2}\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(spec), "--output_dir", str(out), *TINY]) == 0
+    results = json.loads((out / "warmup" / "seed0" / "results.json").read_text())
+    assert results["machine"]["arithmetic_fingerprint"] == results["arithmetic_fingerprints"][0] and results["finished_at"]
+    assert json.loads((out / "summary.json").read_text())["mixed_machine_pairs"] == []
+    results["arithmetic_fingerprints"] = ["0123456789abcdef"]  # as if trained on another machine
+    (out / "warmup" / "seed0" / "results.json").write_text(json.dumps(results))
+    capsys.readouterr()
+    assert main(["compare", str(spec), "--output_dir", str(out), "--partial"]) == 2
+    assert "warmup seed 0 (0123456789abcdef) and sft seed 0" in capsys.readouterr().err
+    spec.write_text(spec.read_text() + "allow_mixed_machines: true\n")
+    assert main(["compare", str(spec), "--output_dir", str(out), "--partial"]) == 0
+    assert json.loads((out / "summary.json").read_text())["mixed_machine_pairs"][0].startswith("warmup seed 0 (0123456789abcdef)")

@@ -40,10 +40,15 @@ def test_resume_matches_uninterrupted(tmp_path, monkeypatch, extra):
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(crashed)
     monkeypatch.setattr(warmgen.objectives, "warmup_step", real_step)
-    train(crashed, resume=True)
+    results = train(crashed, resume=True)
 
     assert [s for s, *_ in logged(tmp_path / "crashed")] == [1, 2, 3, 4, 5, 6]
     assert logged(tmp_path / "crashed") == logged(tmp_path / "full")  # bitwise on CPU
+    # Where each part of the run was computed: the start and the resume, each with its machine (the same one here).
+    rows = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["event"], row["step"]) for row in rows if "machine" in row] == [("start", 0), ("resume", 2)]
+    assert results["arithmetic_fingerprints"] == [results["machine"]["arithmetic_fingerprint"]]
+    assert results["started_at"] == rows[0]["time"] <= results["finished_at"]
 
 
 def test_fp16_overflows_halve_the_loss_scale_and_a_resumed_run_keeps_the_scale(tmp_path, monkeypatch):

@@ -1,7 +1,11 @@
-"""What produced a result: library versions and the git commit, recorded beside every metric."""
+"""What produced a result: library versions, the git commit and the machine, recorded beside every metric."""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -24,3 +28,64 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def arithmetic_fingerprint(device: str | torch.device = "cpu") -> str:
+    """A hash of a fixed small computation through the kernels training uses (embedding, matmul, layer norm, softmax
+    attention, GELU, cross-entropy, and their backward) at this process's thread count: two machines with the same
+    fingerprint computed it to the last bit, as training computes a run's steps (benchmarks/same_arithmetic.py
+    checks a run itself). Runs trained where it differs are not paired (compare/significance.py)."""
+    generator = torch.Generator().manual_seed(0)  # not the global generators: training's random draws stay as they were
+    tensor = lambda *shape: torch.randn(*shape, generator=generator).to(device)  # noqa: E731
+    embedding, w_in, w_out = tensor(64, 48), tensor(48, 96), tensor(96, 48)
+    for weight in (embedding, w_in, w_out):
+        weight.requires_grad_(True)
+    ids = torch.randint(0, 64, (4, 12), generator=generator).to(device)
+    hidden = torch.nn.functional.layer_norm(embedding[ids], (48,))
+    query = hidden.view(4, 12, 4, 12).transpose(1, 2)
+    attended = torch.nn.functional.scaled_dot_product_attention(query, query, query, is_causal=True).transpose(1, 2).reshape(4, 12, 48)
+    hidden = hidden + torch.nn.functional.gelu(attended @ w_in) @ w_out
+    loss = torch.nn.functional.cross_entropy((hidden @ embedding.T).view(-1, 64), ids.view(-1))
+    loss.backward()
+    digest = hashlib.sha256()
+    for value in (loss.detach(), embedding.grad, w_in.grad, w_out.grad):
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def machine(device: str | torch.device = "cpu") -> dict:
+    """Where a run trained: the processor, its cores, torch's threads, the accelerator, library versions, and the
+    arithmetic fingerprint that says whether two machines compute a run alike."""
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "accelerator": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else None,
+            "platform": platform.platform(), "versions": library_versions(), "arithmetic_fingerprint": arithmetic_fingerprint(device)}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def now() -> str:
+    """The time, as results and logs record it (UTC, ISO 8601)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def segment(device: str | torch.device = "cpu") -> dict:
+    """What the training log records where a process starts or resumes a run: when, and on which machine."""
+    return {"time": now(), "machine": machine(device)}
+
+
+def run_provenance(log: list[dict]) -> dict:
+    """results.json's account of where a run trained, from its training log's start, resume and warm-start rows: the
+    last machine, every arithmetic fingerprint its steps were computed with (its SFT warm start's too), its times."""
+    segments = [row for row in log if "machine" in row]
+    own = [row for row in segments if row.get("event") in ("start", "resume")]
+    return {"machine": own[-1]["machine"] if own else None,
+            "arithmetic_fingerprints": sorted({row["machine"]["arithmetic_fingerprint"] for row in segments}),
+            "started_at": own[0]["time"] if own else None, "finished_at": now()}

@@ -245,5 +245,7 @@ def load_warm_start(config: WarmupConfig, processes: int):
     if len(state.rng) != processes:
         raise ConfigError(f"{where} was saved by {len(state.rng)} process(es); start from it with as many, not {processes}")
     state.best = {"metric": None, "step": None}  # SFT's best was chosen by decoding without warmups
-    rows = [row for row in read_training_log(folder.parent.parent) if "loss" in row and row.get("step", 0) <= steps]
-    return model, tokenizer, sep_id, state, rows
+    log = [row for row in read_training_log(folder.parent.parent) if row.get("step", 0) <= steps]
+    machines = [{"step": row["step"], "event": "warm_start_machine", "time": row["time"], "machine": row["machine"]}
+                for row in log if "machine" in row]  # where the SFT run computed the steps this run starts from
+    return model, tokenizer, sep_id, state, machines + [row for row in log if "loss" in row]

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from . import diagnostics
+from . import diagnostics, provenance
 from .batching import epoch_order, tokenize
 from .checkpoint import TrainState, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .compat import enable_activation_checkpointing
@@ -200,11 +200,14 @@ def _open_logs(run: Run, resume: bool, warm_start_log: list[dict]) -> None:
     if not run.procs.is_main:
         return
     run.logs = RunLog(run.run_dir, run.state.step if resume else None, run.config.train.report_to, run.config.to_dict())
+    started = provenance.segment(run.procs.device)
     if not resume:
         print(json.dumps(run.header))
-        for row in [run.header] + warm_start_log:  # the SFT run's training log of the steps this run starts after
+        for row in [{**run.header, **started}] + warm_start_log:  # the SFT run's training log of the steps this run starts after
             run.log(row)
         run.logs.warn(run.state.step, "from_scratch", diagnostics.from_scratch(run.config))
+    else:
+        run.log({"step": run.state.step, "event": "resume", **started})
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -326,6 +329,7 @@ def _final_results(run: Run) -> dict:
     run.model = run.optimizer = run.scheduler = run.objectives = None  # gone before the best is loaded: never two models at once
     gc.collect()
     final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir, config.model)
+    log = read_training_log(run.run_dir)
     final_model.to(run.procs.device)
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
     results = {"method": config.method, "checkpoint": str(final_dir), "best_step": s.best["step"], "train_seconds": s.train_seconds,
@@ -333,8 +337,8 @@ def _final_results(run: Run) -> dict:
                "epochs": s.step / run.steps_per_epoch, "seconds_per_epoch": s.train_seconds * run.steps_per_epoch / max(s.step, 1),
                "parameters": run.parameters, "generated_tokens": s.generated_tokens, "skipped_steps": s.skipped_steps,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "versions": library_versions(), "git_commit": git_commit(),
-               "warnings": diagnostics.logged_warnings(read_training_log(run.run_dir)), "splits": {}}
+               "versions": library_versions(), "git_commit": git_commit(), **provenance.run_provenance(log),
+               "warnings": diagnostics.logged_warnings(log), "splits": {}}
     for split in ("dev", "test"):
         if run.task.splits.get(split):
             scores, predictions = evaluate(final_model, final_layout, run.task, split, config, use_warmup=decodes_with_warmup(config))

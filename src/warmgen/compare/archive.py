@@ -21,12 +21,14 @@ from pathlib import Path
 from ..config_files import load_config, parse_overrides
 from ..errors import ConfigError, DataError
 from ..evaluate import SCORES, read_predictions, write_predictions
+from ..provenance import now
 from ..rundir import RUN_FILES, eval_folder, hold_folder, results_file, run_config_file
 from ..runlog import metrics_file
 from ..tasks import load_task
 from .spec import comparison_folder, config_differences, load_spec, run_changes, time_reference
 
 FORMAT = "warmgen-runs/1"
+IMPORTS = "imports.jsonl"  # in the comparison folder: one line per --import that brought runs in
 DATASET_TEXT = ("source", "target")  # prediction fields an import takes from the task again
 
 
@@ -143,10 +145,20 @@ def import_runs(spec_path: str, archives: list[str], output_dir: str | None = No
             (output / variant).mkdir(parents=True, exist_ok=True)
             (staging / variant / f"seed{seed}").replace(output / variant / f"seed{seed}")
             lines.append(f"{variant} seed {seed}: imported from {archive}")
+        if staged:  # the summary lists every import that brought runs in (imports_of)
+            with open(output / IMPORTS, "a", encoding="utf-8") as log:
+                log.write(json.dumps({"time": now(), "archives": sorted({Path(a).name for a, _, _ in staged}),
+                                      "runs": [f"{variant} seed {seed}" for _, variant, seed in staged]}) + "\n")
         return lines
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lock.close()
+
+
+def imports_of(output: Path) -> list[dict]:
+    """The imports that brought runs into a comparison folder: when, which archives, which runs."""
+    path = output / IMPORTS
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
 
 
 def _stage(run_dir: Path, run: dict, examples: list, where: str) -> None:

@@ -11,7 +11,7 @@ from ..rundir import comparable, results_file, run_config_file, run_of, step_che
 from ..typecheck import ConfigError
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",
-             "same_time_as"}
+             "same_time_as", "allow_mixed_machines"}
 
 BUDGETS = ("epochs", "wall_clock")
 
@@ -39,6 +39,8 @@ def load_spec(path: Path, seeds: list[int] | None = None, variants: list[str] | 
     spec.setdefault("overrides", {})
     spec.setdefault("contrasts", [])
     spec.setdefault("budget", "epochs")
+    if not isinstance(spec.setdefault("allow_mixed_machines", False), bool):
+        raise ConfigError(f"{path}: allow_mixed_machines is true or false, not {spec['allow_mixed_machines']!r}")
     if spec["budget"] not in BUDGETS:
         raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}, not {spec['budget']!r}")
     if spec["baseline"] not in spec["variants"]:

@@ -10,10 +10,12 @@ import numpy as np
 
 from .. import metrics
 from ..config_files import load_config, read_yaml
+from ..errors import ConfigError
 from ..evaluate import read_predictions, task_references
 from ..rundir import eval_folder, results_file, run_config_file
 from ..runlog import read_training_log
 from ..tasks import load_task
+from .archive import imports_of
 from .significance import paired_tests
 from .spec import restricted
 
@@ -63,6 +65,15 @@ def _cost(key: str, test: dict, run: dict) -> float | None:
         loads = [row["load_average"] for row in run["log"] if "load_average" in row]
         return float(np.mean(loads)) if loads else None  # runs logged before warmgen recorded it
     return run["results"].get(key)
+
+
+def mixed_machines(runs: dict, variant: str, reference: str, seed: int) -> str | None:
+    """The pair, named, when the two runs of a seed (their SFT warm starts included) were computed with more than one
+    arithmetic fingerprint; None when they agree, or when a run (trained before warmgen recorded it) has none."""
+    found = [runs[name][seed]["results"].get("arithmetic_fingerprints") for name in (variant, reference)]
+    if not all(found) or len(set(found[0]) | set(found[1])) == 1:
+        return None
+    return f"{variant} seed {seed} ({', '.join(found[0])}) and {reference} seed {seed} ({', '.join(found[1])})"
 
 
 def best_at_warm_start(seeds: dict[int, dict]) -> list[int]:
@@ -132,10 +143,19 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
             if [p["id"] for p in r["predictions"]] != ids:
                 raise ValueError(f"{variant} was tested on other examples than {baseline}: cannot pair them")
 
+    mixed: list[str] = []
+
     def bootstrap(variant: str, reference: str) -> dict | None:
         common = [seed for seed in runs[variant] if seed in runs[reference]]
         if not common:
             return None
+        for seed in common:
+            if pair := mixed_machines(runs, variant, reference, seed):
+                if not spec["allow_mixed_machines"]:
+                    raise ConfigError(f"{pair}: their steps were computed on machines whose arithmetic differs, so their "
+                                      "difference is partly the machines'; train both on one machine, or set "
+                                      "allow_mixed_machines: true in the spec (the summary then lists the pair)")
+                mixed.append(pair)
         found = {}
         for m in families:
             found.update(paired_tests(m, [stats[variant][m][s] for s in common], [stats[reference][m][s] for s in common],
@@ -156,7 +176,9 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     results = [r["results"] for seeds in runs.values() for r in seeds.values()]
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
                "test_examples": len(ids), "seeds": {v: list(seeds) for v, seeds in runs.items()}, "table": table,
-               "versus_baseline": versus, "contrasts": contrasts, "best_at_warm_start": stuck, "warmup_analysis": analysis, "examples": examples,
+               "versus_baseline": versus, "contrasts": contrasts, "best_at_warm_start": stuck, "mixed_machine_pairs": sorted(set(mixed)),
+               "imports": imports_of(output), "runs_without_fingerprint": [f"{v} seed {seed}" for v, seeds in runs.items() for seed, r in seeds.items()
+                                            if not r["results"].get("arithmetic_fingerprints")], "warmup_analysis": analysis, "examples": examples,
                "tests": "on the seeds both sides have, paired by seed and by test example: seed_level (per-seed differences' "
                         "variance over seeds plus the test set's, t interval), example_level (paired bootstrap over test examples, "
                         "the seeds' models fixed); significance.py",

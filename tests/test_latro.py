@@ -107,7 +107,7 @@ def test_latro_with_every_warmup_cut_off_learns_nothing_and_says_so(tmp_path, mo
         rows = [[[4 + (b + j) % 7] * config.max_warmup_length for j in range(n)] for b, n in enumerate(counts)]
         return rows, [[True] * n for n in counts]
 
-    monkeypatch.setattr("warmgen.warmup.sample_warmups", cut_off)
+    monkeypatch.setattr("warmgen.sampling.sample_warmups", cut_off)
     run = tmp_path / "cut"
     assert main(["train", *ARGS, "--model.name", "t5-tiny", "--train.max_steps", "2", "--output_dir", str(run)]) == 0
     rows = training_rows(run)
@@ -119,3 +119,69 @@ def test_latro_with_every_warmup_cut_off_learns_nothing_and_says_so(tmp_path, mo
     assert main(["train", *ARGS, "--model.name", "t5-tiny", "--train.max_steps", "2", "--warmup.answer_loss_weight", "1",
                  "--output_dir", str(tmp_path / "answer")]) == 0
     assert all(row["grad_norm"] > 0.1 for row in training_rows(tmp_path / "answer"))
+
+
+def latro_trainer_loss(rewards, logprobs, ref_logprobs, contain_stop, k, kl_coef=0.05, penalty_reward_value=2, sft_penalty=0.0):
+    """LaTRO's released loss (SalesforceAIResearch/LaTRO, LaTRO/trainer/latro_trainer.py, its Part 1 advantages and Part 2
+    losses), transcribed per candidate. Inputs are flat over prompts x k (k per prompt, in order): `rewards` log P(y|c,x)
+    and `logprobs` log P(c|x) with their graphs, `ref_logprobs` the reference's, `contain_stop` whether the rationale
+    ended before the length limit. Part 1 ran under no_grad; Part 2 scores the same sequences again with gradients."""
+    n = len(rewards)
+    with torch.no_grad():
+        raw = [r.detach() for r in rewards]
+        mean = sum(raw) / n  # rewards.mean(): the whole batch
+        penalised = [r if stop else penalty_reward_value * mean for r, stop in zip(raw, contain_stop)]
+        kl_penalty = [-kl_coef * (lp.detach() - ref) for lp, ref in zip(logprobs, ref_logprobs)]
+        adjusted = [r + p for r, p in zip(penalised, kl_penalty)]
+        advantages = []
+        for start in range(0, n, k):
+            row = adjusted[start : start + k]
+            advantages += [row[i] - (sum(row) - row[i]) / (k - 1) for i in range(k)]
+    rloo_loss = sum(-a * lp for a, lp in zip(advantages, logprobs)) / n  # rloo_losses.mean(), rationale_logprobs with grad
+    sft_loss = -sum(rewards) / n  # -rewards.mean(), scored again with grad
+    return rloo_loss + sft_penalty * sft_loss
+
+
+@pytest.mark.parametrize("answer_weight", [0.0, 1.0])
+def test_the_latro_objective_is_latro_trainers_loss(answer_weight):
+    """warmgen's latro J over B prompts x k warmups, as a loss -sum_b J_b / B, equals the transcription's value and
+    gradients (lam 1; answer_loss_weight is LaTRO's sft_penalty: 0 as its code, 1 as the paper's gradient)."""
+    from warmgen.warmup import objective_terms
+
+    torch.manual_seed(0)
+    b, k = 3, 4
+    logp_warmup = (-torch.rand(b, k) * 20).requires_grad_(True)
+    logp_target = (-torch.rand(b, k) * 10).requires_grad_(True)
+    ref = logp_warmup.detach() + torch.randn(b, k)
+    unfinished = torch.tensor([[False, True, False, False], [True, True, True, True], [False, False, True, False]])
+    j, _, _ = objective_terms("latro", logp_warmup, logp_target, torch.full((b, k), 5), torch.full((b, k), 3), 1.0,
+                              ref_logp_warmup=ref, kl_coef=0.05, answer_loss_weight=answer_weight, unfinished=unfinished)
+    ours = -j.sum() / b
+    ours.backward()
+    ours_grads = logp_warmup.grad.clone(), logp_target.grad.clone()
+    logp_warmup.grad = logp_target.grad = None
+    theirs = latro_trainer_loss(list(logp_target.flatten()), list(logp_warmup.flatten()), list(ref.flatten()),
+                                list((~unfinished).flatten().tolist()), k, sft_penalty=answer_weight)
+    theirs.backward()
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+    torch.testing.assert_close(ours_grads[0], logp_warmup.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours_grads[1], logp_target.grad, rtol=1e-5, atol=1e-6)
+    # The prompt whose warmups were all cut off: LaTRO's penalty gives them one reward, the KL term still tells them apart.
+    assert ours_grads[0][1].abs().max() > 0
+
+
+def test_a_latro_warmup_also_ends_where_the_model_would_end_the_sequence():
+    """The SFT warm start never writes <sep> but ends its answer with </s>: under latro that ends the warmup (as LaTRO's
+    rationales end at end-of-sequence), with <sep> written in its place; other objectives ban </s> in a warmup."""
+    from warmgen.decode import generate_warmups
+
+    model, layout, _ = tiny("llama-tiny")
+    with torch.no_grad():  # a model that ends the sequence at once, and never writes <sep>
+        bias = torch.full((model.config.vocab_size,), -10.0)
+        bias[layout.eos_id] = 10.0
+        model.lm_head.bias = torch.nn.Parameter(bias)
+    sources = [layout.source_ids("hello")[0]]
+    ended, cut = generate_warmups(model, layout, sources, 3, 0, 4, do_sample=True, ends_at_eos=True)
+    assert ended == [[], [], []] and cut == [False] * 3
+    banned, cut = generate_warmups(model, layout, sources, 3, 0, 4, do_sample=True)
+    assert all(len(w) == 4 for w in banned) and cut == [True] * 3

@@ -21,15 +21,17 @@ def brute_force(model, layout, source, warmup, target, as_tensors=False):
         sequence = source + continuation
         logits = model(input_ids=torch.tensor([sequence])).logits[0]
         offset = len(source) - 1  # logits at position p predict token p + 1
-    logp_warmup = logp_target = 0.0
+    logp_warmup = logp_target = logp_sep = 0.0
     for j, token in enumerate(continuation):
         logp = torch.log_softmax(logits[offset + j].double(), dim=-1)[token]
         logp = logp if as_tensors else logp.item()
         if j < len(head):
             logp_warmup += logp
+            if j == len(head) - 1:
+                logp_sep = logp
         else:
             logp_target += logp
-    return logp_warmup, logp_target, len(head), len(target) + 1
+    return logp_warmup, logp_target, len(head), len(target) + 1, logp_sep
 
 
 def test_batched_scores_match_brute_force(any_family):
@@ -50,7 +52,8 @@ def test_batched_scores_match_brute_force(any_family):
         expected = brute_force(model, layout, sources[r // 3], warmup, targets[r // 3])
         assert abs(scores.logp_warmup[r].item() - expected[0]) < 1e-5
         assert abs(scores.logp_target[r].item() - expected[1]) < 1e-5
-        assert (scores.n_warmup[r].item(), scores.n_target[r].item()) == expected[2:]
+        assert (scores.n_warmup[r].item(), scores.n_target[r].item()) == expected[2:4]
+        assert abs(scores.logp_sep[r].item() - expected[4]) < 1e-5  # the closing <sep>'s own term (LaTRO leaves it out)
     assert scores.logp_warmup[4].item() == 0.0 and scores.n_warmup[4].item() == 0
 
 

@@ -143,11 +143,12 @@ def test_a_candidate_drawn_twice_equals_two_copies(name):
 
 
 def latro_by_definition(logp_c, logp_y, ref_c, unfinished, beta, mu, lam=1.0):
-    """LaTRO per example, one candidate at a time (Chen et al. 2024; warmup.py's docstring)."""
+    """LaTRO per example, one candidate at a time (Chen et al. 2024; warmup.py's docstring): the penalty replaces the raw
+    reward of a cut-off warmup, the KL term is subtracted after it."""
     B, K = logp_y.shape
-    shaped = [[logp_y[b, i].item() - beta * (logp_c[b, i].item() - ref_c[b, i].item()) for i in range(K)] for b in range(B)]
-    batch_mean = sum(map(sum, shaped)) / (B * K)
-    shaped = [[2 * batch_mean if unfinished[b, i] else shaped[b][i] for i in range(K)] for b in range(B)]
+    batch_mean = logp_y.sum().item() / (B * K)
+    raw = [[2 * batch_mean if unfinished[b, i] else logp_y[b, i].item() for i in range(K)] for b in range(B)]
+    shaped = [[raw[b][i] - beta * (logp_c[b, i].item() - ref_c[b, i].item()) for i in range(K)] for b in range(B)]
     values, grads = [], torch.zeros(B, K)
     for b in range(B):
         total = 0.0

@@ -6,7 +6,7 @@ from conftest import tiny
 
 from warmgen.config import WarmupOptions
 from warmgen.decode import WarmupLogitsProcessor, generate_warmups
-from warmgen.warmup import sample_candidates
+from warmgen.sampling import sample_candidates
 
 
 def bias_token(model, token_id: int, bias: float):

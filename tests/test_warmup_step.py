@@ -127,7 +127,7 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
     sources = [layout.source_ids(s)[0] for s in ("hello world", "warmup", "cat")]
     targets = [layout.target_ids(t)[0] for t in ("HH AH0 L OW1", "W AO1 R M", "K AE1 T")]
     sampled = [[[8, 9], [3], [8, 9]], [[5, 6], [4]], []]
-    monkeypatch.setattr("warmgen.warmup.sample_warmups",
+    monkeypatch.setattr("warmgen.sampling.sample_warmups",
                         lambda model, layout, sources, counts, config: (sampled, [[False] * n for n in counts]))
     scored_rows = []
     score = layout.score
@@ -176,7 +176,7 @@ def test_first_draws_sample_the_rest_only_where_they_disagree(monkeypatch):
             rows += [draws[b].pop(0) for _ in range(count)]
         return rows, [False] * len(rows)
 
-    monkeypatch.setattr("warmgen.warmup.generate_warmups", fake_generate)
+    monkeypatch.setattr("warmgen.sampling.generate_warmups", fake_generate)
     step = warmup_step(model, layout, sources, targets, config)
     assert calls == [(3, 2), (1, 2)]  # everyone's first two, then the disagreeing example's other two
     assert step.candidates == [[[8, 9], [8, 9]], [[5], [6], [7], [5]], [[], []]]
@@ -189,11 +189,11 @@ def test_first_draws_sample_the_rest_only_where_they_disagree(monkeypatch):
 
 @pytest.mark.parametrize("preset", ["t5-tiny", "llama-tiny"])
 def test_latro_step_with_a_reference_matches_the_definition(preset, monkeypatch):
-    """The KL term scores the warmups under the frozen reference, cut-off warmups get the penalty,
-    and value and gradient equal objective_terms on separately scored grids."""
+    """The KL term scores the warmups under the frozen reference, cut-off warmups get the penalty, A and A_ref leave the
+    closing <sep> out, and value and gradient equal objective_terms on separately scored grids."""
     model, layout, _ = tiny(preset)
     sampled = [[[8, 9], [3], [5]], [[5, 6], [4, 7], []]]  # two-token warmups reach max_warmup_length 2: cut off
-    monkeypatch.setattr("warmgen.warmup.sample_warmups",
+    monkeypatch.setattr("warmgen.sampling.sample_warmups",
                         lambda model, layout, sources, counts, config: (sampled, [[len(w) >= 2 for w in s] for s in sampled]))
     frozen = copy.deepcopy(model)
     with torch.no_grad():
@@ -213,16 +213,17 @@ def test_latro_step_with_a_reference_matches_the_definition(preset, monkeypatch)
     grid = lambda values: torch.nn.utils.rnn.pad_sequence(list(values.split(counts)), batch_first=True)  # noqa: E731
     scores = layout.score(model, sources, flat, rows, counts)
     with torch.no_grad():
-        ref = grid(layout.score(frozen, sources, flat, rows, counts).logp_warmup)
+        frozen_scores = layout.score(frozen, sources, flat, rows, counts)
+        ref = grid(frozen_scores.logp_warmup - frozen_scores.logp_sep)
     unfinished = grid(torch.tensor([len(w) >= 2 for w in flat])) & step.mask
     assert unfinished.tolist() == [[True, False, False], [True, True, False]]
-    value, tokens, _ = objective_terms("latro", *(grid(v) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup,
-                                                                     scores.n_target)), 1.0, step.draws, ref_logp_warmup=ref,
-                                       kl_coef=0.3, answer_loss_weight=0.0, unfinished=unfinished)
+    rationale = grid(scores.logp_warmup - scores.logp_sep)
+    value, tokens, _ = objective_terms("latro", rationale, grid(scores.logp_target), grid(scores.n_warmup - 1), grid(scores.n_target),
+                                       1.0, step.draws, ref_logp_warmup=ref, kl_coef=0.3, answer_loss_weight=0.0, unfinished=unfinished)
     (value.sum() / tokens.sum()).backward()
     assert step.objective.item() == pytest.approx(value.sum().item(), rel=1e-5)
     assert step.tokens.item() == pytest.approx(tokens.sum().item())
-    kl = ((grid(scores.logp_warmup).detach() - ref) * step.draws).sum() / step.draws.sum()
+    kl = ((rationale.detach() - ref) * step.draws).sum() / step.draws.sum()
     assert step.stats["kl"] == pytest.approx(kl.item(), rel=1e-5)
     for a, p in zip(fast, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6)

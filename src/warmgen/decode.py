@@ -16,7 +16,7 @@ import torch
 from transformers import GenerationConfig
 
 from .custom_generate.generate import WarmupLogitsProcessor
-from .methods import fixed_warmup
+from .methods import fixed_warmup, warmup_ends_at_eos
 from .models import base_model
 
 
@@ -71,13 +71,15 @@ def _decoder_start(model) -> dict:
 
 @torch.no_grad()
 def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, min_length: int, max_length: int,
-                     do_sample: bool, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+                     do_sample: bool, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, ends_at_eos: bool = False):
     """num_warmups warmups per source (rows grouped by source), each a token list without <sep>.
 
-    Returns (warmups, truncated): truncated rows reached `max_length` and had <sep> forced.
+    Returns (warmups, truncated): truncated rows reached `max_length` and had <sep> forced. With
+    `ends_at_eos` (methods.warmup_ends_at_eos), a warmup also ends where the model would end the sequence.
     """
     inputs, prefix_length = layout.sampling_inputs(model, sources, num_warmups)
-    processor = WarmupLogitsProcessor(prefix_length, layout.sep_id, min_length, max_length, banned_in_warmup(layout))
+    processor = WarmupLogitsProcessor(prefix_length, layout.sep_id, min_length, max_length, banned_in_warmup(layout),
+                                      layout.eos_id if ends_at_eos else None)
     sampling = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None) if do_sample else {}
     config = _generation_config(
         layout, do_sample=do_sample, num_return_sequences=inputs.pop("num_return_sequences", 1), max_new_tokens=max_length + 1,
@@ -102,7 +104,7 @@ def inference_warmups(model, layout, sources: list[list[int]], use_warmup: bool,
     w = config.warmup
     return generate_warmups(
         model, layout, sources, 1, w.min_warmup_length, w.max_warmup_length, do_sample=config.decode.warmup_strategy == "sample",
-        temperature=w.temperature, top_k=w.top_k, top_p=w.top_p,
+        temperature=w.temperature, top_k=w.top_k, top_p=w.top_p, ends_at_eos=warmup_ends_at_eos(w),
     )[0]
 
 
@@ -135,7 +137,8 @@ def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Gen
     """Greedy `c <sep> y </s>` in a single generate call."""
     w = config.warmup
     inputs, start = layout.generation_inputs(sources)
-    processor = WarmupLogitsProcessor(start, layout.sep_id, w.min_warmup_length, w.max_warmup_length, banned_in_warmup(layout))
+    processor = WarmupLogitsProcessor(start, layout.sep_id, w.min_warmup_length, w.max_warmup_length, banned_in_warmup(layout),
+                                      layout.eos_id if warmup_ends_at_eos(w) else None)
     output = _generate(model, inputs, one_pass_config(model, layout, config), [processor])
     results = []
     for row in output[:, start:].tolist():

@@ -16,7 +16,7 @@ CUT_OFF_SHARE = 0.95
 
 def cut_off(row: dict) -> str | None:
     """The warning for a training-log row whose window had nearly every warmup cut off, else None."""
-    share = row.get("completions/clipped_ratio")
+    share = row.get("completions/clipped_ratio_window", row.get("completions/clipped_ratio"))
     if share is None or share < CUT_OFF_SHARE:
         return None
     return (f"{share:.0%} of the warmups sampled over the last logged steps ran to warmup.max_warmup_length without "

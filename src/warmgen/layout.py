@@ -37,6 +37,7 @@ class Scores:
     logp_target: torch.Tensor  # [N] log P(y </s> | c, x)
     n_warmup: torch.Tensor  # [N] tokens in c <sep>
     n_target: torch.Tensor  # [N] tokens in y </s>
+    logp_sep: torch.Tensor  # [N] log P(<sep> | c, x), the warmup's closing token (in logp_warmup); 0 without a warmup
 
 
 def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -74,11 +75,13 @@ def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torc
     position = torch.arange(token_logp.shape[1], device=token_logp.device).unsqueeze(0)
     warmup_mask = position < n_warmup.unsqueeze(1)
     target_mask = (position >= n_warmup.unsqueeze(1)) & (position < lengths.unsqueeze(1))
+    closing = token_logp.gather(1, (n_warmup - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
     return Scores(
         logp_warmup=(token_logp * warmup_mask).sum(1),
         logp_target=(token_logp * target_mask).sum(1),
         n_warmup=n_warmup,
         n_target=lengths - n_warmup,
+        logp_sep=torch.where(n_warmup > 0, closing, torch.zeros_like(closing)),
     )
 
 

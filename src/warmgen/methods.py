@@ -30,6 +30,12 @@ def decodes_with_warmup(config: WarmupConfig) -> bool:
     return config.method != "sft"
 
 
+def warmup_ends_at_eos(options: WarmupOptions) -> bool:
+    """Whether a warmup also ends where the model would end the sequence (LaTRO's rationales end at end-of-sequence
+    or an answer phrase; here the answer follows a <sep> put in that token's place), not at <sep> alone."""
+    return options.objective == "latro"
+
+
 def trains_sft_at(config: WarmupConfig, step: int) -> bool:
     """Whether optimizer step `step` (0-based) trains on `y` alone: SFT, and every method's warm start."""
     return config.method == "sft" or step < config.warmup.sft_warm_start_steps

@@ -23,7 +23,7 @@ from .config import WarmupConfig
 from .custom_generate import generate as custom_generate
 from .decode import banned_in_warmup, one_pass_config, target_config
 from .layout import make_layout
-from .methods import decodes_with_warmup, fixed_warmup
+from .methods import decodes_with_warmup, fixed_warmup, warmup_ends_at_eos
 from .models import SEP
 
 # The chat template the tokenizer trained with, where the saved one writes model.prompt_template instead: chat data
@@ -66,7 +66,7 @@ def generation_config(model, layout, config: WarmupConfig) -> GenerationConfig:
     generation = one_pass_config(model, layout, config) if fixed is None else target_config(model, layout, config)
     rules = {"warmup_sep_token_id": layout.sep_id, "min_warmup_length": config.warmup.min_warmup_length,
              "max_warmup_length": config.warmup.max_warmup_length, "warmup_banned_token_ids": banned_in_warmup(layout),
-             "fixed_warmup_ids": fixed}
+             "warmup_ends_at_token_id": layout.eos_id if warmup_ends_at_eos(config.warmup) else None, "fixed_warmup_ids": fixed}
     for name, value in rules.items():
         setattr(generation, name, value)
     return generation

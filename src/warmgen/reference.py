@@ -30,8 +30,9 @@ class Reference:
         self.model = model  # the trained model: with LoRA, scored with its adapters off
         self.frozen = frozen  # a frozen copy, without LoRA
 
-    def logp_warmup(self, layout, sources: list[list[int]], candidates: list[list[list[int]]], targets: list[list[int]]) -> torch.Tensor:
-        """log P_ref(c <sep> | x) of every candidate, flat in `candidates`' order."""
+    def logp_warmup(self, layout, sources: list[list[int]], candidates: list[list[list[int]]], targets: list[list[int]],
+                    without_sep: bool = False) -> torch.Tensor:
+        """log P_ref(c <sep> | x) of every candidate, flat in `candidates`' order (log P_ref(c | x) `without_sep`)."""
         flat = [w for c in candidates for w in c]
         counts = [len(c) for c in candidates]
         rows = [t for t, n in zip(targets, counts) for _ in range(n)]
@@ -45,7 +46,7 @@ class Reference:
                 with model.disable_adapter():
                     scores = layout.score(model, sources, flat, rows, counts)
         model.train(was_training)
-        return scores.logp_warmup
+        return scores.logp_warmup - scores.logp_sep if without_sep else scores.logp_warmup
 
 
 def start_reference(model, tokenizer, config: WarmupConfig, run_dir: Path, is_main: bool, device) -> Reference:

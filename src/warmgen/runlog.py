@@ -115,6 +115,22 @@ class RunLog:
             self.trackers.finish()
 
 
+def progress_postfix(stats: dict) -> dict:
+    """What the progress bar shows of a step: the loss, and for a warmup step its reward, warmup length and clipped share."""
+    shown = {"loss": f"{stats['loss']:.3f}"}
+    if "completions/mean_length" in stats:
+        shown.update(reward=f"{stats['reward']:.2f}", wlen=f"{stats['completions/mean_length']:.1f}",
+                     clipped=f"{stats['completions/clipped_ratio']:.2f}")
+    return shown
+
+
+def window_stats(window: list[tuple]) -> dict:
+    """A logged row's account of every step since the last one: each step's gradient norm (a collapse between logged
+    steps shows there), and the share of warmups cut off over them all (diagnostics.cut_off)."""
+    clipped = [c for _, c in window if c is not None]
+    return {"grad_norms": [g for g, _ in window], **({"completions/clipped_ratio_window": sum(clipped) / len(clipped)} if clipped else {})}
+
+
 def write_samples(stream, step: int, examples, result, layout) -> list[dict]:
     """A few training examples with their warmups (distinct when merged), how often each was drawn,
     rewards log P(y|c,x) and objective weights; the rows written."""

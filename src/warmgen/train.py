@@ -46,7 +46,7 @@ from .rundir import (
     run_config_file,
     step_checkpoint,
 )
-from .runlog import RunLog, read_training_log
+from .runlog import RunLog, progress_postfix, read_training_log, window_stats
 from .start import starting_model
 from .tasks import Task, load_task
 from .trackers import check_installed
@@ -220,6 +220,7 @@ def _train_loop(run: Run, warm_started: bool) -> None:
     progress = tqdm(total=run.total_steps, initial=s.step, desc=f"{config.method}", dynamic_ncols=True, mininterval=1.0,
                     disable=not procs.is_main)
     accumulated: dict[str, float] = {}
+    window: list[tuple] = []  # (gradient norm, clipped ratio) of each step since the last logged one
     micro, bad_batch, consecutive_bad = 0, False, 0
     stopped_by_time = run.out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
     if (warm_started and t.eval_every and s.step % t.eval_every == 0) or run.total_steps == 0:
@@ -286,17 +287,15 @@ def _train_loop(run: Run, warm_started: bool) -> None:
                     group["lr"] = min(group["lr"], group["initial_lr"] * time_left)
             stopped_by_time = s.step < run.total_steps and run.out_of_time()
             progress.update(1)
-            if "completions/mean_length" in accumulated:
-                progress.set_postfix(loss=f"{accumulated['loss']:.3f}", reward=f"{accumulated['reward']:.2f}",
-                                     wlen=f"{accumulated['completions/mean_length']:.1f}",
-                                     clipped=f"{accumulated['completions/clipped_ratio']:.2f}")
-            else:
-                progress.set_postfix(loss=f"{accumulated['loss']:.3f}")
+            progress.set_postfix(**progress_postfix(accumulated))
+            window.append((grad_norm, accumulated.get("completions/clipped_ratio")))  # every step's, between logged ones too
             if s.step % t.log_every == 0 or s.step == run.total_steps or stopped_by_time:
                 # The machine's 1-minute load average: times are only comparable between runs that had the CPU alone.
                 run.log({"step": s.step, "epoch": s.step / run.steps_per_epoch, "learning_rate": lr, "grad_norm": grad_norm,
                          "sft": objective_of is run.objectives.sft, "num_tokens": s.num_tokens, "skipped_steps": s.skipped_steps,
-                         "time/step": step_seconds, "load_average": os.getloadavg()[0], **procs.loss_scale(), **accumulated})
+                         "time/step": step_seconds, "load_average": os.getloadavg()[0], **procs.loss_scale(), **accumulated,
+                         **window_stats(window)})
+                window = []
             if step_objective.warmups is not None and t.samples_every and s.step % t.samples_every == 0 and procs.is_main:
                 run.logs.log_samples(s.step, [run.task.split("train")[i] for i in ids], step_objective.warmups, run.layout)
             accumulated = {}

@@ -1,4 +1,4 @@
-"""Warmup Generations: sample k warmups, score them, and the three objectives.
+"""Warmup Generations: score the k sampled warmups (sampling.py) and the four objectives.
 
 For an example (x, y) with warmups c_1..c_k sampled from the current model:
 
@@ -10,9 +10,12 @@ For an example (x, y) with warmups c_1..c_k sampled from the current model:
     marginal:   w_i = softmax_i(R_i), held fixed   J = sum_i w_i (lam*A_i + R_i)
                 (its gradient is the score-function gradient of log (1/k) sum_i P(y|c_i,x))
     rloo:       b_i = mean_{j != i} R_j            J = (1/k) sum_i [lam*(R_i - b_i) A_i + mu*R_i]
-    latro:      rloo on the shaped reward r_i = R_i - beta*(A_i - A_ref_i), a warmup cut at
-                max_warmup_length getting r_i = 2 * (the batch's mean r) instead; mu = 0 by default
-                (LaTRO, Chen et al. 2024: the answer is learnt only through the warmups' rewards)
+    latro:      rloo on the shaped reward r_i = R'_i - beta*(A_i - A_ref_i), where R'_i = R_i but for a
+                warmup cut at max_warmup_length, 2 * (the batch's mean R); mu = 0 by default (LaTRO,
+                Chen et al. 2024, as released: the answer is learnt only through the warmups' rewards;
+                answer_loss_weight 1 is the paper's gradient). As there, a warmup also ends where the
+                model would end the sequence (a <sep> takes that token's place before y), and A_i,
+                A_ref_i count the warmup's tokens without its closing <sep>, which LaTRO leaves out.
 
     beta = warmup.kl_coef against a frozen reference A_ref_i = log P_ref(c_i | x) (rloo takes it
     too: r_i = R_i - beta*(A_i - A_ref_i)); mu = warmup.answer_loss_weight (1 for rloo).
@@ -44,13 +47,12 @@ the objectives take a mask.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
 
+from . import sampling
 from .config import WarmupOptions
-from .decode import generate_warmups
 from .models import has_dropout
 
 
@@ -73,13 +75,15 @@ def answer_weight(config: WarmupOptions) -> float:
 
 def shaped_rewards(reward: torch.Tensor, logp_warmup: torch.Tensor, ref_logp_warmup: torch.Tensor | None, kl_coef: float,
                    unfinished: torch.Tensor | None, draws: torch.Tensor) -> torch.Tensor:
-    """r = R - beta*(A - A_ref), held fixed; where `unfinished`, 2 x the batch's draw-weighted mean r."""
+    """r = R' - beta*(A - A_ref), held fixed, where R' = R but where `unfinished`: 2 x the batch's draw-weighted mean R.
+    The penalty replaces the raw reward and the KL term is subtracted after it, as LaTRO's latro_trainer.py does: with
+    every warmup cut off, the KL term still tells them apart."""
     shaped = reward
+    if unfinished is not None and unfinished.any():
+        batch_mean = (reward * draws).sum() / draws.sum()
+        shaped = torch.where(unfinished, 2 * batch_mean, reward)
     if kl_coef:
         shaped = shaped - kl_coef * (logp_warmup.detach() - ref_logp_warmup)
-    if unfinished is not None and unfinished.any():
-        batch_mean = (shaped * draws).sum() / draws.sum()
-        shaped = torch.where(unfinished, 2 * batch_mean, shaped)
     return shaped
 
 
@@ -143,52 +147,6 @@ class WarmupStep:
     input_tokens: int
 
 
-def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
-    """counts[b] sampled warmups for source b (fewer with `first_draws`), per source, and their truncation flags.
-
-    With `first_draws`, a source asking for more draws that many first, and the rest only when
-    its first draws are not all alike.
-    """
-    if not config.first_draws:
-        return _sample(model, layout, sources, counts, config)
-    first = [min(n, config.first_draws) for n in counts]
-    warmups, truncated = _sample(model, layout, sources, first, config)
-    rest = [n - f if len({tuple(w) for w in drawn}) > 1 else 0 for n, f, drawn in zip(counts, first, warmups)]
-    more, more_truncated = _sample(model, layout, sources, rest, config)
-    return [a + b for a, b in zip(warmups, more)], [a + b for a, b in zip(truncated, more_truncated)]
-
-
-def _sample(model, layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
-    """counts[b] sampled warmups for source b; sources asking for the same number share one `generate` call."""
-    warmups: list[list[list[int]]] = [[] for _ in sources]
-    truncated: list[list[bool]] = [[] for _ in sources]
-    by_count = defaultdict(list)
-    for b, count in enumerate(counts):
-        if count:
-            by_count[count].append(b)
-    was_training = model.training
-    model.eval()  # no dropout while sampling
-    for count, members in by_count.items():
-        rows, flags = generate_warmups(
-            model, layout, [sources[b] for b in members], count, config.min_warmup_length, config.max_warmup_length,
-            do_sample=True, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-        )
-        for j, b in enumerate(members):
-            warmups[b], truncated[b] = rows[j * count : (j + 1) * count], flags[j * count : (j + 1) * count]
-    model.train(was_training)
-    return warmups, truncated
-
-
-def sample_candidates(model, layout, sources: list[list[int]], config: WarmupOptions):
-    """k candidates per source (the last one empty when `no_warmup_candidate`), and truncation flags."""
-    sampled = config.num_warmups - int(config.no_warmup_candidate)
-    warmups, truncated = sample_warmups(model, layout, sources, [sampled] * len(sources), config)
-    if config.no_warmup_candidate:
-        warmups = [w + [[]] for w in warmups]
-        truncated = [t + [False] for t in truncated]
-    return warmups, truncated
-
-
 def merges_repeats(config: WarmupOptions, dropout: bool) -> bool:
     """Whether a warmup drawn several times is scored once: `merge_repeats` true, or `auto` without
     dropout (exact there); always with rank_by joint."""
@@ -221,11 +179,11 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     """
     started = time.perf_counter()
     if kept is None:
-        candidates, truncated = sample_candidates(model, layout, sources, config)
+        candidates, truncated = sampling.sample_candidates(model, layout, sources, config)
         samples = [c[:-1] for c in candidates] if config.no_warmup_candidate else candidates
         had_kept = [False] * len(sources)
     else:
-        samples, truncated = sample_warmups(model, layout, sources, fresh, config)
+        samples, truncated = sampling.sample_warmups(model, layout, sources, fresh, config)
         candidates = [([k] if k is not None else []) + s for k, s in zip(kept, samples)]
         had_kept = [k is not None for k in kept]
     sampled = time.perf_counter()
@@ -242,14 +200,17 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     if config.objective == "best_of_k":
         grids, chosen = _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
     else:
-        grids, chosen = _score_grids(model, layout, sources, targets, candidates), None
+        *grids, logp_sep = _score_grids(model, layout, sources, targets, candidates)
+        chosen = None
+        if config.objective == "latro":  # the rationale's own tokens: its closing <sep> (often forced) is no choice of it
+            grids = [grids[0] - logp_sep, grids[1], grids[2] - (grids[2] > 0).long(), grids[3]]
     lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float, device=model.device), counts)
     shaping, ref_logp = {}, None
     if config.objective in ("rloo", "latro"):
         if kl_coefficient(config):
             if reference is None:
                 raise ValueError("warmup.kl_coef > 0 needs the reference model (warmgen.reference)")
-            ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets), counts)
+            ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets, config.objective == "latro"), counts)
         shaping = {"ref_logp_warmup": ref_logp, "kl_coef": kl_coefficient(config), "answer_loss_weight": answer_weight(config),
                    "unfinished": (lengths >= config.max_warmup_length) & mask}
     objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by,
@@ -299,11 +260,11 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
 
 
 def _score_grids(model, layout, sources, targets, candidates) -> list[torch.Tensor]:
-    """logp_warmup, logp_target, n_warmup, n_target of every candidate, each as a [B, K] grid."""
+    """logp_warmup, logp_target, n_warmup, n_target, logp_sep of every candidate, each as a [B, K] grid."""
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
     scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts)
-    return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target)]
+    return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target, scores.logp_sep)]
 
 
 def _score_best_of_k(model, layout, sources, targets, candidates, mask, config: WarmupOptions):

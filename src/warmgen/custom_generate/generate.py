@@ -9,8 +9,9 @@ decodes as `warmgen generate` does by default: a greedy warmup, `<sep>`, then a 
 one `generate` call. It needs only torch and transformers (no warmgen). The rules come from the
 checkpoint's generation config: `warmup_sep_token_id` (<sep>), `min_warmup_length` (<sep> banned
 before), `max_warmup_length` (<sep> forced there), `warmup_banned_token_ids` (end-of-sequence and
-padding, banned inside a warmup) and `fixed_warmup_ids` (pause tokens or a fixed warmup, put
-after the prompt instead of generated). Arguments are those of `generate`; a given
+padding, banned inside a warmup), `warmup_ends_at_token_id` (LaTRO: a warmup also ends where the
+model would end the sequence, <sep> taking that token's probability) and `fixed_warmup_ids` (pause
+tokens or a fixed warmup, put after the prompt instead of generated). Arguments are those of `generate`; a given
 `logits_processor` runs after the warmup rules.
 """
 
@@ -23,15 +24,19 @@ class WarmupLogitsProcessor(LogitsProcessor):
 
     While a row is in its warmup: end-of-sequence and padding are banned, <sep> is banned until
     `min_length` warmup tokens and forced once there are `max_length`. After <sep>, <sep> is banned.
-    `prefix_length` is where generated tokens start in `input_ids`.
+    `prefix_length` is where generated tokens start in `input_ids`. With `ending_id` (LaTRO's
+    rationales end at end-of-sequence), <sep> also takes that token's probability where it may end
+    the warmup: ending there either way is one event, written as <sep>.
     """
 
-    def __init__(self, prefix_length: int, sep_id: int, min_length: int, max_length: int, banned_in_warmup: list):
+    def __init__(self, prefix_length: int, sep_id: int, min_length: int, max_length: int, banned_in_warmup: list,
+                 ending_id: int | None = None):
         self.prefix_length = prefix_length
         self.sep_id = sep_id
         self.min_length = min_length
         self.max_length = max_length
         self.banned = sorted(set(banned_in_warmup) - {sep_id})
+        self.ending_id = ending_id
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.prefix_length :]
@@ -39,6 +44,8 @@ class WarmupLogitsProcessor(LogitsProcessor):
         in_warmup = ~(generated == self.sep_id).any(dim=1)
         scores = scores.clone()
         warm = scores[in_warmup]
+        if self.ending_id is not None:
+            warm[:, self.sep_id] = torch.logaddexp(warm[:, self.sep_id], warm[:, self.ending_id])
         warm[:, self.banned] = -float("inf")
         if length < self.min_length:
             warm[:, self.sep_id] = -float("inf")
@@ -76,6 +83,6 @@ def generate(inputs=None, generation_config=None, logits_processor=None, *, mode
             kwargs["attention_mask"] = torch.cat([attention_mask, torch.ones_like(warmup)], dim=1)
             input_ids = torch.cat([input_ids, warmup], dim=1)
     processor = WarmupLogitsProcessor(prefix_length, sep_id, rules.min_warmup_length, rules.max_warmup_length,
-                                      list(rules.warmup_banned_token_ids))
+                                      list(rules.warmup_banned_token_ids), getattr(rules, "warmup_ends_at_token_id", None))
     processors = LogitsProcessorList([processor, *(logits_processor or [])])
     return GenerationMixin.generate(model, input_ids, generation_config, processors, **kwargs)

@@ -11,7 +11,7 @@ computes them; the minimum detectable difference at a two-sided 5% level with 80
 many seeds a smaller difference needs. The test set's part does not shrink with seeds: past some n, only a larger
 test set helps.
 
-Writes benchmarks/results/detectable/<the record's task>-<date>.json.
+Writes benchmarks/results/detectable/<the record's task>-detectable-<date>.json (record names are unique across benchmarks).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     for name in args.records:
         found = of_record(name)
         match = RECORD_NAME.match(name)
-        path = write_record("detectable", match["name"] if match else name.removesuffix(".json"),
+        path = write_record("detectable", (match["name"] if match else name.removesuffix(".json")) + "-detectable",
                             {"record": name, "seed_counts": list(SEEDS), **found})
         print(f"wrote {path}")
         for variant, row in found["versus"].items():

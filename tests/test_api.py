@@ -92,7 +92,7 @@ def test_the_final_evaluation_loads_the_best_checkpoint_after_the_training_model
     import weakref
 
     trained, alive_at_load = [], []
-    prepare, load = warmgen.train._prepare, warmgen.train.load_checkpoint
+    prepare, load = warmgen.train.prepare, warmgen.train.load_checkpoint
 
     def remembering_prepare(*args, **kwargs):
         run = prepare(*args, **kwargs)
@@ -104,7 +104,7 @@ def test_the_final_evaluation_loads_the_best_checkpoint_after_the_training_model
         alive_at_load.append([ref() is not None for ref in trained])
         return load(folder, trusting)
 
-    monkeypatch.setattr(warmgen.train, "_prepare", remembering_prepare)
+    monkeypatch.setattr(warmgen.train, "prepare", remembering_prepare)
     monkeypatch.setattr(warmgen.train, "load_checkpoint", checking_load)
     WarmupTrainer(args=args(tmp_path / "run"), train_dataset=ROWS, eval_dataset=ROWS[:4]).train()
     assert alive_at_load == [[False, False]]
@@ -147,3 +147,10 @@ def test_bad_rows_are_named_by_dataset_and_index(tmp_path):
         WarmupTrainer(args=args(tmp_path / "bad2"), train_dataset=ROWS, eval_dataset=["cat"]).train()
     with pytest.raises(ConfigError, match="pass the model's tokenizer"):
         WarmupTrainer(model=torch.nn.Linear(2, 2), args=args(tmp_path / "x"))
+
+
+def test_the_trainer_leaves_the_callers_args_as_they_were(tmp_path):
+    args = WarmupConfig(output_dir=str(tmp_path / "run"), data={"task": "seq2seq"})
+    trainer = WarmupTrainer(model="t5-tiny", args=args, train_dataset=str(tmp_path / "train.jsonl"))
+    assert trainer.args.model.name == "t5-tiny" and trainer.args.data.train_file == str(tmp_path / "train.jsonl")
+    assert args.model.name == WarmupConfig().model.name and args.data.train_file is None

@@ -11,6 +11,7 @@ from test_reliability import ARGS, config, losses, nan_on
 
 import warmgen.train
 from warmgen.cli import main
+from warmgen.errors import ConfigError
 from warmgen.rundir import hold_folder
 from warmgen.train import TrainingError
 
@@ -50,7 +51,7 @@ def test_a_started_run_is_refused_too_and_an_empty_folder_is_not(tmp_path, monke
     warmgen.train.train(config(tmp_path, "run", "--train.max_steps", "1"))  # a folder with no run in it is fine
     assert (run / "notes.txt").read_text() == "mine"
     (run / "results.json").unlink()
-    with pytest.raises(warmgen.train.ConfigError, match="holds a started run"):
+    with pytest.raises(ConfigError, match="holds a started run"):
         warmgen.train.train(config(tmp_path, "run", "--train.max_steps", "1"))
 
 

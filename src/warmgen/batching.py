@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from .records import DataError
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 
-def tokenize(layout, examples, on_overlength: str = "truncate") -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
+def tokenize(layout: Layout, examples, on_overlength: str = "truncate") -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
     """(source_ids, target_ids) per example and how many sources/targets were truncated."""
     rows, cut_sources, cut_targets = [], 0, 0
     for example in examples:

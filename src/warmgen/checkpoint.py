@@ -47,7 +47,7 @@ class TrainState:
     train_seconds: float
     generated_tokens: int
     skipped_steps: int
-    optimizer: dict
+    optimizer: dict | list | None  # DeepSpeed's: one partition per process
     scheduler: dict
     best: dict  # {"metric": value or None, "step": step or None}
     rng: list  # every process's random generators (rng_state)

@@ -14,7 +14,7 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, cast
 
 import yaml
 
@@ -28,7 +28,7 @@ class _Checked:
     wrong type is a ConfigError naming the field, never an attribute silently added or a failure later."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        types_ = field_types(type(self))
+        types_ = field_types(cast(Any, type(self)))  # a class is hashable, whatever its instances are
         prefix = "" if type(self) is WarmupConfig else f"{SECTION_NAMES[type(self)]}."
         if name not in types_:
             close = difflib.get_close_matches(name, types_, n=1)

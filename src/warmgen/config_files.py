@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import SECTIONS, TOP_LEVEL, ConfigError, WarmupConfig
+from .config import SECTIONS, TOP_LEVEL, WarmupConfig
+from .errors import ConfigError
 from .typecheck import check_type, field_types, shown
 from .validation import validate
 
@@ -154,7 +156,7 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}{line}: not valid YAML: {' '.join(str(problem).split())}") from None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[tuple[str, Any]] = ()) -> WarmupConfig:
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[tuple[str, Any]] = ()) -> WarmupConfig:
     """Defaults, then the YAML file, then overrides (later wins); validated."""
     config = WarmupConfig()
     if path is not None:
@@ -216,7 +218,7 @@ def resolve_path(config: WarmupConfig, path: str) -> Path:
 
     A path found in neither place is an error that shows the path as written and where it was looked for.
     """
-    from .records import DataError
+    from .errors import DataError
 
     candidate = Path(path).expanduser()
     places = [candidate] if candidate.is_absolute() else [Path(config.config_dir) / candidate, data_root() / candidate]

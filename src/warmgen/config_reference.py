@@ -12,6 +12,7 @@ import ast
 import functools
 import sys
 from pathlib import Path
+from typing import cast
 
 SOURCE = Path(__file__).resolve().parent / "config.py"
 SECTIONS = [("WarmupConfig", None), ("ModelConfig", "model"), ("DataConfig", "data"), ("WarmupOptions", "warmup"),
@@ -42,12 +43,13 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def segment(lines: list[str], node: ast.AST) -> str:
+def segment(lines: list[str], node: ast.expr) -> str:
     """A node's source text (ast.get_source_segment, without splitting the whole source at every call)."""
-    if node.lineno == node.end_lineno:
+    end = node.end_lineno or node.lineno  # set by ast.parse
+    if node.lineno == end:
         return lines[node.lineno - 1][node.col_offset : node.end_col_offset]
-    middle = lines[node.lineno : node.end_lineno - 1]
-    return "\n".join([lines[node.lineno - 1][node.col_offset :], *middle, lines[node.end_lineno - 1][: node.end_col_offset]])
+    middle = lines[node.lineno : end - 1]
+    return "\n".join([lines[node.lineno - 1][node.col_offset :], *middle, lines[end - 1][: node.end_col_offset]])
 
 
 def default_text(node: ast.AnnAssign, lines: list[str]) -> str:
@@ -55,6 +57,7 @@ def default_text(node: ast.AnnAssign, lines: list[str]) -> str:
     if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "field":
         factory = next(k.value for k in value.keywords if k.arg == "default_factory")
         return {"list": "[]", "dict": "{}"}.get(getattr(factory, "id", ""), "")
+    assert value is not None  # rows() passes fields with a default only
     text = segment(lines, value)
     return {"None": "null", "True": "true", "False": "false"}.get(text, text)
 
@@ -69,11 +72,12 @@ def rows(cls: ast.ClassDef, source: str, prefix: str) -> list[list[str]]:
         kind = segment(lines, node.annotation)
         if kind.endswith("Config") or kind == "WarmupOptions":
             continue  # a section: documented under its own heading
-        comment, line = [], node.lineno - 2
+        comment: list[str] = []
+        line = node.lineno - 2
         while line >= 0 and lines[line].strip().startswith("#"):
             comment.insert(0, lines[line].strip().lstrip("#").strip())
             line -= 1
-        key = f"`{prefix}{node.target.id}`"
+        key = f"`{prefix}{cast(ast.Name, node.target).id}`"
         row = [key, f"`{kind}`", f"`{default_text(node, lines)}`", " ".join(comment)]
         if not comment and table:
             for i, value in enumerate(row[:3]):

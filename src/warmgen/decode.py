@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from transformers import GenerationConfig
@@ -18,6 +19,9 @@ from transformers import GenerationConfig
 from .custom_generate.generate import WarmupLogitsProcessor
 from .methods import fixed_warmup, warmup_ends_at_eos
 from .models import base_model
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 
 def split_at(row: list[int], stop_id: int) -> tuple[list[int], bool]:
@@ -33,7 +37,7 @@ class Generation:
     target: list[int]
 
 
-def _generation_config(layout, **kwargs) -> GenerationConfig:
+def _generation_config(layout: Layout, **kwargs) -> GenerationConfig:
     # Built from scratch so a model's own defaults (top_k=50, penalties...) never leak in.
     return GenerationConfig(pad_token_id=layout.pad_id, bos_token_id=None, **kwargs)
 
@@ -42,25 +46,25 @@ def _on_device(model, inputs: dict) -> dict:
     return {name: value.to(model.device) if torch.is_tensor(value) else value for name, value in inputs.items()}
 
 
-def _generate(model, inputs: dict, config: GenerationConfig, processors: list | None = None) -> torch.Tensor:
-    """`model.generate` with `config` alone. transformers fills a given config's unset fields from the
-    model's own generation config: a checkpoint's warmup rules (portable.py), a hub model's sampling
+def _generate(model, inputs: dict, generation: GenerationConfig, processors: list | None = None) -> torch.Tensor:
+    """`model.generate` with the GenerationConfig `generation` alone. transformers fills a given one's unset fields
+    from the model's own generation config: a checkpoint's warmup rules (portable.py), a hub model's sampling
     defaults. The model's own is swapped for the one its architecture implies while warmgen generates."""
     owner = base_model(model)
     own = owner.generation_config
     neutral = GenerationConfig.from_model_config(owner.config)
-    # A hub BART's config forces </s> at the length limit (and a first token, where an older config
+    # A hub BART's generation config forces </s> at the length limit (and a first token, where an older config
     # says so): warmgen's decoder rows start with the warmup and end where its length rules say
     # (layout.py), so nothing is forced.
     neutral.forced_bos_token_id = neutral.forced_eos_token_id = None
     owner.generation_config = neutral
     try:
-        return model.generate(**_on_device(model, inputs), generation_config=config, logits_processor=processors or [])
+        return model.generate(**_on_device(model, inputs), generation_config=generation, logits_processor=processors or [])
     finally:
         owner.generation_config = own
 
 
-def banned_in_warmup(layout) -> list[int]:
+def banned_in_warmup(layout: Layout) -> list[int]:
     """The tokens that cannot stand in a warmup: end-of-sequence and padding (the same rule checkpoints carry)."""
     return [layout.eos_id, layout.pad_id]
 
@@ -70,7 +74,7 @@ def _decoder_start(model) -> dict:
 
 
 @torch.no_grad()
-def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, min_length: int, max_length: int,
+def generate_warmups(model, layout: Layout, sources: list[list[int]], num_warmups: int, min_length: int, max_length: int,
                      do_sample: bool, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, ends_at_eos: bool = False):
     """num_warmups warmups per source (rows grouped by source), each a token list without <sep>.
 
@@ -81,18 +85,18 @@ def generate_warmups(model, layout, sources: list[list[int]], num_warmups: int, 
     processor = WarmupLogitsProcessor(prefix_length, layout.sep_id, min_length, max_length, banned_in_warmup(layout),
                                       layout.eos_id if ends_at_eos else None)
     sampling = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None) if do_sample else {}
-    config = _generation_config(
+    generation = _generation_config(
         layout, do_sample=do_sample, num_return_sequences=inputs.pop("num_return_sequences", 1), max_new_tokens=max_length + 1,
         eos_token_id=layout.sep_id, **sampling, **_decoder_start(model),
     )
-    output = _generate(model, inputs, config, [processor])
+    output = _generate(model, inputs, generation, [processor])
     warmups = [split_at(row, layout.sep_id)[0] for row in output[:, prefix_length:].tolist()]
     truncated = [len(w) >= max_length for w in warmups]
     return warmups, truncated
 
 
 @torch.no_grad()
-def inference_warmups(model, layout, sources: list[list[int]], use_warmup: bool, config) -> list[list[int] | None]:
+def inference_warmups(model, layout: Layout, sources: list[list[int]], use_warmup: bool, config) -> list[list[int] | None]:
     """The warmups inference puts before the target, the one place that decides them: none (SFT),
     the fixed ones (pause tokens, the fixed-warmup control), or the model's own, greedy or sampled
     (`decode.warmup_strategy`)."""
@@ -109,7 +113,7 @@ def inference_warmups(model, layout, sources: list[list[int]], use_warmup: bool,
 
 
 @torch.no_grad()
-def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) -> list[Generation]:
+def decode(model, layout: Layout, sources: list[list[int]], use_warmup: bool, config) -> list[Generation]:
     """Generate (warmup, target) token lists for a batch of tokenised sources: the target after each
     of `inference_warmups` (a greedy warmup and target in one `generate` call, when that is the same)."""
     if not use_warmup:
@@ -118,22 +122,23 @@ def decode(model, layout, sources: list[list[int]], use_warmup: bool, config) ->
         return [Generation(None, split_at(row, layout.eos_id)[0]) for row in output[:, start:].tolist()]
     if fixed_warmup(layout, config) is None and config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
         return decode_one_pass(model, layout, sources, config)
-    return decode_after(model, layout, sources, inference_warmups(model, layout, sources, use_warmup, config), config)
+    warmups = cast(list[list[int]], inference_warmups(model, layout, sources, use_warmup, config))  # with use_warmup, every one has one
+    return decode_after(model, layout, sources, warmups, config)
 
 
-def target_config(model, layout, config) -> GenerationConfig:
+def target_config(model, layout: Layout, config) -> GenerationConfig:
     """Greedy or beam search for the target, with <sep> suppressed."""
     return _generation_config(layout, num_beams=config.decode.num_beams, max_new_tokens=config.data.max_target_length + 1,
                               eos_token_id=layout.eos_id, suppress_tokens=[layout.sep_id], **_decoder_start(model))
 
 
-def one_pass_config(model, layout, config) -> GenerationConfig:
+def one_pass_config(model, layout: Layout, config) -> GenerationConfig:
     """Greedy through the warmup, <sep> and the target (the warmup rules are the logits processor's)."""
     return _generation_config(layout, max_new_tokens=config.warmup.max_warmup_length + 1 + config.data.max_target_length + 1,
                               eos_token_id=layout.eos_id, **_decoder_start(model))
 
 
-def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Generation]:
+def decode_one_pass(model, layout: Layout, sources: list[list[int]], config) -> list[Generation]:
     """Greedy `c <sep> y </s>` in a single generate call."""
     w = config.warmup
     inputs, start = layout.generation_inputs(sources)
@@ -147,7 +152,7 @@ def decode_one_pass(model, layout, sources: list[list[int]], config) -> list[Gen
     return results
 
 
-def decode_after(model, layout, sources: list[list[int]], warmups: list[list[int]], config) -> list[Generation]:
+def decode_after(model, layout: Layout, sources: list[list[int]], warmups: list[list[int]], config) -> list[Generation]:
     """The target after each given warmup `c <sep>`, grouped by warmup length."""
     by_length = defaultdict(list)
     for i, warmup in enumerate(warmups):
@@ -163,7 +168,7 @@ def decode_after(model, layout, sources: list[list[int]], warmups: list[list[int
 
 
 @torch.no_grad()
-def score_options(model, layout, sources: list[list[int]], warmups: list[list[int] | None], options: list[list[list[int]]]):
+def score_options(model, layout: Layout, sources: list[list[int]], warmups: list[list[int] | None], options: list[list[list[int]]]):
     """log P(option </s> | c, x) and option token counts per example, after each example's own warmup.
 
     Examples are scored together when they have the same number of options.

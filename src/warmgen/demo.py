@@ -10,6 +10,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -33,7 +34,7 @@ DEMO = {
 EXAMPLES = 5
 
 
-def demo_config(method: str, output_dir: Path, overrides) -> WarmupConfig:
+def demo_config(method: Literal["sft", "warmup"], output_dir: Path, overrides) -> WarmupConfig:
     config = WarmupConfig()
     apply_mapping(config, DEMO, "demo settings")
     config.method = method
@@ -49,23 +50,26 @@ def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dic
     evaluated again when finished) and print the comparison; `overwrite` as for `warmgen train`."""
     output = Path(output_dir)
     started = time.time()
-    configs = {method: demo_config(method, output, overrides) for method in ("sft", "warmup")}
+    methods: tuple[Literal["sft", "warmup"], ...] = ("sft", "warmup")
+    configs = {method: demo_config(method, output, overrides) for method in methods}
     steps = configs["warmup"].warmup.sft_warm_start_steps
     if steps:  # the warmup run starts from SFT's checkpoint of that step instead of training the same steps again
         configs["sft"].train.save_checkpoints_at = [steps]
         configs["warmup"].warmup.sft_warm_start_from = str(step_checkpoint(Path(configs["sft"].output_dir), steps))
     print("warmgen demo: SFT vs Warmup Generations, CMUdict grapheme-to-phoneme, a 1M-parameter BART from scratch")
     print(yaml.safe_dump(configs["warmup"].to_dict(), sort_keys=False).rstrip())
-    results = {}
+    results: dict[str, dict] = {}
     for method, config in configs.items():
         print(f"\n== training {method} ==")
-        results[method] = train(config, resume=overwrite is None and resumable(Path(config.output_dir)), overwrite=overwrite)
+        found = train(config, resume=overwrite is None and resumable(Path(config.output_dir)), overwrite=overwrite)
+        assert found is not None  # one process: it has the results
+        results[method] = found
 
     print(f"\n{'method':<8} {'test WER':>9} {'test PER':>9} {'train s':>8} {'s/epoch':>8} {'warmup len':>10}")
-    for method, r in results.items():
+    for name, r in results.items():
         test = r["splits"]["test"]
         warmup_length = f"{test['warmup/mean_length']:.1f}" if "warmup/mean_length" in test else "-"
-        print(f"{method:<8} {test['wer']:>9.3f} {test['per']:>9.3f} {r['train_seconds']:>8.0f} {r['seconds_per_epoch']:>8.1f} {warmup_length:>10}")
+        print(f"{name:<8} {test['wer']:>9.3f} {test['per']:>9.3f} {r['train_seconds']:>8.0f} {r['seconds_per_epoch']:>8.1f} {warmup_length:>10}")
 
     predictions = {}
     for method in configs:
@@ -77,7 +81,7 @@ def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dic
         print(f"  {'':<14} warmup:    {warm_row['warmup']!r} -> {warm_row['prediction']}")
     # Times compare only between machines alike and equally quiet: say which, and how busy it was.
     machine = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average_1_5_15": os.getloadavg()}
-    summary = {"command": "warmgen demo " + " ".join(f"--{k} {v}" for k, v in overrides), "git_commit": git_commit(),
+    summary: dict[str, Any] = {"command": "warmgen demo " + " ".join(f"--{k} {v}" for k, v in overrides), "git_commit": git_commit(),
                "machine": machine,
                "settings": configs["warmup"].to_dict(), "total_seconds": time.time() - started,
                "results": {m: {"test": r["splits"]["test"], "train_seconds": r["train_seconds"],

@@ -32,7 +32,8 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError
+from .errors import ConfigError
+from .methods import learns_warmups
 from .models import base_model
 
 
@@ -152,7 +153,7 @@ class Processes:
         """Whether this process takes part in evaluation: a sharded model needs every process for each forward pass."""
         return self.is_main or self.sharded
 
-    def sum(self, value: float | torch.Tensor) -> torch.Tensor:
+    def sum(self, value: float | list[float] | torch.Tensor) -> torch.Tensor:
         tensor = torch.as_tensor(value, dtype=torch.float64, device=self.device).clone()
         if self.world > 1:
             dist.all_reduce(tensor)
@@ -195,7 +196,7 @@ class Processes:
     def clip_gradients(self, model, max_norm: float) -> float:
         """Clip to `max_norm` (0 = no clipping, as in transformers); the global norm before clipping."""
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else math.inf)
-        return (norm.full_tensor() if self.sharded else norm).item()  # sharded: the norm over all shards
+        return (norm.full_tensor() if self.sharded else norm).item()  # type: ignore[attr-defined]  # sharded: a DTensor, over all shards
 
     def full_state_dict(self, model) -> dict | None:
         """The unsharded weights on the main process (every process must call it), or None: use the model's own."""
@@ -208,7 +209,7 @@ class Processes:
         weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         # Gathered copies of a tied parameter (embedding and head) are separate tensors; share them again so
         # save_pretrained writes the parameter once, as for an unsharded model.
-        names = {}
+        names: dict[int, list[str]] = {}
         for name, parameter in model.named_parameters(remove_duplicate=False):
             names.setdefault(id(parameter), []).append(name)
         for first, *aliases in names.values():
@@ -326,7 +327,7 @@ def check_launch(config) -> None:
             raise ConfigError(f"the accelerate FSDP config sets {unsupported[0]}, which warmgen does not support: start from "
                               "configs/accelerate/fsdp.yaml (fsdp_version 2, no offload, no activation checkpointing)")
         shards_weights = "FSDP"
-    if shards_weights and config.method == "warmup" and config.warmup.keep_best_warmup:
+    if shards_weights and learns_warmups(config) and config.warmup.keep_best_warmup:
         raise ConfigError(f"warmup.keep_best_warmup with {shards_weights}: processes would sample different numbers of times, and "
                           "sharded forward passes must run on all processes together; set warmup.keep_best_warmup false")
     if config.train.mixed_precision == "fp16" and _launch_flag("ACCELERATE_USE_DEEPSPEED"):

@@ -11,6 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -20,6 +21,9 @@ from .decode import decode, inference_warmups, score_options
 from .provenance import library_versions
 from .tasks import Task
 
+if TYPE_CHECKING:
+    from .layout import Layout
+
 # An evaluation's files in its folder (write_eval).
 SCORES, PREDICTIONS = "results.json", "predictions.jsonl"
 
@@ -27,7 +31,7 @@ SCORES, PREDICTIONS = "results.json", "predictions.jsonl"
 _noted: set[str] = set()
 
 
-def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_warmup: bool) -> tuple[dict, list[dict]]:
+def evaluate(model, layout: Layout, task: Task, split: str, config: WarmupConfig, use_warmup: bool) -> tuple[dict, list[dict]]:
     """Decode a split; return (metrics, per-example predictions with warmups)."""
     examples = task.split(split)
     sources = [layout.source_ids(e.prompt)[0] for e in examples]
@@ -48,8 +52,8 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
         else:
             warmups, outputs = inference_warmups(model, layout, batch_sources, use_warmup, config), [None] * len(batch)
         if with_options:
-            options = [[layout.target_ids(o)[0] for o in e.extra["options"]] for e in batch]
-            logp, counts = score_options(model, layout, batch_sources, warmups, options)
+            option_ids = [[layout.target_ids(o)[0] for o in e.extra["options"]] for e in batch]
+            logp, counts = score_options(model, layout, batch_sources, warmups, option_ids)
         for j, example in enumerate(batch):
             warmup_lengths.append(len(warmups[j] or []))
             row = {"id": example.id, "source": example.source, "target": example.target,
@@ -63,9 +67,9 @@ def evaluate(model, layout, task: Task, split: str, config: WarmupConfig, use_wa
     inference_seconds = time.time() - start  # decoding (and option scoring) only, not the metrics
 
     refs = [p["target"] for p in predictions]
-    options = dict(task.metric_options, sources=[e.source for e in examples], references=task_references(examples))
+    options: dict[str, Any] = {**task.metric_options, "sources": [e.source for e in examples], "references": task_references(examples)}
     scores = metrics.compute(task.metrics, [p["prediction"] for p in predictions], refs, **options) if generate_targets else {}
-    if with_options:
+    if task.option_metrics is not None:
         scores.update(task.option_metrics(examples, predictions))
     for metric, why in task.skipped.items():
         if metric not in _noted:

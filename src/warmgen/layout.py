@@ -15,7 +15,9 @@ each row has its own warmup and target).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +48,7 @@ def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
     return torch.tensor(padded, dtype=torch.long).reshape(len(rows), width)
 
 
-def _continuations(warmups: list[list[int] | None], targets: list[list[int]], sep_id: int, eos_id: int):
+def _continuations(warmups: Sequence[list[int] | None], targets: list[list[int]], sep_id: int, eos_id: int):
     """Token rows `c <sep> y </s>` (or `y </s>` for None) and how many of them belong to the warmup."""
     rows, n_warmup = [], []
     for warmup, target in zip(warmups, targets, strict=True):
@@ -56,7 +58,7 @@ def _continuations(warmups: list[list[int] | None], targets: list[list[int]], se
     return rows, torch.tensor(n_warmup)
 
 
-def _rows_per_source(sources: list, warmups: list, counts: list[int] | None) -> torch.Tensor:
+def _rows_per_source(sources: list, warmups: Sequence, counts: list[int] | None) -> torch.Tensor:
     if counts is None:
         return torch.full((len(sources),), len(warmups) // len(sources))
     if len(counts) != len(sources) or sum(counts) != len(warmups):
@@ -95,6 +97,41 @@ def _token_logp(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log P(label) per position; cross_entropy avoids materialising a [N, L, V] log-softmax."""
     flat = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="none")
     return -flat.view(labels.shape)
+
+
+class Layout(Protocol):
+    """What the rest of warmgen may ask of a model family's layout (Seq2SeqLayout, CausalLayout): how x, c and y
+    become token ids and tensors, and their log-probabilities. Nothing outside this module tells the families apart."""
+
+    family: str  # "seq2seq" or "causal"
+    tokenizer: Any
+    sep_id: int
+    eos_id: int
+    pad_id: int
+    max_source_length: int
+    max_target_length: int
+
+    def source_ids(self, text: str | list[dict]) -> tuple[list[int], bool]:
+        """x as the model reads it (a text, or chat turns), and whether it was cut to max_source_length."""
+
+    def target_ids(self, text: str) -> tuple[list[int], bool]:
+        """y's tokens (without </s>), and whether they were cut to max_target_length."""
+
+    def source_batch(self, sources: list[list[int]]) -> dict[str, torch.Tensor]:
+        """The padded sources with their attention mask."""
+
+    def generation_inputs(self, sources: list[list[int]]) -> tuple[dict, int]:
+        """Inputs for `generate`, and where the generated tokens start."""
+
+    def sampling_inputs(self, model, sources: list[list[int]], k: int) -> tuple[dict, int]:
+        """Inputs for `generate` that sample k continuations per source, and where they start."""
+
+    def continuation_inputs(self, sources: list[list[int]], prefixes: list[list[int]]) -> tuple[dict, int]:
+        """Inputs for `generate` that continue each source after its given prefix (a warmup and <sep>)."""
+
+    def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
+              counts: list[int] | None = None) -> Scores:
+        """log P(c <sep> | x) and log P(y </s> | c, x) of every row in one teacher-forced pass."""
 
 
 class Seq2SeqLayout:
@@ -145,7 +182,7 @@ class Seq2SeqLayout:
         inputs["decoder_input_ids"] = torch.tensor([[self.start_id] + p for p in prefixes], dtype=torch.long)
         return inputs, 1 + len(prefixes[0])
 
-    def score(self, model, sources: list[list[int]], warmups: list[list[int] | None], targets: list[list[int]],
+    def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
               counts: list[int] | None = None) -> Scores:
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         device = model.device
@@ -249,7 +286,7 @@ class CausalLayout:
         inputs = self.source_batch([s + p for s, p in zip(sources, prefixes)])
         return inputs, inputs["input_ids"].shape[1]
 
-    def score(self, model, sources: list[list[int]], warmups: list[list[int] | None], targets: list[list[int]],
+    def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
               counts: list[int] | None = None) -> Scores:
         """Prefix sharing: the prompt runs once per source and its keys/values are repeated for the
         source's candidates, so a long input costs (and back-propagates) once, not k times."""
@@ -294,7 +331,7 @@ class CausalLayout:
         return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
 
 
-def make_layout(model, tokenizer, sep_id: int, config: WarmupConfig):
+def make_layout(model, tokenizer, sep_id: int, config: WarmupConfig) -> Layout:
     if model.config.is_encoder_decoder:
         return Seq2SeqLayout(tokenizer, sep_id, config, model.config.decoder_start_token_id)
     return CausalLayout(tokenizer, sep_id, config)

@@ -13,9 +13,13 @@ The training loop asks objectives.py which objective trains a step.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from .config import WarmupConfig, WarmupOptions
-from .typecheck import ConfigError
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import WarmupConfig, WarmupOptions
+    from .layout import Layout  # validation.py, which config.py imports, asks these questions too
 
 PAUSE = "<pause>"
 
@@ -49,12 +53,12 @@ def step_options(config: WarmupConfig) -> WarmupOptions:
                                num_warmups=1, no_warmup_candidate=False, keep_best_warmup=False, fixed_warmup=None)
 
 
-def fixed_warmup(layout, config: WarmupConfig) -> list[int] | None:
+def fixed_warmup(layout: Layout, config: WarmupConfig) -> list[int] | None:
     """The tokens every example gets as its warmup, when they are fixed (pause tokens, `warmup.fixed_warmup`), else None."""
     if config.method == "pause":
         return [layout.tokenizer.convert_tokens_to_ids(PAUSE)] * config.pause.num_tokens
     w = config.warmup
-    if config.method != "warmup" or w.fixed_warmup is None:
+    if not learns_warmups(config) or w.fixed_warmup is None:
         return None
     ids = layout.tokenizer(w.fixed_warmup, add_special_tokens=False)["input_ids"]
     if len(ids) > w.max_warmup_length:

@@ -19,6 +19,7 @@ sufficient statistics, as its paired bootstrap does.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -101,7 +102,7 @@ def from_stats(name: str, stats: np.ndarray, **options) -> dict:
     return {"macro_f1": sum(scores) / max(len(scores), 1)}
 
 
-def comet(hyps: list[str], refs: list[str], sources: list[str] = (), comet_model: str | None = None, **_) -> dict:
+def comet(hyps: list[str], refs: list[str], sources: Sequence[str] = (), comet_model: str | None = None, **_) -> dict:
     try:
         from comet import load_from_checkpoint
     except ImportError:

@@ -11,7 +11,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, cast
 
 import torch
 from safetensors import SafetensorError
@@ -24,17 +24,19 @@ from transformers import (
     GPT2Config,
     LlamaConfig,
     MT5Config,
+    PretrainedConfig,
     PreTrainedModel,
     T5Config,
 )
 
-from .config import ConfigError, ModelConfig
+from .config import ModelConfig
+from .errors import ConfigError
 from .tokenization import SEP, SEP_TOKEN, tokenizer_kind, train_tokenizer
 
 ENCODER_DECODER = ("t5", "mt5", "bart")  # preset architectures with an encoder (the source never enters the decoder)
 
 # Architectures trained from scratch with a tokenizer fitted to the training split.
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     # Unit tests: a few thousand parameters.
     "t5-tiny": dict(arch="t5", d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16),
     # About 1M parameters: the demo before bart-mini, the cost benchmark.
@@ -77,25 +79,28 @@ def cache_dir() -> Path:
 def build_preset(name: str, sources: Iterable[str], targets: Iterable[str] = (), vocab_size: int = 512,
                  tokenizer_kind: str = "bpe"):
     """A preset architecture with fresh weights and a tokenizer fitted to the training texts."""
-    spec = dict(PRESETS[name])
+    spec: dict[str, Any] = dict(PRESETS[name])
     arch = spec.pop("arch")
     tokenizer = train_tokenizer(sources, targets, vocab_size, encoder_decoder=arch in ENCODER_DECODER, kind=tokenizer_kind)
-    ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    ids: dict[str, Any] = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     # No dropout: models trained from scratch here are small and see much data (set model.dropout to add it).
+    config: PretrainedConfig
     if arch in ("t5", "mt5"):
         kind = T5Config if arch == "t5" else MT5Config
-        config = kind(**spec, **ids, decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.0)
+        config = kind(**{**spec, **ids, "decoder_start_token_id": tokenizer.pad_token_id, "dropout_rate": 0.0})
         model = AutoModelForSeq2SeqLM.from_config(config)
     elif arch == "bart":
-        config = BartConfig(**spec, **ids, bos_token_id=None, decoder_start_token_id=tokenizer.pad_token_id, forced_bos_token_id=None,
-                            forced_eos_token_id=None, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+        config = BartConfig(**{**spec, **ids, "bos_token_id": None, "decoder_start_token_id": tokenizer.pad_token_id,
+                               "forced_bos_token_id": None, "forced_eos_token_id": None, "dropout": 0.0, "attention_dropout": 0.0,
+                               "activation_dropout": 0.0})
         model = AutoModelForSeq2SeqLM.from_config(config)
     elif arch == "llama":
-        config = LlamaConfig(**spec, **ids, bos_token_id=tokenizer.bos_token_id, max_position_embeddings=2048, tie_word_embeddings=True)
+        config = LlamaConfig(**{**spec, **ids, "bos_token_id": tokenizer.bos_token_id, "max_position_embeddings": 2048,
+                                "tie_word_embeddings": True})
         model = AutoModelForCausalLM.from_config(config)
     else:
-        config = GPT2Config(**spec, **ids, bos_token_id=tokenizer.bos_token_id, n_positions=1024,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        config = GPT2Config(**{**spec, **ids, "bos_token_id": tokenizer.bos_token_id, "n_positions": 1024, "resid_pdrop": 0.0,
+                               "embd_pdrop": 0.0, "attn_pdrop": 0.0})
         model = AutoModelForCausalLM.from_config(config)
     return model, tokenizer
 
@@ -179,7 +184,7 @@ def prepare_tokenizer(model: PreTrainedModel, tokenizer, sep_init: str = "random
     if tokenizer.pad_token is None:
         # Padding positions are always masked out by our own masks, so reusing eos is safe.
         tokenizer.pad_token = tokenizer.eos_token
-    if added or model.get_input_embeddings().num_embeddings < len(tokenizer):
+    if added or cast(torch.nn.Embedding, model.get_input_embeddings()).num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
@@ -190,7 +195,8 @@ def prepare_tokenizer(model: PreTrainedModel, tokenizer, sep_init: str = "random
         with torch.no_grad():  # input and output rows (the same tensor when tied)
             for embeddings in (model.get_input_embeddings(), model.get_output_embeddings()):
                 if embeddings is not None:
-                    embeddings.weight[sep_id] = embeddings.weight[source_id]
+                    weight = cast(torch.Tensor, embeddings.weight)
+                    weight[sep_id] = weight[source_id]
     return sep_id
 
 
@@ -294,7 +300,7 @@ def add_lora(model: PreTrainedModel, config: ModelConfig, sep_id: int):
     except ImportError:
         raise ConfigError("model.lora_rank > 0 needs peft: pip install peft") from None
     embeddings = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()).split(".")[-1]
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # a float alpha works lora_dropout=config.lora_dropout,
                       target_modules="all-linear", trainable_token_indices={embeddings: [sep_id]})
     return get_peft_model(model, lora)
 

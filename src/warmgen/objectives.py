@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -17,6 +18,9 @@ from tqdm.auto import tqdm
 from .config import WarmupConfig
 from .methods import decodes_with_warmup, fixed_warmup, learns_warmups, step_options, trains_sft_at
 from .warmup import WarmupMemory, WarmupStep, answer_weight, warmup_step
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 
 @dataclass
@@ -34,7 +38,7 @@ class StepObjective:
 class SFTObjective:
     """log P(y </s> | x): SFT, and the warm start of every other method."""
 
-    def __init__(self, layout):
+    def __init__(self, layout: Layout):
         self.layout = layout
 
     def __call__(self, model, ids: list[int], sources: list[list[int]], targets: list[list[int]]) -> StepObjective:
@@ -48,7 +52,7 @@ class WarmupObjective:
     """Warmup Generations' step (warmup.py), with the memory of kept warmups and the KL reference;
     for pause tokens and the fixed-warmup control, each example's one fixed candidate."""
 
-    def __init__(self, config: WarmupConfig, layout, procs, make_reference=None):
+    def __init__(self, config: WarmupConfig, layout: Layout, procs, make_reference=None):
         self.layout, self.procs = layout, procs
         self.options = step_options(config)
         self.fixed = fixed_warmup(layout, config)
@@ -86,7 +90,7 @@ class WarmupObjective:
 class Objectives:
     """Which objective trains optimizer step `step` (0-based)."""
 
-    def __init__(self, config: WarmupConfig, layout, procs, make_reference=None):
+    def __init__(self, config: WarmupConfig, layout: Layout, procs, make_reference=None):
         self.config = config
         self.sft = SFTObjective(layout)
         self.method = WarmupObjective(config, layout, procs, make_reference) if decodes_with_warmup(config) else None

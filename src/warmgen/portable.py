@@ -16,15 +16,19 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import GenerationConfig
 
 from .config import WarmupConfig
 from .custom_generate import generate as custom_generate
 from .decode import banned_in_warmup, one_pass_config, target_config
-from .layout import make_layout
+from .layout import CausalLayout, make_layout
 from .methods import decodes_with_warmup, fixed_warmup, warmup_ends_at_eos
 from .models import SEP
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 # The chat template the tokenizer trained with, where the saved one writes model.prompt_template instead: chat data
 # went through it, so warmgen loads it back (restore_chat_template) to read chat turns as training did.
@@ -57,7 +61,7 @@ def restore_chat_template(folder: Path, tokenizer) -> None:
         tokenizer.chat_template = trained.read_text(encoding="utf-8")
 
 
-def generation_config(model, layout, config: WarmupConfig) -> GenerationConfig:
+def generation_config(model, layout: Layout, config: WarmupConfig) -> GenerationConfig:
     """warmgen's default decoding for this model and method, with the warmup rules for custom_generate/generate.py."""
     if not decodes_with_warmup(config):
         return target_config(model, layout, config)
@@ -72,11 +76,11 @@ def generation_config(model, layout, config: WarmupConfig) -> GenerationConfig:
     return generation
 
 
-def prompt_chat_template(layout, config: WarmupConfig) -> str | None:
+def prompt_chat_template(layout: Layout, config: WarmupConfig) -> str | None:
     """A chat template that writes `model.prompt_template` around the last message, so the prompt
     travels with the tokenizer; None where the tokenizer's own template is the prompt (chat data,
     model.use_chat_template) or there is no prompt (encoder-decoder models read the text as is)."""
-    if layout.family != "causal" or config.model.use_chat_template:
+    if not isinstance(layout, CausalLayout) or config.model.use_chat_template:
         return None
     head, tail = config.model.prompt_template.split("{source}")
     bos = layout.tokenizer.decode(layout.bos)

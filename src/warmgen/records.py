@@ -74,7 +74,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     record = dict(pairs)
     if len(record) < len(pairs):
         seen: set[str] = set()
-        raise _KeyTwice(next(key for key, _ in pairs if key in seen or seen.add(key)))
+        for key, _ in pairs:
+            if key in seen:
+                raise _KeyTwice(key)
+            seen.add(key)
     return record
 
 

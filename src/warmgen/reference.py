@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,9 @@ from .errors import ConfigError
 from .methods import learns_warmups
 from .rundir import reference_dir
 from .warmup import kl_coefficient
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 
 def needs_reference(config: WarmupConfig) -> bool:
@@ -30,7 +34,7 @@ class Reference:
         self.model = model  # the trained model: with LoRA, scored with its adapters off
         self.frozen = frozen  # a frozen copy, without LoRA
 
-    def logp_warmup(self, layout, sources: list[list[int]], candidates: list[list[list[int]]], targets: list[list[int]],
+    def logp_warmup(self, layout: Layout, sources: list[list[int]], candidates: list[list[list[int]]], targets: list[list[int]],
                     without_sep: bool = False) -> torch.Tensor:
         """log P_ref(c <sep> | x) of every candidate, flat in `candidates`' order (log P_ref(c | x) `without_sep`)."""
         flat = [w for c in candidates for w in c]

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .checkpoint import CONFIG_NAME, STATE_NAME, load_checkpoint, load_trainer_state, swapped_out
-from .config import SECTIONS, TOP_LEVEL, ConfigError, WarmupConfig
-from .config_files import BOOKKEEPING, differences, read_yaml
-from .models import PRESETS, resolve_sep_init
-from .runlog import METRICS, SAMPLES, read_training_log
+from .checkpoint import CONFIG_NAME, STATE_NAME, swapped_out
+from .config_files import read_yaml
+from .errors import ConfigError
+from .runlog import METRICS, SAMPLES
 
 
 def hold_folder(folder: Path, user: str):
@@ -113,14 +112,19 @@ def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None
 
 
 def _users_config(path: Path) -> bool:
-    """Whether `path` is a config.yaml that warmgen did not write: a run's holds every section and top-level field."""
+    """Whether `path` is a config.yaml that warmgen did not write: a run's holds every field, in every section
+    (those of its warmgen version: the ones checked here have been there from the first)."""
     if not path.is_file():
         return False
     try:
         saved = read_yaml(path)
     except ConfigError:
         return True
-    return not (isinstance(saved, dict) and set(TOP_LEVEL) | set(SECTIONS) <= set(saved))
+    return not (isinstance(saved, dict) and RUN_CONFIG_KEYS <= set(saved))
+
+
+# What every config.yaml warmgen has written holds, whatever its version.
+RUN_CONFIG_KEYS = {"method", "seed", "output_dir", "model", "data", "warmup", "train", "decode"}
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -196,56 +200,3 @@ def _locked_by(handle) -> str | None:
         pid, _, user = handle.read().strip().partition(" ")
         handle.close()
         return f"{user or 'another process'} (pid {pid or 'unknown'})"
-
-
-def comparable(config: dict) -> dict:
-    """A config (as a dict) with `auto` settings replaced by what they mean where the model is not needed to tell.
-
-    `model.sep_init: auto` where that needs no tokenizer (SFT, models from scratch), and
-    `warmup.merge_repeats: auto` by false: the two differ only without dropout, where merging
-    computes the same loss and gradient, so a run from before `auto` existed still matches.
-    """
-    model, warmup = config.get("model", {}), config.get("warmup", {})
-    if "sep_init" in model:
-        model["sep_init"] = resolve_sep_init(model["sep_init"], None, model.get("name") in PRESETS, config.get("method") == "warmup")
-    if warmup.get("merge_repeats") == "auto":
-        warmup["merge_repeats"] = False
-    return config
-
-
-# What may differ between an SFT run and a warmup run that starts from its checkpoint.
-WARM_START_FREE = BOOKKEEPING + ("method", "warmup")
-
-
-def load_warm_start(config: WarmupConfig, processes: int):
-    """(model, tokenizer, sep_id, trainer state, the SFT run's training log up to the branch) for
-    `warmup.sft_warm_start_from`, after checking that the checkpoint is the warm start this run would train."""
-    folder = Path(config.warmup.sft_warm_start_from)
-    steps = config.warmup.sft_warm_start_steps
-    where = f"warmup.sft_warm_start_from: {folder}"
-    if not (folder / STATE_NAME).is_file():
-        raise ConfigError(f"{where} has no {STATE_NAME}: name the checkpoints/step-{steps} folder of an SFT run that "
-                          f"kept it (train.save_checkpoints_at: [{steps}])")
-    saved = read_yaml(folder / CONFIG_NAME) or {}
-    if saved.get("method") != "sft":
-        raise ConfigError(f"{where} was trained with method {saved.get('method')!r}, not sft")
-    changed = differences(comparable(saved), comparable(config.to_dict()), WARM_START_FREE)
-    model, tokenizer, sep_id, _ = load_checkpoint(folder, config.model)
-    scratch = config.model.name in PRESETS
-    ours, theirs = (resolve_sep_init(c, tokenizer, scratch, learns) for c, learns in ((config.model.sep_init, True),
-                                                                                     (saved["model"]["sep_init"], False)))
-    if ours != theirs:  # an SFT run under `auto` keeps <sep>'s row random; a pretrained warmup run would copy a newline's
-        changed.append(f"model.sep_init: {theirs!r} there, {ours!r} now (set model.sep_init: {theirs!r} to start from it)")
-    if changed:
-        raise ConfigError(f"{where} was trained with another config ({'; '.join(changed)}): only method and warmup.* may "
-                          "differ, or the warm start would not be this run's")
-    state = load_trainer_state(folder / STATE_NAME)
-    if state.step != steps:
-        raise ConfigError(f"{where} is the checkpoint of step {state.step}, not of warmup.sft_warm_start_steps {steps}")
-    if len(state.rng) != processes:
-        raise ConfigError(f"{where} was saved by {len(state.rng)} process(es); start from it with as many, not {processes}")
-    state.best = {"metric": None, "step": None}  # SFT's best was chosen by decoding without warmups
-    log = [row for row in read_training_log(folder.parent.parent) if row.get("step", 0) <= steps]
-    machines = [{"step": row["step"], "event": "warm_start_machine", "time": row["time"], "machine": row["machine"]}
-                for row in log if "machine" in row]  # where the SFT run computed the steps this run starts from
-    return model, tokenizer, sep_id, state, machines + [row for row in log if "loss" in row]

@@ -5,13 +5,18 @@ a resumed run, writing them (with the trackers), reading them back."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from . import diagnostics
 from .errors import RunFolderError
 from .trackers import Trackers
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
@@ -86,7 +91,7 @@ class RunLog:
     """The main process's logs of a run: metrics.jsonl and samples.jsonl (continued after `resume_step`, or new),
     the trackers (`train.report_to`), and diagnostics.py's warnings, each said once a run."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None, report_to: list[str], config: dict):
+    def __init__(self, run_dir: Path, resume_step: int | None, report_to: Sequence[str], config: dict):
         self.metrics, self.samples = open_logs(run_dir, resume_step)
         self.trackers = Trackers(report_to, run_dir, config) if report_to else None
         self.warned: set[str] = set()
@@ -103,7 +108,7 @@ class RunLog:
             tqdm.write(f"warning: step {step}: {message}")
             self.log({"step": step, "event": "warning", "kind": kind, "warning": message})
 
-    def log_samples(self, step: int, examples, result, layout) -> None:
+    def log_samples(self, step: int, examples, result, layout: Layout) -> None:
         rows = write_samples(self.samples, step, examples, result, layout)
         if self.trackers is not None:
             self.trackers.log_samples(step, rows)
@@ -131,7 +136,7 @@ def window_stats(window: list[tuple]) -> dict:
     return {"grad_norms": [g for g, _ in window], **({"completions/clipped_ratio_window": sum(clipped) / len(clipped)} if clipped else {})}
 
 
-def write_samples(stream, step: int, examples, result, layout) -> list[dict]:
+def write_samples(stream, step: int, examples, result, layout: Layout) -> list[dict]:
     """A few training examples with their warmups (distinct when merged), how often each was drawn,
     rewards log P(y|c,x) and objective weights; the rows written."""
     decode_text = layout.tokenizer.decode

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from .config import WarmupOptions
 from .decode import generate_warmups
 from .methods import warmup_ends_at_eos
 
+if TYPE_CHECKING:
+    from .layout import Layout
 
-def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
+
+def sample_warmups(model, layout: Layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
     """counts[b] sampled warmups for source b (fewer with `first_draws`), per source, and their truncation flags.
 
     With `first_draws`, a source asking for more draws that many first, and the rest only when
@@ -24,7 +28,7 @@ def sample_warmups(model, layout, sources: list[list[int]], counts: list[int], c
     return [a + b for a, b in zip(warmups, more)], [a + b for a, b in zip(truncated, more_truncated)]
 
 
-def _sample(model, layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
+def _sample(model, layout: Layout, sources: list[list[int]], counts: list[int], config: WarmupOptions):
     """counts[b] sampled warmups for source b; sources asking for the same number share one `generate` call."""
     warmups: list[list[list[int]]] = [[] for _ in sources]
     truncated: list[list[bool]] = [[] for _ in sources]
@@ -46,7 +50,7 @@ def _sample(model, layout, sources: list[list[int]], counts: list[int], config: 
     return warmups, truncated
 
 
-def sample_candidates(model, layout, sources: list[list[int]], config: WarmupOptions):
+def sample_candidates(model, layout: Layout, sources: list[list[int]], config: WarmupOptions):
     """k candidates per source (the last one empty when `no_warmup_candidate`), and truncation flags."""
     sampled = config.num_warmups - int(config.no_warmup_candidate)
     warmups, truncated = sample_warmups(model, layout, sources, [sampled] * len(sources), config)

@@ -10,12 +10,13 @@ TensorBoard writes to `<output_dir>/runs/`; the others to wherever their library
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
-from .typecheck import ConfigError
+from .errors import ConfigError
 
 
-def check_installed(names: list[str]) -> None:
+def check_installed(names: Sequence[str]) -> None:
     """Before anything is loaded: each tracker's library (its import name is the tracker's name) must be there."""
     missing = [name for name in names if importlib.util.find_spec(name) is None]
     if missing:
@@ -23,7 +24,7 @@ def check_installed(names: list[str]) -> None:
 
 
 class Trackers:
-    def __init__(self, names: list[str], run_dir: Path, config: dict):
+    def __init__(self, names: Sequence[str], run_dir: Path, config: dict):
         from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
         self.trackers = []

@@ -42,9 +42,9 @@ class WarmupTrainer:
 
     def __init__(self, model=None, tokenizer=None, args: WarmupConfig | None = None, train_dataset=None, eval_dataset=None,
                  test_dataset=None):
-        self.args = args if args is not None else WarmupConfig()
-        if not isinstance(self.args, WarmupConfig):
-            raise ConfigError(f"args must be a WarmupConfig, not {type(self.args).__name__}")
+        if args is not None and not isinstance(args, WarmupConfig):
+            raise ConfigError(f"args must be a WarmupConfig, not {type(args).__name__}")
+        self.args = copy.deepcopy(args) if args is not None else WarmupConfig()  # the caller's stays as it was
         if isinstance(model, (str, os.PathLike)):
             self.args.model.name = str(model)
             model = None

@@ -25,7 +25,7 @@ def shown(value: Any) -> str:
 
 
 @functools.cache
-def field_types(cls: type) -> dict[str, Any]:
+def field_types(cls: Any) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -39,7 +39,7 @@ def check_type(value: Any, expected: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return check_type(value, inner[0], key)
-    if dataclasses.is_dataclass(expected):  # a section, as its dataclass or as a dict of its fields
+    if isinstance(expected, type) and dataclasses.is_dataclass(expected):  # a section, as its dataclass or a dict of its fields
         if isinstance(value, expected):
             return value
         if not isinstance(value, dict):

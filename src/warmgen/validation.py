@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .errors import ConfigError
+from .methods import learns_warmups
 
 
 def validate(config) -> None:
@@ -19,7 +20,7 @@ def validate(config) -> None:
         (w.answer_loss_weight is None or w.answer_loss_weight >= 0, "warmup.answer_loss_weight must be >= 0"),
         (w.answer_loss_weight is None or w.objective in ("rloo", "latro"), "warmup.answer_loss_weight weighs the answer term "
          "of rloo and latro; marginal and best_of_k train the answer as their objective says: set it null"),
-        (config.method != "warmup" or w.objective != "latro" or w.answer_loss_weight or (w.warmup_loss_weight > 0 and w.fixed_warmup is None),
+        (not learns_warmups(config) or w.objective != "latro" or w.answer_loss_weight or (w.warmup_loss_weight > 0 and w.fixed_warmup is None),
          "warmup.objective latro with warmup.answer_loss_weight 0 (its default) learns only through the warmups' advantages: "
          "it needs warmup.warmup_loss_weight > 0 and sampled warmups (no warmup.fixed_warmup)"),
         (not w.no_warmup_candidate or w.num_warmups >= 2, "warmup.no_warmup_candidate needs warmup.num_warmups >= 2"),
@@ -62,7 +63,7 @@ def validate(config) -> None:
         (t.samples_every >= 0, "train.samples_every must be >= 0 (0 = never)"),
         (w.sft_warm_start_steps >= 0, "warmup.sft_warm_start_steps must be >= 0"),
         (config.pause.num_tokens >= 1, "pause.num_tokens must be at least 1"),
-        (not w.sft_warm_start_from or (config.method == "warmup" and w.sft_warm_start_steps > 0),
+        (not w.sft_warm_start_from or (learns_warmups(config) and w.sft_warm_start_steps > 0),
          "warmup.sft_warm_start_from needs method: warmup and warmup.sft_warm_start_steps > 0 (the step it starts from)"),
         (all(n >= 1 for n in t.save_checkpoints_at), "train.save_checkpoints_at lists optimizer steps, each at least 1"),
         (t.stop_after_step >= 0, "train.stop_after_step must be >= 0 (0: train every planned step)"),

@@ -48,12 +48,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import sampling
 from .config import WarmupOptions
 from .models import has_dropout
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 
 def ranking_scores(rank_by: str, logp_warmup: torch.Tensor, logp_target: torch.Tensor, warmup_loss_weight: float,
@@ -83,6 +87,7 @@ def shaped_rewards(reward: torch.Tensor, logp_warmup: torch.Tensor, ref_logp_war
         batch_mean = (reward * draws).sum() / draws.sum()
         shaped = torch.where(unfinished, 2 * batch_mean, reward)
     if kl_coef:
+        assert ref_logp_warmup is not None, "a KL term needs the reference's log-probabilities"
         shaped = shaped - kl_coef * (logp_warmup.detach() - ref_logp_warmup)
     return shaped
 
@@ -166,7 +171,7 @@ def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(list(values.split(counts)), batch_first=True)
 
 
-def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]], config: WarmupOptions,
+def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[list[int]], config: WarmupOptions,
                 kept: list[list[int] | None] | None = None, fresh: list[int] | None = None, reference=None) -> WarmupStep:
     """Sample, score the candidates in one forward pass; return the batch objective and token count.
 
@@ -178,14 +183,7 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     (`_score_best_of_k`).
     """
     started = time.perf_counter()
-    if kept is None:
-        candidates, truncated = sampling.sample_candidates(model, layout, sources, config)
-        samples = [c[:-1] for c in candidates] if config.no_warmup_candidate else candidates
-        had_kept = [False] * len(sources)
-    else:
-        samples, truncated = sampling.sample_warmups(model, layout, sources, fresh, config)
-        candidates = [([k] if k is not None else []) + s for k, s in zip(kept, samples)]
-        had_kept = [k is not None for k in kept]
+    candidates, samples, truncated, had_kept = _draw(model, layout, sources, config, kept, fresh)
     sampled = time.perf_counter()
     drawn = [w for c in candidates for w in c]
     if merges_repeats(config, model.training and has_dropout(model)):
@@ -197,59 +195,33 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     # Everything on the model's device: the scores are there.
     draws = _grid(torch.tensor([n for d in draw_counts for n in d], dtype=torch.float, device=model.device), counts)
     mask = draws > 0
-    if config.objective == "best_of_k":
-        grids, chosen = _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
-    else:
-        *grids, logp_sep = _score_grids(model, layout, sources, targets, candidates)
-        chosen = None
-        if config.objective == "latro":  # the rationale's own tokens: its closing <sep> (often forced) is no choice of it
-            grids = [grids[0] - logp_sep, grids[1], grids[2] - (grids[2] > 0).long(), grids[3]]
+    grids, chosen = _score(model, layout, sources, targets, candidates, mask, config)
+    logp_warmup, logp_target, n_warmup, n_target = grids
     lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float, device=model.device), counts)
-    shaping, ref_logp = {}, None
-    if config.objective in ("rloo", "latro"):
-        if kl_coefficient(config):
-            if reference is None:
-                raise ValueError("warmup.kl_coef > 0 needs the reference model (warmgen.reference)")
-            ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets, config.objective == "latro"), counts)
-        shaping = {"ref_logp_warmup": ref_logp, "kl_coef": kl_coefficient(config), "answer_loss_weight": answer_weight(config),
-                   "unfinished": (lengths >= config.max_warmup_length) & mask}
-    objective, tokens, weights = objective_terms(config.objective, *grids, config.warmup_loss_weight, draws, config.rank_by,
-                                                 **shaping)
+    shaped = config.objective in ("rloo", "latro")  # the objectives whose advantages come from a shaped reward
+    beta = kl_coefficient(config) if shaped else 0.0
+    ref_logp = None
+    if beta:
+        if reference is None:
+            raise ValueError("warmup.kl_coef > 0 needs the reference model (warmgen.reference)")
+        ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets, config.objective == "latro"), counts)
+    unfinished = (lengths >= config.max_warmup_length) & mask if config.objective == "latro" else None
+    objective, tokens, weights = objective_terms(config.objective, logp_warmup, logp_target, n_warmup, n_target,
+                                                 config.warmup_loss_weight, draws, config.rank_by, ref_logp_warmup=ref_logp,
+                                                 kl_coef=beta, answer_loss_weight=answer_weight(config) if shaped else 1.0,
+                                                 unfinished=unfinished)
     if chosen is not None:  # the same value, with a graph through the chosen candidates only
         objective = chosen
-    rewards = grids[1].detach()
+    rewards = logp_target.detach()
     # The rewards the objective compares: for rloo and latro the shaped ones their advantages are made of.
-    compared = rewards if not shaping else shaped_rewards(rewards, grids[0], ref_logp, shaping["kl_coef"],
-                                                          shaping["unfinished"] if config.objective == "latro" else None, draws)
+    compared = shaped_rewards(rewards, logp_warmup, ref_logp, beta, unfinished, draws) if shaped else rewards
     # best_of_k's choice, the memory's next kept warmup
-    best = ranking_scores(config.rank_by, grids[0], grids[1], config.warmup_loss_weight, mask).argmax(dim=1).tolist()
-    n_sampled = sum(len(s) for s in samples)
-    with_kept = sum(had_kept)
-
-    def over_draws(values):  # the mean over every drawn candidate, repeats included
-        return ((values * draws).sum() / draws.sum()).item()
-
-    stats = {
-        "reward": over_draws(rewards),
-        "reward_std": _std_over_draws(rewards, draws),
-        "reward/best": rewards.masked_fill(~mask, -float("inf")).max(dim=1).values.mean().item(),
-        # TRL's names where the quantity is the same (the sampled warmups are its completions).
-        "completions/mean_length": over_draws(lengths),
-        "completions/clipped_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
-        "frac_reward_zero_std": _zero_std_fraction(compared, draws),
-        "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
-        "warmup/candidates": len(drawn) / len(sources),
-        "warmup/scored": len(flat) / len(sources),  # candidates scored (fewer than drawn when merged)
-        "warmup/sampled": n_sampled / len(sources),
-        "warmup/empty_ratio": over_draws((lengths == 0).float()),
-        # Distinct warmups over all candidates in the batch: near 1/(B*k) means collapse.
-        "warmup/distinct_ratio": len({tuple(w) for w in drawn}) / len(drawn),
-        "warmup/logp": over_draws(grids[0].detach()),
-        "time/sampling": sampled - started,
-        "time/scoring": time.perf_counter() - sampled,
-    }
+    best = ranking_scores(config.rank_by, logp_warmup, logp_target, config.warmup_loss_weight, mask).argmax(dim=1).tolist()
+    stats = _step_stats(grids, rewards, compared, weights, lengths, draws, mask, drawn, flat, samples, truncated, len(sources))
+    stats.update({"time/sampling": sampled - started, "time/scoring": time.perf_counter() - sampled})
     if ref_logp is not None:  # TRL's kl: the mean of log P(c|x) - log P_ref(c|x) over the sampled warmups
-        stats["kl"] = over_draws(grids[0].detach() - ref_logp)
+        stats["kl"] = (((logp_warmup.detach() - ref_logp) * draws).sum() / draws.sum()).item()
+    with_kept = sum(had_kept)
     if with_kept:  # how often the remembered warmup still beats the fresh samples
         stats["warmup/kept_best_ratio"] = sum(h and i == 0 for h, i in zip(had_kept, best)) / with_kept
     generated = sum(len(w) + 1 for s in samples for w in s)
@@ -259,7 +231,53 @@ def warmup_step(model, layout, sources: list[list[int]], targets: list[list[int]
     return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, draws, best, generated, inputs)
 
 
-def _score_grids(model, layout, sources, targets, candidates) -> list[torch.Tensor]:
+def _draw(model, layout: Layout, sources: list[list[int]], config: WarmupOptions, kept, fresh):
+    """(candidates, fresh samples, their truncation flags, whether each example had a kept warmup): k sampled
+    candidates per example, or its kept warmup and `fresh` new samples (amortised warmups)."""
+    if kept is None:
+        candidates, truncated = sampling.sample_candidates(model, layout, sources, config)
+        samples = [c[:-1] for c in candidates] if config.no_warmup_candidate else candidates
+        return candidates, samples, truncated, [False] * len(sources)
+    samples, truncated = sampling.sample_warmups(model, layout, sources, fresh, config)
+    candidates = [([k] if k is not None else []) + s for k, s in zip(kept, samples)]
+    return candidates, samples, truncated, [k is not None for k in kept]
+
+
+def _score(model, layout: Layout, sources, targets, candidates, mask, config: WarmupOptions):
+    """(the [B, K] grids the objective takes, best_of_k's objective with its graph through the chosen candidates or None)."""
+    if config.objective == "best_of_k":
+        return _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
+    *grids, logp_sep = _score_grids(model, layout, sources, targets, candidates)
+    if config.objective == "latro":  # the rationale's own tokens: its closing <sep> (often forced) is no choice of it
+        grids = [grids[0] - logp_sep, grids[1], grids[2] - (grids[2] > 0).long(), grids[3]]
+    return grids, None
+
+
+def _step_stats(grids, rewards, compared, weights, lengths, draws, mask, drawn, flat, samples, truncated, batch: int) -> dict:
+    """The step's logged statistics (TRL's names where the quantity is the same: the sampled warmups are its completions)."""
+    def over_draws(values):  # the mean over every drawn candidate, repeats included
+        return ((values * draws).sum() / draws.sum()).item()
+
+    n_sampled = sum(len(s) for s in samples)
+    return {
+        "reward": over_draws(rewards),
+        "reward_std": _std_over_draws(rewards, draws),
+        "reward/best": rewards.masked_fill(~mask, -float("inf")).max(dim=1).values.mean().item(),
+        "completions/mean_length": over_draws(lengths),
+        "completions/clipped_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
+        "frac_reward_zero_std": _zero_std_fraction(compared, draws),
+        "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
+        "warmup/candidates": len(drawn) / batch,
+        "warmup/scored": len(flat) / batch,  # candidates scored (fewer than drawn when merged)
+        "warmup/sampled": n_sampled / batch,
+        "warmup/empty_ratio": over_draws((lengths == 0).float()),
+        # Distinct warmups over all candidates in the batch: near 1/(B*k) means collapse.
+        "warmup/distinct_ratio": len({tuple(w) for w in drawn}) / len(drawn),
+        "warmup/logp": over_draws(grids[0].detach()),
+    }
+
+
+def _score_grids(model, layout: Layout, sources, targets, candidates) -> list[torch.Tensor]:
     """logp_warmup, logp_target, n_warmup, n_target, logp_sep of every candidate, each as a [B, K] grid."""
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
@@ -267,7 +285,7 @@ def _score_grids(model, layout, sources, targets, candidates) -> list[torch.Tens
     return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target, scores.logp_sep)]
 
 
-def _score_best_of_k(model, layout, sources, targets, candidates, mask, config: WarmupOptions):
+def _score_best_of_k(model, layout: Layout, sources, targets, candidates, mask, config: WarmupOptions):
     """best_of_k's grids (held fixed) and per-example objective, with a graph through the chosen candidates only.
 
     Examples with a choice to make are scored without a graph to rank their candidates; then each
@@ -325,7 +343,8 @@ class WarmupMemory:
     def plan(self, example_ids: list[int]) -> tuple[list[list[int] | None], list[int]]:
         """The kept warmup (None on a first visit) and how many fresh samples, per example."""
         c = self.config
-        kept, fresh = [], []
+        kept: list[list[int] | None] = []
+        fresh: list[int] = []
         for i in example_ids:
             entry = self.entries.get(i)
             if entry is None:

@@ -16,7 +16,9 @@ import json
 import shutil
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config_files import load_config, parse_overrides
 from ..errors import ConfigError, DataError
@@ -50,13 +52,14 @@ def export_runs(spec_path: str, archive: str, output_dir: str | None = None, see
 
 def archive_content(spec: dict, output: Path, spec_name: str) -> tuple[dict, list[str]]:
     """(what an archive holds, the names of its runs) for the finished runs of the spec's seeds in `output`."""
-    runs, names = {}, []
+    runs: dict[str, dict[str, dict]] = {}
+    names: list[str] = []
     for variant in spec["variants"]:
         for seed in spec["seeds"]:
             run_dir = output / variant / f"seed{seed}"
             if not results_file(run_dir).is_file():
                 continue
-            entry = {key: file.read_text(encoding="utf-8") for key, file in _files(run_dir).items()}
+            entry: dict[str, Any] = {key: file.read_text(encoding="utf-8") for key, file in _files(run_dir).items()}
             entry["test_predictions"] = [{key: value for key, value in row.items() if key not in DATASET_TEXT}
                                          for row in read_predictions(eval_folder(run_dir, "test"))]
             runs.setdefault(variant, {})[str(seed)] = entry
@@ -105,7 +108,7 @@ def read_archive(path: Path) -> dict[str, dict[str, dict]]:
     return runs
 
 
-def import_runs(spec_path: str, archives: list[str], output_dir: str | None = None, overrides: list[str] = (),
+def import_runs(spec_path: str, archives: list[str], output_dir: str | None = None, overrides: Sequence[str] = (),
                 seeds: list[int] | None = None, variants: list[str] | None = None) -> list[str]:
     """Put the archives' finished runs of the spec's variants and seeds (or `seeds`) into the comparison folder; a line
     per run saying what became of it. Every run is checked (its config against the spec, its predictions against

@@ -8,13 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from ..config_files import parse_overrides
+from ..errors import ConfigError
 from ..rundir import console_log_file, hold_folder, results_file, resumable, run_config_file
-from ..typecheck import ConfigError
 from .report import make_plots, write_reports
 from .spec import (
     REBUILD,
@@ -75,7 +76,9 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
     env = same_code_environment()
     if jobs > 1 and "OMP_NUM_THREADS" not in env:  # as torchrun does: runs sharing the CPU would otherwise each take every core
         env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // jobs))
-    queue, running, failed = list(planned), {}, []
+    queue: list = list(planned)
+    running: dict = {}
+    failed: list = []
 
     def stop(signum, frame):
         sys.exit(128 + signum)  # unwinds to the cleanup below, unlike the default SIGTERM action
@@ -167,7 +170,7 @@ def same_code_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
-def run_comparison(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), jobs: int = 1,
+def run_comparison(spec_path: str, output_dir: str | None = None, overrides: Sequence[str] = (), jobs: int = 1,
                    report_dir: str | None = None, seeds: list[int] | None = None, variants: list[str] | None = None) -> dict:
     """Train what is left of a comparison, then write its summary, report and plots (into `report_dir`, by default
     the comparison folder); the summary. `seeds`, `variants`: these instead of the spec's (load_spec)."""

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from ..checkpoint import STATE_NAME
 from ..config_files import differences, load_config, parse_overrides, read_yaml
-from ..rundir import comparable, results_file, run_config_file, run_of, step_checkpoint
-from ..typecheck import ConfigError
+from ..errors import ConfigError
+from ..methods import learns_warmups
+from ..rundir import results_file, run_config_file, run_of, step_checkpoint
+from ..start import comparable
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",
              "same_time_as", "allow_mixed_machines"}
@@ -106,7 +108,7 @@ def variant_config(spec: dict, variant: str, changes: dict | None = None):
 def warm_start_steps(spec: dict, variant: str) -> int:
     """The SFT steps `variant` takes from the spec's warm_start_from variant (0: none)."""
     config = variant_config(spec, variant)
-    return config.warmup.sft_warm_start_steps if spec["warm_start_from"] and config.method == "warmup" else 0
+    return config.warmup.sft_warm_start_steps if spec["warm_start_from"] and learns_warmups(config) else 0
 
 
 def time_reference(spec: dict, variant: str) -> str | None:

@@ -102,6 +102,53 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     task = load_task(base)
     families = [m for m in task.metrics if m in metrics.RESAMPLABLE]
     options = dict(task.metric_options, references=task_references(task.split("test")))
+    runs = _read_runs(spec, output, seeds_of)
+    stats = {v: {m: {seed: metrics.example_stats(m, [p["prediction"] or "" for p in r["predictions"]],
+                                                 [p["target"] for p in r["predictions"]], **options) for seed, r in seeds.items()}
+                 for m in families} for v, seeds in runs.items()}
+    table = {variant: _table_row(seeds, stats[variant], options) for variant, seeds in runs.items()}
+    baseline = spec["baseline"]
+    first, ids = _paired_examples(runs, baseline)
+    mixed: list[str] = []
+
+    def tests(variant: str, reference: str) -> dict | None:
+        common = [seed for seed in runs[variant] if seed in runs[reference]]
+        if not common:
+            return None
+        mixed.extend(_machine_pairs(spec, runs, variant, reference, common))
+        found = {}
+        for m in families:
+            found.update(paired_tests(m, [stats[variant][m][s] for s in common], [stats[reference][m][s] for s in common],
+                                      spec["bootstrap"], **options))
+        return found
+
+    versus = {variant: found for variant in runs if variant != baseline and (found := tests(variant, baseline))}
+    contrasts = {f"{a} vs {b}": found for a, b in spec["contrasts"] if (found := tests(a, b))}
+    sft_baseline = base.method == "sft" or spec["variants"][baseline].get("method") == "sft"
+    sft_predictions = runs[baseline][first[baseline]]["predictions"] if sft_baseline else None
+    analysis = {v: warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions)
+                for v, seeds in runs.items() if seeds[first[v]]["predictions"][0]["warmup"] is not None}
+    results = [r["results"] for seeds in runs.values() for r in seeds.values()]
+    summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
+               "test_examples": len(ids), "seeds": {v: list(seeds) for v, seeds in runs.items()}, "table": table,
+               "versus_baseline": versus, "contrasts": contrasts,
+               "best_at_warm_start": {variant: stuck for variant, seeds in runs.items() if (stuck := best_at_warm_start(seeds))},
+               "mixed_machine_pairs": sorted(set(mixed)), "imports": imports_of(output),
+               "runs_without_fingerprint": [f"{v} seed {seed}" for v, seeds in runs.items() for seed, r in seeds.items()
+                                            if not r["results"].get("arithmetic_fingerprints")],
+               "warmup_analysis": analysis, "examples": _examples(runs, baseline, first, min(5, len(ids))),
+               "tests": "on the seeds both sides have, paired by seed and by test example: seed_level (per-seed differences' "
+                        "variance over seeds plus the test set's, t interval), example_level (paired bootstrap over test examples, "
+                        "the seeds' models fixed); significance.py",
+               # The code and libraries the runs were trained with, which a summary made later from another checkout does not show.
+               "trained_at_commits": sorted({str(r.get("git_commit")) for r in results}),
+               "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r.get("versions"), sort_keys=True) for r in results})]}
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return summary, runs
+
+
+def _read_runs(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None) -> dict[str, dict[int, dict]]:
+    """variant -> seed -> the run's config, results, test predictions and training log."""
     runs: dict[str, dict[int, dict]] = {}
     for variant in spec["variants"]:
         runs[variant] = {}
@@ -113,80 +160,56 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
                 "predictions": read_predictions(eval_folder(run_dir, "test")),
                 "log": read_training_log(run_dir),
             }
-    stats = {v: {m: {seed: metrics.example_stats(m, [p["prediction"] or "" for p in r["predictions"]],
-                                                 [p["target"] for p in r["predictions"]], **options) for seed, r in seeds.items()}
-                 for m in families} for v, seeds in runs.items()}
+    return runs
 
-    table = {}
-    for variant, seeds in runs.items():
-        tests = [r["results"]["splits"]["test"] for r in seeds.values()]
-        keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k != "num_examples" and k not in COST]
-        row = {k: _over_seeds(seeds, [t[k] for t in tests]) for k in keys}
-        for k in COST:
-            values = [_cost(k, t, r) for t, r in zip(tests, seeds.values())]
-            row[k] = _over_seeds(seeds, values) if None not in values else None
-        for m in families:  # a metric the runs' own evaluation did not report (added since): from their predictions
-            values = [metrics.from_stats(m, stats[variant][m][seed], **options) for seed in seeds]
-            row.update({k: _over_seeds(seeds, [v[k] for v in values]) for k in values[0] if k not in row})
-        best_steps = [r["results"].get("best_step") for r in seeds.values()]
-        if None not in best_steps:
-            row["best_step"] = _over_seeds(seeds, best_steps)
-        table[variant] = row
-    stuck = {variant: found for variant, seeds in runs.items() if (found := best_at_warm_start(seeds))}
 
-    baseline = spec["baseline"]
-    shown = next(iter(runs[baseline]))  # the seed whose predictions give the examples (a variant without it: its first)
+def _table_row(seeds: dict[int, dict], stats: dict[str, dict[int, np.ndarray]], options: dict) -> dict:
+    """A variant's test metrics and costs over its seeds, and each seed's best step."""
+    tests = [r["results"]["splits"]["test"] for r in seeds.values()]
+    keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k != "num_examples" and k not in COST]
+    row: dict[str, dict | None] = {k: _over_seeds(seeds, [t[k] for t in tests]) for k in keys}
+    for k in COST:
+        values = [_cost(k, t, r) for t, r in zip(tests, seeds.values())]
+        row[k] = _over_seeds(seeds, values) if None not in values else None
+    for m, per_seed in stats.items():  # a metric the runs' own evaluation did not report (added since): from their predictions
+        scores = [metrics.from_stats(m, per_seed[seed], **options) for seed in seeds]
+        row.update({k: _over_seeds(seeds, [score[k] for score in scores]) for k in scores[0] if k not in row})
+    best_steps = [r["results"].get("best_step") for r in seeds.values()]
+    if None not in best_steps:
+        row["best_step"] = _over_seeds(seeds, best_steps)
+    return row
+
+
+def _paired_examples(runs: dict, baseline: str) -> tuple[dict[str, int], list[str]]:
+    """(the seed whose predictions give each variant's examples, the test example ids), after checking every run was
+    tested on the same examples in the same order (the tests pair them by position)."""
+    shown = next(iter(runs[baseline]))  # the baseline's first seed (a variant without it: its own first)
     first = {v: shown if shown in seeds else next(iter(seeds)) for v, seeds in runs.items()}
     ids = [p["id"] for p in runs[baseline][first[baseline]]["predictions"]]
     for variant in runs:
         for r in runs[variant].values():
             if [p["id"] for p in r["predictions"]] != ids:
                 raise ValueError(f"{variant} was tested on other examples than {baseline}: cannot pair them")
+    return first, ids
 
-    mixed: list[str] = []
 
-    def bootstrap(variant: str, reference: str) -> dict | None:
-        common = [seed for seed in runs[variant] if seed in runs[reference]]
-        if not common:
-            return None
-        for seed in common:
-            if pair := mixed_machines(runs, variant, reference, seed):
-                if not spec["allow_mixed_machines"]:
-                    raise ConfigError(f"{pair}: their steps were computed on machines whose arithmetic differs, so their "
-                                      "difference is partly the machines'; train both on one machine, or set "
-                                      "allow_mixed_machines: true in the spec (the summary then lists the pair)")
-                mixed.append(pair)
-        found = {}
-        for m in families:
-            found.update(paired_tests(m, [stats[variant][m][s] for s in common], [stats[reference][m][s] for s in common],
-                                      spec["bootstrap"], **options))
-        return found
+def _machine_pairs(spec: dict, runs: dict, variant: str, reference: str, seeds: list[int]) -> list[str]:
+    """The pairs of these seeds computed on machines whose arithmetic differs: refused unless the spec allows them."""
+    pairs = [pair for seed in seeds if (pair := mixed_machines(runs, variant, reference, seed))]
+    if pairs and not spec["allow_mixed_machines"]:
+        raise ConfigError(f"{pairs[0]}: their steps were computed on machines whose arithmetic differs, so their difference "
+                          "is partly the machines'; train both on one machine, or set allow_mixed_machines: true in the spec "
+                          "(the summary then lists the pair)")
+    return pairs
 
-    versus = {variant: found for variant in runs if variant != baseline and (found := bootstrap(variant, baseline))}
-    contrasts = {f"{a} vs {b}": found for a, b in spec["contrasts"] if (found := bootstrap(a, b))}
 
-    sft_predictions = runs[baseline][first[baseline]]["predictions"] if base.method == "sft" or spec["variants"][baseline].get("method") == "sft" else None
-    analysis = {v: warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions)
-                for v, seeds in runs.items() if seeds[first[v]]["predictions"][0]["warmup"] is not None}
-    examples = [{"source": excerpt(runs[baseline][first[baseline]]["predictions"][i]["source"]),
-                 "target": runs[baseline][first[baseline]]["predictions"][i]["target"],
-                 "outputs": {v: {"warmup": seeds[first[v]]["predictions"][i]["warmup"],
-                                 "prediction": seeds[first[v]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}
-                for i in range(min(5, len(ids)))]
-    results = [r["results"] for seeds in runs.values() for r in seeds.values()]
-    summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
-               "test_examples": len(ids), "seeds": {v: list(seeds) for v, seeds in runs.items()}, "table": table,
-               "versus_baseline": versus, "contrasts": contrasts, "best_at_warm_start": stuck, "mixed_machine_pairs": sorted(set(mixed)),
-               "imports": imports_of(output), "runs_without_fingerprint": [f"{v} seed {seed}" for v, seeds in runs.items() for seed, r in seeds.items()
-                                            if not r["results"].get("arithmetic_fingerprints")], "warmup_analysis": analysis, "examples": examples,
-               "tests": "on the seeds both sides have, paired by seed and by test example: seed_level (per-seed differences' "
-                        "variance over seeds plus the test set's, t interval), example_level (paired bootstrap over test examples, "
-                        "the seeds' models fixed); significance.py",
-               # The code and libraries the runs were trained with, which a summary made later from another checkout does not show.
-               "trained_at_commits": sorted({str(r.get("git_commit")) for r in results}),
-               "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r.get("versions"), sort_keys=True) for r in results})]}
-    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    return summary, runs
+def _examples(runs: dict, baseline: str, first: dict[str, int], count: int) -> list[dict]:
+    """The first `count` test examples with every variant's warmup and output (its `first` seed's)."""
+    shown = runs[baseline][first[baseline]]["predictions"]
+    return [{"source": excerpt(shown[i]["source"]), "target": shown[i]["target"],
+             "outputs": {v: {"warmup": seeds[first[v]]["predictions"][i]["warmup"],
+                             "prediction": seeds[first[v]]["predictions"][i]["prediction"]} for v, seeds in runs.items()}}
+            for i in range(count)]
 
 
 def summarize_finished(spec: dict, output: Path) -> tuple[dict, dict] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config_files import load_config, parse_overrides, read_yaml
@@ -12,7 +13,7 @@ from ..tasks import load_task
 from .spec import comparison_folder, config_differences, load_spec, rebuild_label, rebuilds, rebuilt, run_changes
 
 
-def comparison_status(spec_path: str, output_dir: str | None = None, overrides: list[str] = (), seeds: list[int] | None = None,
+def comparison_status(spec_path: str, output_dir: str | None = None, overrides: Sequence[str] = (), seeds: list[int] | None = None,
                       variants: list[str] | None = None) -> str:
     """Where a (possibly running) comparison stands: every variant x seed as done, training, stopped or pending."""
     path = Path(spec_path)

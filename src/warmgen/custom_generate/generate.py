@@ -15,6 +15,8 @@ tokens or a fixed warmup, put after the prompt instead of generated). Arguments 
 `logits_processor` runs after the warmup rules.
 """
 
+from typing import cast
+
 import torch
 from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList
 
@@ -42,7 +44,7 @@ class WarmupLogitsProcessor(LogitsProcessor):
         generated = input_ids[:, self.prefix_length :]
         length = generated.shape[1]  # warmup length so far, for rows still in their warmup
         in_warmup = ~(generated == self.sep_id).any(dim=1)
-        scores = scores.clone()
+        scores = cast(torch.FloatTensor, scores.clone())
         warm = scores[in_warmup]
         if self.ending_id is not None:
             warm[:, self.sep_id] = torch.logaddexp(warm[:, self.sep_id], warm[:, self.ending_id])

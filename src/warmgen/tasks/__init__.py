@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, WarmupConfig
-from ..records import DataError, Example, dataset_records, text_examples
+from ..config import WarmupConfig
+from ..errors import ConfigError, DataError
+from ..records import Example, dataset_records, text_examples
 
 # How the Python API's arguments name each split in errors.
 DATASET_NAMES = {"train": "train_dataset", "dev": "eval_dataset", "test": "test_dataset"}

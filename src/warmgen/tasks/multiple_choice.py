@@ -12,9 +12,10 @@ from __future__ import annotations
 import string
 
 from .. import metrics
-from ..config import ConfigError, WarmupConfig
+from ..config import WarmupConfig
 from ..config_files import resolve_path
-from ..records import DataError, Example, dataset_records, file_records
+from ..errors import ConfigError, DataError
+from ..records import Example, dataset_records, file_records
 from . import Task, read_files, shuffled
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ConfigError, WarmupConfig
+from ..config import WarmupConfig
 from ..config_files import resolve_path
+from ..errors import ConfigError
 from ..records import Example, csv_records, json_array_records, read_jsonl, read_parallel, read_tsv, text_examples
 from . import Task, read_files, shuffled, text_rows
 
@@ -14,7 +15,7 @@ def read_split(config: WarmupConfig, path_text: str) -> list[Example]:
     """A split's examples from its file, in `data.format` (`auto`: by the file's extension)."""
     data = config.data
     path = resolve_path(config, path_text)
-    fmt = data.format
+    fmt: str = data.format
     if fmt == "auto":
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".csv", ".tsv"):

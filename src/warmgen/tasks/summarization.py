@@ -7,7 +7,8 @@ when `data.bertscore_model` names a local checkpoint.
 
 from __future__ import annotations
 
-from ..config import ConfigError, WarmupConfig
+from ..config import WarmupConfig
+from ..errors import ConfigError
 from . import Task, read_files, shuffled, text_rows
 from .seq2seq import read_split
 

@@ -9,8 +9,9 @@ CHRF(word_order=2); COMET when `data.comet_model` names a local checkpoint.
 
 from __future__ import annotations
 
-from ..config import ConfigError, WarmupConfig
+from ..config import WarmupConfig
 from ..config_files import resolve_path
+from ..errors import ConfigError
 from ..records import read_parallel
 from . import Task, read_files, shuffled, text_rows
 

@@ -89,7 +89,8 @@ class ModelConfig(_Checked):
 class DataConfig(_Checked):
     """Where examples come from and how long they may be.
 
-    `task` selects the reader and metrics: `g2p` (built-in CMUdict grapheme-to-phoneme, needs no
+    `task` selects the reader and metrics: `auto` (`seq2seq` when data files, a dataset or in-memory
+    rows are given, else the built-in `g2p`), `g2p` (built-in CMUdict grapheme-to-phoneme, needs no
     files), `seq2seq` (your files: JSONL, TSV, or a pair of line-aligned text files),
     `translation` (line-aligned files per language), `summarization` (JSONL documents), or
     `multiple_choice` (LogiQA 2.0 style JSONL).
@@ -97,8 +98,8 @@ class DataConfig(_Checked):
     (`$WARMGEN_DATA_ROOT`, default `../shared/data`).
     """
 
-    # The reader and metrics (see above and docs/tasks-and-models.md).
-    task: str = "g2p"
+    # The reader and metrics (see above and docs/tasks-and-models.md); a run's config.yaml says which `auto` chose.
+    task: str = "auto"
     # A Hugging Face dataset instead of files: a `save_to_disk` folder, or a name or folder for
     # `datasets.load_dataset` (offline: local files or the hub cache). Splits train, validation (or
     # dev) and test; a single Dataset is the train split.
@@ -272,6 +273,11 @@ class TrainConfig(_Checked):
     lr_decay_by_time: bool = False
     # Evaluate on dev and save `best`/`last` every N optimizer steps (0 = once per epoch).
     eval_every: int = 0
+    # The dev metric that picks `best`, as transformers' TrainingArguments: any metric the task reports (`wer`,
+    # `exact_match`, `chrf`, `bleu`, `rougeL`, `accuracy`, ...); null = the task's own (wer, chrf, rougeL, accuracy).
+    metric_for_best_model: Optional[str] = None
+    # Whether a larger metric_for_best_model is better; null = from the metric (error rates lower, the rest higher).
+    greater_is_better: Optional[bool] = None
     # Also keep a resumable checkpoint at these optimizer steps (`checkpoints/step-N`): a warmup
     # run can start from one (warmup.sft_warm_start_from) instead of repeating its SFT warm start.
     save_checkpoints_at: list[int] = field(default_factory=list)

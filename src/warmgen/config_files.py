@@ -25,8 +25,23 @@ def _valid_keys() -> list[str]:
     return keys
 
 
+# TRL's and transformers' names for what warmgen calls otherwise (a sampled warmup is TRL's completion).
+FAMILIAR_NAMES = {
+    "lr": "train.learning_rate", "num_train_epochs": "train.epochs", "per_device_train_batch_size": "train.batch_size",
+    "per_device_eval_batch_size": "decode.batch_size", "logging_steps": "train.log_every", "eval_steps": "train.eval_every",
+    "save_steps": "train.save_every", "warmup_steps": "train.lr_warmup_steps", "num_generations": "warmup.num_warmups",
+    "max_completion_length": "warmup.max_warmup_length", "max_prompt_length": "data.max_source_length",
+    "beta": "warmup.kl_coef", "dataset_name": "data.dataset", "model_name_or_path": "model.name",
+    "bf16": "train.mixed_precision bf16", "fp16": "train.mixed_precision fp16", "num_beams": "decode.num_beams",
+}
+
+
 def _unknown_key(dotted_key: str) -> str:
-    """The error for a key no config has: the closest valid ones, else where the list is."""
+    """The error for a key no config has: its warmgen name where TRL or transformers call it so, else the closest
+    valid ones, else where the list is."""
+    familiar = FAMILIAR_NAMES.get(dotted_key.split(".")[-1])
+    if familiar is not None:
+        return f"unknown config key '{dotted_key}': did you mean '{familiar}'? (warmgen's name for TRL's or transformers')"
     keys = _valid_keys()
     close = difflib.get_close_matches(dotted_key, keys, n=2) or difflib.get_close_matches(
         dotted_key, [k.split(".")[-1] for k in keys], n=1)

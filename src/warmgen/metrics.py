@@ -25,6 +25,19 @@ import numpy as np
 
 RESAMPLABLE = ("exact_match", "wer", "per", "wer_any", "per_any", "bleu", "chrf", "rouge", "accuracy", "macro_f1")
 MODEL_BASED = ("comet", "bertscore")
+# Scores where lower is better; every other metric is better higher.
+LOWER_IS_BETTER = ("wer", "per", "wer_any", "per_any")
+
+
+def reported_keys(metric: str) -> list[str]:
+    """The scores a metric reports (the keys of `compute`'s result, signatures aside)."""
+    return {"rouge": ["rouge1", "rouge2", "rougeL"], "bertscore": ["bertscore_f1"]}.get(metric, [metric])
+
+
+def higher_is_better(key: str) -> bool:
+    return key.rpartition("/")[2] not in LOWER_IS_BETTER
+
+
 CHOICE = re.compile(r"^\s*\(?([A-Z])(?:[.):\s]|$)")
 
 

@@ -17,6 +17,7 @@ from .methods import add_method_tokens, learns_warmups
 from .models import PRESETS, load_model, ready_model, resolve_sep_init
 from .rundir import init_checkpoint, last_checkpoint
 from .runlog import read_training_log
+from .tasks import auto_task
 
 
 def _new_model(config: WarmupConfig, train_examples, given_model=None):
@@ -81,11 +82,13 @@ def warm_start_header(config: WarmupConfig) -> dict:
 def comparable(config: dict) -> dict:
     """A config (as a dict) with `auto` settings replaced by what they mean where the model is not needed to tell.
 
-    `model.sep_init: auto` where that needs no tokenizer (SFT, models from scratch), and
+    `data.task: auto` by the task it means, `model.sep_init: auto` where that needs no tokenizer (SFT, models from scratch), and
     `warmup.merge_repeats: auto` by false: the two differ only without dropout, where merging
     computes the same loss and gradient, so a run from before `auto` existed still matches.
     """
-    model, warmup = config.get("model", {}), config.get("warmup", {})
+    model, warmup, data = config.get("model", {}), config.get("warmup", {}), config.get("data", {})
+    if data.get("task") == "auto":
+        data["task"] = auto_task(data)
     if "sep_init" in model:
         model["sep_init"] = resolve_sep_init(model["sep_init"], None, model.get("name") in PRESETS, config.get("method") == "warmup")
     if warmup.get("merge_repeats") == "auto":

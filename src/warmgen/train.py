@@ -246,6 +246,7 @@ def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = No
 def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, given_model, given: dict | None) -> dict | None:
     set_seed(config.seed)  # Python's, NumPy's and torch's generators
     task = load_task(config, given)
+    config.data.task = task.name  # what `auto` chose, in config.yaml and for the tokenizer a preset trains
     model, tokenizer, sep_id, state, warm_start_log = starting_model(config, resume, procs, run_dir, task.split("train"), given_model)
     if procs.is_main:
         config.save(run_config_file(run_dir))

@@ -26,8 +26,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from .. import metrics
-
-LOWER_IS_BETTER = ("wer", "per", "wer_any", "per_any")
+from ..metrics import higher_is_better
 
 
 def paired_tests(name: str, variant: list[np.ndarray], reference: list[np.ndarray], samples: int, seed: int = 0,
@@ -76,10 +75,6 @@ def seed_level(per_seed_diff: np.ndarray, example_se: float) -> dict | None:
     half = float(scipy_stats.t.ppf(0.975, df)) * se
     return {"ci_low": diff - half, "ci_high": diff + half, "p_value": float(2 * scipy_stats.t.sf(abs(diff) / se, df)),
             "se": se, "df": df}
-
-
-def higher_is_better(key: str) -> bool:
-    return key not in LOWER_IS_BETTER
 
 
 def verdict(result: dict, key: str) -> str:

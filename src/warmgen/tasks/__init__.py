@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import metrics
 from ..config import WarmupConfig
 from ..errors import ConfigError, DataError
 from ..records import Example, dataset_records, text_examples
@@ -51,12 +52,13 @@ def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
 
     loaders = {"g2p": g2p.load, "seq2seq": seq2seq.load, "translation": translation.load,
                "summarization": summarization.load, "multiple_choice": multiple_choice.load}
-    if config.data.task not in loaders:
-        raise ConfigError(f"data.task: unknown task '{config.data.task}'; choose one of {', '.join(loaders)}")
-    if config.data.dataset and not given:
-        given = hf_dataset_splits(config.data.dataset)
-    task = loaders[config.data.task](config, given or {})
     data = config.data
+    name = data.task if data.task != "auto" else auto_task(config.to_dict()["data"], bool(given))
+    if name not in loaders:
+        raise ConfigError(f"data.task: unknown task '{name}'; choose auto or one of {', '.join(loaders)}")
+    if data.dataset and not given:
+        given = hf_dataset_splits(data.dataset)
+    task = loaders[name](config, given or {})
     if data.source_prefix and data.task != "translation":
         if any(e.messages is not None for rows in task.splits.values() for e in rows):
             raise ConfigError("data.source_prefix prefixes text sources; chat data has turns: put the instruction in a system turn")
@@ -70,13 +72,38 @@ def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
         random.Random(data.g2p_split_seed).shuffle(train)
         task.splits["dev"], task.splits["train"] = train[: data.dev_size], train[data.dev_size :]
     if data.metrics:
+        unknown = [m for m in data.metrics if m not in metrics.RESAMPLABLE + metrics.MODEL_BASED]
+        if unknown:
+            raise ConfigError(f"data.metrics: unknown metric {unknown[0]!r}; available: "
+                              f"{', '.join(metrics.RESAMPLABLE + metrics.MODEL_BASED)}")
         task.metrics = list(data.metrics)
+    choose_best_metric(task, config.train.metric_for_best_model, config.train.greater_is_better)
     if data.max_train_examples and "train" in task.splits:
         task.splits["train"] = task.splits["train"][: data.max_train_examples]
     for name, limit in (("dev", data.max_dev_examples), ("test", data.max_test_examples)):
         if limit and name in task.splits:
             task.splits[name] = task.splits[name][:limit]
     return task
+
+
+def auto_task(data: dict, rows_given: bool = False) -> str:
+    """What `data.task: auto` means for a config's data section (a dict): your data read as seq2seq; with none, G2P."""
+    return "seq2seq" if rows_given or any(data.get(key) for key in ("train_file", "dev_file", "test_file", "dataset")) else "g2p"
+
+
+def choose_best_metric(task: Task, name: str | None, greater_is_better: bool | None) -> None:
+    """The dev metric that picks `best`: `name` (train.metric_for_best_model) or the task's own, which must be one the
+    task reports; where data.metrics leaves the task's own out, the first it reports. Checked before training starts."""
+    reported = [key for metric in task.metrics for key in metrics.reported_keys(metric)]
+    if task.option_metrics is not None:
+        reported += [f"{kind}/{metric}" for kind in ("options", "options_norm") for metric in ("accuracy", "macro_f1")]
+    if name is not None and name not in reported:
+        raise ConfigError(f"train.metric_for_best_model {name!r} is not a metric task {task.name} reports; it reports "
+                          f"{', '.join(reported)} (data.metrics chooses them)")
+    if name is None:
+        name = task.primary_metric if task.primary_metric in reported else reported[0]
+    task.primary_metric = name
+    task.greater_is_better = greater_is_better if greater_is_better is not None else metrics.higher_is_better(name)
 
 
 def hf_dataset_splits(name: str) -> dict:

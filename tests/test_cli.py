@@ -36,8 +36,11 @@ def test_train_eval_generate(tmp_path, capsys, method):
         assert sum(c["weight"] for c in samples[0]["candidates"]) == pytest.approx(1.0, abs=1e-3)  # rounded to 4 places
 
     capsys.readouterr()
-    assert main(["eval", str(run), "--split", "dev"]) == 0
-    record = json.loads((run / "eval" / "dev" / "results.json").read_text())
+    own = (run / "eval" / "dev" / "results.json").read_bytes()
+    assert main(["eval", str(run), "--split", "dev", "--decode.num_beams", "2"]) == 0
+    assert (run / "eval" / "dev" / "results.json").read_bytes() == own  # the run's own evaluation is never replaced
+    assert "evaluations/dev-1/results.json" in capsys.readouterr().out
+    record = json.loads((run / "evaluations" / "dev-1" / "results.json").read_text())
     scores = record["metrics"]
     assert scores["num_examples"] == 8 and "per" in scores
     assert record["config"]["model"]["name"] == "t5-tiny" and "transformers" in record["versions"]
@@ -128,8 +131,9 @@ def test_report_to_tensorboard_writes_the_logged_scalars(tmp_path):
                  "--train.samples_every", "2", "--train.report_to", "[tensorboard]", "--output_dir", str(run)]) == 0
     events = EventAccumulator(str(next((run / "runs").glob("*"))), size_guidance={"tensors": 0}).Reload()
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(e.step, round(e.value, 5)) for e in events.Scalars("loss")] == [(r["step"], round(r["loss"], 5)) for r in logged if "loss" in r]
-    assert [e.step for e in events.Scalars("dev/wer")] == [3] and "completions/mean_length" in events.Tags()["scalars"]
+    assert [(e.step, round(e.value, 5)) for e in events.Scalars("train/loss")] == [(r["step"], round(r["loss"], 5)) for r in logged if "loss" in r]
+    assert [e.step for e in events.Scalars("eval/wer")] == [3] and "train/completions/mean_length" in events.Tags()["scalars"]
+    assert not any(tag.endswith("parameters") for tag in events.Tags()["scalars"])  # the start row's constants are no curves
     # The samples as a Markdown table in the text tab: a row per candidate of samples.jsonl.
     [text] = events.Tensors("samples/text_summary")
     table = make_ndarray(text.tensor_proto).item().decode()
@@ -153,8 +157,9 @@ def test_report_to_wandb_offline_logs_the_scalars_and_a_samples_table(tmp_path, 
     # The run file is W&B's binary log; every scalar name of metrics.jsonl is in it.
     records = next(offline.glob("run-*.wandb")).read_bytes()
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    names = {key for row in logged if "loss" in row for key, value in row.items() if isinstance(value, (int, float)) and key != "step"}
-    assert "completions/mean_length" in names and all(name.encode() in records for name in names)
+    names = {key for row in logged if "loss" in row for key, value in row.items()
+             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step"}
+    assert "completions/mean_length" in names and all(f"train/{name}".encode() in records for name in names)
     [table_file] = (offline / "files" / "media" / "table").glob("samples_2_*.table.json")
     table = json.loads(table_file.read_text())
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]

@@ -63,3 +63,77 @@ def test_the_metric_that_picks_best_is_the_users_and_is_checked_before_training(
 def test_trl_names_get_warmgens(given, suggested, capsys):
     assert main(["train", given, "1"]) == 2
     assert f"did you mean '{suggested}'?" in capsys.readouterr().err
+
+
+def test_resume_with_only_the_run_folder_continues_with_its_own_config(tmp_path, capsys):
+    files = own_data(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", *files, *TINY, "--train.max_steps", "3", "--train.stop_after_step", "1", "--output_dir", str(run)]) == 0
+    assert main(["train", "--resume", "--output_dir", str(run)]) == 0  # its data, model and steps from config.yaml
+    assert json.loads((run / "results.json").read_text())["steps"] == 3
+    capsys.readouterr()
+    assert main(["train", "--resume", "--output_dir", str(tmp_path / "none")]) == 2
+    assert "holds no run to continue" in capsys.readouterr().err
+    again = tmp_path / "again"
+    assert main(["train", *files, *TINY, "--train.max_steps", "3", "--train.stop_after_step", "1", "--output_dir", str(again)]) == 0
+    assert main(["train", "--resume", "--output_dir", str(again), "--train.learning_rate", "0.5"]) == 2
+    assert "train.learning_rate: 0.001 there, 0.5 now" in capsys.readouterr().err  # a change to the computation, named
+
+
+def test_the_api_resumes_from_a_path_and_loads_a_run_that_decodes_as_it_did(tmp_path):
+    from warmgen import WarmupTrainer, generate, load_run
+
+    rows = [{"input": f"{w} {i}", "target": str(i)} for i, w in enumerate(["one", "two", "three", "four"] * 3)]
+    args = WarmupConfig(output_dir=str(tmp_path / "run"), model={"name": "t5-tiny", "vocab_size": 300},
+                        train={"max_steps": 3, "stop_after_step": 1, "batch_size": 4}, warmup={"max_warmup_length": 2})
+    assert WarmupTrainer(args=args, train_dataset=rows).train() is None  # stopped after step 1, as asked
+    with pytest.raises(ConfigError, match="warmgen continues the run in args.output_dir"):
+        WarmupTrainer(args=args, train_dataset=rows).train(resume_from_checkpoint=str(tmp_path / "elsewhere"))
+    args.train.stop_after_step = 0  # on to the end now
+    trainer = WarmupTrainer(args=args, train_dataset=rows)
+    model = trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoints" / "last"))
+    assert trainer.results["steps"] == 3
+    loaded, tokenizer, config = load_run(tmp_path / "run")
+    assert config.warmup.max_warmup_length == 2
+    assert generate(loaded, tokenizer, ["one 5"]) == generate(loaded, tokenizer, ["one 5"], config)
+    assert generate(model, trainer.tokenizer, ["one 5"]) == generate(loaded, tokenizer, ["one 5"])  # the trained model too
+    del loaded.warmgen_config  # a model from elsewhere: warmgen's defaults, said
+    with pytest.warns(UserWarning, match="generate: no args, and the model comes from no warmgen run"):
+        generate(loaded, tokenizer, ["one 5"])
+
+
+def test_help_says_what_each_key_does_and_where_overrides_go(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("--")}
+    texts = [lines[key].split(None, 2)[2] for key in ("--train.log_every", "--train.save_every", "--data.source_field",
+                                                       "--data.format", "--model.lora_alpha", "--model.lora_rank")]
+    assert len(set(texts)) == len(texts)  # no key shows another's text
+    assert "e.g. 0.1 to regularise" in lines["--model.dropout"]
+    for command in ("eval", "generate", "compare"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--section.key value" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "allow_mixed_machines" in capsys.readouterr().out
+
+
+def test_the_trainer_speaks_trls_language(tmp_path):
+    from conftest import tiny
+
+    from warmgen import WarmupTrainer, load_run
+
+    model, layout, _ = tiny("t5-tiny")
+    rows = [{"input": f"{w} {i}", "target": str(i)} for i, w in enumerate(["one", "two", "three", "four"] * 3)]
+    args = WarmupConfig(output_dir=str(tmp_path / "run"), train={"max_steps": 2, "batch_size": 4, "eval_every": 1, "log_every": 1},
+                        warmup={"max_warmup_length": 2})
+    trainer = WarmupTrainer(model=model, processing_class=layout.tokenizer, args=args, train_dataset=rows, eval_dataset=rows[:4])
+    assert trainer.processing_class is trainer.tokenizer is layout.tokenizer
+    trainer.train()
+    state = trainer.state
+    assert state.global_step == 2 and [row["step"] for row in state.log_history if "loss" in row] == [1, 2]
+    assert state.best_model_checkpoint == trainer.results["checkpoint"] and trainer.results["metric_for_best_model"] == "chrf"
+    assert state.best_metric == max(row["dev/chrf"] for row in state.log_history if "dev/chrf" in row and row["step"] >= 1)
+    trainer.save_model(tmp_path / "saved")
+    assert load_run(tmp_path / "saved").config.train.max_steps == 2

@@ -50,3 +50,15 @@ def test_a_megabyte_line_without_spaces_trains_in_seconds(kind):
     tokenizer = train_tokenizer([line, "short words"], ["A B", "C D"], 300, True, kind=kind)
     assert time.perf_counter() - started < 20
     assert len(tokenizer) >= 40
+
+
+@pytest.mark.parametrize("encoder_decoder", [True, False])
+def test_a_char_tokenizer_keeps_every_character_and_decodes_back_exactly(encoder_decoder):
+    """BPE splits "57767" into ['57', '7', '67']: a model that must learn digits sees one token per character."""
+    tokenizer = train_tokenizer(["fifty seven thousand", "57767"], ["57767", "fifty seven"], 0, encoder_decoder, kind="char")
+    ids = tokenizer("57767", add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["5", "7", "7", "6", "7"]
+    for text in ("fifty seven", "57767 fifty"):
+        assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+    sep = tokenizer.convert_tokens_to_ids("<sep>")
+    assert tokenizer.decode([*ids, sep], skip_special_tokens=True) == "57767<sep>"  # <sep> stays one token

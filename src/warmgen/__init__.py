@@ -1,6 +1,6 @@
 """warmgen: Warmup Generations (Li et al., ACL 2025) for encoder-decoder and decoder-only models.
 
-    from warmgen import WarmupConfig, WarmupTrainer, generate
+    from warmgen import WarmupConfig, WarmupTrainer, generate, load_run
 
 Names load on first use (as in transformers), so `warmgen --help` does not wait for torch.
 """
@@ -10,7 +10,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {"WarmupConfig": "config", "ConfigError": "errors", "WarmupTrainer": "trainer", "generate": "trainer",
-            "DataError": "errors"}
+            "load_run": "trainer", "DataError": "errors"}
 __all__ = list(_EXPORTS)
 
 

@@ -16,6 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .config import WarmupConfig
 from .config_files import load_config, parse_overrides, set_value
 from .config_reference import keys_help
 from .errors import ConfigError, DataError, RunFolderError, TrainingError
@@ -56,24 +57,50 @@ def _load(path: str, overrides: list[str]):
 
 
 def cmd_train(args, overrides: list[str]) -> None:
-    config = load_config(args.config, parse_overrides(overrides))
+    pairs = parse_overrides(overrides)
+    saved = None if args.config else _saved_config(args.resume, overrides)
+    config = load_config(args.config or saved, pairs)
+    asked = WarmupConfig()  # what the command line says, where the run folder's own config.yaml may not decide
+    for key, value in pairs:
+        set_value(asked, key, value)
+    if args.config is None:  # trust is the person's, never a file's in the run folder
+        config.model.trust_remote_code, config.model.allow_bin_weights = asked.model.trust_remote_code, asked.model.allow_bin_weights
+    if saved is not None:  # a run resumed from its own config goes on to its end unless told where to pause
+        config.train.stop_after_step = asked.train.stop_after_step
     _quiet_transformers()
     from .train import train
 
     results = train(config, resume=args.resume, overwrite=args.overwrite)
     if results is not None:  # only the main process has results
-        print(json.dumps(results["splits"], indent=2, ensure_ascii=False))
+        print(json.dumps(results["splits"], indent=2, ensure_ascii=False) if results["splits"] else
+              "no dev or test split, so nothing was evaluated (data.dev_file, data.test_file); the model is in checkpoints/last")
         print(f"run directory: {config.output_dir}")
 
 
+def _saved_config(resume: bool, overrides: list[str]) -> Path | None:
+    """With `--resume` and no `--config`: the config the run in `--output_dir` was started with (its config.yaml), under
+    the command line's overrides; a change they make to the computation is still refused, by name."""
+    output_dir = dict(parse_overrides(overrides)).get("output_dir")
+    if not resume or output_dir is None:
+        return None
+    from .rundir import run_config_file
+
+    saved = run_config_file(Path(str(output_dir)))
+    if not saved.is_file():
+        raise ConfigError(f"--resume: {output_dir} holds no run to continue ({saved} is missing); start one without --resume")
+    return saved
+
+
 def cmd_eval(args, overrides: list[str]) -> None:
-    from .evaluate import evaluate, write_eval
-    from .rundir import eval_folder, hold_folder, run_of
+    from .evaluate import SCORES, evaluate, write_eval
+    from .rundir import hold_folder, new_evaluation_folder, run_of
     from .tasks import load_task
 
+    if args.output and (Path(args.output) / SCORES).exists():
+        raise ConfigError(f"--output {args.output} holds an evaluation already: name a new folder (nothing is written over)")
     folder, model, layout, config = _load(args.path, overrides)
     run_dir = run_of(folder)
-    output = Path(args.output) if args.output else eval_folder(run_dir, args.split)
+    output = Path(args.output) if args.output else new_evaluation_folder(run_dir, args.split)
     # Never into a run folder that a training run is still writing (it replaces eval/ when it ends).
     lock = None if args.output else hold_folder(run_dir, "warmgen eval")
     try:
@@ -150,24 +177,32 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="train a model (SFT or warmup); extra --section.key value pairs override the config",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=keys + keys_help())
     p.add_argument("--config", help="YAML config file")
-    p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last")
+    p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last (without --config, with the "
+                   "config the run was started with)")
     p.add_argument("--overwrite", choices=OVERWRITE, help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run directory or checkpoint on a split; writes results.json")
+    overrides_help = ("--section.key value overrides any config key of the checkpoint's saved config (warmgen train --help lists "
+                      "them), e.g. --decode.num_beams 4")
+    p = sub.add_parser("eval", help="evaluate a run directory or checkpoint on a split; writes results.json", epilog=overrides_help)
     p.add_argument("path")
     p.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    p.add_argument("--output", help="folder for results.json and predictions.jsonl (default RUN/eval/SPLIT)")
+    p.add_argument("--output", help="a new folder for results.json and predictions.jsonl (default RUN/evaluations/SPLIT-N, the "
+                   "first free N: the run's own eval/ stays as training wrote it)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("generate", help="print the warmup and output for inputs")
+    p = sub.add_parser("generate", help="print the warmup and output for inputs", epilog=overrides_help)
     p.add_argument("path", help="run directory or checkpoint folder")
     p.add_argument("inputs", nargs="*", help="input texts")
     p.add_argument("--file", help="a file with one input per line")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("compare", help="train every variant x seed of a comparison spec and report differences with bootstrap CIs")
+    p = sub.add_parser("compare", help="train every variant x seed of a comparison spec and report differences with seed-level tests",
+                       epilog="spec keys (docs/compare.md): base (a config file), seeds, variants (name: overrides), baseline, "
+                       "bootstrap (resamples), output_dir, overrides (for every variant), contrasts ([[variant, reference]]), budget "
+                       "(epochs | wall_clock), warm_start_from, same_time_as, allow_mixed_machines. --section.key value overrides "
+                       "every variant's config (warmgen train --help lists the keys)")
     p.add_argument("spec", help="comparison YAML: base, seeds, baseline, bootstrap, variants")
     p.add_argument("--output_dir", help="comparison folder (default: the spec's output_dir or runs/compare-<spec name>)")
     only = p.add_mutually_exclusive_group()

@@ -41,14 +41,17 @@ class _Checked:
 class ModelConfig(_Checked):
     """Which model to train and how to build it."""
 
-    # A preset built from scratch (`warmgen.models.PRESETS`: `t5-tiny`, `t5-mini`, `t5-g2p`, `bart-mini`,
-    # `bart-g2p`, `t5-10m`, `t5-100m`, `llama-tiny`, `llama-mini`, `llama-10m`, `llama-100m`, `gpt2-tiny`, ...), `smollm2-135m`
+    # A preset built from scratch (`warmgen.models.PRESETS`: `t5-tiny`, `bart-tiny`, `mt5-tiny`, `t5-mini`, `bart-mini`,
+    # `t5-g2p`, `bart-g2p`, `t5-small-scratch`, `t5-10m`, `t5-100m`, `llama-tiny`, `llama-mini`, `llama-10m`, `llama-100m`,
+    # `gpt2-tiny`; sizes and which to start from: docs/tasks-and-models.md), `smollm2-135m`
     # (the offline SmolLM2-135M-Instruct GGUF), a local `save_pretrained` folder, or a hub id.
     name: str = "t5-mini"
     # The tokenizer a preset trains on the training split: `bpe` (byte-level BPE of vocab_size
     # tokens), `symbols` (one token per whitespace-separated target symbol and per character of
-    # the input, as G2P models use), or `auto` (`symbols` for the built-in g2p task, else `bpe`).
-    tokenizer: Literal["auto", "bpe", "symbols"] = "auto"
+    # the input, as G2P models use), `char` (one token per character on both sides, spaces
+    # included: digits, spelling, any task where BPE would merge what the model must see apart),
+    # or `auto` (`symbols` for the built-in g2p task, else `bpe`).
+    tokenizer: Literal["auto", "bpe", "symbols", "char"] = "auto"
     # Presets with `bpe`: how many tokens the tokenizer has (`symbols` takes what the data has).
     vocab_size: int = 512
     # Causal models only: how the input is written before the warmup. `{source}` is replaced.
@@ -78,7 +81,9 @@ class ModelConfig(_Checked):
     # LoRA adapters via `peft` (pretrained models only); 0 = full fine-tuning. The <sep>
     # embedding row is trained too. Checkpoints then hold the adapter, not the whole model.
     lora_rank: int = 0
+    # LoRA's alpha: its updates are scaled by lora_alpha / lora_rank.
     lora_alpha: float = 16.0
+    # Dropout on the LoRA adapters' inputs (peft's lora_dropout; model.dropout leaves it alone).
     lora_dropout: float = 0.05
     # Every dropout rate of the model, e.g. 0.1 to regularise a preset (presets have none) or 0
     # to make warmup.merge_repeats exact under `auto`; null = the model's own. Kept in checkpoints.
@@ -113,8 +118,11 @@ class DataConfig(_Checked):
     # line), .csv (a header row names the columns), .tsv; for parallel text give the path
     # without extension plus `source_suffix`/`target_suffix` (e.g. train + .deu/.eng).
     format: Literal["auto", "jsonl", "json", "csv", "tsv", "parallel"] = "auto"
+    # JSONL, JSON and CSV: the fields that hold the input (x) and the target (y); rows with TRL's
+    # prompt/completion or messages columns are read as those instead.
     source_field: str = "input"
     target_field: str = "target"
+    # Parallel text: the endings of the source and target files (`train` names train.src and train.tgt).
     source_suffix: str = ".src"
     target_suffix: str = ".tgt"
     # Longer inputs/targets are truncated (and counted in the run log).
@@ -288,6 +296,8 @@ class TrainConfig(_Checked):
     # Also save `last` every N optimizer steps between evaluations (0 = at evaluations only): a run
     # stopped unannounced (a machine taken back) resumes with fewer steps lost. Changes nothing trained.
     save_every: int = 0
+    # Write the training statistics (metrics.jsonl, the trackers) every N optimizer steps; every step's
+    # gradient norm is in each row (grad_norms).
     log_every: int = 10
     # A step with a NaN/inf loss or gradient is skipped; this many in a row stop the run (fp16
     # overflows that halve the loss scale are skipped too, but not counted here).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import sys
 from pathlib import Path
 from typing import cast
@@ -95,7 +96,7 @@ def keys_help() -> str:
     lines = []
     for name, section in SECTIONS:
         for keys, _, defaults, meaning in rows(classes[name], source, "" if section is None else f"{section}."):
-            first = meaning.split(". ")[0].rstrip(".")
+            first = re.split(r"(?<!e\.g)(?<!i\.e)\. ", meaning)[0].rstrip(".")  # "e.g. 0.1" ends no sentence
             first = first if len(first) <= 100 else first[:99] + "…"
             for key, default in zip(keys.split("<br>"), defaults.split("<br>")):
                 lines.append(f"  --{key.strip('`'):<32} {default.strip('`'):<14} {first}")

@@ -3,6 +3,7 @@
     config.yaml         effective config          metrics.jsonl   one line per log/eval
     samples.jsonl       sampled warmups + rewards  results.json    final test/dev metrics
     eval/{dev,test}/    metrics + predictions      .lock           held while a run trains here
+    evaluations/SPLIT-N/  each later `warmgen eval` of the run
     checkpoints/last    checkpoints/best           checkpoint folders (checkpoint.py);
     checkpoints/step-N                             last and step-N also have trainer_state.pt
     checkpoints/reference                          the KL term's frozen reference (warmup.kl_coef)
@@ -49,7 +50,7 @@ def hold_folder(folder: Path, user: str):
 
 # What a training run writes into its folder; a folder holding any of them holds a run.
 RESULTS = "results.json"
-RUN_FILES = ("config.yaml", METRICS, SAMPLES, RESULTS, "checkpoints", "eval")
+RUN_FILES = ("config.yaml", METRICS, SAMPLES, RESULTS, "checkpoints", "eval", "evaluations")
 
 
 def run_config_file(run_dir: Path) -> Path:
@@ -68,8 +69,16 @@ def console_log_file(run_dir: Path) -> Path:
 
 
 def eval_folder(run_dir: Path, split: str) -> Path:
-    """Where an evaluation of `split` writes its scores and predictions (evaluate.write_eval)."""
+    """Where a run's own final evaluation of `split` writes its scores and predictions (evaluate.write_eval)."""
     return Path(run_dir) / "eval" / split
+
+
+def new_evaluation_folder(run_dir: Path, split: str) -> Path:
+    """Where `warmgen eval` of a run writes, unless told: a new `evaluations/<split>-N`, never the run's own eval/."""
+    n = 1
+    while (Path(run_dir) / "evaluations" / f"{split}-{n}").exists():
+        n += 1
+    return Path(run_dir) / "evaluations" / f"{split}-{n}"
 
 
 def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None:
@@ -90,7 +99,8 @@ def clear_run_folder(run_dir: Path, resume: bool, overwrite: str | None) -> None
     state = "finished" if RESULTS in found else "started"
     if overwrite is None:
         raise ConfigError(f"{run_dir} holds a {state} run ({', '.join(found)}): continue it with --resume, keep it and start "
-                          f"over with --overwrite move (to {run_dir}.previous-N), or start over with --overwrite delete")
+                          f"over with --overwrite move (to {run_dir}.previous-N), or start over with --overwrite delete (in "
+                          "Python: train(resume_from_checkpoint=True), train(overwrite='move' or 'delete'))")
     if overwrite == "move":
         n = 1
         while run_dir.with_name(f"{run_dir.name}.previous-{n}").exists():

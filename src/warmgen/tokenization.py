@@ -20,6 +20,7 @@ def train_tokenizer(sources: Iterable[str], targets: Iterable[str], vocab_size: 
     """A tokenizer fitted to the training texts, with the specials every model here needs.
 
     `bpe`: byte-level BPE of `vocab_size` tokens (no unknown tokens, exact round trip).
+    `char`: one token per character of either side, spaces included, decoded back exactly.
     `symbols`: one token per whitespace-separated target symbol ("AH0") and per character of
     anything else, the usual vocabulary of character-level tasks such as G2P: a word becomes its
     letters unless it spells a target symbol, and decoding joins tokens with spaces.
@@ -30,6 +31,8 @@ def train_tokenizer(sources: Iterable[str], targets: Iterable[str], vocab_size: 
     sources, targets = list(sources), list(targets)
     if kind == "symbols":
         tokenizer = _symbol_tokenizer(sources, targets, specials)
+    elif kind == "char":
+        tokenizer = _char_tokenizer(sources, targets, specials)
     else:
         tokenizer = _bpe_tokenizer(sources + targets, vocab_size, specials)
     # Like T5, the encoder input ends with </s>; like Llama, a causal prompt starts with <s>.
@@ -91,6 +94,17 @@ def _symbol_tokenizer(sources: list[str], targets: list[str], specials: list[str
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(pattern), behavior="isolated")])
     return tokenizer  # no decoder: tokens are joined with spaces
+
+
+def _char_tokenizer(sources: list[str], targets: list[str], specials: list[str]):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    characters = sorted({char for text in sources + targets for char in text})
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials + characters))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character, space or not
+    tokenizer.decoder = decoders.Fuse()  # joined as they were: "57767", "fifty seven"
+    return tokenizer
 
 
 def tokenizer_kind(config: ModelConfig, task: str) -> str:

@@ -23,6 +23,11 @@ def check_installed(names: Sequence[str]) -> None:
         raise ConfigError(f"train.report_to {', '.join(missing)}: not installed; pip install {' '.join(missing)}")
 
 
+def tag(key: str) -> str:
+    """A training-log key's tracker tag: dev scores under `eval/`, everything else under `train/`."""
+    return "eval/" + key.removeprefix("dev/") if key.startswith("dev/") else "train/" + key
+
+
 class Trackers:
     def __init__(self, names: Sequence[str], run_dir: Path, config: dict):
         from accelerate.tracking import LOGGER_TYPE_TO_CLASS
@@ -36,7 +41,11 @@ class Trackers:
             self.trackers.append(tracker)
 
     def log(self, row: dict) -> None:
-        scalars = {key: value for key, value in row.items()
+        """A training-log row's numbers as curves, named as transformers' trainers name them: `train/loss`, `eval/wer`. Event
+        rows (the run's start, a resume, a warning) hold constants and text, not curves: they stay in metrics.jsonl."""
+        if "event" in row:
+            return
+        scalars = {tag(key): value for key, value in row.items()
                    if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)}
         for tracker in self.trackers:
             tracker.log(scalars, step=row["step"])

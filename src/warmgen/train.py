@@ -171,7 +171,7 @@ def _after_step(run: Run, step_objective, ids: list[int], stopped_by_time: bool)
     eval_due = s.step % t.eval_every == 0 if t.eval_every else s.batch_index >= run.batches_per_epoch
     if eval_due or s.step == run.total_steps or stopped_by_time:
         run.evaluate_and_save()
-    elif t.save_every and s.step % t.save_every == 0:
+    elif (t.save_every and s.step % t.save_every == 0) or s.step == t.stop_after_step:  # a paused run resumes from `last`
         run.save_resumable(last_checkpoint(run.run_dir))
     if s.step in t.save_checkpoints_at or s.step == t.stop_after_step:
         run.save_resumable(step_checkpoint(run.run_dir, s.step))
@@ -195,7 +195,8 @@ def _final_results(run: Run) -> dict:
     log = read_training_log(run.run_dir)
     final_model.to(run.procs.device)
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
-    results = {"method": config.method, "checkpoint": str(final_dir), "best_step": s.best["step"], "train_seconds": s.train_seconds,
+    results = {"method": config.method, "checkpoint": str(final_dir), "best_step": s.best["step"], "best_metric": s.best["metric"],
+               "metric_for_best_model": run.task.primary_metric, "train_seconds": s.train_seconds,
                "steps": s.step, "stopped_by_time_budget": s.step < run.total_steps,
                "epochs": s.step / run.steps_per_epoch, "seconds_per_epoch": s.train_seconds * run.steps_per_epoch / max(s.step, 1),
                "parameters": run.parameters, "generated_tokens": s.generated_tokens, "skipped_steps": s.skipped_steps,

@@ -20,17 +20,21 @@ import copy
 import os
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
-from .checkpoint import load_checkpoint
-from .config import WarmupConfig
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ModelConfig, WarmupConfig
 from .decode import decode
 from .errors import ConfigError, DataError
 from .evaluate import evaluate
 from .layout import make_layout
 from .methods import decodes_with_warmup
 from .models import SEP
+from .rundir import checkpoint_folder
+from .runlog import read_training_log
 from .tasks import DATASET_NAMES, load_task
 from .train import train
 
@@ -41,7 +45,11 @@ class WarmupTrainer:
     """Trains one model with Warmup Generations (or SFT, `args.method = "sft"`, or pause tokens, "pause") as `args` says."""
 
     def __init__(self, model=None, tokenizer=None, args: WarmupConfig | None = None, train_dataset=None, eval_dataset=None,
-                 test_dataset=None):
+                 test_dataset=None, processing_class=None):
+        if processing_class is not None:  # TRL's name for the tokenizer
+            if tokenizer is not None and tokenizer is not processing_class:
+                raise ConfigError("WarmupTrainer: give the tokenizer once, as tokenizer or as processing_class")
+            tokenizer = processing_class
         if args is not None and not isinstance(args, WarmupConfig):
             raise ConfigError(f"args must be a WarmupConfig, not {type(args).__name__}")
         self.args = copy.deepcopy(args) if args is not None else WarmupConfig()  # the caller's stays as it was
@@ -64,19 +72,47 @@ class WarmupTrainer:
                 self.given[SPLIT_OF[argument]] = dataset
         self.results: dict | None = None
 
-    def train(self, resume_from_checkpoint: bool = False, overwrite: str | None = None):
+    def train(self, resume_from_checkpoint: bool | str | os.PathLike = False, overwrite: str | None = None):
         """Train; return the model of the best checkpoint (on dev, else the last), with `results` set.
 
         `resume_from_checkpoint` continues the run in `args.output_dir`; `overwrite` ("move" or
         "delete") says what to do with an earlier run there. Under several processes only the main
         one returns the model; the others return None.
         """
+        if isinstance(resume_from_checkpoint, (str, os.PathLike)):  # transformers' spelling: a checkpoint path
+            wanted, run_dir = Path(resume_from_checkpoint).resolve(), Path(self.args.output_dir).resolve()
+            if wanted not in (run_dir, run_dir / "checkpoints" / "last"):
+                raise ConfigError(f"resume_from_checkpoint {resume_from_checkpoint!r}: warmgen continues the run in args.output_dir "
+                                  f"({self.args.output_dir}) from its checkpoints/last; pass True, or set args.output_dir to "
+                                  "that run's folder")
+            resume_from_checkpoint = True
         given_model = (self.model, self.tokenizer) if self.model is not None and not resume_from_checkpoint else None
         self.results = train(self.args, resume=resume_from_checkpoint, overwrite=overwrite, model=given_model, given=self.given)
         if self.results is None:
             return None
         self.model, self.tokenizer, _, _ = load_checkpoint(Path(self.results["checkpoint"]), self.args.model)
+        self.model.warmgen_config = self.args  # generate() then decodes as this run does
         return self.model
+
+    @property
+    def processing_class(self):
+        return self.tokenizer
+
+    @property
+    def state(self) -> SimpleNamespace:
+        """As transformers' TrainerState: `log_history` (the training log's rows), `global_step`, `best_metric`,
+        `best_model_checkpoint` (None before training)."""
+        results = self.results or {}
+        return SimpleNamespace(log_history=read_training_log(Path(self.args.output_dir)), global_step=results.get("steps", 0),
+                               best_metric=results.get("best_metric"),
+                               best_model_checkpoint=results.get("checkpoint") if results.get("best_step") is not None else None)
+
+    def save_model(self, output_dir: str | os.PathLike | None = None) -> None:
+        """The trained (best) model, its tokenizer and warmgen's files as a checkpoint folder (`output_dir`, by default
+        args.output_dir/final), loadable with load_run, `warmgen generate` and plain transformers."""
+        if self.model is None or self.results is None:
+            raise ConfigError("WarmupTrainer.save_model: train first (trainer.train())")
+        save_checkpoint(Path(output_dir or Path(self.args.output_dir) / "final"), self.model, self.tokenizer, self.args, None)
 
     def evaluate(self, dataset="dev") -> dict:
         """Scores of the trained model on a split ("dev", "test") or on a dataset (rows or a file path)."""
@@ -99,12 +135,33 @@ class WarmupTrainer:
         return scores
 
 
+class LoadedRun(NamedTuple):
+    model: Any
+    tokenizer: Any
+    config: WarmupConfig
+
+
+def load_run(path: str | os.PathLike, trust_remote_code: bool = False) -> LoadedRun:
+    """(model, tokenizer, config) of a run folder (its best checkpoint, else its last) or a checkpoint folder, loaded
+    as `warmgen eval` loads it; `generate(model, tokenizer, inputs)` then decodes as the run does. The checkpoint's own
+    code runs only with `trust_remote_code` (the folder's model code; its carried custom_generate never)."""
+    folder = checkpoint_folder(Path(path))
+    model, tokenizer, _, config = load_checkpoint(folder, ModelConfig(trust_remote_code=trust_remote_code))
+    model.warmgen_config = config
+    return LoadedRun(model, tokenizer, config)
+
+
 def generate(model, tokenizer, inputs: list[str | list[dict]], args: WarmupConfig | None = None) -> list[tuple[str | None, str]]:
     """(warmup, output) for each input (a text, or for a decoder-only model a chat: a list of
     role/content turns): the warmup first (None for an SFT model), then the answer, decoded as
-    `args.decode` says (a trained run's args, or a checkpoint's saved config). An input longer than
-    `args.data.max_source_length` tokens is cut to it, with a warning (an error under `data.on_overlength: error`)."""
-    args = args if args is not None else WarmupConfig()
+    `args` says; by default as the run the model comes from (`load_run`, `WarmupTrainer.train`). An input longer
+    than `args.data.max_source_length` tokens is cut to it, with a warning (an error under `data.on_overlength: error`)."""
+    if args is None:
+        args = getattr(model, "warmgen_config", None)
+    if args is None:
+        warnings.warn("generate: no args, and the model comes from no warmgen run (load_run, WarmupTrainer): decoding with "
+                      "warmgen's defaults; pass the run's WarmupConfig as args", stacklevel=2)
+        args = WarmupConfig()
     check_tokenizer(tokenizer, "generate")
     for number, text in enumerate(inputs, start=1):
         check_text(text, f"generate: input {number}")

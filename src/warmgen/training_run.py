@@ -5,7 +5,6 @@ the best, last and step-N checkpoints (train.py runs the loop)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +177,9 @@ def open_logs(run: Run, resume: bool, warm_start_log: list[dict]) -> None:
     run.logs = RunLog(run.run_dir, run.state.step if resume else None, run.config.train.report_to, run.config.to_dict())
     started = provenance.segment(run.procs.device)
     if not resume:
-        print(json.dumps(run.header))
+        h = run.header
+        print(f"{run.config.method}: {h['parameters']:,} parameters, {h['train_examples']:,} training examples, {h['total_steps']:,} "
+              f"steps on {h['processes']} process(es); the log is {run.run_dir}/metrics.jsonl")
         for row in [{**run.header, **started}] + warm_start_log:  # the SFT run's training log of the steps this run starts after
             run.log(row)
         run.logs.warn(run.state.step, "from_scratch", diagnostics.from_scratch(run.config))

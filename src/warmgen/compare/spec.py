@@ -68,8 +68,10 @@ def load_spec(path: Path, seeds: list[int] | None = None, variants: list[str] | 
         if time_reference(spec, name) and "train.max_train_seconds" in {**spec["overrides"], **changes}:
             raise ConfigError(f"{path}: {name} gets train.max_train_seconds from {time_reference(spec, name)}'s training time; "
                               f"remove it from {'overrides' if 'train.max_train_seconds' in spec['overrides'] else f'variant {name!r}'}")
-        # Fail now, not hours later: every variant's config must load.
-        variant_config(spec, name)
+        try:  # fail now, not hours later: every variant's config must load
+            variant_config(spec, name)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: variant '{name}' (or the spec's overrides): {str(err).removeprefix('command line: ')}") from None
     source = spec.setdefault("warm_start_from", None)
     if source is not None and (source not in spec["variants"] or variant_config(spec, source).method != "sft"):
         raise ConfigError(f"{path}: warm_start_from must name a variant with method sft, not {source!r}")

@@ -75,3 +75,13 @@ def test_bin_weights_load_only_when_allowed_and_the_revision_is_passed_on(tmp_pa
     with pytest.raises(ConfigError, match="model.name 'org/model' could not be loaded"):
         load_pretrained("org/model", ModelConfig(name="org/model", revision="v1.0"))
     assert seen["revision"] == "v1.0"
+
+
+def test_lora_takes_every_setting_of_the_config():
+    from warmgen.models import add_lora
+
+    model, tokenizer = build_preset("llama-tiny", ["a b c"], vocab_size=300)
+    lora = add_lora(model, ModelConfig(lora_rank=2, lora_alpha=8.0, lora_dropout=0.3), tokenizer.convert_tokens_to_ids("<sep>"))
+    settings = lora.peft_config["default"]
+    assert (settings.r, settings.lora_alpha, settings.lora_dropout) == (2, 8.0, 0.3)
+    assert {m.p for name, m in lora.named_modules() if name.endswith("lora_dropout.default")} == {0.3}

@@ -137,3 +137,27 @@ def test_the_trainer_speaks_trls_language(tmp_path):
     assert state.best_metric == max(row["dev/chrf"] for row in state.log_history if "dev/chrf" in row and row["step"] >= 1)
     trainer.save_model(tmp_path / "saved")
     assert load_run(tmp_path / "saved").config.train.max_steps == 2
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp_path):
+    from test_reliability import config
+
+    from warmgen.train import train
+
+    full = train(config(tmp_path, "full", "--train.eval_every", "1", "--train.max_steps", "8", "--train.learning_rate", "1.0e-9"))
+    assert not full["stopped_early"] and full["steps"] == 8
+    results = train(config(tmp_path, "early", "--train.eval_every", "1", "--train.max_steps", "8", "--train.learning_rate", "1.0e-9",
+                           "--train.early_stopping_patience", "2"))
+    rows = [json.loads(line) for line in (tmp_path / "early" / "metrics.jsonl").read_text().splitlines()]
+    scores = [row["dev/wer"] for row in rows if "dev/wer" in row]  # a learning rate that moves nothing: no improvement
+    assert results["stopped_early"] and not results["stopped_by_time_budget"] and results["steps"] == 3 == len(scores)
+    assert results["best_step"] == 1
+
+
+def test_a_datasets_configuration_is_passed_to_load_dataset(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, subset=None: asked.append((name, subset)) or
+                        datasets.DatasetDict({"train": datasets.Dataset.from_list([{"input": "a", "target": "b"}])}))
+    config = load_config(None, parse_overrides(["--data.dataset", "some/corpus", "--data.dataset_config", "de-en"]))
+    assert load_task(config).name == "seq2seq" and asked == [("some/corpus", "de-en")]

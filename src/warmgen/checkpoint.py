@@ -54,6 +54,7 @@ class TrainState:
     warmup_memory: dict | None = None  # warmup.keep_best_warmup's kept warmups
     num_tokens: int = 0  # tokens trained on so far (see the training log's num_tokens); 0 in older checkpoints
     loss_scaler: dict | None = None  # train.mixed_precision fp16's scale and its growth counter
+    evals_since_best: int = 0  # dev evaluations since the best one (train.early_stopping_patience)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}

@@ -168,7 +168,8 @@ def _one_line_warnings(show):
     return show_warning
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: its subcommands and their arguments (config keys come as --section.key value overrides)."""
     parser = argparse.ArgumentParser(prog="warmgen", description="Warmup Generations vs SFT: train, evaluate, generate.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", choices=OVERWRITE, help=OVERWRITE_HELP + " (without it a finished demo is shown again)")
     p.set_defaults(func=cmd_demo)
 
-    args, rest = parser.parse_known_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = _parser().parse_known_args(argv)
     debug = args.debug or "--debug" in rest
     rest = [r for r in rest if r != "--debug"]
     try:

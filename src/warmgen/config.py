@@ -109,6 +109,8 @@ class DataConfig(_Checked):
     # `datasets.load_dataset` (offline: local files or the hub cache). Splits train, validation (or
     # dev) and test; a single Dataset is the train split.
     dataset: Optional[str] = None
+    # The dataset's configuration (subset) for `datasets.load_dataset(data.dataset, name)`, e.g. "de-en".
+    dataset_config: Optional[str] = None
     # Each split's file: JSONL, a JSON array, CSV or TSV with the fields below, or the common
     # prefix of line-aligned parallel text files.
     train_file: Optional[str] = None
@@ -286,6 +288,9 @@ class TrainConfig(_Checked):
     metric_for_best_model: Optional[str] = None
     # Whether a larger metric_for_best_model is better; null = from the metric (error rates lower, the rest higher).
     greater_is_better: Optional[bool] = None
+    # Stop once this many dev evaluations in a row did not improve on the best (transformers'
+    # EarlyStoppingCallback); 0 = train every planned step. The final evaluation is the best's as ever.
+    early_stopping_patience: int = 0
     # Also keep a resumable checkpoint at these optimizer steps (`checkpoints/step-N`): a warmup
     # run can start from one (warmup.sft_warm_start_from) instead of repeating its SFT warm start.
     save_checkpoints_at: list[int] = field(default_factory=list)

@@ -89,6 +89,8 @@ class Run:
             improved = as_method and (best is None or (value > best if task.greater_is_better else value < best))
             if improved:
                 s.best = {"metric": value, "step": s.step}
+            if as_method:
+                s.evals_since_best = 0 if improved else s.evals_since_best + 1
         weights, optimizer_state = procs.full_state_dict(self.model), procs.optimizer_state(self.model, self.optimizer)
         if procs.is_main:
             if improved:
@@ -112,6 +114,11 @@ class Run:
     def close_logs(self) -> None:
         if self.logs is not None:
             self.logs.close()
+
+    def no_longer_improving(self) -> bool:
+        """train.early_stopping_patience evaluations in a row without a better dev score (one answer for all processes)."""
+        patience = self.config.train.early_stopping_patience
+        return patience > 0 and self.procs.sum(float(self.state.evals_since_best >= patience)).item() > 0
 
     def out_of_time(self) -> bool:
         # One answer for all processes: one stopping alone would leave the others waiting in a collective.

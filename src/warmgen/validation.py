@@ -60,6 +60,7 @@ def validate(config) -> None:
         (t.eval_every >= 0, "train.eval_every must be >= 0 (0 = once per epoch)"),
         (t.save_every >= 0, "train.save_every must be >= 0 (0 = at evaluations only)"),
         (t.log_every >= 1, "train.log_every must be at least 1"),
+        (t.early_stopping_patience >= 0, "train.early_stopping_patience must be >= 0 (0: never stop early)"),
         (t.samples_every >= 0, "train.samples_every must be >= 0 (0 = never)"),
         (w.sft_warm_start_steps >= 0, "warmup.sft_warm_start_steps must be >= 0"),
         (config.pause.num_tokens >= 1, "pause.num_tokens must be at least 1"),

@@ -57,7 +57,7 @@ def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
     if name not in loaders:
         raise ConfigError(f"data.task: unknown task '{name}'; choose auto or one of {', '.join(loaders)}")
     if data.dataset and not given:
-        given = hf_dataset_splits(data.dataset)
+        given = hf_dataset_splits(data.dataset, data.dataset_config)
     task = loaders[name](config, given or {})
     if data.source_prefix and data.task != "translation":
         if any(e.messages is not None for rows in task.splits.values() for e in rows):
@@ -106,8 +106,9 @@ def choose_best_metric(task: Task, name: str | None, greater_is_better: bool | N
     task.greater_is_better = greater_is_better if greater_is_better is not None else metrics.higher_is_better(name)
 
 
-def hf_dataset_splits(name: str) -> dict:
-    """{split: rows} of `data.dataset`: a `save_to_disk` folder or a `load_dataset` name (see DataConfig.dataset)."""
+def hf_dataset_splits(name: str, subset: str | None = None) -> dict:
+    """{split: rows} of `data.dataset`: a `save_to_disk` folder or a `load_dataset` name (see DataConfig.dataset), with
+    its configuration `subset` (data.dataset_config)."""
     try:
         import datasets
     except ImportError:
@@ -117,10 +118,10 @@ def hf_dataset_splits(name: str) -> dict:
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
             loaded = datasets.load_from_disk(str(folder))
         else:
-            loaded = datasets.load_dataset(name)
+            loaded = datasets.load_dataset(name, subset)
     except Exception as err:  # datasets raises many kinds (not found, offline, bad files): all are the user's to fix
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"data.dataset '{name}': cannot load it ({first})") from None
+        raise DataError(f"data.dataset '{name}'{f' ({subset})' if subset else ''}: cannot load it ({first})") from None
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
     names = {"train": ["train"], "dev": ["validation", "dev", "valid"], "test": ["test"]}

@@ -36,8 +36,10 @@ def losses(run_dir):
 
 def test_rows_a_dataset_and_the_cli_on_a_file_train_the_same(tmp_path):
     trainer = WarmupTrainer(args=args(tmp_path / "rows"), train_dataset=ROWS, eval_dataset=ROWS[:4])
-    model = trainer.train()
-    assert isinstance(model, torch.nn.Module) and trainer.results["steps"] == 4
+    output = trainer.train()  # transformers' TrainOutput; the best model is trainer.model
+    model = trainer.model
+    assert isinstance(model, torch.nn.Module) and trainer.results["steps"] == 4 and output.global_step == 4
+    assert output.training_loss > 0 and output.metrics["eval_chrf"] == trainer.results["splits"]["dev"]["chrf"]
     WarmupTrainer(args=args(tmp_path / "dataset"), train_dataset=datasets.Dataset.from_list(ROWS),
                   eval_dataset=datasets.Dataset.from_list(ROWS[:4])).train()
     for name, rows in (("train", ROWS), ("dev", ROWS[:4])):
@@ -60,7 +62,8 @@ def test_a_model_the_caller_built_is_trained_and_returned(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = WarmupTrainer(model=model, tokenizer=tokenizer, args=args(tmp_path / "mine"),
                             train_dataset=ROWS)
-    trained = trainer.train()
+    trainer.train()
+    trained = trainer.model
     assert trained.config.d_model == model.config.d_model
     changed = [k for k, v in trained.state_dict().items() if k in before and v.shape == before[k].shape and not torch.equal(v, before[k])]
     assert changed  # it learnt from the rows
@@ -76,7 +79,8 @@ def test_zero_epochs_evaluates_the_starting_model_as_it_is(tmp_path):
     config = args(tmp_path / "zero", **{"train.epochs": 0, "train.max_steps": 0})
     config.method = "sft"
     trainer = WarmupTrainer(model=model, tokenizer=tokenizer, args=config, train_dataset=ROWS, eval_dataset=ROWS[:4])
-    evaluated = trainer.train()
+    trainer.train()
+    evaluated = trainer.model
     assert trainer.results["steps"] == 0 and trainer.results["seconds_per_epoch"] == 0
     assert losses(tmp_path / "zero") == []
     rows = [json.loads(line) for line in (tmp_path / "zero" / "metrics.jsonl").read_text().splitlines()]

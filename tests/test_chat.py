@@ -99,8 +99,8 @@ def test_training_runs_from_a_messages_file_and_a_chat_dataset(tmp_path):
     config.data.max_source_length, config.train.max_steps, config.train.batch_size = 256, 2, 4
     config.warmup.max_warmup_length = 3
     trainer = WarmupTrainer(args=config, train_dataset=datasets.Dataset.from_list(rows))
-    model = trainer.train()
-    pairs = generate(model, trainer.tokenizer, [chat("goat")[:-1], "goat"], trainer.args)
+    trainer.train()
+    pairs = generate(trainer.model, trainer.tokenizer, [chat("goat")[:-1], "goat"], trainer.args)
     assert len(pairs) == 2 and all(isinstance(warmup, str) for warmup, _ in pairs)
 
 

@@ -211,3 +211,18 @@ def test_a_record_is_written_with_the_envelope_and_portable_paths(tmp_path, monk
     assert first.parent == tmp_path / "cost" and second.name == first.name.replace(".json", "-2.json")
     assert record["command"] == "python -m benchmarks.cost --models runs/x" and record["results"] == {"../runs/y": 1}
     assert record["git_commit"] and record["machine"]["cpu_count"] >= 1
+
+
+def test_the_own_task_guide_runs_as_written_at_tiny_size(tmp_path, monkeypatch):
+    """docs/own-task.md's Python, in order, with a tiny preset and two steps instead of 30 epochs."""
+    import re
+
+    page = (ROOT / "docs" / "own-task.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) == 2
+    code = "\n".join(blocks).replace('"epochs": 30', '"max_steps": 2').replace('"bart-mini"', '"bart-tiny"')
+    assert code.count('"max_steps": 2') == 1 and code.count('"bart-tiny"') == 1  # the guide still says what is replaced
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "docs/own-task.md", "exec"), namespace)
+    assert set(namespace["results"]) == {"sft", "warmup"} and len((tmp_path / "train.jsonl").read_text().splitlines()) == 70

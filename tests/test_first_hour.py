@@ -91,8 +91,8 @@ def test_the_api_resumes_from_a_path_and_loads_a_run_that_decodes_as_it_did(tmp_
         WarmupTrainer(args=args, train_dataset=rows).train(resume_from_checkpoint=str(tmp_path / "elsewhere"))
     args.train.stop_after_step = 0  # on to the end now
     trainer = WarmupTrainer(args=args, train_dataset=rows)
-    model = trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoints" / "last"))
-    assert trainer.results["steps"] == 3
+    assert trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoints" / "last")).global_step == 3
+    model = trainer.model
     loaded, tokenizer, config = load_run(tmp_path / "run")
     assert config.warmup.max_warmup_length == 2
     assert generate(loaded, tokenizer, ["one 5"]) == generate(loaded, tokenizer, ["one 5"], config)
@@ -161,3 +161,31 @@ def test_a_datasets_configuration_is_passed_to_load_dataset(monkeypatch):
                         datasets.DatasetDict({"train": datasets.Dataset.from_list([{"input": "a", "target": "b"}])}))
     config = load_config(None, parse_overrides(["--data.dataset", "some/corpus", "--data.dataset_config", "de-en"]))
     assert load_task(config).name == "seq2seq" and asked == [("some/corpus", "de-en")]
+
+
+def test_the_callers_metrics_and_lora_settings(tmp_path):
+    from peft import LoraConfig
+
+    from warmgen import WarmupTrainer
+    from warmgen.trainer import use_peft_config
+
+    def digits_right(predictions, references):
+        return {"digits_right": sum(p == r for p, r in zip(predictions, references)) / len(references)}
+
+    rows = [{"input": f"{w} {i}", "target": str(i)} for i, w in enumerate(["one", "two", "three", "four"] * 3)]
+    args = WarmupConfig(output_dir=str(tmp_path / "run"), model={"name": "t5-tiny", "vocab_size": 300},
+                        train={"max_steps": 2, "batch_size": 4, "eval_every": 1, "metric_for_best_model": "digits_right"},
+                        warmup={"max_warmup_length": 2})
+    trainer = WarmupTrainer(args=args, train_dataset=rows, eval_dataset=rows[:4], compute_metrics=digits_right)
+    output = trainer.train()
+    assert "eval_digits_right" in output.metrics and trainer.results["metric_for_best_model"] == "digits_right"
+    assert "digits_right" in trainer.evaluate(rows[:4])
+    with pytest.raises(ConfigError, match="compute_metrics must return a dict of metric names and numbers"):
+        WarmupTrainer(args=args, train_dataset=rows, eval_dataset=rows[:4], compute_metrics=lambda p, r: 0.5).train(overwrite="delete")
+
+    config = WarmupConfig()
+    use_peft_config(config, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["v_proj", "q_proj"]))
+    assert (config.model.lora_rank, config.model.lora_alpha, config.model.lora_dropout, config.model.lora_target_modules) == \
+        (4, 8.0, 0.1, ["q_proj", "v_proj"])
+    with pytest.raises(ConfigError, match="peft_config: warmgen takes r, lora_alpha, lora_dropout and target_modules; use_dora"):
+        use_peft_config(config, LoraConfig(r=4, use_dora=True))

@@ -85,6 +85,8 @@ class ModelConfig(_Checked):
     lora_alpha: float = 16.0
     # Dropout on the LoRA adapters' inputs (peft's lora_dropout; model.dropout leaves it alone).
     lora_dropout: float = 0.05
+    # The modules LoRA adapts (peft's target_modules, e.g. [q_proj, v_proj]); null = every linear layer.
+    lora_target_modules: Optional[list[str]] = None
     # Every dropout rate of the model, e.g. 0.1 to regularise a preset (presets have none) or 0
     # to make warmup.merge_repeats exact under `auto`; null = the model's own. Kept in checkpoints.
     dropout: Optional[float] = None

@@ -18,8 +18,10 @@ from tqdm.auto import tqdm
 from . import metrics
 from .config import WarmupConfig
 from .decode import decode, inference_warmups, score_options
+from .errors import ConfigError
 from .provenance import library_versions
 from .tasks import Task
+from .typecheck import shown
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -71,6 +73,11 @@ def evaluate(model, layout: Layout, task: Task, split: str, config: WarmupConfig
     scores = metrics.compute(task.metrics, [p["prediction"] for p in predictions], refs, **options) if generate_targets else {}
     if task.option_metrics is not None:
         scores.update(task.option_metrics(examples, predictions))
+    if task.compute_metrics is not None:
+        scores.update(_own_scores(task.compute_metrics, [p["prediction"] for p in predictions], refs))
+    if task.primary_metric not in scores:
+        raise ConfigError(f"train.metric_for_best_model {task.primary_metric!r} is not among this evaluation's scores "
+                          f"({', '.join(k for k in scores if not k.endswith('signature'))})")
     for metric, why in task.skipped.items():
         if metric not in _noted:
             print(f"{metric} skipped: {why}")
@@ -86,6 +93,14 @@ def evaluate(model, layout: Layout, task: Task, split: str, config: WarmupConfig
         scores["target/mean_length"] = sum(target_lengths) / len(target_lengths)
     scores["num_examples"] = len(examples)
     return scores, predictions
+
+
+def _own_scores(compute_metrics, predictions: list, references: list[str]) -> dict:
+    """The caller's compute_metrics(predictions, references), checked: names and numbers, as the task's own scores are."""
+    found = compute_metrics(predictions, references)
+    if not isinstance(found, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in found.items()):
+        raise ConfigError(f"compute_metrics must return a dict of metric names and numbers, got {shown(found)}")
+    return found
 
 
 def task_references(examples) -> list[list[str]]:

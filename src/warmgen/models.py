@@ -301,7 +301,8 @@ def add_lora(model: PreTrainedModel, config: ModelConfig, sep_id: int):
         raise ConfigError("model.lora_rank > 0 needs peft: pip install peft") from None
     embeddings = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()).split(".")[-1]
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft takes a float alpha
-                      lora_dropout=config.lora_dropout, target_modules="all-linear", trainable_token_indices={embeddings: [sep_id]})
+                      lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules or "all-linear",
+                      trainable_token_indices={embeddings: [sep_id]})
     return get_peft_model(model, lora)
 
 

@@ -223,12 +223,12 @@ def _final_results(run: Run) -> dict:
 
 
 def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = None, model=None,
-          given: dict | None = None) -> dict | None:
+          given: dict | None = None, compute_metrics=None) -> dict | None:
     """Train, keep best/last checkpoints, evaluate the best on dev and test; return results (None when
     train.stop_after_step stopped it part way).
 
     `model`: a (model, tokenizer) pair to train instead of loading `config.model.name` (not when resuming); `given`:
-    in-memory splits instead of the configured files. Both from `WarmupTrainer`. Under `accelerate launch` / torchrun
+    in-memory splits instead of the configured files; `compute_metrics`: the caller's own scores at every evaluation. Both from `WarmupTrainer`. Under `accelerate launch` / torchrun
     each process trains on `batch_size` examples of every global batch; only the main process logs, saves, evaluates
     the final checkpoint and returns results (the others None); dev evaluation runs on every process of a sharded model.
 
@@ -244,15 +244,16 @@ def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = No
     try:
         if procs.is_main:
             clear_run_folder(run_dir, resume, overwrite)
-        return _train(config, resume, procs, run_dir, model, given)
+        return _train(config, resume, procs, run_dir, model, given, compute_metrics)
     finally:
         if lock is not None:  # also after an error, so the same process (a notebook) can resume at once
             lock.close()
 
 
-def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, given_model, given: dict | None) -> dict | None:
+def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, given_model, given: dict | None,
+           compute_metrics=None) -> dict | None:
     set_seed(config.seed)  # Python's, NumPy's and torch's generators
-    task = load_task(config, given)
+    task = load_task(config, given, compute_metrics)
     config.data.task = task.name  # what `auto` chose, in config.yaml and for the tokenizer a preset trains
     model, tokenizer, sep_id, state, warm_start_log = starting_model(config, resume, procs, run_dir, task.split("train"), given_model)
     if procs.is_main:

@@ -1,17 +1,20 @@
 """The Python API, in the shape of TRL's trainers; `warmgen train` runs the same loop.
 
-    from warmgen import WarmupConfig, WarmupTrainer, generate
+    from warmgen import WarmupConfig, WarmupTrainer, generate, load_run
 
-    args = WarmupConfig(output_dir="runs/mine", data={"task": "seq2seq"}, train={"epochs": 3})
-    trainer = WarmupTrainer(model="t5-mini", args=args, train_dataset=rows, eval_dataset=dev_rows)
-    model = trainer.train()                     # the best checkpoint's model; trainer.results has the scores
+    args = WarmupConfig(output_dir="runs/mine", train={"epochs": 3})
+    trainer = WarmupTrainer(model="bart-mini", args=args, train_dataset=rows, eval_dataset=dev_rows)
+    trainer.train()                             # TrainOutput; trainer.model: the best checkpoint's; trainer.results
     trainer.evaluate(test_rows)                 # or "dev" / "test"
-    generate(model, trainer.tokenizer, ["hello"], args)   # [(warmup, output)]
+    generate(trainer.model, trainer.tokenizer, ["hello"])   # [(warmup, output)], decoded as the run does
+    model, tokenizer, config = load_run("runs/mine")        # a finished run, later
 
 `model` is a name (a preset, a local folder, a hub id: `model.name`), a loaded `PreTrainedModel`
-with its `tokenizer`, or None for `args.model.name`. Datasets are lists of dicts, `datasets.Dataset`s
-or file paths, with the fields `data.source_field` / `data.target_field` (`input` / `target`).
-Checkpoints, `resume_from_checkpoint` and the run folder are the CLI's.
+with its `tokenizer` (TRL's `processing_class`), or None for `args.model.name`. Datasets are lists of
+dicts, `datasets.Dataset`s, pandas DataFrames or file paths, with the fields `data.source_field` /
+`data.target_field` (`input` / `target`). `peft_config` (a LoraConfig) sets `model.lora_*`;
+`compute_metrics(predictions, references)` adds scores to every evaluation. Checkpoints,
+`resume_from_checkpoint` and the run folder are the CLI's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from transformers import PreTrainedTokenizerBase
+from transformers.trainer_utils import TrainOutput
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, WarmupConfig
@@ -45,7 +49,7 @@ class WarmupTrainer:
     """Trains one model with Warmup Generations (or SFT, `args.method = "sft"`, or pause tokens, "pause") as `args` says."""
 
     def __init__(self, model=None, tokenizer=None, args: WarmupConfig | None = None, train_dataset=None, eval_dataset=None,
-                 test_dataset=None, processing_class=None):
+                 test_dataset=None, processing_class=None, peft_config=None, compute_metrics=None):
         if processing_class is not None:  # TRL's name for the tokenizer
             if tokenizer is not None and tokenizer is not processing_class:
                 raise ConfigError("WarmupTrainer: give the tokenizer once, as tokenizer or as processing_class")
@@ -70,14 +74,18 @@ class WarmupTrainer:
                 setattr(self.args.data, f"{SPLIT_OF[argument]}_file", str(dataset))
             elif dataset is not None:
                 self.given[SPLIT_OF[argument]] = dataset
+        if peft_config is not None:
+            use_peft_config(self.args, peft_config)
+        self.compute_metrics = compute_metrics  # (predictions, references) -> {name: value}, at every evaluation
         self.results: dict | None = None
 
-    def train(self, resume_from_checkpoint: bool | str | os.PathLike = False, overwrite: str | None = None):
-        """Train; return the model of the best checkpoint (on dev, else the last), with `results` set.
+    def train(self, resume_from_checkpoint: bool | str | os.PathLike = False, overwrite: str | None = None) -> TrainOutput | None:
+        """Train; return transformers' TrainOutput (global_step, training_loss, metrics), with `model` then the best
+        checkpoint's model (on dev, else the last) and `results` set.
 
-        `resume_from_checkpoint` continues the run in `args.output_dir`; `overwrite` ("move" or
-        "delete") says what to do with an earlier run there. Under several processes only the main
-        one returns the model; the others return None.
+        `resume_from_checkpoint` (True, or the run's own folder) continues the run in `args.output_dir`; `overwrite`
+        ("move" or "delete") says what to do with an earlier run there. None where nothing was evaluated (stopped part
+        way with train.stop_after_step; the processes other than the main one of several).
         """
         if isinstance(resume_from_checkpoint, (str, os.PathLike)):  # transformers' spelling: a checkpoint path
             wanted, run_dir = Path(resume_from_checkpoint).resolve(), Path(self.args.output_dir).resolve()
@@ -87,12 +95,17 @@ class WarmupTrainer:
                                   "that run's folder")
             resume_from_checkpoint = True
         given_model = (self.model, self.tokenizer) if self.model is not None and not resume_from_checkpoint else None
-        self.results = train(self.args, resume=resume_from_checkpoint, overwrite=overwrite, model=given_model, given=self.given)
+        self.results = train(self.args, resume=resume_from_checkpoint, overwrite=overwrite, model=given_model, given=self.given,
+                             compute_metrics=self.compute_metrics)
         if self.results is None:
             return None
         self.model, self.tokenizer, _, _ = load_checkpoint(Path(self.results["checkpoint"]), self.args.model)
         self.model.warmgen_config = self.args  # generate() then decodes as this run does
-        return self.model
+        losses = [row["loss"] for row in self.state.log_history if "loss" in row]
+        metrics = {"train_runtime": self.results["train_seconds"], "epoch": self.results["epochs"],
+                   **{f"{'eval' if split == 'dev' else split}_{key}": value for split, scores in self.results["splits"].items()
+                      for key, value in scores.items() if isinstance(value, (int, float))}}
+        return TrainOutput(self.results["steps"], sum(losses) / len(losses) if losses else 0.0, metrics)
 
     @property
     def processing_class(self):
@@ -129,7 +142,7 @@ class WarmupTrainer:
                 args.data.test_file = str(dataset)
             else:
                 given["test"] = dataset
-        task = load_task(args, given)
+        task = load_task(args, given, self.compute_metrics)
         layout = make_layout(self.model, self.tokenizer, self.tokenizer.convert_tokens_to_ids(SEP), self.args)
         scores, _ = evaluate(self.model, layout, task, split, self.args, use_warmup=decodes_with_warmup(self.args))
         return scores
@@ -189,6 +202,24 @@ def generate(model, tokenizer, inputs: list[str | list[dict]], args: WarmupConfi
             pairs.append((warmup, tokenizer.decode(generation.target, skip_special_tokens=True).strip()))
     model.train(was_training)
     return pairs
+
+
+def use_peft_config(args: WarmupConfig, peft_config) -> None:
+    """A peft LoraConfig as warmgen's LoRA settings (model.lora_*), which checkpoints keep; what they cannot say is refused."""
+    from peft import LoraConfig
+
+    if not isinstance(peft_config, LoraConfig):
+        raise ConfigError(f"peft_config: warmgen trains LoRA adapters, a peft.LoraConfig; got {type(peft_config).__name__}")
+    default = LoraConfig()
+    unsupported = [name for name in ("bias", "use_rslora", "use_dora", "modules_to_save", "layers_to_transform", "fan_in_fan_out")
+                   if getattr(peft_config, name) != getattr(default, name)]
+    if unsupported:
+        raise ConfigError(f"peft_config: warmgen takes r, lora_alpha, lora_dropout and target_modules; {', '.join(unsupported)} "
+                          "would be lost")
+    targets = peft_config.target_modules
+    m = args.model
+    m.lora_rank, m.lora_alpha, m.lora_dropout = peft_config.r, float(peft_config.lora_alpha), peft_config.lora_dropout
+    m.lora_target_modules = None if targets in (None, "all-linear") else ([targets] if isinstance(targets, str) else sorted(targets))
 
 
 def check_tokenizer(tokenizer, where: str) -> None:

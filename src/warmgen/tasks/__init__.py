@@ -39,6 +39,8 @@ class Task:
     # Answer options to score by log P(option | warmup, x) (`extra["options"]` of each example), and
     # the metrics of the best-scored options: `option_metrics(examples, predictions)` (multiple choice).
     option_metrics: Callable | None = None
+    # The caller's own scores beside the task's (WarmupTrainer's compute_metrics): (predictions, references) -> {name: value}.
+    compute_metrics: Callable | None = None
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits or not self.splits[name]:
@@ -47,7 +49,7 @@ class Task:
         return self.splits[name]
 
 
-def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
+def load_task(config: WarmupConfig, given: dict | None = None, compute_metrics: Callable | None = None) -> Task:
     from . import g2p, multiple_choice, seq2seq, summarization, translation
 
     loaders = {"g2p": g2p.load, "seq2seq": seq2seq.load, "translation": translation.load,
@@ -77,6 +79,7 @@ def load_task(config: WarmupConfig, given: dict | None = None) -> Task:
             raise ConfigError(f"data.metrics: unknown metric {unknown[0]!r}; available: "
                               f"{', '.join(metrics.RESAMPLABLE + metrics.MODEL_BASED)}")
         task.metrics = list(data.metrics)
+    task.compute_metrics = compute_metrics
     choose_best_metric(task, config.train.metric_for_best_model, config.train.greater_is_better)
     if data.max_train_examples and "train" in task.splits:
         task.splits["train"] = task.splits["train"][: data.max_train_examples]
@@ -97,7 +100,7 @@ def choose_best_metric(task: Task, name: str | None, greater_is_better: bool | N
     reported = [key for metric in task.metrics for key in metrics.reported_keys(metric)]
     if task.option_metrics is not None:
         reported += [f"{kind}/{metric}" for kind in ("options", "options_norm") for metric in ("accuracy", "macro_f1")]
-    if name is not None and name not in reported:
+    if name is not None and name not in reported and task.compute_metrics is None:  # compute_metrics' names show at evaluation
         raise ConfigError(f"train.metric_for_best_model {name!r} is not a metric task {task.name} reports; it reports "
                           f"{', '.join(reported)} (data.metrics chooses them)")
     if name is None:

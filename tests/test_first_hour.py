@@ -189,3 +189,31 @@ def test_the_callers_metrics_and_lora_settings(tmp_path):
         (4, 8.0, 0.1, ["q_proj", "v_proj"])
     with pytest.raises(ConfigError, match="peft_config: warmgen takes r, lora_alpha, lora_dropout and target_modules; use_dora"):
         use_peft_config(config, LoraConfig(r=4, use_dora=True))
+
+
+def test_transformers_callbacks_see_logs_evaluations_and_saves_and_can_stop_training(tmp_path):
+    from transformers import TrainerCallback
+
+    from warmgen import WarmupTrainer
+
+    class Watch(TrainerCallback):
+        def __init__(self):
+            self.logged, self.evaluated, self.saved = [], [], 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.logged.append(logs["step"])
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.evaluated.append((state.global_step, sorted(metrics)[:1]))
+            control.should_training_stop = state.global_step >= 2
+
+        def on_save(self, args, state, control, **kwargs):
+            self.saved += 1
+
+    rows = [{"input": f"{w} {i}", "target": str(i)} for i, w in enumerate(["one", "two", "three", "four"] * 3)]
+    args = WarmupConfig(output_dir=str(tmp_path / "run"), model={"name": "t5-tiny", "vocab_size": 300},
+                        train={"max_steps": 6, "batch_size": 4, "eval_every": 1, "log_every": 1}, warmup={"max_warmup_length": 2})
+    watch = Watch()
+    output = WarmupTrainer(args=args, train_dataset=rows, eval_dataset=rows[:4], callbacks=[watch]).train()
+    assert output.global_step == 2 and watch.logged == [1, 2] and watch.saved == 2
+    assert watch.evaluated == [(1, ["eval_bleu"]), (2, ["eval_bleu"])]

@@ -61,7 +61,7 @@ def _train_loop(run: Run, warm_started: bool) -> None:
     window: list[tuple] = []  # (gradient norm, clipped ratio) of each step since the last logged one
     micro, bad_batch, consecutive_bad = 0, False, 0
     stopped_by_time = run.out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
-    stopping = stopped_by_time or run.no_longer_improving()
+    stopping = stopped_by_time or run.stop_reason() is not None
     if (warm_started and t.eval_every and s.step % t.eval_every == 0) or run.total_steps == 0:
         run.evaluate_and_save()  # the evaluation a run that trained its own warm start makes here; a zero-shot run's only one
     tick, end = time.time(), min(run.total_steps, t.stop_after_step or run.total_steps)
@@ -104,11 +104,11 @@ def _train_loop(run: Run, warm_started: bool) -> None:
                 window = []
             accumulated = {}
             _after_step(run, step_objective, ids, stopped_by_time)
-            stopping = stopped_by_time or run.no_longer_improving()
+            reason = None if stopped_by_time else run.stop_reason()
+            stopping = stopped_by_time or reason is not None
             if stopping:
-                if not stopped_by_time:
-                    tqdm.write(f"step {s.step}: dev {run.task.primary_metric} did not improve in {t.early_stopping_patience} "
-                               "evaluations (train.early_stopping_patience): stopping")
+                if reason is not None:
+                    tqdm.write(f"step {s.step}: {reason}: stopping")
                 break
             tick = time.time()
         if s.batch_index >= run.batches_per_epoch:
@@ -223,12 +223,13 @@ def _final_results(run: Run) -> dict:
 
 
 def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = None, model=None,
-          given: dict | None = None, compute_metrics=None) -> dict | None:
+          given: dict | None = None, compute_metrics=None, callbacks=()) -> dict | None:
     """Train, keep best/last checkpoints, evaluate the best on dev and test; return results (None when
     train.stop_after_step stopped it part way).
 
     `model`: a (model, tokenizer) pair to train instead of loading `config.model.name` (not when resuming); `given`:
-    in-memory splits instead of the configured files; `compute_metrics`: the caller's own scores at every evaluation. Both from `WarmupTrainer`. Under `accelerate launch` / torchrun
+    in-memory splits instead of the configured files; `compute_metrics`: the caller's own scores at every evaluation;
+    `callbacks`: transformers-style TrainerCallbacks (on_log, on_evaluate, on_save; control.should_training_stop). Both from `WarmupTrainer`. Under `accelerate launch` / torchrun
     each process trains on `batch_size` examples of every global batch; only the main process logs, saves, evaluates
     the final checkpoint and returns results (the others None); dev evaluation runs on every process of a sharded model.
 
@@ -244,14 +245,14 @@ def train(config: WarmupConfig, resume: bool = False, overwrite: str | None = No
     try:
         if procs.is_main:
             clear_run_folder(run_dir, resume, overwrite)
-        return _train(config, resume, procs, run_dir, model, given, compute_metrics)
+        return _train(config, resume, procs, run_dir, model, given, compute_metrics, callbacks)
     finally:
         if lock is not None:  # also after an error, so the same process (a notebook) can resume at once
             lock.close()
 
 
 def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, given_model, given: dict | None,
-           compute_metrics=None) -> dict | None:
+           compute_metrics=None, callbacks=()) -> dict | None:
     set_seed(config.seed)  # Python's, NumPy's and torch's generators
     task = load_task(config, given, compute_metrics)
     config.data.task = task.name  # what `auto` chose, in config.yaml and for the tokenizer a preset trains
@@ -260,6 +261,7 @@ def _train(config: WarmupConfig, resume: bool, procs: Processes, run_dir: Path, 
         config.save(run_config_file(run_dir))
     run = prepare(config, procs, run_dir, task, model, tokenizer, sep_id, state)
     del model  # `run` holds it now, and lets go of it before the final evaluation
+    run.callbacks = list(callbacks)
     open_logs(run, resume, warm_start_log)
     _train_loop(run, warm_started=state is not None and not resume)
     procs.finish()

@@ -49,7 +49,7 @@ class WarmupTrainer:
     """Trains one model with Warmup Generations (or SFT, `args.method = "sft"`, or pause tokens, "pause") as `args` says."""
 
     def __init__(self, model=None, tokenizer=None, args: WarmupConfig | None = None, train_dataset=None, eval_dataset=None,
-                 test_dataset=None, processing_class=None, peft_config=None, compute_metrics=None):
+                 test_dataset=None, processing_class=None, peft_config=None, compute_metrics=None, callbacks=None):
         if processing_class is not None:  # TRL's name for the tokenizer
             if tokenizer is not None and tokenizer is not processing_class:
                 raise ConfigError("WarmupTrainer: give the tokenizer once, as tokenizer or as processing_class")
@@ -77,6 +77,7 @@ class WarmupTrainer:
         if peft_config is not None:
             use_peft_config(self.args, peft_config)
         self.compute_metrics = compute_metrics  # (predictions, references) -> {name: value}, at every evaluation
+        self.callbacks = list(callbacks or [])  # transformers' TrainerCallbacks: on_log, on_evaluate, on_save
         self.results: dict | None = None
 
     def train(self, resume_from_checkpoint: bool | str | os.PathLike = False, overwrite: str | None = None) -> TrainOutput | None:
@@ -96,7 +97,7 @@ class WarmupTrainer:
             resume_from_checkpoint = True
         given_model = (self.model, self.tokenizer) if self.model is not None and not resume_from_checkpoint else None
         self.results = train(self.args, resume=resume_from_checkpoint, overwrite=overwrite, model=given_model, given=self.given,
-                             compute_metrics=self.compute_metrics)
+                             compute_metrics=self.compute_metrics, callbacks=self.callbacks)
         if self.results is None:
             return None
         self.model, self.tokenizer, _, _ = load_checkpoint(Path(self.results["checkpoint"]), self.args.model)

@@ -8,6 +8,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -59,10 +60,14 @@ class Run:
     total_steps: int
     lengths: list | None
     logs: RunLog | None = None  # the main process's
+    callbacks: list = dataclasses.field(default_factory=list)  # transformers-style TrainerCallbacks (WarmupTrainer's)
+    control: SimpleNamespace = dataclasses.field(default_factory=lambda: SimpleNamespace(should_training_stop=False))
 
     def log(self, row: dict) -> None:
         if self.logs is not None:
             self.logs.log(row)
+            if "loss" in row:
+                self.notify("on_log", logs=row)
 
     def checkpoint_state(self, rng: list, optimizer_state: dict | list | None) -> TrainState:
         memory = self.objectives.memory
@@ -99,6 +104,9 @@ class Run:
                 best = "decoded as SFT: the warm start" if not as_method else f"best {s.best['metric']:.4f} at step {s.best['step']}"
                 tqdm.write(f"step {s.step}: dev {task.primary_metric} {value:.4f} ({best})")
             save_checkpoint(last_checkpoint(self.run_dir), self.model, self.tokenizer, self.config, self.checkpoint_state(rng, optimizer_state), weights)
+            if has_dev:
+                self.notify("on_evaluate", metrics={f"eval_{k.removeprefix('dev/')}": v for k, v in row.items() if k.startswith("dev/")})
+            self.notify("on_save")
             self.log(row)
         procs.barrier()
 
@@ -115,10 +123,25 @@ class Run:
         if self.logs is not None:
             self.logs.close()
 
-    def no_longer_improving(self) -> bool:
-        """train.early_stopping_patience evaluations in a row without a better dev score (one answer for all processes)."""
+    def stop_reason(self) -> str | None:
+        """Why training stops before its planned steps, one answer for all processes: train.early_stopping_patience
+        evaluations in a row without a better dev score, or a callback that set control.should_training_stop."""
         patience = self.config.train.early_stopping_patience
-        return patience > 0 and self.procs.sum(float(self.state.evals_since_best >= patience)).item() > 0
+        if not (patience or self.callbacks):
+            return None
+        flags = self.procs.sum([float(0 < patience <= self.state.evals_since_best), float(self.control.should_training_stop)])
+        if flags[0] > 0:
+            return f"dev {self.task.primary_metric} did not improve in {patience} evaluations (train.early_stopping_patience)"
+        return "a callback set control.should_training_stop" if flags[1] > 0 else None
+
+    def notify(self, event: str, **kwargs) -> None:
+        """The callbacks' `event` method (transformers' TrainerCallback: on_log, on_evaluate, on_save), with the run's
+        args, a state (global_step, epoch) and the control whose should_training_stop ends training."""
+        state = SimpleNamespace(global_step=self.state.step, epoch=self.state.step / self.steps_per_epoch)
+        for callback in self.callbacks:
+            handler = getattr(callback, event, None)
+            if handler is not None:
+                handler(self.config, state, self.control, **kwargs)
 
     def out_of_time(self) -> bool:
         # One answer for all processes: one stopping alone would leave the others waiting in a collective.

@@ -8,7 +8,7 @@ import pytest
 from warmgen.cli import main
 from warmgen.config import WarmupConfig
 from warmgen.config_files import load_config, parse_overrides
-from warmgen.errors import ConfigError
+from warmgen.errors import ConfigError, DataError
 from warmgen.tasks import load_task
 
 TINY = ["--model.name", "t5-tiny", "--model.vocab_size", "300", "--train.max_steps", "2", "--train.batch_size", "4",
@@ -161,6 +161,9 @@ def test_a_datasets_configuration_is_passed_to_load_dataset(monkeypatch):
                         datasets.DatasetDict({"train": datasets.Dataset.from_list([{"input": "a", "target": "b"}])}))
     config = load_config(None, parse_overrides(["--data.dataset", "some/corpus", "--data.dataset_config", "de-en"]))
     assert load_task(config).name == "seq2seq" and asked == [("some/corpus", "de-en")]
+    config.data.dataset_split = "train_sft"
+    with pytest.raises(DataError, match="data.dataset_split 'train_sft': data.dataset 'some/corpus' has splits train"):
+        load_task(config)
 
 
 def test_the_callers_metrics_and_lora_settings(tmp_path):

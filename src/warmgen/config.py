@@ -113,6 +113,8 @@ class DataConfig(_Checked):
     dataset: Optional[str] = None
     # The dataset's configuration (subset) for `datasets.load_dataset(data.dataset, name)`, e.g. "de-en".
     dataset_config: Optional[str] = None
+    # The dataset's split to train on where it is not called train (TRL's dataset_train_split, e.g. "train_sft").
+    dataset_split: Optional[str] = None
     # Each split's file: JSONL, a JSON array, CSV or TSV with the fields below, or the common
     # prefix of line-aligned parallel text files.
     train_file: Optional[str] = None

@@ -59,7 +59,7 @@ def load_task(config: WarmupConfig, given: dict | None = None, compute_metrics: 
     if name not in loaders:
         raise ConfigError(f"data.task: unknown task '{name}'; choose auto or one of {', '.join(loaders)}")
     if data.dataset and not given:
-        given = hf_dataset_splits(data.dataset, data.dataset_config)
+        given = hf_dataset_splits(data.dataset, data.dataset_config, data.dataset_split)
     task = loaders[name](config, given or {})
     if data.source_prefix and data.task != "translation":
         if any(e.messages is not None for rows in task.splits.values() for e in rows):
@@ -109,9 +109,9 @@ def choose_best_metric(task: Task, name: str | None, greater_is_better: bool | N
     task.greater_is_better = greater_is_better if greater_is_better is not None else metrics.higher_is_better(name)
 
 
-def hf_dataset_splits(name: str, subset: str | None = None) -> dict:
+def hf_dataset_splits(name: str, subset: str | None = None, train_split: str | None = None) -> dict:
     """{split: rows} of `data.dataset`: a `save_to_disk` folder or a `load_dataset` name (see DataConfig.dataset), with
-    its configuration `subset` (data.dataset_config)."""
+    its configuration `subset` (data.dataset_config) and the split to train on (data.dataset_split, else train)."""
     try:
         import datasets
     except ImportError:
@@ -127,7 +127,9 @@ def hf_dataset_splits(name: str, subset: str | None = None) -> dict:
         raise DataError(f"data.dataset '{name}'{f' ({subset})' if subset else ''}: cannot load it ({first})") from None
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
-    names = {"train": ["train"], "dev": ["validation", "dev", "valid"], "test": ["test"]}
+    if train_split is not None and train_split not in loaded:
+        raise DataError(f"data.dataset_split '{train_split}': data.dataset '{name}' has splits {', '.join(loaded)}")
+    names = {"train": [train_split or "train"], "dev": ["validation", "dev", "valid"], "test": ["test"]}
     found = {split: loaded[next(n for n in candidates if n in loaded)] for split, candidates in names.items()
              if any(n in loaded for n in candidates)}
     if not found:

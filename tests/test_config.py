@@ -50,7 +50,7 @@ def test_an_unquoted_no_is_the_option_no(tmp_path):
     config = load_config(write(tmp_path, "train:\n  mixed_precision: no\n"))
     assert config.train.mixed_precision == "no"
     assert load_config(None, parse_overrides(["--train.mixed_precision", "no"])).train.mixed_precision == "no"
-    with pytest.raises(ConfigError, match=r"model.tokenizer: False is not one of 'auto', 'bpe', 'symbols' \(YAML reads an unquoted yes, no"):
+    with pytest.raises(ConfigError, match=r"model.tokenizer: False is not one of 'auto', 'bpe', 'symbols', 'char' \(YAML reads an unquoted yes, no"):
         load_config(None, parse_overrides(["--model.tokenizer", "off"]))
 
 

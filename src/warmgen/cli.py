@@ -40,15 +40,12 @@ def _load(path: str, overrides: list[str]):
     code may run is the command line's word (`--model.trust_remote_code`), never the checkpoint's own config."""
     _quiet_transformers()
     from .checkpoint import load_checkpoint
-    from .config import WarmupConfig
     from .layout import make_layout
     from .rundir import checkpoint_folder
 
     pairs = parse_overrides(overrides)
-    asked = WarmupConfig()
-    for key, value in pairs:
-        set_value(asked, key, value)
     folder = checkpoint_folder(Path(path))
+    asked = _asked(pairs)
     model, tokenizer, sep_id, config = load_checkpoint(folder, asked.model)
     for key, value in pairs:
         set_value(config, key, value)
@@ -56,13 +53,20 @@ def _load(path: str, overrides: list[str]):
     return folder, model, make_layout(model, tokenizer, sep_id, config), config
 
 
-def cmd_train(args, overrides: list[str]) -> None:
-    pairs = parse_overrides(overrides)
-    saved = None if args.config else _saved_config(args.resume, overrides)
-    config = load_config(args.config or saved, pairs)
-    asked = WarmupConfig()  # what the command line says, where the run folder's own config.yaml may not decide
+def _asked(pairs: list) -> WarmupConfig:
+    """The defaults under the command line's overrides: what the person said, where a file in the folder being loaded
+    may not decide (trust, and where a resumed run pauses)."""
+    asked = WarmupConfig()
     for key, value in pairs:
         set_value(asked, key, value)
+    return asked
+
+
+def cmd_train(args, overrides: list[str]) -> None:
+    pairs = parse_overrides(overrides)
+    saved = None if args.config else _saved_config(args.resume, pairs)
+    config = load_config(args.config or saved, pairs)
+    asked = _asked(pairs)
     if args.config is None:  # trust is the person's, never a file's in the run folder
         config.model.trust_remote_code, config.model.allow_bin_weights = asked.model.trust_remote_code, asked.model.allow_bin_weights
     if saved is not None:  # a run resumed from its own config goes on to its end unless told where to pause
@@ -77,10 +81,10 @@ def cmd_train(args, overrides: list[str]) -> None:
         print(f"run directory: {config.output_dir}")
 
 
-def _saved_config(resume: bool, overrides: list[str]) -> Path | None:
+def _saved_config(resume: bool, pairs: list) -> Path | None:
     """With `--resume` and no `--config`: the config the run in `--output_dir` was started with (its config.yaml), under
     the command line's overrides; a change they make to the computation is still refused, by name."""
-    output_dir = dict(parse_overrides(overrides)).get("output_dir")
+    output_dir = dict(pairs).get("output_dir")
     if not resume or output_dir is None:
         return None
     from .rundir import run_config_file

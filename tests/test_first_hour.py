@@ -217,6 +217,9 @@ def test_transformers_callbacks_see_logs_evaluations_and_saves_and_can_stop_trai
     args = WarmupConfig(output_dir=str(tmp_path / "run"), model={"name": "t5-tiny", "vocab_size": 300},
                         train={"max_steps": 6, "batch_size": 4, "eval_every": 1, "log_every": 1}, warmup={"max_warmup_length": 2})
     watch = Watch()
-    output = WarmupTrainer(args=args, train_dataset=rows, eval_dataset=rows[:4], callbacks=[watch]).train()
+    trainer = WarmupTrainer(args=args, train_dataset=rows, eval_dataset=rows[:4], callbacks=[watch])
+    output = trainer.train()
     assert output.global_step == 2 and watch.logged == [1, 2] and watch.saved == 2
+    assert trainer.results["stopped_early"] == "a callback set control.should_training_stop"
+    assert not trainer.results["stopped_by_time_budget"]
     assert watch.evaluated == [(1, ["eval_bleu"]), (2, ["eval_bleu"])]

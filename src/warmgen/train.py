@@ -61,7 +61,8 @@ def _train_loop(run: Run, warm_started: bool) -> None:
     window: list[tuple] = []  # (gradient norm, clipped ratio) of each step since the last logged one
     micro, bad_batch, consecutive_bad = 0, False, 0
     stopped_by_time = run.out_of_time()  # a run resumed after its budget ran out goes straight to the final evaluation
-    stopping = stopped_by_time or run.stop_reason() is not None
+    run.stopped_early = None if stopped_by_time else run.stop_reason()  # a resumed run that had stopped early
+    stopping = stopped_by_time or run.stopped_early is not None
     if (warm_started and t.eval_every and s.step % t.eval_every == 0) or run.total_steps == 0:
         run.evaluate_and_save()  # the evaluation a run that trained its own warm start makes here; a zero-shot run's only one
     tick, end = time.time(), min(run.total_steps, t.stop_after_step or run.total_steps)
@@ -104,11 +105,11 @@ def _train_loop(run: Run, warm_started: bool) -> None:
                 window = []
             accumulated = {}
             _after_step(run, step_objective, ids, stopped_by_time)
-            reason = None if stopped_by_time else run.stop_reason()
-            stopping = stopped_by_time or reason is not None
+            run.stopped_early = None if stopped_by_time else run.stop_reason()
+            stopping = stopped_by_time or run.stopped_early is not None
             if stopping:
-                if reason is not None:
-                    tqdm.write(f"step {s.step}: {reason}: stopping")
+                if run.stopped_early is not None:
+                    tqdm.write(f"step {s.step}: {run.stopped_early}: stopping")
                 break
             tick = time.time()
         if s.batch_index >= run.batches_per_epoch:
@@ -198,12 +199,12 @@ def _final_results(run: Run) -> dict:
     gc.collect()
     final_model, final_tokenizer, final_sep, _ = load_checkpoint(final_dir, config.model)
     log = read_training_log(run.run_dir)
-    early = 0 < config.train.early_stopping_patience <= s.evals_since_best  # this process's count: no collective here
     final_model.to(run.procs.device)
     final_layout = make_layout(final_model, final_tokenizer, final_sep, config)
     results = {"method": config.method, "checkpoint": str(final_dir), "best_step": s.best["step"], "best_metric": s.best["metric"],
                "metric_for_best_model": run.task.primary_metric, "train_seconds": s.train_seconds,
-               "steps": s.step, "stopped_early": early, "stopped_by_time_budget": s.step < run.total_steps and not early,
+               "steps": s.step, "stopped_early": run.stopped_early,
+               "stopped_by_time_budget": s.step < run.total_steps and run.stopped_early is None,
                "epochs": s.step / run.steps_per_epoch, "seconds_per_epoch": s.train_seconds * run.steps_per_epoch / max(s.step, 1),
                "parameters": run.parameters, "generated_tokens": s.generated_tokens, "skipped_steps": s.skipped_steps,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -62,6 +62,7 @@ class Run:
     logs: RunLog | None = None  # the main process's
     callbacks: list = dataclasses.field(default_factory=list)  # transformers-style TrainerCallbacks (WarmupTrainer's)
     control: SimpleNamespace = dataclasses.field(default_factory=lambda: SimpleNamespace(should_training_stop=False))
+    stopped_early: str | None = None  # why training stopped before its planned steps (stop_reason), else None
 
     def log(self, row: dict) -> None:
         if self.logs is not None:

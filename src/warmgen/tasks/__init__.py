@@ -55,7 +55,7 @@ def load_task(config: WarmupConfig, given: dict | None = None, compute_metrics: 
     loaders = {"g2p": g2p.load, "seq2seq": seq2seq.load, "translation": translation.load,
                "summarization": summarization.load, "multiple_choice": multiple_choice.load}
     data = config.data
-    name = data.task if data.task != "auto" else auto_task(config.to_dict()["data"], bool(given))
+    name = data.task if data.task != "auto" else auto_task(vars(data), bool(given))
     if name not in loaders:
         raise ConfigError(f"data.task: unknown task '{name}'; choose auto or one of {', '.join(loaders)}")
     if data.dataset and not given:

@@ -30,6 +30,7 @@ TASKS = {  # task: comparison spec
     "g2p": "configs/compare/g2p.yaml",
     "g2p-full": "configs/compare/g2p-full.yaml",
     "g2p-full-min-length": "configs/compare/g2p-full-min-length.yaml",
+    "g2p-devices": "configs/compare/g2p-devices.yaml",
     "g2p-quick": "configs/compare/g2p-quick.yaml",
     "g2p-amortised": "configs/compare/g2p-amortised.yaml",
     "g2p-same-time": "configs/compare/g2p-same-time.yaml",

@@ -75,7 +75,7 @@ def test_with_lora_the_reference_is_the_base_model():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"objective": "marginal", "kl_coef": 0.1}, "warmup.kl_coef shapes the reward of the rloo and latro objectives"),
+    ({"objective": "marginal", "kl_coef": -0.1}, "warmup.kl_coef must be >= 0"),
     ({"objective": "best_of_k", "answer_loss_weight": 0.5}, "warmup.answer_loss_weight weighs the answer term of rloo and latro"),
     ({"objective": "latro", "warmup_loss_weight": 0.0}, "latro with warmup.answer_loss_weight 0 .* needs warmup.warmup_loss_weight > 0"),
     ({"objective": "latro", "num_warmups": 1}, "warmup.objective latro needs warmup.num_warmups >= 2"),

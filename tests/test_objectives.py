@@ -181,9 +181,8 @@ def test_latro_without_kl_penalty_or_answer_change_is_rloo():
     latro = objective_terms("latro", LOGP_C, LOGP_Y, N_C, N_Y, 0.5, answer_loss_weight=1.0, unfinished=torch.zeros(3, 4, dtype=torch.bool))
     assert all(torch.equal(a, b) for a, b in zip(rloo, latro))
     # rloo takes the KL term too (its advantages are those of the shaped reward; the answer term
-    # stays log P(y|c,x)), but never the unfinished penalty.
+    # stays log P(y|c,x)); the cut-off penalty only where warmup.cut_off asks (tests/test_devices.py).
     kl = torch.randn(3, 4, generator=torch.Generator().manual_seed(0)).abs()
-    shaped = objective_terms("rloo", LOGP_C, LOGP_Y, N_C, N_Y, 1.0, ref_logp_warmup=LOGP_C - kl, kl_coef=0.5,
-                             unfinished=torch.ones(3, 4, dtype=torch.bool))[0]
+    shaped = objective_terms("rloo", LOGP_C, LOGP_Y, N_C, N_Y, 1.0, ref_logp_warmup=LOGP_C - kl, kl_coef=0.5)[0]
     on_shaped_reward = objective_terms("rloo", LOGP_C, LOGP_Y - 0.5 * kl, N_C, N_Y, 1.0)[0]
     assert torch.allclose(shaped, on_shaped_reward + (0.5 * kl).mean(1), atol=1e-5)

@@ -7,8 +7,9 @@ import torch
 from conftest import tiny
 
 from warmgen.config import WarmupOptions
+from warmgen.memory import WarmupMemory
 from warmgen.reference import Reference
-from warmgen.warmup import WarmupMemory, objective_terms, warmup_step
+from warmgen.warmup import objective_terms, warmup_step
 
 
 @pytest.mark.parametrize("objective", ["best_of_k", "marginal", "rloo"])
@@ -141,8 +142,8 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
         assert step.candidates == [[[8, 9], [3]], [[5, 6], [4]], [[7]]]
         assert step.draws.tolist() == [[2, 1], [2, 1], [1, 0]]
         # The 5 distinct warmups, not the 7 draws. best_of_k ranks only the examples with a choice
-        # (4 rows), then scores the 3 chosen ones with a graph.
-        assert scored_rows == ([4, 3] if objective == "best_of_k" else [5])
+        # (4 rows), then scores the 3 chosen ones with a graph; then y after the empty warmup (3 rows, the diagnostics').
+        assert scored_rows == ([4, 3] if objective == "best_of_k" else [5]) + [3]
         assert step.stats["warmup/candidates"] == 7 / 3 and step.stats["warmup/scored"] == 5 / 3
     else:
         assert step.candidates == every_draw and scored_rows[0] == 7

@@ -177,10 +177,38 @@ class WarmupOptions(_Checked):
     # likelihood over the k warmups, REINFORCE with a leave-one-out baseline, or LaTRO (Chen et
     # al. 2024): rloo on a KL-shaped reward, cut-off warmups penalised, the answer not trained.
     objective: Literal["best_of_k", "marginal", "rloo", "latro"] = "marginal"
-    # beta of the KL term of rloo and latro: reward log P(y|c,x) - beta*(log P(c|x) - log
-    # P_ref(c|x)), P_ref the model as warmup training starts (with LoRA: adapters off). null:
-    # LaTRO's 0.05 for latro, 0 for rloo.
+    # beta of a KL term to P_ref, the model as warmup training starts (with LoRA: adapters off). rloo
+    # and latro shape the reward: log P(y|c,x) - beta*(log P(c|x) - log P_ref(c|x)); marginal and
+    # best_of_k add the score-function gradient of -beta*KL(P(c|x) || P_ref(c|x)) over the sampled
+    # warmups. null: LaTRO's 0.05 for latro, 0 for the others.
     kl_coef: Optional[float] = None
+    # What a warmup is rewarded with (docs/method.md). "logp": log P(y|c,x). "gain": its gain over
+    # no warmup, log P(y|c,x) - log P(y|x), the empty warmup's score held fixed (as Quiet-STaR rewards
+    # a thought by its gain): rloo and latro then use log P(y|x) as every warmup's baseline instead of
+    # the others' mean, so warmups that are all alike still learn whether they help. marginal and
+    # best_of_k compare an example's warmups only with each other, where a shift changes nothing:
+    # their way to weigh against no warmup is no_warmup_candidate.
+    reward: Literal["logp", "gain"] = "logp"
+    # Entropy bonus (a policy-gradient staple; TRL logs the same entropy): eta * the entropy of the
+    # next-token distribution summed over each sampled warmup's positions, averaged over the draws,
+    # added to the objective. Against collapse to one warmup; 0 = off.
+    entropy_coef: float = 0.0
+    # n of the k warmups proposed with the target in view: sampled after the input with y put first
+    # (`y <sep> x`), STaR's rationalisation and TRICE's proposals. marginal weighs every candidate by
+    # P(c|x) / q(c), q the mixture of the two samplers (self-normalised importance sampling, so its
+    # gradient stays that of log P(y|x)); best_of_k takes them as candidates as STaR does. 0 = off.
+    posterior_warmups: int = 0
+    # Warmups cut at max_warmup_length: "penalty" (rloo and latro) rewards them 2 x the batch's mean
+    # reward, as LaTRO does; "mask" leaves them out of the loss (DAPO's overlong filtering), an
+    # example whose every warmup was cut then training nothing; "keep" scores them as any other.
+    # null: penalty for latro, keep for the others.
+    cut_off: Optional[Literal["keep", "penalty", "mask"]] = None
+    # The self-draft bound (docs/method.md): every example's one warmup is the greedy answer of the
+    # model in this folder (a run, e.g. the SFT run of the same recipe, or a checkpoint), in training
+    # and at inference; the model learns y given its draft and never to write one (objective, k and
+    # the devices above do not apply). Drafts are cut at max_warmup_length: raise it to the targets'
+    # length to keep them whole. The drafter must share this model's vocabulary.
+    draft_from: Optional[str] = None
     # Weight of the answer term log P(y|c,x) in rloo and latro. null: 1 for rloo, 0 for latro
     # (LaTRO's sft_penalty: the answer is learnt only through the warmups' rewards).
     answer_loss_weight: Optional[float] = None
@@ -339,6 +367,10 @@ class DecodeConfig(_Checked):
     num_beams: int = 1
     # Examples decoded at once.
     batch_size: int = 64
+    # With learnt warmups: also decode every target after an empty warmup and report those scores as
+    # empty_warmup/<metric> beside the model's own (dev evaluations, eval and test): does the model
+    # use its warmup at all? A model that ignores it scores the same. Not timed in inference_seconds.
+    empty_warmup_scores: bool = True
 
 
 @dataclass

@@ -199,7 +199,7 @@ BOOKKEEPING = ("output_dir", "config_dir", "train.log_every", "train.samples_eve
 
 
 # Fields that name a file: the same file spelt another way (relative, absolute) is no difference.
-PATHS = ("warmup.sft_warm_start_from",)
+PATHS = ("warmup.sft_warm_start_from", "warmup.draft_from")
 
 
 def differences(old: dict, new: dict, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:

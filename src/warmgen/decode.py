@@ -17,7 +17,8 @@ import torch
 from transformers import GenerationConfig
 
 from .custom_generate.generate import WarmupLogitsProcessor
-from .methods import fixed_warmup, warmup_ends_at_eos
+from .errors import ConfigError
+from .methods import fixed_warmup, learns_warmups, warmup_ends_at_eos
 from .models import base_model
 
 if TYPE_CHECKING:
@@ -96,12 +97,17 @@ def generate_warmups(model, layout: Layout, sources: list[list[int]], num_warmup
 
 
 @torch.no_grad()
-def inference_warmups(model, layout: Layout, sources: list[list[int]], use_warmup: bool, config) -> list[list[int] | None]:
+def inference_warmups(model, layout: Layout, sources: list[list[int]], use_warmup: bool, config,
+                      drafts: list[list[int]] | None = None) -> list[list[int] | None]:
     """The warmups inference puts before the target, the one place that decides them: none (SFT),
     the fixed ones (pause tokens, the fixed-warmup control), or the model's own, greedy or sampled
-    (`decode.warmup_strategy`)."""
+    (`decode.warmup_strategy`), or the drafts of warmup.draft_from (drafts.py makes them: `drafts`)."""
     if not use_warmup:
         return [None] * len(sources)
+    if config.warmup.draft_from and learns_warmups(config):
+        if drafts is None:
+            raise ConfigError("warmup.draft_from: decoding needs the drafter's answers (warmgen.drafts.draft_warmups)")
+        return list(drafts)
     fixed = fixed_warmup(layout, config)
     if fixed is not None:
         return [fixed] * len(sources)
@@ -113,16 +119,18 @@ def inference_warmups(model, layout: Layout, sources: list[list[int]], use_warmu
 
 
 @torch.no_grad()
-def decode(model, layout: Layout, sources: list[list[int]], use_warmup: bool, config) -> list[Generation]:
+def decode(model, layout: Layout, sources: list[list[int]], use_warmup: bool, config,
+           drafts: list[list[int]] | None = None) -> list[Generation]:
     """Generate (warmup, target) token lists for a batch of tokenised sources: the target after each
     of `inference_warmups` (a greedy warmup and target in one `generate` call, when that is the same)."""
     if not use_warmup:
         inputs, start = layout.generation_inputs(sources)
         output = _generate(model, inputs, target_config(model, layout, config))
         return [Generation(None, split_at(row, layout.eos_id)[0]) for row in output[:, start:].tolist()]
-    if fixed_warmup(layout, config) is None and config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
+    written = fixed_warmup(layout, config) is None and drafts is None  # by the model itself
+    if written and config.decode.warmup_strategy == "greedy" and config.decode.num_beams == 1:
         return decode_one_pass(model, layout, sources, config)
-    warmups = cast(list[list[int]], inference_warmups(model, layout, sources, use_warmup, config))  # with use_warmup, every one has one
+    warmups = cast(list[list[int]], inference_warmups(model, layout, sources, use_warmup, config, drafts))  # with use_warmup, every one has one
     return decode_after(model, layout, sources, warmups, config)
 
 

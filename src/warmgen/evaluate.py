@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .config import WarmupConfig
-from .decode import decode, inference_warmups, score_options
+from .decode import decode, decode_after, inference_warmups, score_options
+from .drafts import draft_warmups
 from .errors import ConfigError
+from .methods import compares_empty_warmup
 from .provenance import library_versions
 from .tasks import Task
 from .typecheck import shown
@@ -42,17 +44,26 @@ def evaluate(model, layout: Layout, task: Task, split: str, config: WarmupConfig
     model.eval()
     start = time.time()
     predictions, warmup_lengths, target_lengths, loads = [], [], [], []
+    # Whether the model uses its warmup: the targets again after an empty one (decode.empty_warmup_scores).
+    without_warmup: list[str] | None = [] if use_warmup and generate_targets and compares_empty_warmup(config) else None
+    without_warmup_seconds = 0.0
     size = config.decode.batch_size
     tokenizer = layout.tokenizer
     for i in tqdm(range(0, len(examples), size), desc=f"decoding {split}", unit="batch", leave=False, mininterval=1.0):
         batch, batch_sources = examples[i : i + size], sources[i : i + size]
+        drafts = draft_warmups(layout, batch_sources, config, model.device) if use_warmup else None
         if generate_targets:
-            generations = decode(model, layout, batch_sources, use_warmup, config)
+            generations = decode(model, layout, batch_sources, use_warmup, config, drafts)
             warmups = [g.warmup for g in generations]
             outputs = [tokenizer.decode(g.target, skip_special_tokens=True).strip() for g in generations]
             target_lengths += [len(g.target) for g in generations]
+            if without_warmup is not None:
+                started = time.time()
+                after_empty = decode_after(model, layout, batch_sources, [[] for _ in batch_sources], config)
+                without_warmup += [tokenizer.decode(g.target, skip_special_tokens=True).strip() for g in after_empty]
+                without_warmup_seconds += time.time() - started
         else:
-            warmups, outputs = inference_warmups(model, layout, batch_sources, use_warmup, config), [None] * len(batch)
+            warmups, outputs = inference_warmups(model, layout, batch_sources, use_warmup, config, drafts), [None] * len(batch)
         if with_options:
             option_ids = [[layout.target_ids(o)[0] for o in e.extra["options"]] for e in batch]
             logp, counts = score_options(model, layout, batch_sources, warmups, option_ids)
@@ -66,11 +77,14 @@ def evaluate(model, layout: Layout, task: Task, split: str, config: WarmupConfig
             predictions.append(row)
         loads.append(os.getloadavg()[0])
     model.train(was_training)
-    inference_seconds = time.time() - start  # decoding (and option scoring) only, not the metrics
+    inference_seconds = time.time() - start - without_warmup_seconds  # decoding (and option scoring) only, not the metrics
 
     refs = [p["target"] for p in predictions]
     options: dict[str, Any] = {**task.metric_options, "sources": [e.source for e in examples], "references": task_references(examples)}
     scores = metrics.compute(task.metrics, [p["prediction"] for p in predictions], refs, **options) if generate_targets else {}
+    if without_warmup is not None:
+        after_empty_scores = metrics.compute(task.metrics, without_warmup, refs, **options)
+        scores.update({f"empty_warmup/{k}": v for k, v in after_empty_scores.items() if not k.endswith("signature")})
     if task.option_metrics is not None:
         scores.update(task.option_metrics(examples, predictions))
     if task.compute_metrics is not None:

@@ -40,6 +40,9 @@ class Scores:
     n_warmup: torch.Tensor  # [N] tokens in c <sep>
     n_target: torch.Tensor  # [N] tokens in y </s>
     logp_sep: torch.Tensor  # [N] log P(<sep> | c, x), the warmup's closing token (in logp_warmup); 0 without a warmup
+    # [N] the next-token distribution's entropy summed over the positions of c <sep> (0 without a warmup);
+    # differentiable only when `score` was asked for `entropy_grad`
+    entropy_warmup: torch.Tensor
 
 
 def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -71,8 +74,21 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(1) - 1).clamp(min=0)
 
 
-def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torch.Tensor) -> Scores:
+def _warmup_entropy(logits: torch.Tensor, n_warmup: torch.Tensor, with_grad: bool) -> torch.Tensor:
+    """Per row, the sum over the positions that predict c <sep> of the full next-token distribution's entropy.
+    Only those positions are normalised, so the [N, L, V] log-softmax is never made for the target."""
+    width = int(n_warmup.max()) if len(n_warmup) else 0
+    with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
+        logp = torch.log_softmax(logits[:, :width].float(), dim=-1)
+        per_position = -(logp.exp() * logp).sum(-1)
+        inside = torch.arange(width, device=logits.device).unsqueeze(0) < n_warmup.to(logits.device).unsqueeze(1)
+        return (per_position * inside).sum(1)
+
+
+def _region_sums(logits: torch.Tensor, labels: torch.Tensor, n_warmup: torch.Tensor, lengths: torch.Tensor,
+                 entropy_grad: bool) -> Scores:
     """Split per-token log-probs [N, L] of the continuation into warmup and target sums."""
+    token_logp = _token_logp(logits, labels)
     n_warmup, lengths = n_warmup.to(token_logp.device), lengths.to(token_logp.device)
     position = torch.arange(token_logp.shape[1], device=token_logp.device).unsqueeze(0)
     warmup_mask = position < n_warmup.unsqueeze(1)
@@ -84,6 +100,7 @@ def _region_sums(token_logp: torch.Tensor, n_warmup: torch.Tensor, lengths: torc
         n_warmup=n_warmup,
         n_target=lengths - n_warmup,
         logp_sep=torch.where(n_warmup > 0, closing, torch.zeros_like(closing)),
+        entropy_warmup=_warmup_entropy(logits, n_warmup, entropy_grad),
     )
 
 
@@ -129,9 +146,13 @@ class Layout(Protocol):
     def continuation_inputs(self, sources: list[list[int]], prefixes: list[list[int]]) -> tuple[dict, int]:
         """Inputs for `generate` that continue each source after its given prefix (a warmup and <sep>)."""
 
+    def hinted_source(self, source: list[int], target: list[int]) -> list[int]:
+        """x with y in view, `y <sep> x` (warmup.posterior_warmups' proposals are sampled after it)."""
+
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None) -> Scores:
-        """log P(c <sep> | x) and log P(y </s> | c, x) of every row in one teacher-forced pass."""
+              counts: list[int] | None = None, entropy_grad: bool = False) -> Scores:
+        """log P(c <sep> | x) and log P(y </s> | c, x) of every row in one teacher-forced pass (and the warmup
+        positions' entropy, with a graph when `entropy_grad`: warmup.entropy_coef's bonus)."""
 
 
 class Seq2SeqLayout:
@@ -162,6 +183,10 @@ class Seq2SeqLayout:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[: self.max_target_length], len(ids) > self.max_target_length
 
+    def hinted_source(self, source: list[int], target: list[int]) -> list[int]:
+        """The encoder reads `y <sep> x </s>`."""
+        return list(target) + [self.sep_id] + list(source)
+
     def source_batch(self, sources: list[list[int]]) -> dict[str, torch.Tensor]:
         input_ids = _pad(sources, self.pad_id)
         return {"input_ids": input_ids, "attention_mask": (_pad([[1] * len(s) for s in sources], 0))}
@@ -183,7 +208,7 @@ class Seq2SeqLayout:
         return inputs, 1 + len(prefixes[0])
 
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None) -> Scores:
+              counts: list[int] | None = None, entropy_grad: bool = False) -> Scores:
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         device = model.device
         batch = {name: tensor.to(device) for name, tensor in self.source_batch(sources).items()}
@@ -200,7 +225,7 @@ class Seq2SeqLayout:
         else:  # the encoder runs once per example; its states are shared by the example's k candidates
             encoded = model.get_encoder()(**batch).last_hidden_state
             logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, 0)), **per_row).logits
-        return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
+        return _region_sums(logits, labels, n_warmup, lengths, entropy_grad)
 
 
 class CausalLayout:
@@ -257,6 +282,12 @@ class CausalLayout:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[: self.max_target_length], len(ids) > self.max_target_length
 
+    def hinted_source(self, source: list[int], target: list[int]) -> list[int]:
+        """`y <sep>` before the prompt (after the tokenizer's BOS, if the prompt starts with it), so the prompt still
+        ends where the warmup begins."""
+        head = len(self.bos) if self.bos and source[: len(self.bos)] == self.bos else 0
+        return source[:head] + list(target) + [self.sep_id] + source[head:]
+
     def source_batch(self, sources: list[list[int]]) -> dict[str, torch.Tensor]:
         # Left padding: every prompt ends in the last column, where generation continues.
         return {"input_ids": _pad(sources, self.pad_id, left=True), "attention_mask": _pad([[1] * len(s) for s in sources], 0, left=True)}
@@ -287,12 +318,12 @@ class CausalLayout:
         return inputs, inputs["input_ids"].shape[1]
 
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None) -> Scores:
+              counts: list[int] | None = None, entropy_grad: bool = False) -> Scores:
         """Prefix sharing: the prompt runs once per source and its keys/values are repeated for the
         source's candidates, so a long input costs (and back-propagates) once, not k times."""
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         if model.training and is_activation_checkpointing(model):  # it keeps no cache to share
-            return self._score_whole_rows(model, sources, warmups, targets, repeats)
+            return self._score_whole_rows(model, sources, warmups, targets, repeats, entropy_grad)
         prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
         prompt_positions = _positions(prompt["attention_mask"])
         prefix = model(**prompt, position_ids=prompt_positions, use_cache=True, logits_to_keep=1)
@@ -312,9 +343,9 @@ class CausalLayout:
         # The prompt's last logits predict the first continuation token; the continuation's own
         # logits predict the rest (its last position predicts nothing).
         logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), logits[:, :-1]], dim=1)
-        return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
+        return _region_sums(logits, labels, n_warmup, lengths, entropy_grad)
 
-    def _score_whole_rows(self, model, sources, warmups, targets, repeats) -> Scores:
+    def _score_whole_rows(self, model, sources, warmups, targets, repeats, entropy_grad: bool) -> Scores:
         """`score` without prefix sharing, each row's prompt run with its continuation (what gradient
         checkpointing allows: it keeps no key/value cache)."""
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
@@ -328,7 +359,7 @@ class CausalLayout:
         starts = torch.tensor([len(p) - 1 for p in prompts], device=model.device)
         at = (starts.unsqueeze(1) + torch.arange(labels.shape[1], device=model.device)).clamp(max=logits.shape[1] - 1)
         logits = logits.gather(1, at.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        return _region_sums(_token_logp(logits, labels), n_warmup, lengths)
+        return _region_sums(logits, labels, n_warmup, lengths, entropy_grad)
 
 
 def make_layout(model, tokenizer, sep_id: int, config: WarmupConfig) -> Layout:

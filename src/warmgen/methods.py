@@ -34,6 +34,12 @@ def decodes_with_warmup(config: WarmupConfig) -> bool:
     return config.method != "sft"
 
 
+def compares_empty_warmup(config: WarmupConfig) -> bool:
+    """Whether evaluations also decode the target after an empty warmup (`decode.empty_warmup_scores`): only where the
+    model writes its own warmups."""
+    return learns_warmups(config) and config.warmup.fixed_warmup is None and config.decode.empty_warmup_scores
+
+
 def warmup_ends_at_eos(options: WarmupOptions) -> bool:
     """Whether a warmup also ends where the model would end the sequence (LaTRO's rationales end at end-of-sequence
     or an answer phrase; here the answer follows a <sep> put in that token's place), not at <sep> alone."""
@@ -46,11 +52,13 @@ def trains_sft_at(config: WarmupConfig, step: int) -> bool:
 
 
 def step_options(config: WarmupConfig) -> WarmupOptions:
-    """The warmup step's settings: pause tokens are one fixed candidate with no loss on its positions."""
-    if config.method != "pause":
-        return config.warmup
-    return dataclasses.replace(config.warmup, objective="marginal", kl_coef=None, answer_loss_weight=None, warmup_loss_weight=0.0,
-                               num_warmups=1, no_warmup_candidate=False, keep_best_warmup=False, fixed_warmup=None)
+    """The warmup step's settings: pause tokens and drafts (warmup.draft_from) are each example's one given candidate,
+    with no loss on its positions."""
+    if config.method == "pause" or config.warmup.draft_from:  # one given candidate, with no loss on its positions
+        return dataclasses.replace(config.warmup, objective="marginal", kl_coef=None, answer_loss_weight=None, warmup_loss_weight=0.0,
+                                   num_warmups=1, no_warmup_candidate=False, keep_best_warmup=False, fixed_warmup=None, reward="logp",
+                                   entropy_coef=0.0, posterior_warmups=0, cut_off="keep", first_draws=0)
+    return config.warmup
 
 
 def fixed_warmup(layout: Layout, config: WarmupConfig) -> list[int] | None:

@@ -16,8 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import WarmupConfig
+from .drafts import draft_warmups
+from .memory import WarmupMemory
 from .methods import decodes_with_warmup, fixed_warmup, learns_warmups, step_options, trains_sft_at
-from .warmup import WarmupMemory, WarmupStep, answer_weight, warmup_step
+from .warmup import WarmupStep, answer_weight, warmup_step
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -53,8 +55,9 @@ class WarmupObjective:
     for pause tokens and the fixed-warmup control, each example's one fixed candidate."""
 
     def __init__(self, config: WarmupConfig, layout: Layout, procs, make_reference=None):
-        self.layout, self.procs = layout, procs
+        self.layout, self.procs, self.config = layout, procs, config
         self.options = step_options(config)
+        self.drafted: dict[int, list[int]] | None = {} if learns_warmups(config) and config.warmup.draft_from else None
         self.fixed = fixed_warmup(layout, config)
         self.memory = WarmupMemory(config.warmup) if learns_warmups(config) and config.warmup.keep_best_warmup else None
         self.make_reference, self.reference = make_reference, None  # made at the first warmup step
@@ -64,9 +67,15 @@ class WarmupObjective:
         kept, fresh = self.memory.plan(ids) if self.memory is not None else (None, None)
         if self.fixed is not None:
             kept, fresh = [self.fixed] * len(ids), [0] * len(ids)
+        elif self.drafted is not None:  # warmup.draft_from: the drafter's answer, made once per example (greedy, frozen)
+            missing = [(i, s) for i, s in zip(ids, sources) if i not in self.drafted]
+            if missing:
+                made = draft_warmups(self.layout, [s for _, s in missing], self.config, model.device)
+                self.drafted.update({i: draft for (i, _), draft in zip(missing, made or [])})
+            kept, fresh = [self.drafted[i] for i in ids], [0] * len(ids)
         if self.reference is None and self.make_reference is not None:
             self.reference = self.make_reference()
-        result = warmup_step(model, self.layout, sources, targets, self.options, kept, fresh, self.reference)
+        result = warmup_step(model, self.layout, sources, targets, self.options, kept, fresh, self.reference, score_empty=self.fixed is None)
         if not self.warned and self.options.objective in ("rloo", "latro") and result.stats["frac_reward_zero_std"] == 1.0:
             self.warned = True
             self.warn_no_advantage(result.stats)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def needs_reference(config: WarmupConfig) -> bool:
-    return learns_warmups(config) and config.warmup.objective in ("rloo", "latro") and kl_coefficient(config.warmup) > 0
+    return learns_warmups(config) and kl_coefficient(config.warmup) > 0
 
 
 class Reference:

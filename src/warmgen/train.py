@@ -127,7 +127,8 @@ def _micro_step(run: Run, objective_of, ids: list[int], accumulated: dict[str, f
     counted = procs.sum([step_objective.input_tokens, step_objective.generated_tokens]).tolist()
     s.num_tokens, s.generated_tokens = s.num_tokens + int(counted[0]), s.generated_tokens + int(counted[1])
     # Per-token loss over the global batch: this process's share, so summed gradients are exact.
-    loss = -step_objective.objective / procs.sum(step_objective.tokens).to(step_objective.objective.dtype)
+    # (At least one token: under warmup.cut_off mask a batch whose every warmup was cut trains nothing.)
+    loss = -step_objective.objective / procs.sum(step_objective.tokens).clamp(min=1).to(step_objective.objective.dtype)
     global_loss = procs.sum(loss.detach()).item()
     # Backward even a NaN/inf loss (the step is then skipped): DeepSpeed reduces gradients during backward.
     stats = step_objective.stats

@@ -32,6 +32,7 @@ from transformers.trainer_utils import TrainOutput
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, WarmupConfig
 from .decode import decode
+from .drafts import draft_warmups
 from .errors import ConfigError, DataError
 from .evaluate import evaluate
 from .layout import make_layout
@@ -198,7 +199,9 @@ def generate(model, tokenizer, inputs: list[str | list[dict]], args: WarmupConfi
     model.eval()
     pairs = []
     for start in range(0, len(sources), args.decode.batch_size):
-        for generation in decode(model, layout, sources[start : start + args.decode.batch_size], decodes_with_warmup(args), args):
+        batch = sources[start : start + args.decode.batch_size]
+        drafts = draft_warmups(layout, batch, args, model.device) if decodes_with_warmup(args) else None
+        for generation in decode(model, layout, batch, decodes_with_warmup(args), args, drafts):
             warmup = None if generation.warmup is None else tokenizer.decode(generation.warmup)
             pairs.append((warmup, tokenizer.decode(generation.target, skip_special_tokens=True).strip()))
     model.train(was_training)

@@ -15,8 +15,20 @@ def validate(config) -> None:
         (w.objective not in ("rloo", "latro") or w.num_warmups >= 2,
          f"warmup.objective {w.objective} needs warmup.num_warmups >= 2 (the baseline leaves one out)"),
         (w.kl_coef is None or w.kl_coef >= 0, "warmup.kl_coef must be >= 0"),
-        (not w.kl_coef or w.objective in ("rloo", "latro"), "warmup.kl_coef shapes the reward of the rloo and latro objectives; "
-         "marginal and best_of_k weigh warmups by log P(y|c,x) alone: set warmup.kl_coef 0 or null"),
+        (w.reward == "logp" or w.objective in ("rloo", "latro"), f"warmup.reward gain changes only the baseline of rloo and latro; "
+         f"{w.objective} compares an example's warmups with each other, where subtracting log P(y|x) changes nothing: to weigh "
+         "them against no warmup, set warmup.no_warmup_candidate true"),
+        (w.entropy_coef >= 0, "warmup.entropy_coef must be >= 0 (0 = off)"),
+        (0 <= w.posterior_warmups < w.num_warmups, "warmup.posterior_warmups must be from 0 to warmup.num_warmups - 1: "
+         "the others are sampled from the model, which importance weighting needs"),
+        (not w.posterior_warmups or w.objective in ("marginal", "best_of_k"), f"warmup.posterior_warmups proposes warmups the "
+         f"model did not sample, which {w.objective}'s on-policy advantages cannot take: use marginal (importance-weighted) or "
+         "best_of_k"),
+        (not w.posterior_warmups or not (w.no_warmup_candidate or w.keep_best_warmup or w.first_draws or w.fixed_warmup),
+         "warmup.posterior_warmups weighs candidates by the samplers that drew them: it cannot be combined with "
+         "no_warmup_candidate, keep_best_warmup, first_draws or fixed_warmup"),
+        (w.cut_off != "penalty" or w.objective in ("rloo", "latro"), f"warmup.cut_off penalty replaces a reward in rloo's and "
+         f"latro's advantages; {w.objective} has none: use mask or keep"),
         (w.answer_loss_weight is None or w.answer_loss_weight >= 0, "warmup.answer_loss_weight must be >= 0"),
         (w.answer_loss_weight is None or w.objective in ("rloo", "latro"), "warmup.answer_loss_weight weighs the answer term "
          "of rloo and latro; marginal and best_of_k train the answer as their objective says: set it null"),

@@ -20,6 +20,13 @@ For an example (x, y) with warmups c_1..c_k sampled from the current model:
     beta = warmup.kl_coef against a frozen reference A_ref_i = log P_ref(c_i | x) (rloo takes it
     too: r_i = R_i - beta*(A_i - A_ref_i)); mu = warmup.answer_loss_weight (1 for rloo).
 
+The devices against collapse (docs/method.md), with d_i = draws_i / sum_j draws_j:
+    reward gain        rloo, latro: the advantage is r_i - log P(y|x) (the empty warmup's score)
+    entropy_coef eta   J += eta * sum_i d_i H_i, H_i the entropy summed over warmup i's positions
+    kl_coef beta       marginal, best_of_k: J += -beta * sum_i d_i sg(A_i - A_ref_i) A_i (the KL's score-function gradient)
+    posterior_warmups  n candidates sampled after `y <sep> x`; marginal weighs them by P(c|x) / q(c), q the mixture
+    cut_off            penalty (latro's rule above) or mask (cut warmups left out of the loss)
+
 With `rank_by: joint` candidates are ranked by S_i = lam*A_i + R_i instead of R_i: best_of_k takes
 argmax_i S_i, and marginal's weights become softmax_i(S_i) over the distinct candidates, the
 gradient of log sum_i P(c_i|x)^lam P(y|c_i,x). With lam = 1 that is log P(y|x) summed over the
@@ -46,6 +53,7 @@ the objectives take a mask.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -55,6 +63,7 @@ import torch
 from . import sampling
 from .config import WarmupOptions
 from .models import has_dropout
+from .warmup_stats import diagnostics, step_stats, target_overlap
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -95,43 +104,66 @@ def shaped_rewards(reward: torch.Tensor, logp_warmup: torch.Tensor, ref_logp_war
 def objective_terms(objective: str, logp_warmup: torch.Tensor, logp_target: torch.Tensor,
                     n_warmup: torch.Tensor, n_target: torch.Tensor, warmup_loss_weight: float,
                     draws: torch.Tensor | None = None, rank_by: str = "reward", *, ref_logp_warmup: torch.Tensor | None = None,
-                    kl_coef: float = 0.0, answer_loss_weight: float = 1.0, unfinished: torch.Tensor | None = None):
+                    kl_coef: float = 0.0, answer_loss_weight: float = 1.0, unfinished: torch.Tensor | None = None,
+                    baseline: torch.Tensor | None = None, entropy: torch.Tensor | None = None, entropy_coef: float = 0.0,
+                    log_importance: torch.Tensor | None = None):
     """Per-example objective J [B] (to maximise), token count T [B], and candidate weights [B, K].
 
     All inputs are [B, K]. `draws` says how many of the example's samples each candidate stands
     for (bool or int; 0 marks padding, which holds zeros, when examples have fewer than K); by
-    default every candidate is one draw. The weights are those of the likelihood terms (for
-    logging). With a single draw, rloo has no baseline and trains the likelihood term only.
-    rloo and latro only: `ref_logp_warmup` and `kl_coef` (beta), `answer_loss_weight` (mu; see
-    `answer_weight` for the configured one) and `unfinished` (latro: warmups cut at the length limit).
+    default every candidate is one draw. An example without any drawn candidate trains nothing. The
+    weights are those of the likelihood terms (for logging). With a single draw, rloo has no baseline
+    and trains the likelihood term only.
+    rloo and latro: `ref_logp_warmup` and `kl_coef` (beta) shape the reward, `answer_loss_weight` (mu;
+    see `answer_weight` for the configured one), `unfinished` (warmups cut at the length limit, given
+    the penalty) and `baseline` [B] (warmup.reward gain: log P(y|x), every candidate's baseline instead
+    of the others' mean). marginal and best_of_k: `kl_coef` adds -beta * sum_i d_i sg(A_i - A_ref_i) A_i,
+    the score-function gradient of -beta*KL(P(c|x) || P_ref(c|x)), d_i = draws_i / total. Every
+    objective: `entropy` [B, K] (with its graph) and `entropy_coef` eta add eta * sum_i d_i H_i;
+    marginal: `log_importance` [B, K] = log P(c|x) - log q(c) for candidates proposed by q (held fixed).
     """
     reward = logp_target.detach()
     k = reward.shape[1]
     draws = torch.ones_like(reward) if draws is None else draws.to(reward.dtype)
     mask = draws > 0
+    live = mask.any(dim=1, keepdim=True)  # examples with a candidate to train
     total = draws.sum(dim=1, keepdim=True)
+    share = draws / total.clamp(min=1)  # each candidate's share of the example's draws
     lam = warmup_loss_weight
-    if objective == "best_of_k":
+    regulariser = torch.zeros_like(total.squeeze(1))  # the KL and entropy terms, outside lam
+    if objective in ("best_of_k", "marginal"):
         scores = ranking_scores(rank_by, logp_warmup, logp_target, lam, mask)
-        weights = torch.nn.functional.one_hot(scores.argmax(dim=1), k).to(reward.dtype)
+        if objective == "best_of_k":
+            weights = torch.nn.functional.one_hot(scores.argmax(dim=1), k).to(reward.dtype)
+        else:  # the candidate-set marginal ("joint") sums over distinct warmups: each counts once
+            if rank_by == "reward":
+                scores = scores + draws.log()
+            if log_importance is not None:
+                scores = scores + log_importance.detach()
+            weights = torch.softmax(torch.where(live, scores, torch.zeros_like(scores)), dim=1)
+        weights = weights * live
         warmup_term = weights * logp_warmup
-    elif objective == "marginal":
-        scores = ranking_scores(rank_by, logp_warmup, logp_target, lam, mask)
-        # The candidate-set marginal ("joint") sums over distinct warmups: each counts once.
-        weights = torch.softmax(scores + draws.log() if rank_by == "reward" else scores, dim=1)
-        warmup_term = weights * logp_warmup
+        if kl_coef:
+            assert ref_logp_warmup is not None, "a KL term needs the reference's log-probabilities"
+            regulariser = regulariser - kl_coef * (share * (logp_warmup.detach() - ref_logp_warmup) * logp_warmup).sum(dim=1)
     elif objective in ("rloo", "latro"):
-        weights = draws / total
-        shaped = shaped_rewards(reward, logp_warmup, ref_logp_warmup, kl_coef, unfinished if objective == "latro" else None, draws)
-        # r_i - mean_{j != i} r_j, written as the draw-weighted sum of differences r_i - r_j over
-        # (total - 1): equal rewards then give an advantage of exactly 0, not a rounding residue.
-        differences = (draws.unsqueeze(1) * (shaped.unsqueeze(2) - shaped.unsqueeze(1))).sum(dim=2)
-        advantage = torch.where(total > 1, differences / (total - 1).clamp(min=1), torch.zeros_like(shaped))
+        weights = share
+        shaped = shaped_rewards(reward, logp_warmup, ref_logp_warmup, kl_coef, unfinished, draws)
+        if baseline is not None:
+            advantage = shaped - baseline.detach().unsqueeze(1)
+        else:
+            # r_i - mean_{j != i} r_j, written as the draw-weighted sum of differences r_i - r_j over
+            # (total - 1): equal rewards then give an advantage of exactly 0, not a rounding residue.
+            differences = (draws.unsqueeze(1) * (shaped.unsqueeze(2) - shaped.unsqueeze(1))).sum(dim=2)
+            advantage = torch.where(total > 1, differences / (total - 1).clamp(min=1), torch.zeros_like(shaped))
         warmup_term = weights * advantage * logp_warmup
     else:
         raise ValueError(f"unknown objective {objective!r}")
+    if entropy_coef:
+        assert entropy is not None, "an entropy bonus needs the warmups' entropy"
+        regulariser = regulariser + entropy_coef * (share * entropy).sum(dim=1)
     mu = answer_loss_weight if objective in ("rloo", "latro") else 1.0  # the answer term's weight
-    objective_value = (lam * warmup_term + mu * weights * logp_target).sum(dim=1)
+    objective_value = (lam * warmup_term + mu * weights * logp_target).sum(dim=1) + regulariser
     tokens = (weights * (lam * n_warmup + mu * n_target)).sum(dim=1)
     return objective_value, tokens, weights
 
@@ -158,6 +190,11 @@ def merges_repeats(config: WarmupOptions, dropout: bool) -> bool:
     return config.rank_by == "joint" or config.merge_repeats is True or (config.merge_repeats == "auto" and not dropout)
 
 
+def cut_off_rule(config: WarmupOptions) -> str:
+    """What happens to warmups cut at max_warmup_length: warmup.cut_off, or by default LaTRO's penalty for latro."""
+    return config.cut_off or ("penalty" if config.objective == "latro" else "keep")
+
+
 def distinct(warmups: list[list[int]]) -> tuple[list[list[int]], list[int]]:
     """An example's distinct warmups in first-drawn order, and how many times each was drawn."""
     draws: dict[tuple, int] = {}
@@ -172,18 +209,21 @@ def _grid(values: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 
 def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[list[int]], config: WarmupOptions,
-                kept: list[list[int] | None] | None = None, fresh: list[int] | None = None, reference=None) -> WarmupStep:
+                kept: list[list[int] | None] | None = None, fresh: list[int] | None = None, reference=None,
+                score_empty: bool = True) -> WarmupStep:
     """Sample, score the candidates in one forward pass; return the batch objective and token count.
 
     Without `kept`/`fresh` (from `WarmupMemory.plan`) every example gets k fresh candidates.
-    `reference` (a `warmgen.reference.Reference`) scores the warmups for the KL term.
+    `reference` (a `warmgen.reference.Reference`) scores the warmups for the KL term. `score_empty`:
+    also score y after the empty warmup, without a graph (the diagnostics' and warmup.reward gain's
+    log P(y|x); fixed warmups skip it).
     best_of_k needs gradients only through each example's chosen candidate, so it scores the
     candidates without building a graph and re-scores the B chosen ones with gradients: k
     forward passes plus one forward and backward, instead of k of each. Same value, same gradient
     (`_score_best_of_k`).
     """
     started = time.perf_counter()
-    candidates, samples, truncated, had_kept = _draw(model, layout, sources, config, kept, fresh)
+    candidates, samples, truncated, had_kept = _draw(model, layout, sources, targets, config, kept, fresh)
     sampled = time.perf_counter()
     drawn = [w for c in candidates for w in c]
     if merges_repeats(config, model.training and has_dropout(model)):
@@ -195,29 +235,38 @@ def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[l
     # Everything on the model's device: the scores are there.
     draws = _grid(torch.tensor([n for d in draw_counts for n in d], dtype=torch.float, device=model.device), counts)
     mask = draws > 0
-    grids, chosen = _score(model, layout, sources, targets, candidates, mask, config)
-    logp_warmup, logp_target, n_warmup, n_target = grids
     lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float, device=model.device), counts)
+    unfinished = (lengths >= config.max_warmup_length) & mask
+    trained_draws = draws.masked_fill(unfinished, 0) if cut_off_rule(config) == "mask" else draws
+    grids, chosen = _score(model, layout, sources, targets, candidates, mask, config)
+    logp_warmup, logp_target, n_warmup, n_target, entropy = grids
     shaped = config.objective in ("rloo", "latro")  # the objectives whose advantages come from a shaped reward
-    beta = kl_coefficient(config) if shaped else 0.0
+    beta = kl_coefficient(config)
     ref_logp = None
     if beta:
         if reference is None:
             raise ValueError("warmup.kl_coef > 0 needs the reference model (warmgen.reference)")
         ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets, config.objective == "latro"), counts)
-    unfinished = (lengths >= config.max_warmup_length) & mask if config.objective == "latro" else None
-    objective, tokens, weights = objective_terms(config.objective, logp_warmup, logp_target, n_warmup, n_target,
-                                                 config.warmup_loss_weight, draws, config.rank_by, ref_logp_warmup=ref_logp,
-                                                 kl_coef=beta, answer_loss_weight=answer_weight(config) if shaped else 1.0,
-                                                 unfinished=unfinished)
+    empty = _empty_rewards(model, layout, sources, targets) if score_empty or config.reward == "gain" else None
+    objective, tokens, weights = objective_terms(
+        config.objective, logp_warmup, logp_target, n_warmup, n_target, config.warmup_loss_weight, trained_draws, config.rank_by,
+        ref_logp_warmup=ref_logp, kl_coef=beta, answer_loss_weight=answer_weight(config) if shaped else 1.0,
+        unfinished=unfinished if cut_off_rule(config) == "penalty" else None, baseline=empty if config.reward == "gain" else None,
+        entropy=entropy, entropy_coef=config.entropy_coef, log_importance=_log_importance(model, layout, sources, targets, candidates,
+                                                                                       logp_warmup, config))
     if chosen is not None:  # the same value, with a graph through the chosen candidates only
         objective = chosen
     rewards = logp_target.detach()
     # The rewards the objective compares: for rloo and latro the shaped ones their advantages are made of.
-    compared = shaped_rewards(rewards, logp_warmup, ref_logp, beta, unfinished, draws) if shaped else rewards
+    penalised = unfinished if cut_off_rule(config) == "penalty" else None
+    compared = shaped_rewards(rewards, logp_warmup, ref_logp, beta if shaped else 0.0, penalised, draws) if shaped else rewards
     # best_of_k's choice, the memory's next kept warmup
     best = ranking_scores(config.rank_by, logp_warmup, logp_target, config.warmup_loss_weight, mask).argmax(dim=1).tolist()
-    stats = _step_stats(grids, rewards, compared, weights, lengths, draws, mask, drawn, flat, samples, truncated, len(sources))
+    stats = step_stats(logp_warmup, rewards, compared, weights, lengths, draws, mask, drawn, flat, samples, truncated, len(sources))
+    if empty is not None:
+        overlap = _grid(torch.tensor([target_overlap(w, targets[b]) for b, c in enumerate(candidates) for w in c],
+                                     device=model.device), counts)
+        stats.update(diagnostics(rewards, empty, entropy, n_warmup, overlap, draws))
     stats.update({"time/sampling": sampled - started, "time/scoring": time.perf_counter() - sampled})
     if ref_logp is not None:  # TRL's kl: the mean of log P(c|x) - log P_ref(c|x) over the sampled warmups
         stats["kl"] = (((logp_warmup.detach() - ref_logp) * draws).sum() / draws.sum()).item()
@@ -231,11 +280,17 @@ def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[l
     return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, draws, best, generated, inputs)
 
 
-def _draw(model, layout: Layout, sources: list[list[int]], config: WarmupOptions, kept, fresh):
+def _draw(model, layout: Layout, sources: list[list[int]], targets: list[list[int]], config: WarmupOptions, kept, fresh):
     """(candidates, fresh samples, their truncation flags, whether each example had a kept warmup): k sampled
-    candidates per example, or its kept warmup and `fresh` new samples (amortised warmups)."""
+    candidates per example (posterior_warmups of them with y in view), or its kept warmup and `fresh` new
+    samples (amortised warmups)."""
     if kept is None:
         candidates, truncated = sampling.sample_candidates(model, layout, sources, config)
+        if config.posterior_warmups:
+            hinted = [layout.hinted_source(s, t) for s, t in zip(sources, targets)]
+            proposed, proposed_truncated = sampling.sample_warmups(model, layout, hinted, [config.posterior_warmups] * len(sources), config)
+            candidates = [c + p for c, p in zip(candidates, proposed)]
+            truncated = [t + p for t, p in zip(truncated, proposed_truncated)]
         samples = [c[:-1] for c in candidates] if config.no_warmup_candidate else candidates
         return candidates, samples, truncated, [False] * len(sources)
     samples, truncated = sampling.sample_warmups(model, layout, sources, fresh, config)
@@ -243,46 +298,46 @@ def _draw(model, layout: Layout, sources: list[list[int]], config: WarmupOptions
     return candidates, samples, truncated, [k is not None for k in kept]
 
 
+@torch.no_grad()
+def _empty_rewards(model, layout: Layout, sources, targets) -> torch.Tensor:
+    """log P(y | x) after the empty warmup (`<sep> y </s>`) per example [B], without a graph."""
+    return layout.score(model, sources, [[] for _ in sources], targets).logp_target.float()
+
+
+@torch.no_grad()
+def _log_importance(model, layout: Layout, sources, targets, candidates, logp_warmup, config: WarmupOptions) -> torch.Tensor | None:
+    """log P(c|x) - log q(c) per candidate [B, K] (posterior_warmups; else None), q the mixture that drew them:
+    (k - n)/k of P(c|x) and n/k of P(c | y <sep> x), every candidate weighed by both (the balance heuristic)."""
+    n = config.posterior_warmups
+    if not n:
+        return None
+    counts = [len(c) for c in candidates]
+    hinted = [layout.hinted_source(s, t) for s, t in zip(sources, targets)]
+    rows = [t for t, c in zip(targets, counts) for _ in range(c)]
+    proposal = _grid(layout.score(model, hinted, [w for c in candidates for w in c], rows, counts).logp_warmup, counts)
+    prior = logp_warmup.detach()
+    k = config.num_warmups
+    mixture = torch.logaddexp(prior + math.log((k - n) / k), proposal + math.log(n / k))
+    return prior - mixture
+
+
 def _score(model, layout: Layout, sources, targets, candidates, mask, config: WarmupOptions):
     """(the [B, K] grids the objective takes, best_of_k's objective with its graph through the chosen candidates or None)."""
-    if config.objective == "best_of_k":
+    if config.objective == "best_of_k" and not (config.entropy_coef or kl_coefficient(config) or cut_off_rule(config) == "mask"):
         return _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
-    *grids, logp_sep = _score_grids(model, layout, sources, targets, candidates)
+    *grids, logp_sep, entropy = _score_grids(model, layout, sources, targets, candidates, config.entropy_coef > 0)
     if config.objective == "latro":  # the rationale's own tokens: its closing <sep> (often forced) is no choice of it
         grids = [grids[0] - logp_sep, grids[1], grids[2] - (grids[2] > 0).long(), grids[3]]
-    return grids, None
+    return [*grids, entropy], None
 
 
-def _step_stats(grids, rewards, compared, weights, lengths, draws, mask, drawn, flat, samples, truncated, batch: int) -> dict:
-    """The step's logged statistics (TRL's names where the quantity is the same: the sampled warmups are its completions)."""
-    def over_draws(values):  # the mean over every drawn candidate, repeats included
-        return ((values * draws).sum() / draws.sum()).item()
-
-    n_sampled = sum(len(s) for s in samples)
-    return {
-        "reward": over_draws(rewards),
-        "reward_std": _std_over_draws(rewards, draws),
-        "reward/best": rewards.masked_fill(~mask, -float("inf")).max(dim=1).values.mean().item(),
-        "completions/mean_length": over_draws(lengths),
-        "completions/clipped_ratio": sum(f for t in truncated for f in t) / max(n_sampled, 1),  # of the sampled ones
-        "frac_reward_zero_std": _zero_std_fraction(compared, draws),
-        "warmup/chosen_length": (weights * lengths).sum(dim=1).mean().item(),
-        "warmup/candidates": len(drawn) / batch,
-        "warmup/scored": len(flat) / batch,  # candidates scored (fewer than drawn when merged)
-        "warmup/sampled": n_sampled / batch,
-        "warmup/empty_ratio": over_draws((lengths == 0).float()),
-        # Distinct warmups over all candidates in the batch: near 1/(B*k) means collapse.
-        "warmup/distinct_ratio": len({tuple(w) for w in drawn}) / len(drawn),
-        "warmup/logp": over_draws(grids[0].detach()),
-    }
-
-
-def _score_grids(model, layout: Layout, sources, targets, candidates) -> list[torch.Tensor]:
-    """logp_warmup, logp_target, n_warmup, n_target, logp_sep of every candidate, each as a [B, K] grid."""
+def _score_grids(model, layout: Layout, sources, targets, candidates, entropy_grad: bool = False) -> list[torch.Tensor]:
+    """logp_warmup, logp_target, n_warmup, n_target, logp_sep, entropy_warmup of every candidate, each as a [B, K] grid."""
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
-    scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts)
-    return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target, scores.logp_sep)]
+    scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts, entropy_grad)
+    return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target, scores.logp_sep,
+                                       scores.entropy_warmup)]
 
 
 def _score_best_of_k(model, layout: Layout, sources, targets, candidates, mask, config: WarmupOptions):
@@ -293,82 +348,18 @@ def _score_best_of_k(model, layout: Layout, sources, targets, candidates, mask, 
     draws alike, merged) is only scored the second time.
     """
     several = [b for b, c in enumerate(candidates) if len(c) > 1]
-    grids = [torch.zeros(mask.shape, dtype=dtype, device=mask.device) for dtype in (torch.float, torch.float, torch.long, torch.long)]
+    kinds = (torch.float, torch.float, torch.long, torch.long, torch.float)
+    grids = [torch.zeros(mask.shape, dtype=dtype, device=mask.device) for dtype in kinds]
     if several:
         with torch.no_grad():
             ranked = _score_grids(model, layout, [sources[b] for b in several], [targets[b] for b in several],
                                   [candidates[b] for b in several])
-        for grid, values in zip(grids, ranked):
+        for grid, values in zip(grids, ranked[:4] + ranked[5:]):
             grid[several, : values.shape[1]] = values.to(grid.dtype)
     lam = config.warmup_loss_weight
     chosen = ranking_scores(config.rank_by, grids[0], grids[1], lam, mask).argmax(dim=1).tolist()
     again = layout.score(model, sources, [candidates[b][i] for b, i in enumerate(chosen)], targets)
     single = [b for b, c in enumerate(candidates) if len(c) == 1]
-    for grid, values in zip(grids, (again.logp_warmup, again.logp_target, again.n_warmup, again.n_target)):
+    for grid, values in zip(grids, (again.logp_warmup, again.logp_target, again.n_warmup, again.n_target, again.entropy_warmup)):
         grid[single, 0] = values.detach()[single].to(grid.dtype)
     return grids, lam * again.logp_warmup + again.logp_target
-
-
-def _zero_std_fraction(values: torch.Tensor, draws: torch.Tensor) -> float:
-    """Examples whose drawn candidates all have the same reward (one draw, or alike): they give no
-    signal to objectives that compare candidates."""
-    drawn = draws > 0
-    highest = values.masked_fill(~drawn, -float("inf")).max(dim=1).values
-    lowest = values.masked_fill(~drawn, float("inf")).min(dim=1).values
-    return torch.isclose(highest, lowest).float().mean().item()
-
-
-def _std_over_draws(values: torch.Tensor, draws: torch.Tensor) -> float:
-    """Mean over examples with >= 2 draws of the std of their rewards over the draws (0 when none has two)."""
-    total = draws.sum(dim=1)
-    many = total > 1
-    if not many.any():
-        return 0.0
-    mean = (values * draws).sum(dim=1) / total
-    var = (((values - mean.unsqueeze(1)) ** 2) * draws).sum(dim=1) / (total - 1).clamp(min=1)
-    return var[many].sqrt().mean().item()
-
-
-class WarmupMemory:
-    """Amortised warmups: per training example, the best warmup so far and when to sample again.
-
-    An entry holds the top-ranked warmup (`rank_by`) at the example's last visit (scored under
-    the model of that step), that reward per target token, and the number of visits.
-    """
-
-    def __init__(self, config: WarmupOptions):
-        self.config = config
-        self.entries: dict[int, dict] = {}
-
-    def plan(self, example_ids: list[int]) -> tuple[list[list[int] | None], list[int]]:
-        """The kept warmup (None on a first visit) and how many fresh samples, per example."""
-        c = self.config
-        kept: list[list[int] | None] = []
-        fresh: list[int] = []
-        for i in example_ids:
-            entry = self.entries.get(i)
-            if entry is None:
-                kept.append(None)
-                fresh.append(c.num_warmups)
-                continue
-            kept.append(entry["warmup"])
-            due = entry["visits"] % c.refresh_every == 0
-            reached = c.target_reward is not None and entry["reward"] >= c.target_reward
-            fresh.append(c.fresh_warmups if due and not reached else 0)
-        return kept, fresh
-
-    def updates(self, example_ids: list[int], step: WarmupStep, targets: list[list[int]]) -> list[tuple]:
-        """(example id, best warmup, its reward per target token) for each example of a step."""
-        return [(i, step.candidates[b][j], step.rewards[b, j].item() / (len(targets[b]) + 1))
-                for b, (i, j) in enumerate(zip(example_ids, step.best))]
-
-    def apply(self, updates: list[tuple]) -> None:
-        for i, warmup, reward in updates:
-            visits = self.entries.get(i, {}).get("visits", 0)
-            self.entries[i] = {"warmup": list(warmup), "reward": reward, "visits": visits + 1}
-
-    def state_dict(self) -> dict:
-        return {"entries": self.entries}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.entries = state["entries"]

@@ -14,7 +14,8 @@ from .statistics import COST
 # token for warmup runs, so each kind gets its own panel; reward and warmup length show collapse.
 PANELS = (("loss", "sft", "SFT loss (per answer token)"), ("loss", "warmup", "warmup loss (per warmup + answer token)"),
           ("reward", "warmup", "reward: mean log P(y | c, x)"), ("completions/mean_length", "warmup", "warmup length (tokens)"),
-          ("warmup/distinct_ratio", "warmup", "distinct warmups / candidates"))
+          ("warmup/distinct_ratio", "warmup", "distinct warmups / candidates"),
+          ("warmup/gain", "warmup", "gain over no warmup: log P(y | c, x) - log P(y | x)"))
 
 
 def _curve(seeds: dict, key: str, kind: str | None = None):
@@ -133,6 +134,13 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
              " ".join(f"{w}({c})" for w, c in a["most_frequent_warmup_words"])] for v, a in summary["warmup_analysis"].items()]
     tables.append(("Warmup analysis (test predictions, whitespace words)",
                    ["variant", "words", "in target", "in source", "target coverage", "SFT output coverage", "most frequent"], rows))
+    ends = {v: a["training_end"] for v, a in summary["warmup_analysis"].items() if a.get("training_end")}
+    if ends:
+        keys = list(dict.fromkeys(k for end in ends.values() for k in end))
+        tables.append(("Do warmups help? The training log's diagnostics over the last quarter of warmup steps, mean over seeds "
+                       "(gain: log P(y | c, x) - log P(y | x), the reward over no warmup; entropy per warmup token); the test "
+                       "table's empty_warmup/* columns score the same models after an empty warmup",
+                       ["variant", *keys], [[v, *(f"{end[k]:.3g}" if k in end else "-" for k in keys)] for v, end in ends.items()]))
     rows = [[e["source"], e["target"]] + [f"{o['warmup']!r} → {o['prediction']}" if o["warmup"] is not None else o["prediction"]
                                           for o in e["outputs"].values()] for e in summary["examples"]]
     tables.append(("Examples (the baseline's first seed)", ["input", "reference"] + list(summary["table"]), rows))

@@ -50,6 +50,9 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
     start = changes.get("warmup.sft_warm_start_from")
     if start and not Path(start).is_dir():
         return f"the checkpoint {start}"
+    drafter = changes.get("warmup.draft_from")
+    if drafter and Path(drafter).parent.parent == output and not results_file(Path(drafter)).is_file():
+        return f"the finished run {drafter} (its drafts)"
     if (reference := time_reference(spec, variant)) and not results_file(output / reference / f"seed{seed}").is_file():
         return f"the training time of {reference} seed {seed}"
     return None

@@ -123,13 +123,17 @@ def time_reference(spec: dict, variant: str) -> str | None:
 
 def run_changes(spec: dict, output: Path, variant: str, seed: int) -> dict:
     """The variant's overrides, plus its time reference's training time on this seed (once it has one), plus, with
-    warm_start_from, the checkpoints the SFT variant keeps and the one each warmup variant starts from."""
+    warm_start_from, the checkpoints the SFT variant keeps and the one each warmup variant starts from; a
+    warmup.draft_from that names a variant becomes that variant's run folder of this seed."""
     changes = dict(spec["variants"][variant])
     source = spec["warm_start_from"]
     if variant == source:
         changes["train.save_checkpoints_at"] = spec["kept_checkpoints"]
     elif source and (steps := warm_start_steps(spec, variant)):
         changes["warmup.sft_warm_start_from"] = str(step_checkpoint(warm_start_folder(spec, output, seed, steps), steps))
+    drafter = changes.get("warmup.draft_from")
+    if isinstance(drafter, str) and drafter in spec["variants"]:  # a variant's run of this seed drafts
+        changes["warmup.draft_from"] = str(output / drafter / f"seed{seed}")
     reference = time_reference(spec, variant)
     if reference and (found := results_file(output / reference / f"seed{seed}")).is_file():
         changes["train.max_train_seconds"] = round(json.loads(found.read_text())["train_seconds"], 3)

@@ -58,6 +58,26 @@ def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None)
     return result
 
 
+# The warmup step's diagnostics (warmup_stats.py) that say whether warmups help and what they became.
+DIAGNOSTICS = ("warmup/gain", "warmup/gain_positive_ratio", "entropy", "warmup/distinct_ratio", "warmup/target_overlap",
+               "completions/clipped_ratio")
+
+
+def training_diagnostics(seeds: dict[int, dict]) -> dict:
+    """Each diagnostic's mean over the last quarter of a run's logged warmup steps, averaged over seeds (runs logged
+    before warmgen recorded one leave it out)."""
+    found = {}
+    for key in DIAGNOSTICS:
+        per_seed = []
+        for run in seeds.values():
+            values = [row[key] for row in run["log"] if key in row and not row.get("sft", False)]
+            if values:
+                per_seed.append(float(np.mean(values[len(values) - max(1, len(values) // 4):])))
+        if per_seed:
+            found[key] = float(np.mean(per_seed))
+    return found
+
+
 def _cost(key: str, test: dict, run: dict) -> float | None:
     if key in ("inference_seconds", "inference_load_average"):
         return test.get(key)  # inference_load_average: None for evaluations made before warmgen recorded it
@@ -126,7 +146,8 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     contrasts = {f"{a} vs {b}": found for a, b in spec["contrasts"] if (found := tests(a, b))}
     sft_baseline = base.method == "sft" or spec["variants"][baseline].get("method") == "sft"
     sft_predictions = runs[baseline][first[baseline]]["predictions"] if sft_baseline else None
-    analysis = {v: warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions)
+    analysis = {v: {**warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions),
+                    "training_end": training_diagnostics(seeds)}
                 for v, seeds in runs.items() if seeds[first[v]]["predictions"][0]["warmup"] is not None}
     results = [r["results"] for seeds in runs.values() for r in seeds.values()]
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,

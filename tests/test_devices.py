@@ -1,0 +1,337 @@
+"""The devices against warmup collapse (warmup.reward, entropy_coef, kl_coef for every objective, posterior_warmups,
+cut_off) and the step's diagnostics, each against a brute-force definition: a tiny model's own forward pass, or the
+exact expectation over every outcome of a toy policy."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from conftest import tiny
+
+from warmgen.cli import main
+from warmgen.config import WarmupConfig, WarmupOptions
+from warmgen.errors import ConfigError
+from warmgen.warmup import objective_terms, warmup_step
+from warmgen.warmup_stats import target_overlap
+
+WORDS = ("hello world", "warmup")
+PRONUNCIATIONS = ("HH AH0 L OW1", "W AO1 R M")
+CANDIDATES = [[[8, 9], [3], [8, 9, 10, 11]], [[5, 6, 7, 12], [4], [6]]]
+
+
+def _example(preset: str):
+    model, layout, _ = tiny(preset)
+    sources = [layout.source_ids(s)[0] for s in WORDS]
+    targets = [layout.target_ids(t)[0] for t in PRONUNCIATIONS]
+    return model, layout, sources, targets
+
+
+def _given_candidates(monkeypatch, candidates=CANDIDATES, proposed=None):
+    """The sampler returns `candidates` for the sources and `proposed` for the hinted ones (posterior_warmups' draws)."""
+    def sample(model, layout, sources, counts, config):
+        hinted = proposed is not None and counts[0] == config.posterior_warmups
+        rows = [list(c)[:n] for c, n in zip(proposed if hinted else candidates, counts)]
+        return rows, [[len(w) >= config.max_warmup_length for w in r] for r in rows]
+    monkeypatch.setattr("warmgen.sampling.sample_warmups", sample)
+
+
+def _step_and_gradient(model, layout, sources, targets, config):
+    step = warmup_step(model, layout, sources, targets, config)
+    model.zero_grad()
+    step.objective.backward()
+    return step, [p.grad.clone() for p in model.parameters()]
+
+
+def _entropy_by_hand(model, layout, source: list[int], warmup: list[int]) -> torch.Tensor:
+    """The next-token entropy summed over the positions that predict c <sep>, from the model's own forward pass."""
+    continuation = warmup + [layout.sep_id]
+    if layout.family == "seq2seq":
+        logits = model(input_ids=torch.tensor([source]), decoder_input_ids=torch.tensor([[layout.start_id] + continuation[:-1]])).logits[0]
+    else:
+        logits = model(input_ids=torch.tensor([source + continuation[:-1]])).logits[0, len(source) - 1:]
+    return torch.distributions.Categorical(logits=logits.float()).entropy().sum()
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "llama-tiny"])
+def test_warmup_entropy_and_its_gradient_are_the_models_own(preset):
+    model, layout, sources, targets = _example(preset)
+    warmups = [[8, 9], [3]]
+    scores = layout.score(model, sources, warmups, targets, entropy_grad=True)
+    scores.entropy_warmup.sum().backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    by_hand = torch.stack([_entropy_by_hand(model, layout, s, w) for s, w in zip(sources, warmups)])
+    by_hand.sum().backward()
+    assert torch.allclose(scores.entropy_warmup, by_hand, atol=1e-5)
+    for a, p in zip(fast, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+    assert not layout.score(model, sources, warmups, targets).entropy_warmup.requires_grad  # no graph unless asked
+    assert layout.score(model, sources, [None, None], targets).entropy_warmup.tolist() == [0.0, 0.0]  # SFT rows
+
+
+@pytest.mark.parametrize("objective", ["marginal", "best_of_k", "rloo"])
+def test_the_entropy_bonus_adds_eta_times_the_draws_mean_entropy(monkeypatch, objective):
+    model, layout, sources, targets = _example("llama-tiny")
+    _given_candidates(monkeypatch)
+    plain, plain_grad = _step_and_gradient(model, layout, sources, targets, WarmupOptions(objective=objective, num_warmups=3, max_warmup_length=4))
+    eta = 0.3
+    bonus, bonus_grad = _step_and_gradient(model, layout, sources, targets,
+                                           WarmupOptions(objective=objective, num_warmups=3, max_warmup_length=4, entropy_coef=eta))
+    model.zero_grad()
+    term = eta * sum(torch.stack([_entropy_by_hand(model, layout, s, w) for w in c]).mean() for s, c in zip(sources, CANDIDATES))
+    term.backward()
+    assert bonus.objective.item() == pytest.approx(plain.objective.item() + term.item(), rel=1e-5)
+    assert bonus.tokens.item() == plain.tokens.item()  # a regulariser, not more tokens
+    for a, b, p in zip(bonus_grad, plain_grad, model.parameters()):
+        assert torch.allclose(a - b, p.grad, atol=1e-5)
+
+
+def _toy_policy(m: int = 5):
+    """A categorical policy over m warmups, its reference and a reward per warmup."""
+    generator = torch.Generator().manual_seed(0)
+    theta = torch.randn(m, generator=generator, requires_grad=True)
+    reference = torch.log_softmax(torch.randn(m, generator=generator), 0)
+    reward = torch.randn(m, generator=generator) - 3
+    return theta, reference, reward
+
+
+@pytest.mark.parametrize("objective", ["marginal", "best_of_k"])
+def test_kl_for_marginal_and_best_of_k_is_minus_beta_times_the_kl_gradient_in_expectation(objective):
+    """The sum over every warmup c of P(c) x the gradient the objective gives a sampled c equals -beta * grad KL(P || P_ref)."""
+    theta, reference, reward = _toy_policy()
+    beta = 0.7
+    logp = torch.log_softmax(theta, 0)
+    expected = torch.zeros_like(theta)
+    for c in range(len(theta)):
+        value, _, _ = objective_terms(objective, logp[c].view(1, 1), reward[c].view(1, 1), torch.ones(1, 1), torch.ones(1, 1), 0.0,
+                                      ref_logp_warmup=reference[c].view(1, 1), kl_coef=beta)
+        expected += logp[c].exp().detach() * torch.autograd.grad(value.sum(), theta, retain_graph=True)[0]
+    kl = (logp.exp() * (logp - reference)).sum()
+    assert torch.allclose(expected, -beta * torch.autograd.grad(kl, theta)[0], atol=1e-6)
+
+
+def test_the_gain_baseline_keeps_rloo_unbiased_and_gives_a_signal_when_warmups_agree():
+    theta, _, reward = _toy_policy()
+    baseline = torch.tensor([-2.5])
+    logp = torch.log_softmax(theta, 0)
+    expected = torch.zeros_like(theta)
+    for pair in itertools.product(range(len(theta)), repeat=2):  # k = 2 draws, every outcome
+        value, _, _ = objective_terms("rloo", logp[list(pair)].view(1, 2), reward[list(pair)].view(1, 2), torch.ones(1, 2),
+                                      torch.ones(1, 2), 1.0, baseline=baseline)
+        expected += (logp[pair[0]] + logp[pair[1]]).exp().detach() * torch.autograd.grad(value.sum(), theta, retain_graph=True)[0]
+    mean_reward = (logp.exp() * reward).sum()
+    assert torch.allclose(expected, torch.autograd.grad(mean_reward, theta)[0], atol=1e-6)  # the baseline adds no bias
+    # Two equal warmups: leave-one-out gives no advantage, the gain baseline tells whether the warmup beats none.
+    alike = torch.tensor([[-1.0, -1.0]], requires_grad=True)
+    for given, advantage in ((None, 0.0), (torch.tensor([-3.0]), 2.0)):
+        value, _, _ = objective_terms("rloo", alike, torch.full((1, 2), -1.0), torch.ones(1, 2), torch.ones(1, 2), 1.0, baseline=given)
+        assert torch.autograd.grad(value.sum(), alike)[0].tolist() == [[advantage / 2] * 2]
+
+
+def test_reward_gain_uses_the_empty_warmups_score_as_rloos_baseline(monkeypatch):
+    model, layout, sources, targets = _example("t5-tiny")
+    _given_candidates(monkeypatch)
+    config = WarmupOptions(objective="rloo", num_warmups=3, max_warmup_length=4, reward="gain")
+    step = warmup_step(model, layout, sources, targets, config)
+    empty = layout.score(model, sources, [[], []], targets).logp_target
+    scores = layout.score(model, sources, [w for c in CANDIDATES for w in c], [t for t in targets for _ in range(3)])
+    shape = (2, 3)
+    value, _, _ = objective_terms("rloo", scores.logp_warmup.view(shape), scores.logp_target.view(shape), scores.n_warmup.view(shape),
+                                  scores.n_target.view(shape), 1.0, baseline=empty)
+    assert step.objective.item() == pytest.approx(value.sum().item(), rel=1e-5)
+    gain = scores.logp_target.view(shape) - empty.unsqueeze(1)
+    assert step.stats["warmup/gain"] == pytest.approx(gain.mean().item(), rel=1e-5)
+    assert step.stats["warmup/gain_positive_ratio"] == pytest.approx((gain > 0).float().mean().item())
+    assert step.stats["reward/empty_warmup"] == pytest.approx(empty.mean().item(), rel=1e-5)
+
+
+def test_cut_off_mask_leaves_cut_warmups_out_and_an_example_with_none_left_trains_nothing(monkeypatch):
+    model, layout, sources, targets = _example("llama-tiny")
+    _given_candidates(monkeypatch)
+    config = WarmupOptions(objective="marginal", num_warmups=3, max_warmup_length=4, cut_off="mask")
+    step = warmup_step(model, layout, sources, targets, config)
+    assert step.weights[0, 2] == 0 and step.weights[1, 0] == 0 and step.weights[0, :2].sum().item() == pytest.approx(1.0)
+    kept = [[[8, 9], [3]], [[4], [6]]]
+    _given_candidates(monkeypatch, kept)
+    alone = warmup_step(model, layout, sources, targets, WarmupOptions(objective="marginal", num_warmups=2, max_warmup_length=4))
+    assert step.objective.item() == pytest.approx(alone.objective.item(), rel=1e-5)
+    assert step.tokens.item() == pytest.approx(alone.tokens.item())
+    # Every warmup cut: no objective, no tokens, no gradient (the loop's loss is then 0, not 0/0).
+    logp = torch.randn(1, 2, requires_grad=True)
+    value, tokens, weights = objective_terms("marginal", logp, torch.randn(1, 2), torch.ones(1, 2), torch.ones(1, 2), 1.0,
+                                             draws=torch.zeros(1, 2))
+    assert value.item() == 0 and tokens.item() == 0 and weights.abs().sum() == 0
+    assert torch.autograd.grad(value.sum(), logp)[0].abs().sum() == 0
+
+
+def test_cut_off_penalty_for_rloo_is_latros(monkeypatch):
+    model, layout, sources, targets = _example("llama-tiny")
+    _given_candidates(monkeypatch)
+    penalised = warmup_step(model, layout, sources, targets, WarmupOptions(objective="rloo", num_warmups=3, max_warmup_length=4,
+                                                                            cut_off="penalty"))
+    scores = layout.score(model, sources, [w for c in CANDIDATES for w in c], [t for t in targets for _ in range(3)])
+    shape = (2, 3)
+    cut = torch.tensor([[False, False, True], [True, False, False]])
+    value, _, _ = objective_terms("rloo", scores.logp_warmup.view(shape), scores.logp_target.view(shape), scores.n_warmup.view(shape),
+                                  scores.n_target.view(shape), 1.0, unfinished=cut)
+    assert penalised.objective.item() == pytest.approx(value.sum().item(), rel=1e-5)
+    kept = warmup_step(model, layout, sources, targets, WarmupOptions(objective="rloo", num_warmups=3, max_warmup_length=4))
+    assert kept.objective.item() != pytest.approx(penalised.objective.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "llama-tiny"])
+def test_hinted_sources_put_the_target_first(preset):
+    model, layout, sources, targets = _example(preset)
+    hinted = layout.hinted_source(sources[0], targets[0])
+    if layout.family == "seq2seq":
+        assert hinted == targets[0] + [layout.sep_id] + sources[0]
+    else:  # after the BOS, so the prompt still ends where the warmup begins
+        assert hinted == layout.bos + targets[0] + [layout.sep_id] + sources[0][len(layout.bos):]
+
+
+def test_posterior_warmups_are_weighed_by_the_mixture_that_drew_them(monkeypatch):
+    model, layout, sources, targets = _example("t5-tiny")
+    proposed = [[[2, 3, 4]], [[7]]]
+    _given_candidates(monkeypatch, [c[:2] for c in CANDIDATES], proposed)
+    config = WarmupOptions(objective="marginal", num_warmups=3, max_warmup_length=4, posterior_warmups=1)
+    step = warmup_step(model, layout, sources, targets, config)
+    assert step.candidates == [CANDIDATES[0][:2] + proposed[0], CANDIDATES[1][:2] + proposed[1]]
+    flat = [w for c in step.candidates for w in c]
+    rows = [t for t in targets for _ in range(3)]
+    prior = layout.score(model, sources, flat, rows, [3, 3])
+    proposal = layout.score(model, [layout.hinted_source(s, t) for s, t in zip(sources, targets)], flat, rows, [3, 3]).logp_warmup
+    mixture = torch.logaddexp(prior.logp_warmup + math.log(2 / 3), proposal + math.log(1 / 3))
+    log_weights = (prior.logp_warmup + prior.logp_target - mixture).view(2, 3)
+    assert torch.allclose(step.weights, torch.softmax(log_weights, dim=1), atol=1e-5)
+    # With the hint changing nothing the proposal is the model itself: the weights are plain marginal's.
+    monkeypatch.setattr(layout, "hinted_source", lambda source, target: source, raising=False)
+    same = warmup_step(model, layout, sources, targets, config)
+    assert torch.allclose(same.weights, torch.softmax(prior.logp_target.view(2, 3), dim=1), atol=1e-5)
+
+
+def test_diagnostics_of_a_step(monkeypatch):
+    model, layout, sources, targets = _example("llama-tiny")
+    _given_candidates(monkeypatch)
+    step = warmup_step(model, layout, sources, targets, WarmupOptions(objective="marginal", num_warmups=3, max_warmup_length=4))
+    per_token = [(_entropy_by_hand(model, layout, s, w) / (len(w) + 1)).item() for s, c in zip(sources, CANDIDATES) for w in c]
+    assert step.stats["entropy"] == pytest.approx(sum(per_token) / 6, rel=1e-5)
+    overlap = [target_overlap(w, t) for c, t in zip(CANDIDATES, targets) for w in c]
+    assert step.stats["warmup/target_overlap"] == pytest.approx(sum(overlap) / 6)
+    assert target_overlap([1, 2, 2, 5], [2, 3, 5]) == 0.75 and target_overlap([], [1]) == 0.0
+    fixed = warmup_step(model, layout, sources, targets, WarmupOptions(num_warmups=3, max_warmup_length=4), score_empty=False)
+    assert "warmup/gain" not in fixed.stats
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"objective": "marginal", "reward": "gain"}, "warmup.reward gain changes only the baseline of rloo and latro"),
+    ({"entropy_coef": -0.1}, "warmup.entropy_coef must be >= 0"),
+    ({"posterior_warmups": 4}, "warmup.posterior_warmups must be from 0 to warmup.num_warmups - 1"),
+    ({"objective": "rloo", "posterior_warmups": 1}, "rloo's on-policy advantages cannot take"),
+    ({"posterior_warmups": 1, "keep_best_warmup": True}, "cannot be combined with no_warmup_candidate, keep_best_warmup"),
+    ({"objective": "best_of_k", "cut_off": "penalty"}, "warmup.cut_off penalty replaces a reward"),
+])
+def test_bad_device_settings_are_one_line_errors(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        WarmupConfig(warmup=settings)
+
+
+def test_train_help_lists_every_device(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key in ("reward", "entropy_coef", "posterior_warmups", "cut_off", "kl_coef"):
+        assert f"--warmup.{key}" in out
+
+
+def test_evaluations_score_the_model_after_an_empty_warmup_too(tmp_path):
+    from test_first_hour import TINY, own_data
+
+    run = tmp_path / "run"
+    assert main(["train", *own_data(tmp_path), *TINY, "--output_dir", str(run), "--warmup.sft_warm_start_steps", "0"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [row for row in rows if "dev/chrf" in row and row["step"] >= 1]
+    assert evaluated and all("dev/empty_warmup/chrf" in row for row in evaluated)
+    logged = [row for row in rows if "loss" in row]
+    assert all(key in logged[-1] for key in ("warmup/gain", "warmup/gain_positive_ratio", "entropy", "warmup/target_overlap"))
+    sft = tmp_path / "sft"
+    assert main(["train", *own_data(tmp_path), *TINY, "--output_dir", str(sft), "--method", "sft"]) == 0
+    assert not any("empty_warmup" in key for line in (sft / "metrics.jsonl").read_text().splitlines() for key in json.loads(line))
+
+
+def _sft_run(tmp_path):
+    from test_first_hour import TINY, own_data
+
+    files = own_data(tmp_path)
+    run = tmp_path / "sft"
+    assert main(["train", *files, *TINY, "--output_dir", str(run), "--method", "sft", "--train.max_steps", "4"]) == 0
+    return files, run
+
+
+def test_draft_from_trains_y_after_the_drafters_greedy_answer_and_decodes_after_it(tmp_path):
+    """The value and gradient of a draft step are those of log P(y | draft, x) alone (the model never learns to write the
+    draft); the drafts are the drafter's own greedy answers, in training and at inference."""
+    from types import SimpleNamespace
+
+    from test_first_hour import TINY
+
+    from warmgen.checkpoint import load_checkpoint
+    from warmgen.decode import decode
+    from warmgen.drafts import draft_warmups
+    from warmgen.layout import make_layout
+    from warmgen.objectives import WarmupObjective
+    from warmgen.rundir import best_checkpoint
+
+    files, sft = _sft_run(tmp_path)
+    model, tokenizer, sep_id, sft_config = load_checkpoint(best_checkpoint(sft))
+    config = WarmupConfig(warmup={"draft_from": str(sft), "max_warmup_length": 3})
+    layout = make_layout(model, tokenizer, sep_id, config)
+    sources = [layout.source_ids(s)[0] for s in ("one 0", "two 1", "three 2")]
+    targets = [layout.target_ids(t)[0] for t in ("0", "1", "2")]
+    answers = [g.target[:3] for g in decode(model, make_layout(model, tokenizer, sep_id, sft_config), sources, False, sft_config)]
+    assert draft_warmups(layout, sources, config, model.device) == answers
+    objective = WarmupObjective(config, layout, SimpleNamespace(is_main=True, gather=lambda x: [x]))
+    model.train()
+    step = objective(model, [0, 1, 2], sources, targets)
+    step.objective.backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    scores = layout.score(model, sources, answers, targets)
+    scores.logp_target.sum().backward()
+    assert step.objective.item() == pytest.approx(scores.logp_target.sum().item(), rel=1e-5)
+    assert step.tokens.item() == scores.n_target.sum().item()
+    for a, p in zip(fast, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+    assert objective.drafted == dict(enumerate(answers))  # made once per example
+    run = tmp_path / "drafted"
+    assert main(["train", *files, *TINY, "--output_dir", str(run), "--warmup.draft_from", str(sft), "--warmup.max_warmup_length", "3",
+                 "--warmup.sft_warm_start_steps", "0"]) == 0
+    evaluated = [row for line in (run / "metrics.jsonl").read_text().splitlines() if "dev/chrf" in (row := json.loads(line))]
+    # Decoded after the drafts (at most 3 tokens), and after an empty warmup beside them: does the draft help?
+    assert evaluated and all(row["dev/warmup/mean_length"] <= 3 and "dev/empty_warmup/chrf" in row for row in evaluated)
+
+
+def test_a_drafter_must_exist_and_share_the_vocabulary(tmp_path):
+    from warmgen.drafts import draft_warmups
+
+    model, layout, _ = tiny("t5-tiny")
+    with pytest.raises(ConfigError, match="is neither a checkpoint folder nor a run folder"):
+        draft_warmups(layout, [[5, 6]], WarmupConfig(warmup={"draft_from": str(tmp_path)}), model.device)
+    _, sft = _sft_run(tmp_path)
+    with pytest.raises(ConfigError, match="has another vocabulary than this run's model"):
+        draft_warmups(layout, [[5, 6]], WarmupConfig(warmup={"draft_from": str(sft)}), model.device)
+
+
+def test_compare_drafts_with_the_named_variants_run_of_the_same_seed(tmp_path):
+    from warmgen.compare.runner import _waits_for
+    from warmgen.compare.spec import run_changes
+
+    spec = {"variants": {"sft": {"method": "sft"}, "draft": {"warmup.draft_from": "sft"}}, "warm_start_from": None,
+            "same_time_as": {}, "budget": "epochs", "baseline": "sft"}
+    changes = run_changes(spec, tmp_path, "draft", 2)
+    assert changes == {"warmup.draft_from": str(tmp_path / "sft" / "seed2")}
+    assert "its drafts" in _waits_for(spec, tmp_path, "draft", 2, changes)
+    (tmp_path / "sft" / "seed2").mkdir(parents=True)
+    (tmp_path / "sft" / "seed2" / "results.json").write_text("{}")
+    assert _waits_for(spec, tmp_path, "draft", 2, changes) is None

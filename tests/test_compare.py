@@ -114,6 +114,14 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert min(decoding_loads) > 0
     assert summary["table"]["warmup"]["inference_load_average"]["mean"] == pytest.approx(np.mean(decoding_loads))
     assert "warmup" in summary["warmup_analysis"] and "sft" not in summary["warmup_analysis"]
+    # Do warmups help? The log's diagnostics over the last quarter of warmup steps, and the test after an empty warmup.
+    gains = [[r["warmup/gain"] for r in map(json.loads, (out / "warmup" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines())
+              if "warmup/gain" in r] for seed in (0, 1)]
+    ends = summary["warmup_analysis"]["warmup"]["training_end"]
+    assert ends["warmup/gain"] == pytest.approx(np.mean([g[-max(1, len(g) // 4):] for g in gains]))
+    assert {"entropy", "warmup/gain_positive_ratio", "warmup/target_overlap"} <= set(ends)
+    assert "empty_warmup/wer" in summary["table"]["warmup"] and "empty_warmup/wer" not in summary["table"]["sft"]
+    assert "Do warmups help?" in (out / "report.md").read_text()
     for name in ("report.md", "report.html", "training.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
     assert "Versus sft" in (out / "report.md").read_text() and "Contrasts" in (out / "report.md").read_text()

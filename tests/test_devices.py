@@ -335,3 +335,36 @@ def test_compare_drafts_with_the_named_variants_run_of_the_same_seed(tmp_path):
     (tmp_path / "sft" / "seed2").mkdir(parents=True)
     (tmp_path / "sft" / "seed2" / "results.json").write_text("{}")
     assert _waits_for(spec, tmp_path, "draft", 2, changes) is None
+
+
+@pytest.mark.parametrize("objective", ["marginal", "best_of_k"])
+def test_kl_for_marginal_and_best_of_k_in_a_step_uses_the_frozen_reference(monkeypatch, objective):
+    import copy
+
+    from warmgen.reference import Reference
+
+    model, layout, sources, targets = _example("t5-tiny")
+    frozen = copy.deepcopy(model)
+    with torch.no_grad():  # the reference differs from the model
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    _given_candidates(monkeypatch)
+    config = WarmupOptions(objective=objective, num_warmups=3, max_warmup_length=4, kl_coef=0.2)
+    step = warmup_step(model, layout, sources, targets, config, reference=Reference(model, frozen))
+    model.zero_grad()
+    step.objective.backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    flat, rows, shape = [w for c in CANDIDATES for w in c], [t for t in targets for _ in range(3)], (2, 3)
+    scores = layout.score(model, sources, flat, rows)
+    with torch.no_grad():
+        reference = layout.score(frozen, sources, flat, rows).logp_warmup.view(shape)
+    value, _, _ = objective_terms(objective, scores.logp_warmup.view(shape), scores.logp_target.view(shape), scores.n_warmup.view(shape),
+                                  scores.n_target.view(shape), 1.0, ref_logp_warmup=reference, kl_coef=0.2)
+    value.sum().backward()
+    assert step.objective.item() == pytest.approx(value.sum().item(), rel=1e-5)
+    assert step.stats["kl"] == pytest.approx((scores.logp_warmup.view(shape).detach() - reference).mean().item(), rel=1e-4)
+    for a, p in zip(fast, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the reference model"):
+        warmup_step(model, layout, sources, targets, config)

@@ -28,3 +28,17 @@ def test_no_warning_for_sft_or_a_run_with_its_sft_warm_start():
     assert diagnostics.from_scratch(sft) is None and diagnostics.from_scratch(warm) is None
     assert diagnostics.from_scratch(WarmupConfig(method="warmup")) is not None  # the default preset, from step 0
     assert diagnostics.cut_off({"completions/clipped_ratio": 0.94}) is None and diagnostics.cut_off({"loss": 1.0}) is None
+
+
+def test_collapse_and_steps_without_an_advantage_are_said_from_the_logged_rows():
+    latro = {"method": "warmup", "warmup": {"objective": "latro", "answer_loss_weight": None}}
+    row = {"loss": 0.0, "frac_reward_zero_std": 1.0, "warmup/empty_ratio": 1.0, "completions/clipped_ratio": 0.0}
+    message = diagnostics.no_advantage(row, latro)
+    assert "all empty: the warmups have collapsed" in message and "with warmup.answer_loss_weight 0, nothing was learnt" in message
+    assert "all cut off" in diagnostics.no_advantage({**row, "warmup/empty_ratio": 0.0, "completions/clipped_ratio": 1.0}, latro)
+    assert diagnostics.no_advantage({**row, "frac_reward_zero_std": 0.9}, latro) is None
+    marginal = {"method": "warmup", "warmup": {"objective": "marginal"}}  # its weights are uniform then, not zero
+    assert diagnostics.no_advantage(row, marginal) is None
+    rloo = {"method": "warmup", "warmup": {"objective": "rloo", "answer_loss_weight": None}}
+    assert "nothing was learnt" not in diagnostics.no_advantage(row, rloo)  # rloo's answer term still trains
+    assert "stopped writing warmups" in diagnostics.collapsed(row) and diagnostics.collapsed({"warmup/empty_ratio": 0.5}) is None

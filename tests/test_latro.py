@@ -113,8 +113,9 @@ def test_latro_with_every_warmup_cut_off_learns_nothing_and_says_so(tmp_path, mo
     rows = training_rows(run)
     assert [row["completions/clipped_ratio"] for row in rows] == [1.0, 1.0]
     assert [row["frac_reward_zero_std"] for row in rows] == [1.0, 1.0] and all(row["grad_norm"] < 1e-3 for row in rows)
-    assert capsys.readouterr().out.count("warning: a latro step gave every example's warmups one reward (all cut off at "
-                                         "warmup.max_warmup_length") == 1
+    assert capsys.readouterr().out.count("warning: step 1: a latro step gave every example's warmups one reward (all cut off "
+                                         "at warmup.max_warmup_length") == 1
+    assert [w["kind"] for w in json.loads((run / "results.json").read_text())["warnings"]] == ["from_scratch", "cut_off", "no_advantage"]
     # With the answer term (LaTRO's sft_penalty), the answer after the warmups is still learnt.
     assert main(["train", *ARGS, "--model.name", "t5-tiny", "--train.max_steps", "2", "--warmup.answer_loss_weight", "1",
                  "--output_dir", str(tmp_path / "answer")]) == 0

@@ -13,6 +13,21 @@ def test_peer_cost_times_warmgen_and_both_trl_trainers_on_the_same_job():
         assert len(row[trainer]["step_seconds"]) == 2 and row[trainer]["peak_rss_mb"] > 0 and row[trainer]["load_average"] >= 0
         assert row[trainer]["seconds_per_1000_prompts"] == pytest.approx(1000 * row[trainer]["seconds_per_step"] / 2)
     assert row["warmgen/trl-grpo"] == pytest.approx(row["warmgen"]["seconds_per_step"] / row["trl-grpo"]["seconds_per_step"])
+    assert row["warmgen/trl-rloo peak_rss"] == pytest.approx(row["warmgen"]["peak_rss_mb"] / row["trl-rloo"]["peak_rss_mb"])
+    for trainer in TRAINERS:  # every phase timed on both sides, within the step
+        phases = row[trainer]["phase_seconds_per_step"]
+        assert set(phases) == {"sampling", "scoring", "backward"} and all(v > 0 for v in phases.values())
+        assert sum(phases.values()) <= row[trainer]["seconds_per_step"] * 1.05
+    assert row["warmgen"]["truncated_prompts"] == 0 and found["prompt_tokens"] == 0
+
+
+def test_long_prompts_are_xsum_documents_cut_to_each_models_tokens_and_never_cut_again():
+    pytest.importorskip("trl")
+    from benchmarks.peer_cost import main
+
+    found = main(["--models", "llama-tiny", "--ks", "2", "--steps", "2", "--prompts", "2", "--length", "4", "--prompt-tokens", "40"])
+    assert found["prompt_tokens"] == 40 and 36 <= found["results"]["llama-tiny"]["mean_prompt_tokens"] <= 41
+    assert found["results"]["llama-tiny"]["k=2"]["warmgen"]["truncated_prompts"] == 0  # warmgen read the whole prompt, as TRL does
 
 
 def test_the_record_keeps_every_k_measured_before_a_run_is_cut_short(tmp_path, monkeypatch):
@@ -26,7 +41,7 @@ def test_the_record_keeps_every_k_measured_before_a_run_is_cut_short(tmp_path, m
     def measure(trainer, model, lora, k, args, data):
         if k == 4:
             raise KeyboardInterrupt
-        return {"seconds_per_step": {"warmgen": 1.0, "trl-rloo": 4.0, "trl-grpo": 2.0}[trainer]}
+        return {"seconds_per_step": {"warmgen": 1.0, "trl-rloo": 4.0, "trl-grpo": 2.0}[trainer], "peak_rss_mb": 100.0}
 
     monkeypatch.setattr(recording, "RESULTS", tmp_path)
     monkeypatch.setattr(peer_cost, "measure", measure)
@@ -36,9 +51,10 @@ def test_the_record_keeps_every_k_measured_before_a_run_is_cut_short(tmp_path, m
     [path] = (tmp_path / "peer-cost").glob("peer-cost-*.json")
     record = json.loads(path.read_text())
     assert record["benchmark"] == "peer-cost" and record["complete"] is False
-    assert record["results"]["llama-tiny"] == {"k=2": {"warmgen": {"seconds_per_step": 1.0}, "trl-rloo": {"seconds_per_step": 4.0},
-                                                       "trl-grpo": {"seconds_per_step": 2.0}, "warmgen/trl-rloo": 0.25,
-                                                       "warmgen/trl-grpo": 0.5}}
+    assert record["results"]["llama-tiny"] == {"k=2": {**{t: {"seconds_per_step": s, "peak_rss_mb": 100.0} for t, s in
+                                                          (("warmgen", 1.0), ("trl-rloo", 4.0), ("trl-grpo", 2.0))},
+                                                       "warmgen/trl-rloo": 0.25, "warmgen/trl-grpo": 0.5,
+                                                       "warmgen/trl-rloo peak_rss": 1.0, "warmgen/trl-grpo peak_rss": 1.0}}
 
 
 def test_trl_runs_the_same_arithmetic_as_warmgen():

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import WarmupConfig
 from .drafts import draft_warmups
 from .memory import WarmupMemory
 from .methods import decodes_with_warmup, fixed_warmup, learns_warmups, step_options, trains_sft_at
-from .warmup import WarmupStep, answer_weight, warmup_step
+from .warmup import WarmupStep, warmup_step
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -61,7 +60,6 @@ class WarmupObjective:
         self.fixed = fixed_warmup(layout, config)
         self.memory = WarmupMemory(config.warmup) if learns_warmups(config) and config.warmup.keep_best_warmup else None
         self.make_reference, self.reference = make_reference, None  # made at the first warmup step
-        self.warned = False
 
     def __call__(self, model, ids: list[int], sources: list[list[int]], targets: list[list[int]]) -> StepObjective:
         kept, fresh = self.memory.plan(ids) if self.memory is not None else (None, None)
@@ -76,24 +74,10 @@ class WarmupObjective:
         if self.reference is None and self.make_reference is not None:
             self.reference = self.make_reference()
         result = warmup_step(model, self.layout, sources, targets, self.options, kept, fresh, self.reference, score_empty=self.fixed is None)
-        if not self.warned and self.options.objective in ("rloo", "latro") and result.stats["frac_reward_zero_std"] == 1.0:
-            self.warned = True
-            self.warn_no_advantage(result.stats)
         if self.memory is not None:  # every process keeps the whole memory: examples move between processes
             for updates in self.procs.gather(self.memory.updates(ids, result, targets)):
                 self.memory.apply(updates)
         return StepObjective(result.objective, result.tokens, result.stats, result.input_tokens, result.generated_tokens, result)
-
-    def warn_no_advantage(self, stats: dict[str, float]) -> None:
-        """Once a run: a step in which no example's warmups differed in reward, so no warmup had an advantage."""
-        options = self.options
-        cut_off = options.objective == "latro" and stats["completions/clipped_ratio"] == 1.0
-        if self.procs.is_main:
-            tqdm.write(f"warning: a {options.objective} step gave every example's warmups one reward"
-                       + (" (all cut off at warmup.max_warmup_length: LaTRO's penalty gives them one value)" if cut_off else "")
-                       + ", so the warmups learnt nothing from it"
-                       + (" and, with warmup.answer_loss_weight 0, nothing was learnt" if answer_weight(options) == 0 else "")
-                       + "; frac_reward_zero_std in the log counts such examples (shown once)")
 
 
 class Objectives:

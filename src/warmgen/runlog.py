@@ -95,12 +95,17 @@ class RunLog:
         self.metrics, self.samples = open_logs(run_dir, resume_step)
         self.trackers = Trackers(report_to, run_dir, config) if report_to else None
         self.warned: set[str] = set()
+        self.config = config
 
     def log(self, row: dict) -> None:
         write_row(self.metrics, row)
         if self.trackers is not None:
             self.trackers.log(row)
-        self.warn(row.get("step", 0), "cut_off", diagnostics.cut_off(row))
+        if "loss" in row:
+            step = row.get("step", 0)
+            self.warn(step, "cut_off", diagnostics.cut_off(row))
+            self.warn(step, "no_advantage", diagnostics.no_advantage(row, self.config))
+            self.warn(step, "collapsed", diagnostics.collapsed(row))
 
     def warn(self, step: int, kind: str, message: str | None) -> None:
         if message is not None and kind not in self.warned:

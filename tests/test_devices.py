@@ -231,17 +231,23 @@ def test_diagnostics_of_a_step(monkeypatch):
     ({"objective": "rloo", "posterior_warmups": 1}, "rloo's on-policy advantages cannot take"),
     ({"posterior_warmups": 1, "keep_best_warmup": True}, "cannot be combined with no_warmup_candidate, keep_best_warmup"),
     ({"objective": "best_of_k", "cut_off": "penalty"}, "warmup.cut_off penalty replaces a reward"),
+    ({"draft_from": "runs/sft", "fixed_warmup": "0 0"}, "warmup.draft_from gives every example the drafter's answer"),
 ])
 def test_bad_device_settings_are_one_line_errors(settings, message):
     with pytest.raises(ConfigError, match=message):
         WarmupConfig(warmup=settings)
 
 
+def test_draft_from_needs_the_warmup_method():
+    with pytest.raises(ConfigError, match="it needs method: warmup"):
+        WarmupConfig(method="sft", warmup={"draft_from": "runs/sft"})
+
+
 def test_train_help_lists_every_device(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
-    for key in ("reward", "entropy_coef", "posterior_warmups", "cut_off", "kl_coef"):
+    for key in ("reward", "entropy_coef", "posterior_warmups", "cut_off", "kl_coef", "draft_from"):
         assert f"--warmup.{key}" in out
 
 

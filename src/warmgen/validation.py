@@ -27,6 +27,8 @@ def validate(config) -> None:
         (not w.posterior_warmups or not (w.no_warmup_candidate or w.keep_best_warmup or w.first_draws or w.fixed_warmup),
          "warmup.posterior_warmups weighs candidates by the samplers that drew them: it cannot be combined with "
          "no_warmup_candidate, keep_best_warmup, first_draws or fixed_warmup"),
+        (not w.draft_from or (learns_warmups(config) and w.fixed_warmup is None), "warmup.draft_from gives every example the "
+         "drafter's answer as its warmup: it needs method: warmup and no warmup.fixed_warmup"),
         (w.cut_off != "penalty" or w.objective in ("rloo", "latro"), f"warmup.cut_off penalty replaces a reward in rloo's and "
          f"latro's advantages; {w.objective} has none: use mask or keep"),
         (w.answer_loss_weight is None or w.answer_loss_weight >= 0, "warmup.answer_loss_weight must be >= 0"),

@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import os
 import shutil
+import types
 from pathlib import Path
 from typing import Any, Iterable, cast
 
@@ -303,7 +304,37 @@ def add_lora(model: PreTrainedModel, config: ModelConfig, sep_id: int):
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft takes a float alpha
                       lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules or "all-linear",
                       trainable_token_indices={embeddings: [sep_id]})
-    return get_peft_model(model, lora)
+    return rows_in_place(get_peft_model(model, lora))
+
+
+def rows_in_place(model):
+    """PEFT's trainable <sep> row without its copy of the whole embedding matrix at every forward (for a tied LM head,
+    twice): each TrainableTokensLayer computes its base layer's output and puts the trainable rows in place. The
+    same values and gradients (tests/test_lora_rows.py); the parameters, and so the saved adapter, stay PEFT's."""
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    for module in model.modules():
+        if isinstance(module, TrainableTokensLayer):
+            module.forward = types.MethodType(_rows_in_place_forward, module)
+    return model
+
+
+def _rows_in_place_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    active = [name for name in layer.active_adapters if name in layer.token_indices]
+    if layer.disable_adapters or layer.merged or not active:
+        return layer.forward_adapters(x, layer.active_adapters, *args, **kwargs)  # PEFT's own path (it unmerges)
+    layer._check_overlapping_tokens(active)
+    result = layer.base_layer(x, *args, **kwargs)
+    for name in active:
+        rows = layer.trainable_tokens_delta[name]
+        if isinstance(layer.base_layer, torch.nn.Embedding):  # the rows of those tokens (scaled as the layer scales)
+            scale = layer._get_embed_scale()
+            for row, token in zip(rows, layer.token_indices[name]):
+                value = (row * scale if scale is not None else row).to(result.dtype)
+                result = torch.where((x == token).unsqueeze(-1), value, result)
+        else:  # a tied LM head: those tokens' logits, in place in a fresh output (linear's backward does not read it)
+            result[..., layer.token_indices[name]] = torch.nn.functional.linear(x, rows.to(x.dtype)).to(result.dtype)
+    return result
 
 
 def base_model(model):
@@ -317,7 +348,7 @@ def load_adapter(base_config: ModelConfig, folder: Path):
 
     base = ModelConfig(**{**base_config.__dict__, "lora_rank": 0})
     model, tokenizer, sep_id = load_model(base)
-    return PeftModel.from_pretrained(model, str(folder), is_trainable=True), tokenizer, sep_id
+    return rows_in_place(PeftModel.from_pretrained(model, str(folder), is_trainable=True)), tokenizer, sep_id
 
 
 def count_parameters(model: PreTrainedModel) -> int:

@@ -177,37 +177,24 @@ class WarmupOptions(_Checked):
     # likelihood over the k warmups, REINFORCE with a leave-one-out baseline, or LaTRO (Chen et
     # al. 2024): rloo on a KL-shaped reward, cut-off warmups penalised, the answer not trained.
     objective: Literal["best_of_k", "marginal", "rloo", "latro"] = "marginal"
-    # beta of a KL term to P_ref, the model as warmup training starts (with LoRA: adapters off). rloo
-    # and latro shape the reward: log P(y|c,x) - beta*(log P(c|x) - log P_ref(c|x)); marginal and
-    # best_of_k add the score-function gradient of -beta*KL(P(c|x) || P_ref(c|x)) over the sampled
-    # warmups. null: LaTRO's 0.05 for latro, 0 for the others.
+    # beta of a KL term to P_ref, the model as warmup training starts (LoRA: adapters off): rloo and
+    # latro shape the reward, R - beta*(log P(c|x) - log P_ref(c|x)); marginal and best_of_k add the
+    # score-function gradient of -beta*KL. null: LaTRO's 0.05 for latro, 0 for the others.
     kl_coef: Optional[float] = None
-    # What a warmup is rewarded with (docs/method.md). "logp": log P(y|c,x). "gain": its gain over
-    # no warmup, log P(y|c,x) - log P(y|x), the empty warmup's score held fixed (as Quiet-STaR rewards
-    # a thought by its gain): rloo and latro then use log P(y|x) as every warmup's baseline instead of
-    # the others' mean, so warmups that are all alike still learn whether they help. marginal and
-    # best_of_k compare an example's warmups only with each other, where a shift changes nothing:
-    # their way to weigh against no warmup is no_warmup_candidate.
+    # Devices against collapse (docs/method.md). reward gain: rloo and latro take log P(y|x) (empty
+    # warmup) as every warmup's baseline, Quiet-STaR's gain; marginal, best_of_k: no_warmup_candidate.
     reward: Literal["logp", "gain"] = "logp"
-    # Entropy bonus (a policy-gradient staple; TRL logs the same entropy): eta * the entropy of the
-    # next-token distribution summed over each sampled warmup's positions, averaged over the draws,
-    # added to the objective. Against collapse to one warmup; 0 = off.
+    # Entropy bonus: eta * the next-token entropy over each sampled warmup's positions; 0 = off.
     entropy_coef: float = 0.0
-    # n of the k warmups proposed with the target in view: sampled after the input with y put first
-    # (`y <sep> x`), STaR's rationalisation and TRICE's proposals. marginal weighs every candidate by
-    # P(c|x) / q(c), q the mixture of the two samplers (self-normalised importance sampling, so its
-    # gradient stays that of log P(y|x)); best_of_k takes them as candidates as STaR does. 0 = off.
+    # n of the k warmups proposed after `y <sep> x` (STaR's rationalisation, TRICE): marginal weighs
+    # each by P(c|x) / q(c), q the mixture of both samplers; best_of_k takes them as STaR does. 0 = off.
     posterior_warmups: int = 0
-    # Warmups cut at max_warmup_length: "penalty" (rloo and latro) rewards them 2 x the batch's mean
-    # reward, as LaTRO does; "mask" leaves them out of the loss (DAPO's overlong filtering), an
-    # example whose every warmup was cut then training nothing; "keep" scores them as any other.
-    # null: penalty for latro, keep for the others.
+    # Warmups cut at max_warmup_length: "penalty" (rloo, latro: 2 x the batch's mean reward, LaTRO's),
+    # "mask" (left out of the loss, DAPO's), "keep". null: penalty for latro, else keep.
     cut_off: Optional[Literal["keep", "penalty", "mask"]] = None
-    # The self-draft bound (docs/method.md): every example's one warmup is the greedy answer of the
-    # model in this folder (a run, e.g. the SFT run of the same recipe, or a checkpoint), in training
-    # and at inference; the model learns y given its draft and never to write one (objective, k and
-    # the devices above do not apply). Drafts are cut at max_warmup_length: raise it to the targets'
-    # length to keep them whole. The drafter must share this model's vocabulary.
+    # The self-draft bound: each example's one warmup is the greedy answer of the model in this folder
+    # (a run, e.g. the same recipe's SFT run, or a checkpoint; same vocabulary), in training and at
+    # inference, cut at max_warmup_length; the model learns y after it, never to write it.
     draft_from: Optional[str] = None
     # Weight of the answer term log P(y|c,x) in rloo and latro. null: 1 for rloo, 0 for latro
     # (LaTRO's sft_penalty: the answer is learnt only through the warmups' rewards).
@@ -224,23 +211,18 @@ class WarmupOptions(_Checked):
     top_p: float = 1.0
     # Weight of the log P(c|x) term; 0 = warmups are only selected, never imitated.
     warmup_loss_weight: float = 1.0
-    # How candidates are ranked: best_of_k's choice, the memory's kept warmup and marginal's weights.
-    # "reward": by log P(y|c,x), the paper's score. "joint": by lam*log P(c|x) + log P(y|c,x) under
-    # the current model, so a kept warmup the model no longer writes loses its place; marginal then
-    # maximises log sum over the distinct candidates of P(c|x)^lam P(y|c,x), with lam = 1 a lower
-    # bound of log P(y|x) whatever chose the candidates (a memory may). rloo's advantages stay on
-    # the reward.
+    # How candidates are ranked (best_of_k's choice, the kept warmup, marginal's weights): "reward",
+    # log P(y|c,x), the paper's score; "joint", lam*log P(c|x) + log P(y|c,x), with which marginal
+    # maximises log sum over distinct candidates of P(c|x)^lam P(y|c,x), a lower bound of log P(y|x)
+    # at lam 1 whatever chose them (a memory may). rloo's advantages stay on the reward.
     rank_by: Literal["reward", "joint"] = "reward"
-    # Score a warmup drawn several times for one example once and count it as often as drawn
-    # (always so with rank_by joint, whose marginal counts each warmup once): less step time once
-    # warmups settle (docs/cost.md). Without dropout it is the same objective and gradient; with
-    # dropout the copies share one mask instead of averaging k, which made G2P worse (docs). `auto`:
-    # merge when the model has no dropout (Llama presets, SmolLM2 without LoRA, model.dropout 0).
+    # Score a warmup drawn several times for one example once, counted as often as drawn (always with
+    # rank_by joint): the same objective and gradient without dropout, less step time (docs/cost.md);
+    # with dropout the copies share one mask, which made G2P worse. `auto`: merge without dropout.
     merge_repeats: Literal["auto", True, False] = "auto"
-    # Adaptive k by agreement (beyond the paper): draw this many warmups per example first and the
-    # other num_warmups - first_draws only for examples whose first draws are not all alike.
-    # Trained models mostly repeat one warmup, so most examples stop early; a settled example
-    # then trains on the warmup it would almost surely have drawn k times. 0 = all k at once.
+    # Adaptive k by agreement (beyond the paper): draw this many warmups per example first, the other
+    # num_warmups - first_draws only where they are not all alike (trained models mostly repeat one
+    # warmup, so most examples stop early). 0 = all k at once.
     first_draws: int = 0
     # Make the empty warmup one of the k candidates: a warmup must beat "no warmup" to win.
     no_warmup_candidate: bool = False
@@ -263,10 +245,9 @@ class WarmupOptions(_Checked):
     # Adaptive k, with keep_best_warmup: an example whose kept warmup already gives the target a
     # mean per-token log-probability >= this (e.g. -0.1) gets no fresh samples. None = off.
     target_reward: Optional[float] = None
-    # A control, not Warmup Generations: every example's one warmup is this text, in training
-    # and at inference, and nothing is sampled ("pause tokens"). It tells whether a variant that
-    # ends up writing one fixed warmup gains from the extra positions or from what it learnt.
-    # With one candidate the objective is lam*A + R (rloo: R alone, it has no baseline).
+    # A control, not Warmup Generations: every example's one warmup is this text, in training and at
+    # inference, nothing sampled: does a variant that ends up writing one fixed warmup gain from the
+    # extra positions or from what it learnt? Objective lam*A + R (rloo: R alone, no baseline).
     fixed_warmup: Optional[str] = None
 
 
@@ -367,9 +348,8 @@ class DecodeConfig(_Checked):
     num_beams: int = 1
     # Examples decoded at once.
     batch_size: int = 64
-    # With learnt warmups: also decode every target after an empty warmup and report those scores as
-    # empty_warmup/<metric> beside the model's own (dev evaluations, eval and test): does the model
-    # use its warmup at all? A model that ignores it scores the same. Not timed in inference_seconds.
+    # With learnt warmups, every evaluation also decodes the targets after an empty warmup, scored as
+    # empty_warmup/<metric>: does the model use its warmup at all? (Not in inference_seconds.)
     empty_warmup_scores: bool = True
 
 

@@ -134,13 +134,18 @@ def test_reward_gain_uses_the_empty_warmups_score_as_rloos_baseline(monkeypatch)
     model, layout, sources, targets = _example("t5-tiny")
     _given_candidates(monkeypatch)
     config = WarmupOptions(objective="rloo", num_warmups=3, max_warmup_length=4, reward="gain")
-    step = warmup_step(model, layout, sources, targets, config)
-    empty = layout.score(model, sources, [[], []], targets).logp_target
+    step, fast = _step_and_gradient(model, layout, sources, targets, config)
+    model.zero_grad()
+    with torch.no_grad():
+        empty = layout.score(model, sources, [[], []], targets).logp_target
     scores = layout.score(model, sources, [w for c in CANDIDATES for w in c], [t for t in targets for _ in range(3)])
     shape = (2, 3)
     value, _, _ = objective_terms("rloo", scores.logp_warmup.view(shape), scores.logp_target.view(shape), scores.n_warmup.view(shape),
                                   scores.n_target.view(shape), 1.0, baseline=empty)
+    value.sum().backward()
     assert step.objective.item() == pytest.approx(value.sum().item(), rel=1e-5)
+    for a, p in zip(fast, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
     gain = scores.logp_target.view(shape) - empty.unsqueeze(1)
     assert step.stats["warmup/gain"] == pytest.approx(gain.mean().item(), rel=1e-5)
     assert step.stats["warmup/gain_positive_ratio"] == pytest.approx((gain > 0).float().mean().item())
@@ -151,13 +156,16 @@ def test_cut_off_mask_leaves_cut_warmups_out_and_an_example_with_none_left_train
     model, layout, sources, targets = _example("llama-tiny")
     _given_candidates(monkeypatch)
     config = WarmupOptions(objective="marginal", num_warmups=3, max_warmup_length=4, cut_off="mask")
-    step = warmup_step(model, layout, sources, targets, config)
+    step, masked = _step_and_gradient(model, layout, sources, targets, config)
     assert step.weights[0, 2] == 0 and step.weights[1, 0] == 0 and step.weights[0, :2].sum().item() == pytest.approx(1.0)
     kept = [[[8, 9], [3]], [[4], [6]]]
     _given_candidates(monkeypatch, kept)
-    alone = warmup_step(model, layout, sources, targets, WarmupOptions(objective="marginal", num_warmups=2, max_warmup_length=4))
+    alone, alone_grad = _step_and_gradient(model, layout, sources, targets, WarmupOptions(objective="marginal", num_warmups=2,
+                                                                                          max_warmup_length=4))
     assert step.objective.item() == pytest.approx(alone.objective.item(), rel=1e-5)
     assert step.tokens.item() == pytest.approx(alone.tokens.item())
+    for a, b in zip(masked, alone_grad):
+        assert torch.allclose(a, b, atol=1e-6)
     # Every warmup cut: no objective, no tokens, no gradient (the loop's loss is then 0, not 0/0).
     logp = torch.randn(1, 2, requires_grad=True)
     value, tokens, weights = objective_terms("marginal", logp, torch.randn(1, 2), torch.ones(1, 2), torch.ones(1, 2), 1.0,
@@ -196,15 +204,24 @@ def test_posterior_warmups_are_weighed_by_the_mixture_that_drew_them(monkeypatch
     proposed = [[[2, 3, 4]], [[7]]]
     _given_candidates(monkeypatch, [c[:2] for c in CANDIDATES], proposed)
     config = WarmupOptions(objective="marginal", num_warmups=3, max_warmup_length=4, posterior_warmups=1)
-    step = warmup_step(model, layout, sources, targets, config)
+    step, fast = _step_and_gradient(model, layout, sources, targets, config)
+    model.zero_grad()
     assert step.candidates == [CANDIDATES[0][:2] + proposed[0], CANDIDATES[1][:2] + proposed[1]]
     flat = [w for c in step.candidates for w in c]
     rows = [t for t in targets for _ in range(3)]
     prior = layout.score(model, sources, flat, rows, [3, 3])
-    proposal = layout.score(model, [layout.hinted_source(s, t) for s, t in zip(sources, targets)], flat, rows, [3, 3]).logp_warmup
-    mixture = torch.logaddexp(prior.logp_warmup + math.log(2 / 3), proposal + math.log(1 / 3))
-    log_weights = (prior.logp_warmup + prior.logp_target - mixture).view(2, 3)
-    assert torch.allclose(step.weights, torch.softmax(log_weights, dim=1), atol=1e-5)
+    with torch.no_grad():
+        proposal = layout.score(model, [layout.hinted_source(s, t) for s, t in zip(sources, targets)], flat, rows, [3, 3]).logp_warmup
+    mixture = torch.logaddexp(prior.logp_warmup.detach() + math.log(2 / 3), proposal + math.log(1 / 3))
+    log_weights = (prior.logp_warmup + prior.logp_target).detach() - mixture
+    assert torch.allclose(step.weights, torch.softmax(log_weights.view(2, 3), dim=1), atol=1e-5)
+    # The objective: sum_i w_i (A_i + R_i), the self-normalised weights held fixed.
+    weights = torch.softmax(log_weights.view(2, 3), dim=1)
+    value = (weights * (prior.logp_warmup + prior.logp_target).view(2, 3)).sum()
+    value.backward()
+    assert step.objective.item() == pytest.approx(value.item(), rel=1e-5)
+    for a, p in zip(fast, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
     # With the hint changing nothing the proposal is the model itself: the weights are plain marginal's.
     monkeypatch.setattr(layout, "hinted_source", lambda source, target: source, raising=False)
     same = warmup_step(model, layout, sources, targets, config)

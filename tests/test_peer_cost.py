@@ -21,9 +21,18 @@ def test_peer_cost_times_warmgen_and_both_trl_trainers_on_the_same_job():
     assert row["warmgen"]["truncated_prompts"] == 0 and found["prompt_tokens"] == 0
 
 
-def test_long_prompts_are_xsum_documents_cut_to_each_models_tokens_and_never_cut_again():
+def test_long_prompts_are_xsum_documents_cut_to_each_models_tokens_and_never_cut_again(tmp_path, monkeypatch):
     pytest.importorskip("trl")
+    import json
+
     from benchmarks.peer_cost import main
+
+    # A stand-in for ../shared/data/xsum: documents longer than the cut, one-sentence summaries.
+    (tmp_path / "xsum").mkdir()
+    words = "the council said on monday that the new bridge over the river would open next spring after years of delay".split()
+    rows = [{"id": str(i), "document": " ".join(words[i % 5:] + words) * 3, "summary": " ".join(words[:8])} for i in range(8)]
+    (tmp_path / "xsum" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("WARMGEN_DATA_ROOT", str(tmp_path))
 
     found = main(["--models", "llama-tiny", "--ks", "2", "--steps", "2", "--prompts", "2", "--length", "4", "--prompt-tokens", "40"])
     assert found["prompt_tokens"] == 40 and 36 <= found["results"]["llama-tiny"]["mean_prompt_tokens"] <= 41

@@ -25,7 +25,7 @@ from .rundir import best_checkpoint
 if TYPE_CHECKING:
     from .layout import Layout
 
-_drafters: dict[tuple[str, str], tuple] = {}  # (checkpoint folder, device) -> (model, layout, config)
+_drafters: dict[tuple[str, int, str], tuple] = {}  # (checkpoint folder, its save's time, device) -> (model, layout, config)
 
 
 def draft_checkpoint(path: str) -> Path:
@@ -42,7 +42,7 @@ def draft_checkpoint(path: str) -> Path:
 def _drafter(config: WarmupConfig, layout: Layout, device) -> tuple:
     assert config.warmup.draft_from is not None
     folder = draft_checkpoint(config.warmup.draft_from)
-    key = (str(folder.resolve()), str(device))
+    key = (str(folder.resolve()), (folder / CONFIG_NAME).stat().st_mtime_ns, str(device))  # a checkpoint saved again is loaded again
     if key not in _drafters:
         model, tokenizer, sep_id, drafter_config = load_checkpoint(folder)
         if tokenizer.get_vocab() != layout.tokenizer.get_vocab():

@@ -223,7 +223,9 @@ def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[l
     (`_score_best_of_k`).
     """
     started = time.perf_counter()
-    candidates, samples, truncated, had_kept = _draw(model, layout, sources, targets, config, kept, fresh)
+    # posterior_warmups: x with y in view, where n of the warmups are sampled and every candidate is scored again
+    hinted = [layout.hinted_source(s, t) for s, t in zip(sources, targets)] if config.posterior_warmups and kept is None else None
+    candidates, samples, truncated, had_kept = _draw(model, layout, sources, hinted, config, kept, fresh)
     sampled = time.perf_counter()
     drawn = [w for c in candidates for w in c]
     if merges_repeats(config, model.training and has_dropout(model)):
@@ -237,7 +239,9 @@ def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[l
     mask = draws > 0
     lengths = _grid(torch.tensor([len(w) for w in flat], dtype=torch.float, device=model.device), counts)
     unfinished = (lengths >= config.max_warmup_length) & mask
-    trained_draws = draws.masked_fill(unfinished, 0) if cut_off_rule(config) == "mask" else draws
+    rule = cut_off_rule(config)
+    trained_draws = draws.masked_fill(unfinished, 0) if rule == "mask" else draws
+    penalised = unfinished if rule == "penalty" else None
     grids, chosen = _score(model, layout, sources, targets, candidates, mask, config)
     logp_warmup, logp_target, n_warmup, n_target, entropy = grids
     shaped = config.objective in ("rloo", "latro")  # the objectives whose advantages come from a shaped reward
@@ -251,15 +255,13 @@ def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[l
     objective, tokens, weights = objective_terms(
         config.objective, logp_warmup, logp_target, n_warmup, n_target, config.warmup_loss_weight, trained_draws, config.rank_by,
         ref_logp_warmup=ref_logp, kl_coef=beta, answer_loss_weight=answer_weight(config) if shaped else 1.0,
-        unfinished=unfinished if cut_off_rule(config) == "penalty" else None, baseline=empty if config.reward == "gain" else None,
-        entropy=entropy, entropy_coef=config.entropy_coef, log_importance=_log_importance(model, layout, sources, targets, candidates,
-                                                                                       logp_warmup, config))
+        unfinished=penalised, baseline=empty if config.reward == "gain" else None, entropy=entropy, entropy_coef=config.entropy_coef,
+        log_importance=_log_importance(model, layout, hinted, targets, candidates, logp_warmup, config))
     if chosen is not None:  # the same value, with a graph through the chosen candidates only
         objective = chosen
     rewards = logp_target.detach()
     # The rewards the objective compares: for rloo and latro the shaped ones their advantages are made of.
-    penalised = unfinished if cut_off_rule(config) == "penalty" else None
-    compared = shaped_rewards(rewards, logp_warmup, ref_logp, beta if shaped else 0.0, penalised, draws) if shaped else rewards
+    compared = shaped_rewards(rewards, logp_warmup, ref_logp, beta, penalised, draws) if shaped else rewards
     # best_of_k's choice, the memory's next kept warmup
     best = ranking_scores(config.rank_by, logp_warmup, logp_target, config.warmup_loss_weight, mask).argmax(dim=1).tolist()
     stats = step_stats(logp_warmup, rewards, compared, weights, lengths, draws, mask, drawn, flat, samples, truncated, len(sources))
@@ -280,14 +282,13 @@ def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[l
     return WarmupStep(objective.sum(), tokens.sum(), stats, candidates, rewards, weights, mask, draws, best, generated, inputs)
 
 
-def _draw(model, layout: Layout, sources: list[list[int]], targets: list[list[int]], config: WarmupOptions, kept, fresh):
+def _draw(model, layout: Layout, sources: list[list[int]], hinted: list[list[int]] | None, config: WarmupOptions, kept, fresh):
     """(candidates, fresh samples, their truncation flags, whether each example had a kept warmup): k sampled
-    candidates per example (posterior_warmups of them with y in view), or its kept warmup and `fresh` new
-    samples (amortised warmups)."""
+    candidates per example (posterior_warmups of them after the `hinted` sources), or its kept warmup and `fresh`
+    new samples (amortised warmups)."""
     if kept is None:
         candidates, truncated = sampling.sample_candidates(model, layout, sources, config)
-        if config.posterior_warmups:
-            hinted = [layout.hinted_source(s, t) for s, t in zip(sources, targets)]
+        if hinted is not None:
             proposed, proposed_truncated = sampling.sample_warmups(model, layout, hinted, [config.posterior_warmups] * len(sources), config)
             candidates = [c + p for c, p in zip(candidates, proposed)]
             truncated = [t + p for t, p in zip(truncated, proposed_truncated)]
@@ -305,14 +306,13 @@ def _empty_rewards(model, layout: Layout, sources, targets) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _log_importance(model, layout: Layout, sources, targets, candidates, logp_warmup, config: WarmupOptions) -> torch.Tensor | None:
-    """log P(c|x) - log q(c) per candidate [B, K] (posterior_warmups; else None), q the mixture that drew them:
+def _log_importance(model, layout: Layout, hinted, targets, candidates, logp_warmup, config: WarmupOptions) -> torch.Tensor | None:
+    """log P(c|x) - log q(c) per candidate [B, K] (with `hinted` sources, else None), q the mixture that drew them:
     (k - n)/k of P(c|x) and n/k of P(c | y <sep> x), every candidate weighed by both (the balance heuristic)."""
-    n = config.posterior_warmups
-    if not n:
+    if hinted is None:
         return None
+    n = config.posterior_warmups
     counts = [len(c) for c in candidates]
-    hinted = [layout.hinted_source(s, t) for s, t in zip(sources, targets)]
     rows = [t for t, c in zip(targets, counts) for _ in range(c)]
     proposal = _grid(layout.score(model, hinted, [w for c in candidates for w in c], rows, counts).logp_warmup, counts)
     prior = logp_warmup.detach()

@@ -16,33 +16,17 @@ each row has its own warmup and target).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutput
 
+from . import logprobs
 from .compat import CACHE, is_activation_checkpointing
 from .config import WarmupConfig
 from .errors import ConfigError
+from .logprobs import IGNORE, Scores, scores_from_hidden, scores_from_logits
 from .models import base_model
-
-IGNORE = -100
-
-
-@dataclass
-class Scores:
-    """Per candidate row, grouped by source (N = sum of counts, B*k by default)."""
-
-    logp_warmup: torch.Tensor  # [N] log P(c <sep> | x); 0 for rows without a warmup
-    logp_target: torch.Tensor  # [N] log P(y </s> | c, x)
-    n_warmup: torch.Tensor  # [N] tokens in c <sep>
-    n_target: torch.Tensor  # [N] tokens in y </s>
-    logp_sep: torch.Tensor  # [N] log P(<sep> | c, x), the warmup's closing token (in logp_warmup); 0 without a warmup
-    # [N] the next-token distribution's entropy summed over the positions of c <sep> (0 without a warmup);
-    # differentiable only when `score` was asked for `entropy_grad`
-    entropy_warmup: torch.Tensor
 
 
 def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -74,46 +58,10 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(1) - 1).clamp(min=0)
 
 
-def _warmup_entropy(logits: torch.Tensor, n_warmup: torch.Tensor, with_grad: bool) -> torch.Tensor:
-    """Per row, the sum over the positions that predict c <sep> of the full next-token distribution's entropy.
-    Only those positions are normalised, so the [N, L, V] log-softmax is never made for the target."""
-    width = int(n_warmup.max()) if len(n_warmup) else 0
-    with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
-        logp = torch.log_softmax(logits[:, :width].float(), dim=-1)
-        per_position = -(logp.exp() * logp).sum(-1)
-        inside = torch.arange(width, device=logits.device).unsqueeze(0) < n_warmup.to(logits.device).unsqueeze(1)
-        return (per_position * inside).sum(1)
-
-
-def _region_sums(logits: torch.Tensor, labels: torch.Tensor, n_warmup: torch.Tensor, lengths: torch.Tensor,
-                 entropy_grad: bool) -> Scores:
-    """Split per-token log-probs [N, L] of the continuation into warmup and target sums."""
-    token_logp = _token_logp(logits, labels)
-    n_warmup, lengths = n_warmup.to(token_logp.device), lengths.to(token_logp.device)
-    position = torch.arange(token_logp.shape[1], device=token_logp.device).unsqueeze(0)
-    warmup_mask = position < n_warmup.unsqueeze(1)
-    target_mask = (position >= n_warmup.unsqueeze(1)) & (position < lengths.unsqueeze(1))
-    closing = token_logp.gather(1, (n_warmup - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-    return Scores(
-        logp_warmup=(token_logp * warmup_mask).sum(1),
-        logp_target=(token_logp * target_mask).sum(1),
-        n_warmup=n_warmup,
-        n_target=lengths - n_warmup,
-        logp_sep=torch.where(n_warmup > 0, closing, torch.zeros_like(closing)),
-        entropy_warmup=_warmup_entropy(logits, n_warmup, entropy_grad),
-    )
-
-
 def _fsdp_sharded(model) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(base_model(model), FSDPModule)  # under LoRA, FSDP shards the model beneath
-
-
-def _token_logp(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log P(label) per position; cross_entropy avoids materialising a [N, L, V] log-softmax."""
-    flat = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="none")
-    return -flat.view(labels.shape)
 
 
 class Layout(Protocol):
@@ -225,7 +173,7 @@ class Seq2SeqLayout:
         else:  # the encoder runs once per example; its states are shared by the example's k candidates
             encoded = model.get_encoder()(**batch).last_hidden_state
             logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, 0)), **per_row).logits
-        return _region_sums(logits, labels, n_warmup, lengths, entropy_grad)
+        return scores_from_logits(logits, labels, n_warmup, lengths, entropy_grad)
 
 
 class CausalLayout:
@@ -242,6 +190,7 @@ class CausalLayout:
         self.prompt_template = config.model.prompt_template
         # Whatever the tokenizer itself puts before a text (BOS for Llama, nothing for GPT-2); a chat template writes its own.
         self.bos = self.tokenizer("", add_special_tokens=True)["input_ids"]
+        self._output_layer_checked: dict[bool, bool] = {}  # per model.training: see _output_layer_gives_logits
 
     def source_ids(self, text: str | list[dict]) -> tuple[list[int], bool]:
         if not isinstance(text, str):  # chat turns
@@ -320,30 +269,49 @@ class CausalLayout:
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
               counts: list[int] | None = None, entropy_grad: bool = False) -> Scores:
         """Prefix sharing: the prompt runs once per source and its keys/values are repeated for the
-        source's candidates, so a long input costs (and back-propagates) once, not k times."""
+        source's candidates, so a long input costs (and back-propagates) once, not k times. Where the
+        candidates' logits would pass logprobs.CHUNK_FLOATS, the model returns its last hidden states
+        instead, and they go through its output layer a chunk at a time."""
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         if model.training and is_activation_checkpointing(model):  # it keeps no cache to share
             return self._score_whole_rows(model, sources, warmups, targets, repeats, entropy_grad)
-        prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
-        prompt_positions = _positions(prompt["attention_mask"])
-        prefix = model(**prompt, position_ids=prompt_positions, use_cache=True, logits_to_keep=1)
-        cache = getattr(prefix, CACHE)
-        cache.batch_repeat_interleave(repeats)
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
         lengths = torch.tensor([len(r) for r in rows])
         labels = _pad(rows, IGNORE).to(model.device)
+        output_layer = model.get_output_embeddings()
+        chunked = (output_layer is not None and labels.numel() * output_layer.weight.shape[0] > logprobs.CHUNK_FLOATS
+                   and not _fsdp_sharded(model))  # FSDP gathers the output layer's weight only inside the model's forward
+        hidden_only = {"logits_to_keep": 1, "output_hidden_states": True} if chunked else {}
+        prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
+        prompt_positions = _positions(prompt["attention_mask"])
+        prefix = model(**prompt, position_ids=prompt_positions, use_cache=True, logits_to_keep=1, output_hidden_states=chunked)
+        chunked = chunked and self._output_layer_gives_logits(model, output_layer, prefix)
+        cache = getattr(prefix, CACHE)
+        cache.batch_repeat_interleave(repeats)
         prompt_mask = prompt["attention_mask"].repeat_interleave(repeats, 0)
         start = prompt_positions[:, -1:].repeat_interleave(repeats, 0) + 1
-        logits = model(
+        continued = model(
             input_ids=_pad(rows, self.pad_id).to(model.device),
             attention_mask=torch.cat([prompt_mask, (labels != IGNORE).long()], dim=1),
             position_ids=start + torch.arange(labels.shape[1], device=model.device),
-            **{CACHE: cache},
-        ).logits
-        # The prompt's last logits predict the first continuation token; the continuation's own
-        # logits predict the rest (its last position predicts nothing).
-        logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), logits[:, :-1]], dim=1)
-        return _region_sums(logits, labels, n_warmup, lengths, entropy_grad)
+            **{CACHE: cache}, **(hidden_only if chunked else {}),
+        )
+        # The prompt's last position predicts the first continuation token; the continuation's own
+        # positions predict the rest (its last position predicts nothing).
+        if chunked:
+            hidden = torch.cat([prefix.hidden_states[-1][:, -1:].repeat_interleave(repeats, 0), continued.hidden_states[-1][:, :-1]], dim=1)
+            return scores_from_hidden(hidden, output_layer, labels, n_warmup, lengths, entropy_grad)
+        logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), continued.logits[:, :-1]], dim=1)
+        return scores_from_logits(logits, labels, n_warmup, lengths, entropy_grad)
+
+    def _output_layer_gives_logits(self, model, output_layer, prefix) -> bool:
+        """Whether the output layer on the last hidden state gives the model's own logits: not for models that scale or
+        soft-cap logits, or drop out before the output layer while training. Checked once per mode (train, eval)."""
+        if model.training not in self._output_layer_checked:
+            with torch.no_grad():
+                own = output_layer(prefix.hidden_states[-1][:, -1]).float()
+            self._output_layer_checked[model.training] = torch.allclose(own, prefix.logits[:, -1].float(), rtol=1e-4, atol=1e-4)
+        return self._output_layer_checked[model.training]
 
     def _score_whole_rows(self, model, sources, warmups, targets, repeats, entropy_grad: bool) -> Scores:
         """`score` without prefix sharing, each row's prompt run with its continuation (what gradient
@@ -359,7 +327,7 @@ class CausalLayout:
         starts = torch.tensor([len(p) - 1 for p in prompts], device=model.device)
         at = (starts.unsqueeze(1) + torch.arange(labels.shape[1], device=model.device)).clamp(max=logits.shape[1] - 1)
         logits = logits.gather(1, at.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        return _region_sums(logits, labels, n_warmup, lengths, entropy_grad)
+        return scores_from_logits(logits, labels, n_warmup, lengths, entropy_grad)
 
 
 def make_layout(model, tokenizer, sep_id: int, config: WarmupConfig) -> Layout:

@@ -1,0 +1,93 @@
+"""The chunked path (logprobs.scores_from_hidden): the same scores, entropies and gradients as from the full
+logits and as brute force, never more than a chunk of logits alive, and the full logits again for a model
+whose logits are not its output layer's (scaled, soft-capped)."""
+
+import pytest
+import torch
+
+import warmgen.layout
+import warmgen.logprobs
+from tests.conftest import tiny
+from tests.test_layout import SOURCES, TARGETS, brute_force
+
+FIELDS = ("logp_warmup", "logp_target", "n_warmup", "n_target", "logp_sep", "entropy_warmup")
+
+
+def _batch(layout):
+    tok = lambda text: layout.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    sources = [layout.source_ids(s)[0] for s in SOURCES]
+    warmups = [tok("cat"), tok("hello"), [], tok("W AO1 W"), None, tok("mat mat")]
+    owners = [0, 1, 1, 1, 2, 2]
+    return sources, warmups, [layout.target_ids(TARGETS[o])[0] for o in owners], owners, [1, 3, 2]
+
+
+def _scores_and_gradients(model, layout, monkeypatch, chunk_floats: int):
+    """Scores with entropy's graph, and the parameters' gradient of a sum that weighs every field."""
+    monkeypatch.setattr(warmgen.logprobs, "CHUNK_FLOATS", chunk_floats)
+    sources, warmups, targets, _, counts = _batch(layout)
+    model.zero_grad()
+    scores = layout.score(model, sources, warmups, targets, counts, entropy_grad=True)
+    (scores.logp_warmup.sum() + 2 * scores.logp_target.sum() + 0.5 * scores.logp_sep.sum() + 0.3 * scores.entropy_warmup.sum()).backward()
+    return scores, [p.grad.clone() for p in model.parameters()]
+
+
+def _chunked_calls(monkeypatch) -> list:
+    calls = []
+    real = warmgen.layout.scores_from_hidden
+    monkeypatch.setattr(warmgen.layout, "scores_from_hidden", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny"])
+def test_chunks_of_one_position_give_the_full_logits_scores_and_gradients(preset, monkeypatch):
+    model, layout, _ = tiny(preset)
+    vocabulary = model.get_output_embeddings().weight.shape[0]
+    whole, whole_grads = _scores_and_gradients(model, layout, monkeypatch, chunk_floats=10**9)
+    calls = _chunked_calls(monkeypatch)
+    widths = []
+    model.get_output_embeddings().register_forward_hook(lambda module, args, out: widths.append(out.shape[:-1].numel()))
+    chunked, chunked_grads = _scores_and_gradients(model, layout, monkeypatch, chunk_floats=vocabulary)
+    assert calls == [1]
+    # The prompt pass's last position (3 sources), the check that the output layer gives those logits (once per mode),
+    # the continuation's kept last position (6 rows), then one position per chunk, forward and again in the backward pass.
+    assert widths[:3] == [3, 3, 6] and set(widths[3:]) == {1} and len(widths) > 2 * sum(len(t) for t in _batch(layout)[2])
+    for field in FIELDS:
+        torch.testing.assert_close(getattr(chunked, field), getattr(whole, field), atol=1e-5, rtol=1e-5)
+    for a, b in zip(whole_grads, chunked_grads):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_scores_equal_brute_force_without_a_graph_when_none_is_asked(monkeypatch):
+    model, layout, _ = tiny("llama-tiny")
+    monkeypatch.setattr(warmgen.logprobs, "CHUNK_FLOATS", 3 * model.get_output_embeddings().weight.shape[0])
+    calls = _chunked_calls(monkeypatch)
+    sources, warmups, targets, owners, counts = _batch(layout)
+    scores = layout.score(model, sources, warmups, targets, counts)
+    assert calls == [1] and not scores.entropy_warmup.requires_grad
+    for r, (owner, warmup) in enumerate(zip(owners, warmups)):
+        logp_warmup, logp_target, n_warmup, n_target, logp_sep = brute_force(model, layout, sources[owner], warmup, targets[r])
+        assert abs(scores.logp_warmup[r].item() - logp_warmup) < 1e-5 and abs(scores.logp_target[r].item() - logp_target) < 1e-5
+        assert abs(scores.logp_sep[r].item() - logp_sep) < 1e-5
+        assert (scores.n_warmup[r].item(), scores.n_target[r].item()) == (n_warmup, n_target)
+    with torch.no_grad():
+        assert layout.score(model, sources, warmups, targets, counts).logp_target.grad_fn is None
+
+
+def test_a_model_whose_logits_are_not_its_output_layers_is_scored_from_its_logits(monkeypatch):
+    """Granite scales its logits and Gemma 2 soft-caps them after the output layer: the hidden states alone would give
+    other log-probabilities, so the check on the prompt's last position sends the scores back to the model's logits."""
+    model, layout, _ = tiny("llama-tiny")
+
+    def scaled(module, args, out):
+        out["logits"] = out.logits / 2
+        return out
+
+    model.register_forward_hook(scaled)
+    calls = _chunked_calls(monkeypatch)
+    monkeypatch.setattr(warmgen.logprobs, "CHUNK_FLOATS", 1)
+    sources, warmups, targets, owners, counts = _batch(layout)
+    scores = layout.score(model, sources, warmups, targets, counts)
+    assert calls == []
+    for r, (owner, warmup) in enumerate(zip(owners, warmups)):
+        expected = brute_force(model, layout, sources[owner], warmup, targets[r])
+        assert abs(scores.logp_target[r].item() - expected[1]) < 1e-5 and abs(scores.logp_warmup[r].item() - expected[0]) < 1e-5

@@ -216,9 +216,13 @@ def measure(trainer: str, model: str, lora: bool, k: int, args, data: Path) -> d
         while child.poll() is None:
             loads.append(os.getloadavg()[0])
             time.sleep(5)
-        if child.returncode:
+        if child.returncode:  # recorded, not raised: the other trainers' settings still run, the record says why this one has no time
             err.seek(0)
-            raise RuntimeError(f"{trainer} k={k} on {model} failed:\n{err.read()[-3000:]}")
+            how = f"killed by signal {-child.returncode}" if child.returncode < 0 else f"exit status {child.returncode}"
+            if child.returncode in (-9, 137):
+                how += " (SIGKILL: on this machine, the kernel's out-of-memory killer)"
+            print(f"{trainer} k={k} on {model} failed, {how}", file=sys.stderr, flush=True)
+            return {"failed": how, "stderr_tail": err.read()[-2000:], "load_average": statistics.mean(loads) if loads else os.getloadavg()[0]}
         out.seek(0)
         found = json.loads(out.read().strip().splitlines()[-1])
     later = found["step_seconds"][1:] or found["step_seconds"]  # the first step pays one-off costs
@@ -274,11 +278,11 @@ def main(argv: list[str] | None = None) -> dict:
         for k in args.ks:  # interleaved: every trainer and model at this k before the next k
             for name in args.models:
                 row = {trainer: measure(trainer, folders[name], name.startswith("smollm2"), k, args, prompts[name]) for trainer in TRAINERS}
-                for trainer in TRAINERS[1:]:
+                for trainer in [t for t in TRAINERS[1:] if "failed" not in row[t] and "failed" not in row["warmgen"]]:
                     row[f"warmgen/{trainer}"] = row["warmgen"]["seconds_per_step"] / row[trainer]["seconds_per_step"]
                     row[f"warmgen/{trainer} peak_rss"] = row["warmgen"]["peak_rss_mb"] / row[trainer]["peak_rss_mb"]
                 fields["results"][name][f"k={k}"] = row
-                print(name, f"k={k}", {t: round(row[t]["seconds_per_step"], 3) for t in TRAINERS},
+                print(name, f"k={k}", {t: round(row[t]["seconds_per_step"], 3) if "seconds_per_step" in row[t] else row[t]["failed"] for t in TRAINERS},
                       {key: round(value, 2) for key, value in row.items() if key.startswith("warmgen/")}, flush=True)
                 if path:
                     save(path, {**envelope("peer-cost"), **fields})

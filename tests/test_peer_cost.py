@@ -81,3 +81,25 @@ def test_trl_runs_the_same_arithmetic_as_warmgen():
         assert not (config.bf16 or config.fp16 or config.gradient_checkpointing)
         assert config.beta == 0 and config.num_iterations == 1 and config.num_generations == 4
         assert config.per_device_train_batch_size == 12 and config.steps_per_generation == 1  # one generation batch per step
+
+
+def test_a_trainer_killed_for_memory_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    """At long prompts a side may not fit in memory: its setting says how it ended, the other settings keep their times."""
+    pytest.importorskip("trl")
+    import subprocess
+    import sys
+
+    import benchmarks.peer_cost as peer_cost
+
+    real = subprocess.Popen
+
+    def popen(command, **kwargs):
+        if "trl-rloo" in command:  # as the kernel's out-of-memory killer ends a process
+            command = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+        return real(command, **kwargs)
+
+    monkeypatch.setattr(peer_cost.subprocess, "Popen", popen)
+    found = peer_cost.main(["--models", "llama-tiny", "--ks", "2", "--steps", "2", "--prompts", "2", "--length", "4"])
+    row = found["results"]["llama-tiny"]["k=2"]
+    assert row["trl-rloo"]["failed"].startswith("killed by signal 9") and "seconds_per_step" not in row["trl-rloo"]
+    assert "warmgen/trl-rloo" not in row and row["warmgen/trl-grpo"] > 0 and found["complete"]

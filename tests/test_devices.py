@@ -292,13 +292,14 @@ def _sft_run(tmp_path):
     return files, run
 
 
-def test_draft_from_trains_y_after_the_drafters_greedy_answer_and_decodes_after_it(tmp_path):
+def test_draft_from_trains_y_after_the_drafters_greedy_answer_and_decodes_after_it(tmp_path, monkeypatch):
     """The value and gradient of a draft step are those of log P(y | draft, x) alone (the model never learns to write the
     draft); the drafts are the drafter's own greedy answers, in training and at inference."""
     from types import SimpleNamespace
 
     from test_first_hour import TINY
 
+    import warmgen.drafts
     from warmgen.checkpoint import load_checkpoint
     from warmgen.decode import decode
     from warmgen.drafts import draft_warmups
@@ -326,7 +327,10 @@ def test_draft_from_trains_y_after_the_drafters_greedy_answer_and_decodes_after_
     assert step.tokens.item() == scores.n_target.sum().item()
     for a, p in zip(fast, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6)
-    assert objective.drafted == dict(enumerate(answers))  # made once per example
+    decoded = []
+    monkeypatch.setattr(warmgen.drafts, "decode", lambda *a, **k: decoded.append(a[2]) or [])
+    assert draft_warmups(layout, sources[::-1], config, model.device) == answers[::-1] and decoded == []  # drafted once per source
+    monkeypatch.undo()
     run = tmp_path / "drafted"
     assert main(["train", *files, *TINY, "--output_dir", str(run), "--warmup.draft_from", str(sft), "--warmup.max_warmup_length", "3",
                  "--warmup.sft_warm_start_steps", "0"]) == 0

@@ -25,7 +25,7 @@ from .rundir import best_checkpoint
 if TYPE_CHECKING:
     from .layout import Layout
 
-_drafters: dict[tuple[str, int, str], tuple] = {}  # (checkpoint folder, its save's time, device) -> (model, layout, config)
+_drafters: dict[tuple[str, int, str], tuple] = {}  # (checkpoint folder, its save's time, device) -> (model, layout, config, drafts)
 
 
 def draft_checkpoint(path: str) -> Path:
@@ -50,15 +50,19 @@ def _drafter(config: WarmupConfig, layout: Layout, device) -> tuple:
                               "token ids would not be this model's tokens; draft with a model trained on the same tokenizer")
         model.requires_grad_(False)
         model.eval()
-        _drafters[key] = (model.to(device), make_layout(model, tokenizer, sep_id, drafter_config), drafter_config)
+        _drafters[key] = (model.to(device), make_layout(model, tokenizer, sep_id, drafter_config), drafter_config, {})
     return _drafters[key]
 
 
 @torch.no_grad()
 def draft_warmups(layout: Layout, sources: list[list[int]], config: WarmupConfig, device) -> list[list[int]] | None:
-    """Each source's draft (the drafter's greedy answer, cut to warmup.max_warmup_length), or None without draft_from."""
+    """Each source's draft (the drafter's greedy answer, cut to warmup.max_warmup_length), or None without draft_from.
+    A source is drafted once per process: the drafter is frozen, so later epochs and evaluations reuse its draft."""
     if not (learns_warmups(config) and config.warmup.draft_from):
         return None
-    model, drafter_layout, drafter_config = _drafter(config, layout, device)
-    answers = decode(model, drafter_layout, sources, decodes_with_warmup(drafter_config), drafter_config)
-    return [answer.target[: config.warmup.max_warmup_length] for answer in answers]
+    model, drafter_layout, drafter_config, drafts = _drafter(config, layout, device)
+    new = list(dict.fromkeys(tuple(source) for source in sources if tuple(source) not in drafts))
+    if new:
+        answers = decode(model, drafter_layout, [list(source) for source in new], decodes_with_warmup(drafter_config), drafter_config)
+        drafts.update(zip(new, (answer.target for answer in answers)))
+    return [list(drafts[tuple(source)][: config.warmup.max_warmup_length]) for source in sources]

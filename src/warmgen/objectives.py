@@ -56,7 +56,7 @@ class WarmupObjective:
     def __init__(self, config: WarmupConfig, layout: Layout, procs, make_reference=None):
         self.layout, self.procs, self.config = layout, procs, config
         self.options = step_options(config)
-        self.drafted: dict[int, list[int]] | None = {} if learns_warmups(config) and config.warmup.draft_from else None
+        self.drafts = bool(learns_warmups(config) and config.warmup.draft_from)
         self.fixed = fixed_warmup(layout, config)
         self.memory = WarmupMemory(config.warmup) if learns_warmups(config) and config.warmup.keep_best_warmup else None
         self.make_reference, self.reference = make_reference, None  # made at the first warmup step
@@ -65,12 +65,9 @@ class WarmupObjective:
         kept, fresh = self.memory.plan(ids) if self.memory is not None else (None, None)
         if self.fixed is not None:
             kept, fresh = [self.fixed] * len(ids), [0] * len(ids)
-        elif self.drafted is not None:  # warmup.draft_from: the drafter's answer, made once per example (greedy, frozen)
-            missing = [(i, s) for i, s in zip(ids, sources) if i not in self.drafted]
-            if missing:
-                made = draft_warmups(self.layout, [s for _, s in missing], self.config, model.device)
-                self.drafted.update({i: draft for (i, _), draft in zip(missing, made or [])})
-            kept, fresh = [self.drafted[i] for i in ids], [0] * len(ids)
+        elif self.drafts:  # warmup.draft_from: the drafter's answer (made once per example: drafts.py keeps them)
+            drafted: list[list[int] | None] = list(draft_warmups(self.layout, sources, self.config, model.device) or [])
+            kept, fresh = drafted, [0] * len(ids)
         if self.reference is None and self.make_reference is not None:
             self.reference = self.make_reference()
         result = warmup_step(model, self.layout, sources, targets, self.options, kept, fresh, self.reference, score_empty=self.fixed is None)

@@ -2,7 +2,7 @@
 the same job, on the same model, prompts, k and maximum continuation length.
 
     pip install trl                      # a benchmark dependency (the `bench` extra), never a core one
-    python -m benchmarks.peer_cost [--models llama-mini smollm2-135m] [--ks 2 4 8] [--steps 6] [--prompts 4] [--prompt-tokens N]
+    python -m benchmarks.peer_cost [--models llama-mini smollm2-135m] [--ks 2 4 8] [--steps 6] [--prompts 4] [--prompt-tokens N] [--repeats R]
 
 The job: for each of `--prompts` prompts per optimizer step (G2P words, or with `--prompt-tokens N` XSum
 documents from ../shared/data/xsum cut to N tokens of each model's tokenizer, their summaries the
@@ -17,7 +17,8 @@ importance ratios (num_iterations 1), and its defaults of bf16 autocast and grad
 prefix sharing (the prompt runs once per example, not k times), merged repeated warmups (for
 models without dropout) and single-pass scoring; TRL's generation through `generate` on k copies
 of the prompt and a separate reward pass. Each (trainer, model, k) runs in its own process, so
-peak memory is per setting; the settings are interleaved by k so machine noise hits all alike.
+peak memory is per setting; the settings are interleaved by k so machine noise hits all alike, and with
+`--repeats R` each (model, k) runs its trainers R times in turn.
 Reports seconds per optimizer step (median after the first), per 1,000 prompt presentations,
 peak resident memory, each phase's seconds per step (sampling, scoring: warmgen's one pass, TRL's
 reward pass; backward: warmgen's backward, TRL's loss forward and backward), and warmgen's time as
@@ -234,6 +235,28 @@ def measure(trainer: str, model: str, lora: bool, k: int, args, data: Path) -> d
             "load_average": statistics.mean(loads) if loads else os.getloadavg()[0]}
 
 
+def measure_in_rotation(model: str, lora: bool, k: int, args, data: Path) -> dict:
+    """The trainers at one (model, k), `args.repeats` times in turn (warmgen, RLOO, GRPO, warmgen, ...), so a change in
+    the machine's load falls on each alike: per trainer the median of its repeats' seconds (and of each phase's), its
+    largest peak memory, its repeats beside them. A repeat that failed stands for the trainer."""
+    repeats: dict[str, list[dict]] = {trainer: [] for trainer in TRAINERS}
+    for _ in range(args.repeats):
+        for trainer in TRAINERS:
+            repeats[trainer].append(measure(trainer, model, lora, k, args, data))
+    row = {}
+    for trainer, found in repeats.items():
+        failed = [r for r in found if "failed" in r]
+        if len(found) == 1 or failed:
+            row[trainer] = (failed or found)[0]
+            continue
+        seconds = statistics.median(r["seconds_per_step"] for r in found)
+        row[trainer] = {"seconds_per_step": seconds, "seconds_per_1000_prompts": 1000 * seconds / args.prompts,
+                        "peak_rss_mb": max(r["peak_rss_mb"] for r in found),
+                        "phase_seconds_per_step": {phase: statistics.median(r["phase_seconds_per_step"][phase] for r in found) for phase in PHASES},
+                        "load_average": statistics.mean(r["load_average"] for r in found), "repeats": found}
+    return row
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["llama-mini", "smollm2-135m"], help="presets (from scratch) or smollm2-135m (+ LoRA)")
@@ -241,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--prompts", type=int, default=4, help="prompts per optimizer step")
     parser.add_argument("--length", type=int, default=16, help="maximum warmup / completion tokens")
+    parser.add_argument("--repeats", type=int, default=1, help="each setting this many times, the trainers in turn (a shared "
+                        "machine's changing load falls on each alike); per trainer the median")
     parser.add_argument("--prompt-tokens", type=int, default=0, help="XSum documents cut to this many tokens as the prompts "
                         "(0: G2P words, about ten tokens)")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/peer-cost/peer-cost-<date>.json")
@@ -253,6 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.prompt_tokens < 0:
         parser.error("--prompt-tokens must be >= 0 (0: G2P words)")
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     if args.worker:
         args.trainer = args.worker
         worker(args)
@@ -262,6 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The record is written after every k, so a run cut short (a session's end) keeps what it measured.
     path = new_record_path("peer-cost", "peer-cost", datetime.date.today().isoformat()) if args.record else None
     fields = {"trl_version": trl.__version__, "prompt_tokens": args.prompt_tokens, "steps": args.steps, "prompts_per_step": args.prompts,
+              "repeats": args.repeats,
               "max_length": args.length,
               "note": "seconds per optimizer step, median after the first; same prompts, k and maximum length; both float32 "
                       "without gradient checkpointing; TRL beta 0 and num_iterations 1, warmgen rloo with answer_loss_weight 0; ratios within this run; load_average: the machine's "
@@ -277,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
                 prompts[name], fields["results"][name]["mean_prompt_tokens"] = cut_prompts(data, folders[name], args.prompt_tokens)
         for k in args.ks:  # interleaved: every trainer and model at this k before the next k
             for name in args.models:
-                row = {trainer: measure(trainer, folders[name], name.startswith("smollm2"), k, args, prompts[name]) for trainer in TRAINERS}
+                row = measure_in_rotation(folders[name], name.startswith("smollm2"), k, args, prompts[name])
                 for trainer in [t for t in TRAINERS[1:] if "failed" not in row[t] and "failed" not in row["warmgen"]]:
                     row[f"warmgen/{trainer}"] = row["warmgen"]["seconds_per_step"] / row[trainer]["seconds_per_step"]
                     row[f"warmgen/{trainer} peak_rss"] = row["warmgen"]["peak_rss_mb"] / row[trainer]["peak_rss_mb"]

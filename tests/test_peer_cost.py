@@ -103,3 +103,26 @@ def test_a_trainer_killed_for_memory_is_recorded_and_the_others_still_run(tmp_pa
     row = found["results"]["llama-tiny"]["k=2"]
     assert row["trl-rloo"]["failed"].startswith("killed by signal 9") and "seconds_per_step" not in row["trl-rloo"]
     assert "warmgen/trl-rloo" not in row and row["warmgen/trl-grpo"] > 0 and found["complete"]
+
+
+def test_repeats_run_the_trainers_in_turn_and_keep_each_ones_median(monkeypatch):
+    pytest.importorskip("trl")
+    import argparse
+
+    import benchmarks.peer_cost as peer_cost
+
+    calls = []
+    seconds = {"warmgen": iter([1.0, 9.0, 2.0]), "trl-rloo": iter([4.0, 5.0, 30.0]), "trl-grpo": iter([3.0, 3.0, 3.0])}
+
+    def measure(trainer, model, lora, k, args, data):
+        calls.append(trainer)
+        step = next(seconds[trainer])
+        return {"seconds_per_step": step, "peak_rss_mb": 100.0 + len(calls), "load_average": 1.0,
+                "phase_seconds_per_step": {phase: step / 3 for phase in peer_cost.PHASES}}
+
+    monkeypatch.setattr(peer_cost, "measure", measure)
+    row = peer_cost.measure_in_rotation("m", False, 4, argparse.Namespace(repeats=3, prompts=2), None)
+    assert calls == list(peer_cost.TRAINERS) * 3  # in turn, not one trainer's repeats back to back
+    assert [row[t]["seconds_per_step"] for t in peer_cost.TRAINERS] == [2.0, 5.0, 3.0]
+    assert row["warmgen"]["seconds_per_1000_prompts"] == 1000.0 and row["warmgen"]["phase_seconds_per_step"]["scoring"] == pytest.approx(2 / 3)
+    assert row["trl-grpo"]["peak_rss_mb"] == 109.0 and len(row["trl-rloo"]["repeats"]) == 3

@@ -91,3 +91,31 @@ def test_a_model_whose_logits_are_not_its_output_layers_is_scored_from_its_logit
     for r, (owner, warmup) in enumerate(zip(owners, warmups)):
         expected = brute_force(model, layout, sources[owner], warmup, targets[r])
         assert abs(scores.logp_target[r].item() - expected[1]) < 1e-5 and abs(scores.logp_warmup[r].item() - expected[0]) < 1e-5
+
+
+@pytest.mark.parametrize("chunk_floats", [10**9, 1])
+@pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny"])
+def test_without_target_grad_the_target_columns_run_without_a_graph_and_nothing_else_changes(preset, chunk_floats, monkeypatch):
+    """rloo and latro without the answer term only reward by log P(y|c,x): the columns past the longest `c <sep>` run in a
+    second pass without a graph; every score and the gradient of everything else are those of the one-pass score."""
+    model, layout, _ = tiny(preset)
+    monkeypatch.setattr(warmgen.logprobs, "CHUNK_FLOATS", chunk_floats)
+    sources, warmups, targets, _, counts = _batch(layout)
+    passes = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: passes.append((kwargs["input_ids"].shape[1], torch.is_grad_enabled())),
+                                    with_kwargs=True)
+    results = []
+    for target_grad in (True, False):
+        model.zero_grad()
+        passes.clear()
+        scores = layout.score(model, sources, warmups, targets, counts, entropy_grad=True, target_grad=target_grad)
+        (scores.logp_warmup.sum() + 0.5 * scores.logp_sep.sum() + 0.3 * scores.entropy_warmup.sum()).backward()
+        results.append((scores, [p.grad.clone() for p in model.parameters()], list(passes)))
+    (whole, whole_grads, whole_passes), (split, split_grads, split_passes) = results
+    width = int(split.n_warmup.max())  # the longest c <sep>
+    longest = int((split.n_warmup + split.n_target).max())
+    assert [p[0] for p in whole_passes][1:] == [longest] and split_passes[1:] == [(width, True), (longest - width, False)]
+    for field in FIELDS:
+        torch.testing.assert_close(getattr(split, field), getattr(whole, field), atol=1e-5, rtol=1e-5)
+    for a, b in zip(whole_grads, split_grads):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)

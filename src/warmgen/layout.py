@@ -98,9 +98,11 @@ class Layout(Protocol):
         """x with y in view, `y <sep> x` (warmup.posterior_warmups' proposals are sampled after it)."""
 
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None, entropy_grad: bool = False) -> Scores:
+              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True) -> Scores:
         """log P(c <sep> | x) and log P(y </s> | c, x) of every row in one teacher-forced pass (and the warmup
-        positions' entropy, with a graph when `entropy_grad`: warmup.entropy_coef's bonus)."""
+        positions' entropy, with a graph when `entropy_grad`: warmup.entropy_coef's bonus). Without `target_grad`
+        the caller differentiates nothing of log P(y | c, x) (it is only a reward), and a layout may leave the
+        target's positions out of the graph."""
 
 
 class Seq2SeqLayout:
@@ -156,7 +158,7 @@ class Seq2SeqLayout:
         return inputs, 1 + len(prefixes[0])
 
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None, entropy_grad: bool = False) -> Scores:
+              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True) -> Scores:
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         device = model.device
         batch = {name: tensor.to(device) for name, tensor in self.source_batch(sources).items()}
@@ -267,11 +269,13 @@ class CausalLayout:
         return inputs, inputs["input_ids"].shape[1]
 
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None, entropy_grad: bool = False) -> Scores:
+              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True) -> Scores:
         """Prefix sharing: the prompt runs once per source and its keys/values are repeated for the
-        source's candidates, so a long input costs (and back-propagates) once, not k times. Where the
-        candidates' logits would pass logprobs.CHUNK_FLOATS, the model returns its last hidden states
-        instead, and they go through its output layer a chunk at a time."""
+        source's candidates, so a long input costs (and back-propagates) once, not k times. Without
+        `target_grad`, the columns past the longest `c <sep>` (only target tokens) run in a second pass
+        on the cache without a graph. Where the candidates' logits would pass logprobs.CHUNK_FLOATS,
+        the model returns its last hidden states instead, and they go through its output layer a chunk
+        at a time."""
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         if model.training and is_activation_checkpointing(model):  # it keeps no cache to share
             return self._score_whole_rows(model, sources, warmups, targets, repeats, entropy_grad)
@@ -290,19 +294,22 @@ class CausalLayout:
         cache.batch_repeat_interleave(repeats)
         prompt_mask = prompt["attention_mask"].repeat_interleave(repeats, 0)
         start = prompt_positions[:, -1:].repeat_interleave(repeats, 0) + 1
-        continued = model(
-            input_ids=_pad(rows, self.pad_id).to(model.device),
-            attention_mask=torch.cat([prompt_mask, (labels != IGNORE).long()], dim=1),
-            position_ids=start + torch.arange(labels.shape[1], device=model.device),
-            **{CACHE: cache}, **(hidden_only if chunked else {}),
-        )
+        input_ids, mask = _pad(rows, self.pad_id).to(model.device), (labels != IGNORE).long()
+        width = labels.shape[1] if target_grad or not torch.is_grad_enabled() else int(n_warmup.max())
+        parts = []  # the continuation's columns [0, width) with a graph, then the rest (targets only) without
+        for begin, end, graph in ((0, width, True), (width, labels.shape[1], False)):
+            if begin < end:
+                with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
+                    parts.append(model(input_ids=input_ids[:, begin:end], attention_mask=torch.cat([prompt_mask, mask[:, :end]], dim=1),
+                                       position_ids=start + torch.arange(begin, end, device=model.device),
+                                       **{CACHE: cache}, **(hidden_only if chunked else {})))
         # The prompt's last position predicts the first continuation token; the continuation's own
         # positions predict the rest (its last position predicts nothing).
         if chunked:
-            hidden = torch.cat([prefix.hidden_states[-1][:, -1:].repeat_interleave(repeats, 0), continued.hidden_states[-1][:, :-1]], dim=1)
-            return scores_from_hidden(hidden, output_layer, labels, n_warmup, lengths, entropy_grad)
-        logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), continued.logits[:, :-1]], dim=1)
-        return scores_from_logits(logits, labels, n_warmup, lengths, entropy_grad)
+            hidden = torch.cat([prefix.hidden_states[-1][:, -1:].repeat_interleave(repeats, 0), *(p.hidden_states[-1] for p in parts)], dim=1)
+            return scores_from_hidden(hidden[:, :-1], output_layer, labels, n_warmup, lengths, entropy_grad)
+        logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), *(p.logits for p in parts)], dim=1)
+        return scores_from_logits(logits[:, :-1], labels, n_warmup, lengths, entropy_grad)
 
     def _output_layer_gives_logits(self, model, output_layer, prefix) -> bool:
         """Whether the output layer on the last hidden state gives the model's own logits: not for models that scale or

@@ -325,17 +325,21 @@ def _score(model, layout: Layout, sources, targets, candidates, mask, config: Wa
     """(the [B, K] grids the objective takes, best_of_k's objective with its graph through the chosen candidates or None)."""
     if config.objective == "best_of_k" and not (config.entropy_coef or kl_coefficient(config) or cut_off_rule(config) == "mask"):
         return _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
-    *grids, logp_sep, entropy = _score_grids(model, layout, sources, targets, candidates, config.entropy_coef > 0)
+    # rloo and latro without the answer term only reward by log P(y|c,x): nothing differentiates it
+    target_grad = not (config.objective in ("rloo", "latro") and answer_weight(config) == 0)
+    *grids, logp_sep, entropy = _score_grids(model, layout, sources, targets, candidates, config.entropy_coef > 0, target_grad)
     if config.objective == "latro":  # the rationale's own tokens: its closing <sep> (often forced) is no choice of it
         grids = [grids[0] - logp_sep, grids[1], grids[2] - (grids[2] > 0).long(), grids[3]]
     return [*grids, entropy], None
 
 
-def _score_grids(model, layout: Layout, sources, targets, candidates, entropy_grad: bool = False) -> list[torch.Tensor]:
+def _score_grids(model, layout: Layout, sources, targets, candidates, entropy_grad: bool = False,
+                 target_grad: bool = True) -> list[torch.Tensor]:
     """logp_warmup, logp_target, n_warmup, n_target, logp_sep, entropy_warmup of every candidate, each as a [B, K] grid."""
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
-    scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts, entropy_grad)
+    scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts, entropy_grad,
+                          target_grad)
     return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target, scores.logp_sep,
                                        scores.entropy_warmup)]
 

@@ -58,6 +58,21 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(1) - 1).clamp(min=0)
 
 
+def _plain_output_size(model, output_layer) -> int:
+    """The output layer's vocabulary where it is a linear layer whose weight is whole here, else 0 (not chunked). Read
+    from the base layer: a PEFT wrapper's `weight` would build the merged matrix; FSDP and ZeRO-3 gather the weight only
+    inside the model's own forward."""
+    head = output_layer
+    while not isinstance(head, torch.nn.Linear):  # PEFT's wrappers: an auxiliary wrapper, a tuner layer, the linear layer
+        inner = getattr(head, "original_module", None) or (head.get_base_layer() if hasattr(head, "get_base_layer") else None)
+        if inner is None or inner is head:
+            return 0
+        head = inner
+    if not isinstance(head, torch.nn.Linear) or hasattr(head.weight, "ds_id") or _fsdp_sharded(model):
+        return 0
+    return head.out_features
+
+
 def _fsdp_sharded(model) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
@@ -283,8 +298,8 @@ class CausalLayout:
         lengths = torch.tensor([len(r) for r in rows])
         labels = _pad(rows, IGNORE).to(model.device)
         output_layer = model.get_output_embeddings()
-        chunked = (output_layer is not None and labels.numel() * output_layer.weight.shape[0] > logprobs.CHUNK_FLOATS
-                   and not _fsdp_sharded(model))  # FSDP gathers the output layer's weight only inside the model's forward
+        vocabulary = _plain_output_size(model, output_layer)
+        chunked = labels.numel() * vocabulary > logprobs.CHUNK_FLOATS
         hidden_only = {"logits_to_keep": 1, "output_hidden_states": True} if chunked else {}
         prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
         prompt_positions = _positions(prompt["attention_mask"])
@@ -307,7 +322,7 @@ class CausalLayout:
         # positions predict the rest (its last position predicts nothing).
         if chunked:
             hidden = torch.cat([prefix.hidden_states[-1][:, -1:].repeat_interleave(repeats, 0), *(p.hidden_states[-1] for p in parts)], dim=1)
-            return scores_from_hidden(hidden[:, :-1], output_layer, labels, n_warmup, lengths, entropy_grad)
+            return scores_from_hidden(hidden[:, :-1], output_layer, vocabulary, labels, n_warmup, lengths, entropy_grad)
         logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), *(p.logits for p in parts)], dim=1)
         return scores_from_logits(logits[:, :-1], labels, n_warmup, lengths, entropy_grad)
 

@@ -41,13 +41,13 @@ def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor, n_warmup: tor
     return _region_sums(-flat.view(labels.shape), _warmup_entropy(logits, n_warmup, entropy_grad), n_warmup, lengths)
 
 
-def scores_from_hidden(hidden: torch.Tensor, output_layer: torch.nn.Linear, labels: torch.Tensor, n_warmup: torch.Tensor,
-                       lengths: torch.Tensor, entropy_grad: bool) -> Scores:
-    """`scores_from_logits(output_layer(hidden), ...)` without those logits: hidden [N, L, d] is the output layer's
-    input, the labelled positions pass through it in chunks."""
+def scores_from_hidden(hidden: torch.Tensor, output_layer: torch.nn.Module, vocabulary: int, labels: torch.Tensor,
+                       n_warmup: torch.Tensor, lengths: torch.Tensor, entropy_grad: bool) -> Scores:
+    """`scores_from_logits(output_layer(hidden), ...)` without those logits: hidden [N, L, d] is the input of the output
+    layer (`vocabulary` outputs), the labelled positions pass through it in chunks."""
     rows, columns = (labels != IGNORE).nonzero(as_tuple=True)
     picked, chosen = hidden[rows, columns], labels[rows, columns]
-    size = max(1, CHUNK_FLOATS // output_layer.weight.shape[0])
+    size = max(1, CHUNK_FLOATS // vocabulary)
     chunks = [checkpoint(_chunk_logp_and_entropy, output_layer, picked[at:at + size], chosen[at:at + size], use_reentrant=False)
               for at in range(0, len(picked), size)]
     token_logp = hidden.new_zeros(labels.shape, dtype=torch.float32)

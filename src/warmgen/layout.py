@@ -68,7 +68,7 @@ def _plain_output_size(model, output_layer) -> int:
         if inner is None or inner is head:
             return 0
         head = inner
-    if not isinstance(head, torch.nn.Linear) or hasattr(head.weight, "ds_id") or _fsdp_sharded(model):
+    if hasattr(head.weight, "ds_id") or _fsdp_sharded(model):
         return 0
     return head.out_features
 
@@ -300,11 +300,11 @@ class CausalLayout:
         output_layer = model.get_output_embeddings()
         vocabulary = _plain_output_size(model, output_layer)
         chunked = labels.numel() * vocabulary > logprobs.CHUNK_FLOATS
-        hidden_only = {"logits_to_keep": 1, "output_hidden_states": True} if chunked else {}
         prompt = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
         prompt_positions = _positions(prompt["attention_mask"])
         prefix = model(**prompt, position_ids=prompt_positions, use_cache=True, logits_to_keep=1, output_hidden_states=chunked)
         chunked = chunked and self._output_layer_gives_logits(model, output_layer, prefix)
+        hidden_only = {"logits_to_keep": 1, "output_hidden_states": True} if chunked else {}
         cache = getattr(prefix, CACHE)
         cache.batch_repeat_interleave(repeats)
         prompt_mask = prompt["attention_mask"].repeat_interleave(repeats, 0)
@@ -317,7 +317,7 @@ class CausalLayout:
                 with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
                     parts.append(model(input_ids=input_ids[:, begin:end], attention_mask=torch.cat([prompt_mask, mask[:, :end]], dim=1),
                                        position_ids=start + torch.arange(begin, end, device=model.device),
-                                       **{CACHE: cache}, **(hidden_only if chunked else {})))
+                                       **{CACHE: cache}, **hidden_only))
         # The prompt's last position predicts the first continuation token; the continuation's own
         # positions predict the rest (its last position predicts nothing).
         if chunked:

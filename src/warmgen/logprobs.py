@@ -44,27 +44,28 @@ def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor, n_warmup: tor
 def scores_from_hidden(hidden: torch.Tensor, output_layer: torch.nn.Module, vocabulary: int, labels: torch.Tensor,
                        n_warmup: torch.Tensor, lengths: torch.Tensor, entropy_grad: bool) -> Scores:
     """`scores_from_logits(output_layer(hidden), ...)` without those logits: hidden [N, L, d] is the input of the output
-    layer (`vocabulary` outputs), the labelled positions pass through it in chunks."""
-    rows, columns = (labels != IGNORE).nonzero(as_tuple=True)
-    picked, chosen = hidden[rows, columns], labels[rows, columns]
+    layer (`vocabulary` outputs), the labelled positions pass through it in chunks (the entropy only at c <sep>'s)."""
     size = max(1, CHUNK_FLOATS // vocabulary)
-    chunks = [checkpoint(_chunk_logp_and_entropy, output_layer, picked[at:at + size], chosen[at:at + size], use_reentrant=False)
-              for at in range(0, len(picked), size)]
+    labelled = labels != IGNORE
+    in_warmup = torch.arange(labels.shape[1], device=labels.device).unsqueeze(0) < n_warmup.to(labels.device).unsqueeze(1)
     token_logp = hidden.new_zeros(labels.shape, dtype=torch.float32)
     entropy = hidden.new_zeros(labels.shape, dtype=torch.float32)
-    if chunks:
-        token_logp = token_logp.index_put((rows, columns), torch.cat([c[0] for c in chunks]))
-        entropy = entropy.index_put((rows, columns), torch.cat([c[1] for c in chunks]))
-    if not entropy_grad:
-        entropy = entropy.detach()
-    position = torch.arange(labels.shape[1], device=labels.device).unsqueeze(0)
-    inside = position < n_warmup.to(labels.device).unsqueeze(1)
-    return _region_sums(token_logp, (entropy * inside).sum(1), n_warmup, lengths)
+    for region, with_entropy in ((labelled & in_warmup, True), (labelled & ~in_warmup, False)):
+        rows, columns = region.nonzero(as_tuple=True)
+        picked, chosen = hidden[rows, columns], labels[rows, columns]
+        chunks = [checkpoint(_chunk_logp_and_entropy, output_layer, picked[at:at + size], chosen[at:at + size], with_entropy,
+                             use_reentrant=False) for at in range(0, len(picked), size)]
+        if chunks:
+            token_logp = token_logp.index_put((rows, columns), torch.cat([c[0] for c in chunks]))
+            if with_entropy:
+                entropy = entropy.index_put((rows, columns), torch.cat([c[1] for c in chunks]))
+    return _region_sums(token_logp, entropy.sum(1) if entropy_grad else entropy.sum(1).detach(), n_warmup, lengths)
 
 
-def _chunk_logp_and_entropy(output_layer: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor):
+def _chunk_logp_and_entropy(output_layer: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor, with_entropy: bool):
     logp = torch.log_softmax(output_layer(hidden).float(), dim=-1)
-    return logp.gather(1, labels.unsqueeze(1)).squeeze(1), -(logp.exp() * logp).sum(-1)
+    chosen = logp.gather(1, labels.unsqueeze(1)).squeeze(1)
+    return chosen, (-(logp.exp() * logp).sum(-1) if with_entropy else None)
 
 
 def _warmup_entropy(logits: torch.Tensor, n_warmup: torch.Tensor, with_grad: bool) -> torch.Tensor:

@@ -130,8 +130,11 @@ def test_the_gain_baseline_keeps_rloo_unbiased_and_gives_a_signal_when_warmups_a
         assert torch.autograd.grad(value.sum(), alike)[0].tolist() == [[advantage / 2] * 2]
 
 
-def test_reward_gain_uses_the_empty_warmups_score_as_rloos_baseline(monkeypatch):
-    model, layout, sources, targets = _example("t5-tiny")
+@pytest.mark.parametrize("preset", ["t5-tiny", "llama-tiny"])
+def test_reward_gain_uses_the_empty_warmups_score_as_rloos_baseline(monkeypatch, preset):
+    """The empty warmup is scored in the candidates' pass (one more row per source): its score, the
+    baseline and the gradient are those of scoring it alone."""
+    model, layout, sources, targets = _example(preset)
     _given_candidates(monkeypatch)
     config = WarmupOptions(objective="rloo", num_warmups=3, max_warmup_length=4, reward="gain")
     step, fast = _step_and_gradient(model, layout, sources, targets, config)
@@ -144,10 +147,10 @@ def test_reward_gain_uses_the_empty_warmups_score_as_rloos_baseline(monkeypatch)
                                   scores.n_target.view(shape), 1.0, baseline=empty)
     value.sum().backward()
     assert step.objective.item() == pytest.approx(value.sum().item(), rel=1e-5)
-    for a, p in zip(fast, model.parameters()):
-        assert torch.allclose(a, p.grad, atol=1e-6)
+    for a, p in zip(fast, model.parameters()):  # float rounding apart: scored in one batch with the candidates
+        assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-5)
     gain = scores.logp_target.view(shape) - empty.unsqueeze(1)
-    assert step.stats["warmup/gain"] == pytest.approx(gain.mean().item(), rel=1e-5)
+    assert step.stats["warmup/gain"] == pytest.approx(gain.mean().item(), abs=1e-5)
     assert step.stats["warmup/gain_positive_ratio"] == pytest.approx((gain > 0).float().mean().item())
     assert step.stats["reward/empty_warmup"] == pytest.approx(empty.mean().item(), rel=1e-5)
 

@@ -7,6 +7,7 @@ import torch
 
 import warmgen.layout
 import warmgen.logprobs
+import warmgen.models
 from tests.conftest import tiny
 from tests.test_layout import SOURCES, TARGETS, brute_force
 
@@ -140,3 +141,55 @@ def test_a_lora_models_head_is_chunked_without_peft_building_its_merged_matrix(m
     for a, b in zip(whole_grads, chunked_grads):  # float32 sums in another order (the <sep> column is its own matmul)
         if a is not None:
             assert (b - a).abs().max() <= 1e-4 * a.abs().max() + 1e-6
+
+
+@pytest.mark.parametrize("target_grad", [True, False])
+@pytest.mark.parametrize("chunk_floats", [10**9, 1])
+@pytest.mark.parametrize("preset", ["t5-tiny", "bart-tiny", "llama-tiny", "gpt2-tiny"])
+def test_the_empty_warmups_score_shares_the_prompt_pass_and_changes_nothing_else(preset, chunk_floats, target_grad, monkeypatch):
+    """score(empty_targets=...): log P(y </s> | <sep>, x) per source equals brute force, without a graph, from one
+    more decoder pass on the rows' own prompt states (the prompt, or the encoder, runs once); the rows' scores and
+    gradients are those of the score without it."""
+    model, layout, _ = tiny(preset)
+    monkeypatch.setattr(warmgen.logprobs, "CHUNK_FLOATS", chunk_floats)
+    sources, warmups, targets, owners, counts = _batch(layout)
+    own_targets = [layout.target_ids(t)[0] for t in TARGETS]
+    seq2seq = model.config.is_encoder_decoder
+    passes = []
+    hooked = model.get_encoder() if seq2seq else model
+    hooked.register_forward_pre_hook(lambda module, args, kwargs: passes.append(kwargs["input_ids"].shape), with_kwargs=True)
+    results = []
+    for empty_targets in (None, own_targets):
+        model.zero_grad()
+        passes.clear()
+        scores = layout.score(model, sources, warmups, targets, counts, entropy_grad=True, target_grad=target_grad,
+                              empty_targets=empty_targets)
+        (scores.logp_warmup.sum() + 0.5 * scores.logp_sep.sum() + 0.3 * scores.entropy_warmup.sum()
+         + (2 * scores.logp_target.sum() if target_grad else 0)).backward()
+        results.append((scores, [None if p.grad is None else p.grad.clone() for p in model.parameters()], list(passes)))
+    (alone, alone_grads, alone_passes), (shared, shared_grads, shared_passes) = results
+    assert alone.logp_empty is None and not shared.logp_empty.requires_grad
+    for b, (source, target) in enumerate(zip(sources, own_targets)):
+        assert shared.logp_empty[b].item() == pytest.approx(brute_force(model, layout, source, [], target)[1], abs=1e-5)
+    if seq2seq:
+        assert alone_passes == shared_passes == [torch.Size([3, max(map(len, sources))])]  # the encoder, once
+    else:  # one more pass, of `<sep> y </s>` alone
+        assert shared_passes[:-1] == alone_passes and shared_passes[-1] == torch.Size([3, max(map(len, own_targets)) + 2])
+    for field in FIELDS:
+        torch.testing.assert_close(getattr(shared, field), getattr(alone, field), atol=0, rtol=0)
+    for a, b in zip(alone_grads, shared_grads):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_the_empty_warmups_score_under_gradient_checkpointing(monkeypatch):
+    """Without a cache to share (gradient checkpointing) the empty warmups are scored in a pass of their own."""
+    model, layout, _ = tiny("llama-tiny")
+    model.gradient_checkpointing_enable()
+    model.train()
+    warmgen.models.set_dropout(model, 0.0)
+    sources, warmups, targets, _, counts = _batch(layout)
+    own_targets = [layout.target_ids(t)[0] for t in TARGETS]
+    scores = layout.score(model, sources, warmups, targets, counts, empty_targets=own_targets)
+    model.eval()
+    for b, (source, target) in enumerate(zip(sources, own_targets)):
+        assert scores.logp_empty[b].item() == pytest.approx(brute_force(model, layout, source, [], target)[1], abs=1e-5)

@@ -146,7 +146,7 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
                         lambda model, layout, sources, counts, config: (sampled, [[False] * n for n in counts]))
     scored_rows = []
     score = layout.score
-    monkeypatch.setattr(layout, "score", lambda model, sources, warmups, *a: scored_rows.append(len(warmups)) or score(model, sources, warmups, *a))
+    monkeypatch.setattr(layout, "score", lambda model, sources, warmups, *a, **k: scored_rows.append(len(warmups)) or score(model, sources, warmups, *a, **k))
     step = warmup_step(model, layout, sources, targets, config, [None, [5, 6], [7]], [3, 2, 0])
     (step.objective / step.tokens).backward()
     fast = [p.grad.clone() for p in model.parameters()]
@@ -156,8 +156,9 @@ def test_repeated_draws_are_scored_once(monkeypatch, objective, rank_by, merge):
         assert step.candidates == [[[8, 9], [3]], [[5, 6], [4]], [[7]]]
         assert step.draws.tolist() == [[2, 1], [2, 1], [1, 0]]
         # The 5 distinct warmups, not the 7 draws. best_of_k ranks only the examples with a choice
-        # (4 rows), then scores the 3 chosen ones with a graph; then y after the empty warmup (3 rows, the diagnostics').
-        assert scored_rows == ([4, 3] if objective == "best_of_k" else [5]) + [3]
+        # (4 rows), then scores the 3 chosen ones with a graph. y after the empty warmup (the diagnostics') is
+        # scored within the last pass, on its prompt states.
+        assert scored_rows == ([4, 3] if objective == "best_of_k" else [5])
         assert step.stats["warmup/candidates"] == 7 / 3 and step.stats["warmup/scored"] == 5 / 3
     else:
         assert step.candidates == every_draw and scored_rows[0] == 7

@@ -113,11 +113,13 @@ class Layout(Protocol):
         """x with y in view, `y <sep> x` (warmup.posterior_warmups' proposals are sampled after it)."""
 
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True) -> Scores:
+              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True,
+              empty_targets: list[list[int]] | None = None) -> Scores:
         """log P(c <sep> | x) and log P(y </s> | c, x) of every row in one teacher-forced pass (and the warmup
         positions' entropy, with a graph when `entropy_grad`: warmup.entropy_coef's bonus). Without `target_grad`
         the caller differentiates nothing of log P(y | c, x) (it is only a reward), and a layout may leave the
-        target's positions out of the graph."""
+        target's positions out of the graph. With `empty_targets` (one y per source), also log P(y </s> | <sep>, x)
+        after the empty warmup, without a graph, on the pass's own prompt states (`Scores.logp_empty`)."""
 
 
 class Seq2SeqLayout:
@@ -173,24 +175,32 @@ class Seq2SeqLayout:
         return inputs, 1 + len(prefixes[0])
 
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True) -> Scores:
+              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True,
+              empty_targets: list[list[int]] | None = None) -> Scores:
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
-        device = model.device
-        batch = {name: tensor.to(device) for name, tensor in self.source_batch(sources).items()}
+        batch = {name: tensor.to(model.device) for name, tensor in self.source_batch(sources).items()}
+        # FSDP gathers the embedding the encoder shares only within the model's forward, and reduces its gradient when
+        # backward reaches that forward's inputs: there the encoder runs inside it, once per row. Elsewhere it runs once
+        # per example, and its states are shared by the example's candidates.
+        encoded = None if _fsdp_sharded(model) else model.get_encoder()(**batch).last_hidden_state
+        scores = self._decode(model, batch, encoded, repeats, warmups, targets, entropy_grad)
+        if empty_targets is not None:
+            with torch.no_grad():
+                scores.logp_empty = self._decode(model, batch, None if encoded is None else encoded.detach(), torch.ones_like(repeats),
+                                                 [[] for _ in sources], empty_targets, False).logp_target
+        return scores
+
+    def _decode(self, model, batch, encoded, repeats, warmups, targets, entropy_grad: bool) -> Scores:
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
-        lengths = torch.tensor([len(r) for r in rows])
-        labels = _pad(rows, IGNORE).to(device)
+        labels = _pad(rows, IGNORE).to(model.device)
         per_row = {"attention_mask": batch["attention_mask"].repeat_interleave(repeats, 0),
-                   "decoder_input_ids": _pad([[self.start_id] + r[:-1] for r in rows], self.pad_id).to(device),
+                   "decoder_input_ids": _pad([[self.start_id] + r[:-1] for r in rows], self.pad_id).to(model.device),
                    "decoder_attention_mask": (labels != IGNORE).long()}
-        if _fsdp_sharded(model):
-            # FSDP gathers the embedding the encoder shares only within the model's forward, and reduces its gradient
-            # when backward reaches that forward's inputs: the encoder must run inside it, once per row.
+        if encoded is None:
             logits = model(input_ids=batch["input_ids"].repeat_interleave(repeats, 0), **per_row).logits
-        else:  # the encoder runs once per example; its states are shared by the example's k candidates
-            encoded = model.get_encoder()(**batch).last_hidden_state
+        else:
             logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.repeat_interleave(repeats, 0)), **per_row).logits
-        return scores_from_logits(logits, labels, n_warmup, lengths, entropy_grad)
+        return scores_from_logits(logits, labels, n_warmup, torch.tensor([len(r) for r in rows]), entropy_grad)
 
 
 class CausalLayout:
@@ -284,18 +294,23 @@ class CausalLayout:
         return inputs, inputs["input_ids"].shape[1]
 
     def score(self, model, sources: list[list[int]], warmups: Sequence[list[int] | None], targets: list[list[int]],
-              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True) -> Scores:
+              counts: list[int] | None = None, entropy_grad: bool = False, target_grad: bool = True,
+              empty_targets: list[list[int]] | None = None) -> Scores:
         """Prefix sharing: the prompt runs once per source and its keys/values are repeated for the
         source's candidates, so a long input costs (and back-propagates) once, not k times. Without
         `target_grad`, the columns past the longest `c <sep>` (only target tokens) run in a second pass
         on the cache without a graph. Where the candidates' logits would pass logprobs.CHUNK_FLOATS,
         the model returns its last hidden states instead, and they go through its output layer a chunk
-        at a time."""
+        at a time. `empty_targets`' rows run last, on the same cache without a graph."""
         repeats = _rows_per_source(sources, warmups, counts).to(model.device)
         if model.training and is_activation_checkpointing(model):  # it keeps no cache to share
-            return self._score_whole_rows(model, sources, warmups, targets, repeats, entropy_grad)
+            scores = self._score_whole_rows(model, sources, warmups, targets, repeats, entropy_grad)
+            if empty_targets is not None:
+                with torch.no_grad():
+                    scores.logp_empty = self._score_whole_rows(model, sources, [[] for _ in sources], empty_targets,
+                                                               torch.ones_like(repeats), False).logp_target
+            return scores
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
-        lengths = torch.tensor([len(r) for r in rows])
         labels = _pad(rows, IGNORE).to(model.device)
         output_layer = model.get_output_embeddings()
         vocabulary = _plain_output_size(model, output_layer)
@@ -318,13 +333,23 @@ class CausalLayout:
                     parts.append(model(input_ids=input_ids[:, begin:end], attention_mask=torch.cat([prompt_mask, mask[:, :end]], dim=1),
                                        position_ids=start + torch.arange(begin, end, device=model.device),
                                        **{CACHE: cache}, **hidden_only))
-        # The prompt's last position predicts the first continuation token; the continuation's own
-        # positions predict the rest (its last position predicts nothing).
-        if chunked:
-            hidden = torch.cat([prefix.hidden_states[-1][:, -1:].repeat_interleave(repeats, 0), *(p.hidden_states[-1] for p in parts)], dim=1)
-            return scores_from_hidden(hidden[:, :-1], output_layer, vocabulary, labels, n_warmup, lengths, entropy_grad)
-        logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), *(p.logits for p in parts)], dim=1)
-        return scores_from_logits(logits[:, :-1], labels, n_warmup, lengths, entropy_grad)
+        heads = (output_layer, vocabulary) if chunked else None
+        scores = _continuation_scores(prefix, parts, repeats, heads, labels, n_warmup, torch.tensor([len(r) for r in rows]), entropy_grad)
+        if empty_targets is not None:
+            with torch.no_grad():  # each source's first row of the cache, the candidates' columns masked
+                if not repeats.all():
+                    raise ValueError("score's empty_targets needs at least one row per source: its prompt's cache")
+                cache.batch_select_indices(repeats.cumsum(0) - repeats)
+                rows, n_warmup = _continuations([[] for _ in sources], empty_targets, self.sep_id, self.eos_id)
+                labels = _pad(rows, IGNORE).to(model.device)
+                mask = (labels != IGNORE).long()
+                skipped = mask.new_zeros(len(rows), cache.get_seq_length() - prompt_mask.shape[1])
+                after = model(input_ids=_pad(rows, self.pad_id).to(model.device), attention_mask=torch.cat([prompt["attention_mask"], skipped, mask], 1),
+                              position_ids=prompt_positions[:, -1:] + 1 + torch.arange(labels.shape[1], device=model.device),
+                              **{CACHE: cache}, **hidden_only)
+                scores.logp_empty = _continuation_scores(prefix, [after], torch.ones_like(repeats), heads, labels, n_warmup,
+                                                         torch.tensor([len(r) for r in rows]), False).logp_target
+        return scores
 
     def _output_layer_gives_logits(self, model, output_layer, prefix) -> bool:
         """Whether the output layer on the last hidden state gives the model's own logits: not for models that scale or
@@ -350,6 +375,19 @@ class CausalLayout:
         at = (starts.unsqueeze(1) + torch.arange(labels.shape[1], device=model.device)).clamp(max=logits.shape[1] - 1)
         logits = logits.gather(1, at.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
         return scores_from_logits(logits, labels, n_warmup, lengths, entropy_grad)
+
+
+def _continuation_scores(prefix, parts: list, repeats: torch.Tensor, heads: tuple[torch.nn.Module, int] | None, labels: torch.Tensor,
+                         n_warmup: torch.Tensor, lengths: torch.Tensor, entropy_grad: bool) -> Scores:
+    """Scores of continuation rows from the prompt pass `prefix` (its last position predicts each row's first token,
+    `repeats` rows per source) and the rows' own passes `parts` (each position predicts the next; the last nothing):
+    from their last hidden states through `heads` (output layer, its vocabulary) where the model returned those."""
+    if heads is not None:
+        hidden = torch.cat([prefix.hidden_states[-1][:, -1:].repeat_interleave(repeats, 0), *(p.hidden_states[-1] for p in parts)], dim=1)
+        output_layer, vocabulary = heads
+        return scores_from_hidden(hidden[:, :-1], output_layer, vocabulary, labels, n_warmup, lengths, entropy_grad)
+    logits = torch.cat([prefix.logits.repeat_interleave(repeats, 0), *(p.logits for p in parts)], dim=1)
+    return scores_from_logits(logits[:, :-1], labels, n_warmup, lengths, entropy_grad)
 
 
 def make_layout(model, tokenizer, sep_id: int, config: WarmupConfig) -> Layout:

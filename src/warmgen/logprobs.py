@@ -32,6 +32,9 @@ class Scores:
     # [N] the next-token distribution's entropy summed over the positions of c <sep> (0 without a warmup);
     # differentiable only when `score` was asked for `entropy_grad`
     entropy_warmup: torch.Tensor
+    # [B] per source, log P(y </s> | <sep>, x) after the empty warmup, without a graph: where `score` was given
+    # `empty_targets` (the prompt pass is shared with the rows)
+    logp_empty: torch.Tensor | None = None
 
 
 def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor, n_warmup: torch.Tensor, lengths: torch.Tensor,

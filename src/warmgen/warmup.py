@@ -242,7 +242,9 @@ def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[l
     rule = cut_off_rule(config)
     trained_draws = draws.masked_fill(unfinished, 0) if rule == "mask" else draws
     penalised = unfinished if rule == "penalty" else None
-    grids, chosen = _score(model, layout, sources, targets, candidates, mask, config)
+    # log P(y|x) after the empty warmup (the diagnostics', warmup.reward gain's), scored on the candidates' prompt pass
+    empty_targets = targets if score_empty or config.reward == "gain" else None
+    grids, chosen, empty = _score(model, layout, sources, targets, candidates, mask, config, empty_targets)
     logp_warmup, logp_target, n_warmup, n_target, entropy = grids
     shaped = config.objective in ("rloo", "latro")  # the objectives whose advantages come from a shaped reward
     beta = kl_coefficient(config)
@@ -251,7 +253,6 @@ def warmup_step(model, layout: Layout, sources: list[list[int]], targets: list[l
         if reference is None:
             raise ValueError("warmup.kl_coef > 0 needs the reference model (warmgen.reference)")
         ref_logp = _grid(reference.logp_warmup(layout, sources, candidates, targets, config.objective == "latro"), counts)
-    empty = _empty_rewards(model, layout, sources, targets) if score_empty or config.reward == "gain" else None
     objective, tokens, weights = objective_terms(
         config.objective, logp_warmup, logp_target, n_warmup, n_target, config.warmup_loss_weight, trained_draws, config.rank_by,
         ref_logp_warmup=ref_logp, kl_coef=beta, answer_loss_weight=answer_weight(config) if shaped else 1.0,
@@ -300,12 +301,6 @@ def _draw(model, layout: Layout, sources: list[list[int]], hinted: list[list[int
 
 
 @torch.no_grad()
-def _empty_rewards(model, layout: Layout, sources, targets) -> torch.Tensor:
-    """log P(y | x) after the empty warmup (`<sep> y </s>`) per example [B], without a graph."""
-    return layout.score(model, sources, [[] for _ in sources], targets).logp_target.float()
-
-
-@torch.no_grad()
 def _log_importance(model, layout: Layout, hinted, targets, candidates, logp_warmup, config: WarmupOptions) -> torch.Tensor | None:
     """log P(c|x) - log q(c) per candidate [B, K] (with `hinted` sources, else None), q the mixture that drew them:
     (k - n)/k of P(c|x) and n/k of P(c | y <sep> x), every candidate weighed by both (the balance heuristic)."""
@@ -321,30 +316,34 @@ def _log_importance(model, layout: Layout, hinted, targets, candidates, logp_war
     return prior - mixture
 
 
-def _score(model, layout: Layout, sources, targets, candidates, mask, config: WarmupOptions):
-    """(the [B, K] grids the objective takes, best_of_k's objective with its graph through the chosen candidates or None)."""
+def _score(model, layout: Layout, sources, targets, candidates, mask, config: WarmupOptions, empty_targets):
+    """(the [B, K] grids the objective takes, best_of_k's objective with its graph through the chosen candidates or None,
+    log P(y|x) after the empty warmup [B] where `empty_targets` asks for it, else None)."""
     if config.objective == "best_of_k" and not (config.entropy_coef or kl_coefficient(config) or cut_off_rule(config) == "mask"):
-        return _score_best_of_k(model, layout, sources, targets, candidates, mask, config)
+        return _score_best_of_k(model, layout, sources, targets, candidates, mask, config, empty_targets)
     # rloo and latro without the answer term only reward by log P(y|c,x): nothing differentiates it
     target_grad = not (config.objective in ("rloo", "latro") and answer_weight(config) == 0)
-    *grids, logp_sep, entropy = _score_grids(model, layout, sources, targets, candidates, config.entropy_coef > 0, target_grad)
+    *grids, logp_sep, entropy, empty = _score_grids(model, layout, sources, targets, candidates, config.entropy_coef > 0, target_grad,
+                                                    empty_targets)
     if config.objective == "latro":  # the rationale's own tokens: its closing <sep> (often forced) is no choice of it
         grids = [grids[0] - logp_sep, grids[1], grids[2] - (grids[2] > 0).long(), grids[3]]
-    return [*grids, entropy], None
+    return [*grids, entropy], None, empty
 
 
-def _score_grids(model, layout: Layout, sources, targets, candidates, entropy_grad: bool = False,
-                 target_grad: bool = True) -> list[torch.Tensor]:
-    """logp_warmup, logp_target, n_warmup, n_target, logp_sep, entropy_warmup of every candidate, each as a [B, K] grid."""
+def _score_grids(model, layout: Layout, sources, targets, candidates, entropy_grad: bool = False, target_grad: bool = True,
+                 empty_targets=None) -> list:
+    """logp_warmup, logp_target, n_warmup, n_target, logp_sep, entropy_warmup of every candidate, each as a [B, K] grid,
+    and log P(y|x) after the empty warmup [B] (float) where `empty_targets` asks for it, else None."""
     counts = [len(c) for c in candidates]
     flat = [w for c in candidates for w in c]
     scores = layout.score(model, sources, flat, [t for t, n in zip(targets, counts) for _ in range(n)], counts, entropy_grad,
-                          target_grad)
-    return [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target, scores.logp_sep,
-                                       scores.entropy_warmup)]
+                          target_grad, empty_targets)
+    grids = [_grid(v, counts) for v in (scores.logp_warmup, scores.logp_target, scores.n_warmup, scores.n_target, scores.logp_sep,
+                                        scores.entropy_warmup)]
+    return [*grids, None if scores.logp_empty is None else scores.logp_empty.float()]
 
 
-def _score_best_of_k(model, layout: Layout, sources, targets, candidates, mask, config: WarmupOptions):
+def _score_best_of_k(model, layout: Layout, sources, targets, candidates, mask, config: WarmupOptions, empty_targets):
     """best_of_k's grids (held fixed) and per-example objective, with a graph through the chosen candidates only.
 
     Examples with a choice to make are scored without a graph to rank their candidates; then each
@@ -358,12 +357,12 @@ def _score_best_of_k(model, layout: Layout, sources, targets, candidates, mask, 
         with torch.no_grad():
             ranked = _score_grids(model, layout, [sources[b] for b in several], [targets[b] for b in several],
                                   [candidates[b] for b in several])
-        for grid, values in zip(grids, ranked[:4] + ranked[5:]):
+        for grid, values in zip(grids, ranked[:4] + ranked[5:6]):
             grid[several, : values.shape[1]] = values.to(grid.dtype)
     lam = config.warmup_loss_weight
     chosen = ranking_scores(config.rank_by, grids[0], grids[1], lam, mask).argmax(dim=1).tolist()
-    again = layout.score(model, sources, [candidates[b][i] for b, i in enumerate(chosen)], targets)
+    again = layout.score(model, sources, [candidates[b][i] for b, i in enumerate(chosen)], targets, empty_targets=empty_targets)
     single = [b for b, c in enumerate(candidates) if len(c) == 1]
     for grid, values in zip(grids, (again.logp_warmup, again.logp_target, again.n_warmup, again.n_target, again.entropy_warmup)):
         grid[single, 0] = values.detach()[single].to(grid.dtype)
-    return grids, lam * again.logp_warmup + again.logp_target
+    return grids, lam * again.logp_warmup + again.logp_target, None if again.logp_empty is None else again.logp_empty.float()

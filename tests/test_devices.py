@@ -342,6 +342,28 @@ def test_draft_from_trains_y_after_the_drafters_greedy_answer_and_decodes_after_
     assert evaluated and all(row["dev/warmup/mean_length"] <= 3 and "dev/empty_warmup/chrf" in row for row in evaluated)
 
 
+def test_draft_from_a_lora_sft_run_of_a_pretrained_model(tmp_path):
+    """The full-size spec's shape (xsum-full-devices): a pretrained decoder-only model with LoRA drafts with its own
+    SFT run's adapters, trains after the drafts and decodes after them."""
+    from conftest import TEXTS
+    from test_first_hour import own_data
+
+    from warmgen.models import build_preset
+
+    torch.manual_seed(0)
+    model, tokenizer = build_preset("llama-tiny", TEXTS, vocab_size=300)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    common = [*own_data(tmp_path), "--model.name", str(tmp_path / "base"), "--model.lora_rank", "4", "--train.max_steps", "2",
+              "--train.batch_size", "4", "--train.eval_every", "2"]
+    assert main(["train", *common, "--method", "sft", "--output_dir", str(tmp_path / "sft")]) == 0
+    run = tmp_path / "drafted"
+    assert main(["train", *common, "--output_dir", str(run), "--warmup.draft_from", str(tmp_path / "sft"),
+                 "--warmup.max_warmup_length", "4", "--warmup.sft_warm_start_steps", "0"]) == 0
+    evaluated = [row for line in (run / "metrics.jsonl").read_text().splitlines() if "dev/chrf" in (row := json.loads(line))]
+    assert evaluated and all(0 < row["dev/warmup/mean_length"] <= 4 for row in evaluated)
+
+
 def test_a_drafter_must_exist_and_share_the_vocabulary(tmp_path):
     from warmgen.drafts import draft_warmups
 

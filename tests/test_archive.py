@@ -5,7 +5,7 @@ import json
 import shutil
 
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_compare import TINY
 
@@ -139,6 +139,7 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12),
        st.sampled_from(["format", "runs", "runs.v", "runs.v.0"]))
+@example(value={"\n": None}, where="runs.v")  # a seed named by a newline: still one line
 def test_a_malformed_archive_is_one_error_naming_the_file(tmp_path_factory, value, where):
     """Whatever JSON an archive holds in place of its format, runs or a run, reading it gives a run table or a DataError."""
     run = {"config": "", "results": "", "metrics": "", "test_scores": "", "test_predictions": []}

@@ -102,7 +102,8 @@ def read_archive(path: Path) -> dict[str, dict[str, dict]]:
             if (missing or not seed.isdigit() or not isinstance(run["test_predictions"], list)
                     or not all(isinstance(row, dict) for row in run["test_predictions"])
                     or not all(isinstance(run[key], str) for key in fields - {"test_predictions"})):
-                raise DataError(f"{path}: field runs.{variant}.{seed}: expected a seed number holding the texts "
+                where = ".".join(name if name.isprintable() else repr(name) for name in ("runs", variant, seed))  # one line
+                raise DataError(f"{path}: field {where}: expected a seed number holding the texts "
                                 f"{', '.join(sorted(fields - {'test_predictions'}))} and a list test_predictions"
                                 + (f" (missing {', '.join(missing)})" if missing else ""))
     return runs

@@ -193,3 +193,11 @@ def test_the_empty_warmups_score_under_gradient_checkpointing(monkeypatch):
     model.eval()
     for b, (source, target) in enumerate(zip(sources, own_targets)):
         assert scores.logp_empty[b].item() == pytest.approx(brute_force(model, layout, source, [], target)[1], abs=1e-5)
+
+
+def test_the_empty_warmups_score_needs_a_row_per_source_on_the_cache():
+    model, layout, _ = tiny("llama-tiny")
+    sources, warmups, targets, _, _ = _batch(layout)
+    own_targets = [layout.target_ids(t)[0] for t in TARGETS]
+    with pytest.raises(ValueError, match="at least one row per source"):
+        layout.score(model, sources, warmups[:4], targets[:4], [1, 3, 0], empty_targets=own_targets)

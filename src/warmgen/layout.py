@@ -310,6 +310,8 @@ class CausalLayout:
                     scores.logp_empty = self._score_whole_rows(model, sources, [[] for _ in sources], empty_targets,
                                                                torch.ones_like(repeats), False).logp_target
             return scores
+        if empty_targets is not None and not repeats.all():
+            raise ValueError("score's empty_targets needs at least one row per source: the empty warmup runs on its prompt's cache")
         rows, n_warmup = _continuations(warmups, targets, self.sep_id, self.eos_id)
         labels = _pad(rows, IGNORE).to(model.device)
         output_layer = model.get_output_embeddings()
@@ -337,8 +339,6 @@ class CausalLayout:
         scores = _continuation_scores(prefix, parts, repeats, heads, labels, n_warmup, torch.tensor([len(r) for r in rows]), entropy_grad)
         if empty_targets is not None:
             with torch.no_grad():  # each source's first row of the cache, the candidates' columns masked
-                if not repeats.all():
-                    raise ValueError("score's empty_targets needs at least one row per source: its prompt's cache")
                 cache.batch_select_indices(repeats.cumsum(0) - repeats)
                 rows, n_warmup = _continuations([[] for _ in sources], empty_targets, self.sep_id, self.eos_id)
                 labels = _pad(rows, IGNORE).to(model.device)

@@ -355,9 +355,9 @@ def _score_best_of_k(model, layout: Layout, sources, targets, candidates, mask, 
     grids = [torch.zeros(mask.shape, dtype=dtype, device=mask.device) for dtype in kinds]
     if several:
         with torch.no_grad():
-            ranked = _score_grids(model, layout, [sources[b] for b in several], [targets[b] for b in several],
-                                  [candidates[b] for b in several])
-        for grid, values in zip(grids, ranked[:4] + ranked[5:6]):
+            *ranked, _, entropy, _ = _score_grids(model, layout, [sources[b] for b in several], [targets[b] for b in several],
+                                                  [candidates[b] for b in several])
+        for grid, values in zip(grids, [*ranked, entropy]):
             grid[several, : values.shape[1]] = values.to(grid.dtype)
     lam = config.warmup_loss_weight
     chosen = ranking_scores(config.rank_by, grids[0], grids[1], lam, mask).argmax(dim=1).tolist()

@@ -5,6 +5,8 @@ exact expectation over every outcome of a toy policy."""
 import itertools
 import json
 import math
+import os
+import shutil
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from conftest import tiny
 
 from warmgen.cli import main
 from warmgen.config import WarmupConfig, WarmupOptions
-from warmgen.errors import ConfigError
+from warmgen.errors import ConfigError, RunFolderError
 from warmgen.warmup import objective_terms, warmup_step
 from warmgen.warmup_stats import target_overlap
 
@@ -340,6 +342,16 @@ def test_draft_from_trains_y_after_the_drafters_greedy_answer_and_decodes_after_
     evaluated = [row for line in (run / "metrics.jsonl").read_text().splitlines() if "dev/chrf" in (row := json.loads(line))]
     # Decoded after the drafts (at most 3 tokens), and after an empty warmup beside them: does the draft help?
     assert evaluated and all(row["dev/warmup/mean_length"] <= 3 and "dev/empty_warmup/chrf" in row for row in evaluated)
+    # Its checkpoints carry the drafter (hard links to its files), so they decode as trained once the drafter's run is gone.
+    best = best_checkpoint(run)
+    assert os.path.samefile(best / "drafter" / "model.safetensors", best_checkpoint(sft) / "model.safetensors")
+    shutil.move(sft, tmp_path / "elsewhere")
+    assert main(["eval", str(best), "--split", "dev", "--output", str(tmp_path / "eval")]) == 0
+    logged = next(row for row in evaluated if row["step"] == json.loads((run / "results.json").read_text())["best_step"])
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["metrics"]["chrf"] == logged["dev/chrf"]
+    (best / "drafter" / "model.safetensors").unlink()  # the carried drafter is checked as every other file
+    with pytest.raises(RunFolderError, match="drafter/model.safetensors: missing"):
+        load_checkpoint(best)
 
 
 def test_draft_from_a_lora_sft_run_of_a_pretrained_model(tmp_path):

@@ -2,6 +2,8 @@
 
     model.safetensors (or adapter_model.safetensors), tokenizer and portable.py's files   save_pretrained's
     warmgen.yaml           the config it was trained with
+    drafter/               a warmup.draft_from run's drafter, a checkpoint folder itself (drafts.py), so that the
+                           checkpoint decodes as trained wherever it is copied
     trainer_state.pt       where training stands (last and step-N only): tensors and plain values
     checksums.json         SHA-256 of every other file, written with them
 
@@ -34,6 +36,7 @@ from .models import SEP, load_adapter, load_pretrained
 CONFIG_NAME = "warmgen.yaml"
 STATE_NAME = "trainer_state.pt"
 CHECKSUMS = "checksums.json"
+DRAFTER = "drafter"
 
 
 @dataclass
@@ -82,12 +85,14 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state: TrainState | None, weights: dict | None = None) -> None:
+def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state: TrainState | None, weights: dict | None = None,
+                    drafter: Path | None = None) -> None:
     """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint,
     and a failed write (a full disk) leaves the previous checkpoint and no temporary folder. A crash at
     any point leaves what `recover_checkpoints` puts right, and the next save clears whatever is left.
 
-    `weights` replaces the model's own state dict (the gathered weights of a sharded model).
+    `weights` replaces the model's own state dict (the gathered weights of a sharded model); `drafter` is the checkpoint
+    folder whose answers are a warmup.draft_from run's warmups, carried as `drafter/`.
     """
     tmp, old = _being_written(folder), swapped_out(folder)
     for path in (folder, tmp, old):
@@ -99,6 +104,8 @@ def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state:
                               **({"state_dict": weights} if weights is not None else {}))
         portable.save(tmp, model, tokenizer, config)
         config.save(tmp / CONFIG_NAME)
+        if drafter is not None:
+            shutil.copytree(drafter, tmp / DRAFTER, copy_function=_link_or_copy)
         if state is not None:
             torch.save(state.to_dict(), tmp / STATE_NAME)
         write_checksums(tmp)
@@ -110,6 +117,16 @@ def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state:
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_or_copy(source: str, destination: str) -> str:
+    """A hard link where the disk allows: no checkpoint file is ever written in place (a save swaps a new folder in),
+    so a link is as good as a copy and costs no space."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+    return destination
 
 
 def recover_checkpoints(checkpoints: Path) -> None:
@@ -182,6 +199,8 @@ def load_checkpoint(folder: Path, trusting: ModelConfig | None = None):
     """
     verify_checkpoint(folder)
     config = load_config(folder / CONFIG_NAME)
+    if config.warmup.draft_from and (folder / DRAFTER / CONFIG_NAME).is_file():
+        config.warmup.draft_from = str(folder / DRAFTER)  # the copy it carries: the original may be gone or elsewhere
     trusting = trusting or ModelConfig()
     config.model.trust_remote_code, config.model.allow_bin_weights = trusting.trust_remote_code, trusting.allow_bin_weights
     if (folder / "adapter_config.json").is_file():

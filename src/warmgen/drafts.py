@@ -4,7 +4,8 @@ networks, Xia et al. 2017; a draft-then-revise upper bound on what a learnt warm
 its own draft cannot beat SFT on a task, learnt warmups are unlikely to.
 
 The drafter is loaded once per process and device, trusting nothing (safetensors, no remote code), and must share
-the run's vocabulary: its answer's token ids are the warmup's.
+the run's vocabulary: its answer's token ids are the warmup's. The run's checkpoints carry it (checkpoint.py's
+`drafter/`), so they decode as trained wherever they are copied.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def draft_checkpoint(path: str) -> Path:
         return best_checkpoint(folder)
     raise ConfigError(f"warmup.draft_from: {path} is neither a checkpoint folder nor a run folder with checkpoints/best: "
                       "name the run (e.g. the SFT run) whose answers are the drafts")
+
+
+def drafter_of(config: WarmupConfig) -> Path | None:
+    """The checkpoint folder a run drafts with (its checkpoints carry a copy), or None for a run without drafts."""
+    return draft_checkpoint(config.warmup.draft_from) if learns_warmups(config) and config.warmup.draft_from else None
 
 
 def _drafter(config: WarmupConfig, layout: Layout, device) -> tuple:

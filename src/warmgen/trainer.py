@@ -32,7 +32,7 @@ from transformers.trainer_utils import TrainOutput
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, WarmupConfig
 from .decode import decode
-from .drafts import draft_warmups
+from .drafts import draft_warmups, drafter_of
 from .errors import ConfigError, DataError
 from .evaluate import evaluate
 from .layout import make_layout
@@ -127,7 +127,8 @@ class WarmupTrainer:
         args.output_dir/final), loadable with load_run, `warmgen generate` and plain transformers."""
         if self.model is None or self.results is None:
             raise ConfigError("WarmupTrainer.save_model: train first (trainer.train())")
-        save_checkpoint(Path(output_dir or Path(self.args.output_dir) / "final"), self.model, self.tokenizer, self.args, None)
+        save_checkpoint(Path(output_dir or Path(self.args.output_dir) / "final"), self.model, self.tokenizer, self.args, None,
+                        drafter=drafter_of(self.args))
 
     def evaluate(self, dataset="dev") -> dict:
         """Scores of the trained model on a split ("dev", "test") or on a dataset (rows or a file path)."""

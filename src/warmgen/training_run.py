@@ -21,6 +21,7 @@ from .checkpoint import TrainState, rng_state, save_checkpoint, set_rng_state
 from .compat import enable_activation_checkpointing
 from .config import WarmupConfig
 from .distributed import Processes
+from .drafts import drafter_of
 from .errors import ConfigError
 from .evaluate import evaluate
 from .layout import Layout, make_layout
@@ -75,6 +76,9 @@ class Run:
         return dataclasses.replace(self.state, optimizer=optimizer_state, scheduler=self.scheduler.state_dict(), rng=rng,
                                    warmup_memory=memory.state_dict() if memory is not None else None, loss_scaler=self.procs.loss_scaler_state())
 
+    def save(self, folder: Path, state: TrainState | None, weights: dict | None) -> None:
+        save_checkpoint(folder, self.model, self.tokenizer, self.config, state, weights, drafter_of(self.config))
+
     def evaluate_and_save(self) -> None:
         """Dev evaluation, `best` when it improved, and `last`. Every process calls it: the gathers below
         (and, for a sharded model, evaluation) need them all."""
@@ -100,11 +104,11 @@ class Run:
         weights, optimizer_state = procs.full_state_dict(self.model), procs.optimizer_state(self.model, self.optimizer)
         if procs.is_main:
             if improved:
-                save_checkpoint(best_checkpoint(self.run_dir), self.model, self.tokenizer, self.config, None, weights)
+                self.save(best_checkpoint(self.run_dir), None, weights)
             if has_dev:
                 best = "decoded as SFT: the warm start" if not as_method else f"best {s.best['metric']:.4f} at step {s.best['step']}"
                 tqdm.write(f"step {s.step}: dev {task.primary_metric} {value:.4f} ({best})")
-            save_checkpoint(last_checkpoint(self.run_dir), self.model, self.tokenizer, self.config, self.checkpoint_state(rng, optimizer_state), weights)
+            self.save(last_checkpoint(self.run_dir), self.checkpoint_state(rng, optimizer_state), weights)
             if has_dev:
                 self.notify("on_evaluate", metrics={f"eval_{k.removeprefix('dev/')}": v for k, v in row.items() if k.startswith("dev/")})
             self.notify("on_save")
@@ -117,7 +121,7 @@ class Run:
         rng = self.procs.gather(rng_state())
         weights, optimizer_state = self.procs.full_state_dict(self.model), self.procs.optimizer_state(self.model, self.optimizer)
         if self.procs.is_main:
-            save_checkpoint(folder, self.model, self.tokenizer, self.config, self.checkpoint_state(rng, optimizer_state), weights)
+            self.save(folder, self.checkpoint_state(rng, optimizer_state), weights)
         self.procs.barrier()
 
     def close_logs(self) -> None:

@@ -340,15 +340,15 @@ class CausalLayout:
         if empty_targets is not None:
             with torch.no_grad():  # each source's first row of the cache, the candidates' columns masked
                 cache.batch_select_indices(repeats.cumsum(0) - repeats)
-                rows, n_warmup = _continuations([[] for _ in sources], empty_targets, self.sep_id, self.eos_id)
-                labels = _pad(rows, IGNORE).to(model.device)
-                mask = (labels != IGNORE).long()
-                skipped = mask.new_zeros(len(rows), cache.get_seq_length() - prompt_mask.shape[1])
-                after = model(input_ids=_pad(rows, self.pad_id).to(model.device), attention_mask=torch.cat([prompt["attention_mask"], skipped, mask], 1),
-                              position_ids=prompt_positions[:, -1:] + 1 + torch.arange(labels.shape[1], device=model.device),
+                empty_rows, empty_n_warmup = _continuations([[] for _ in sources], empty_targets, self.sep_id, self.eos_id)
+                empty_labels = _pad(empty_rows, IGNORE).to(model.device)
+                skipped = prompt_mask.new_zeros(len(empty_rows), cache.get_seq_length() - prompt_mask.shape[1])
+                after = model(input_ids=_pad(empty_rows, self.pad_id).to(model.device),
+                              attention_mask=torch.cat([prompt["attention_mask"], skipped, (empty_labels != IGNORE).long()], 1),
+                              position_ids=prompt_positions[:, -1:] + 1 + torch.arange(empty_labels.shape[1], device=model.device),
                               **{CACHE: cache}, **hidden_only)
-                scores.logp_empty = _continuation_scores(prefix, [after], torch.ones_like(repeats), heads, labels, n_warmup,
-                                                         torch.tensor([len(r) for r in rows]), False).logp_target
+                scores.logp_empty = _continuation_scores(prefix, [after], torch.ones_like(repeats), heads, empty_labels, empty_n_warmup,
+                                                         torch.tensor([len(r) for r in empty_rows]), False).logp_target
         return scores
 
     def _output_layer_gives_logits(self, model, output_layer, prefix) -> bool:

@@ -10,8 +10,9 @@ training-log row up to there, field by field (timings left out), with the run's 
     python -m benchmarks.same_arithmetic ../runs/suite/xsum-full/sft/seed2 --steps 5 --threads 1
 
 Writes benchmarks/results/same-arithmetic/<name>-<date>.json: the rows of both runs, each field
-`same` (equal to the last digit) or its difference, and the warmgen code that trained the copy (its
-commit may differ from the run's: then a difference may be the code's).
+`same` (equal to the last digit) or its difference, the first step and fields where the copy departs
+(`first_difference`; a field only a newer warmgen logs is not compared), and the warmgen code that
+trained the copy (its commit may differ from the run's: then a difference may be the code's).
 """
 
 from __future__ import annotations
@@ -42,13 +43,16 @@ def compared_rows(run_dir: Path, steps: int) -> dict[int, dict]:
 
 
 def differences(original: dict[int, dict], again: dict[int, dict]) -> dict[int, dict]:
-    """step -> field -> "same" or the difference again - original (a field only one side logged: "missing")."""
+    """step -> field -> "same" or the difference again - original; a field the original logged and the copy did not is
+    "missing", one only the copy logged "not in the original" (a newer warmgen logs more: not compared)."""
     found = {}
     for step in sorted(original.keys() | again.keys()):
         left, right = original.get(step, {}), again.get(step, {})
         found[step] = {}
         for key in sorted(left.keys() | right.keys()):
-            if key not in left or key not in right:
+            if key not in left:
+                found[step][key] = NOT_IN_ORIGINAL
+            elif key not in right:
                 found[step][key] = "missing"
             elif left[key] == right[key]:
                 found[step][key] = "same"
@@ -56,6 +60,17 @@ def differences(original: dict[int, dict], again: dict[int, dict]) -> dict[int, 
                 numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left[key], right[key]))
                 found[step][key] = right[key] - left[key] if numeric else f"{left[key]!r} then {right[key]!r}"
     return found
+
+
+NOT_IN_ORIGINAL = "not in the original"
+
+
+def first_difference(found: dict[int, dict]) -> str | None:
+    """Where the copy first departs from the original, in words ("step 150: grad_norm, loss"), or None."""
+    for step, fields in sorted(found.items()):
+        if step_differs := [key for key, value in fields.items() if value not in ("same", NOT_IN_ORIGINAL)]:
+            return f"step {step}: {', '.join(step_differs)}"
+    return None
 
 
 def read_commit(run: Path) -> str:
@@ -87,11 +102,13 @@ def main() -> None:
             sys.exit(f"training the copy failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
         again = compared_rows(Path(scratch), args.steps)
     found = differences(original, again)
-    same = all(value == "same" for row in found.values() for value in row.values())
+    departs = first_difference(found)
+    same = departs is None
     path = write_record("same-arithmetic", args.name or "-".join(run.resolve().parts[-2:]), {
         "run": str(run.resolve()), "run_git_commit": read_commit(run), "copy_git_commit": git_commit(), "threads": args.threads,
-        "steps": args.steps, "same": same, "original": original, "again": again, "differences": found})
-    print(f"{'the same to the last digit' if same else 'different'} over {len(found)} logged row(s) up to step {args.steps}; wrote {path}")
+        "steps": args.steps, "same": same, "first_difference": departs, "original": original, "again": again, "differences": found})
+    verdict = "the same to the last digit" if same else f"different (first at {departs})"
+    print(f"{verdict} over {len(found)} logged row(s) up to step {args.steps}; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,11 @@ def test_a_run_trained_again_here_logs_the_same_numbers_and_a_changed_log_is_fou
     found = same_arithmetic.differences(original, changed)
     assert found[2]["loss"] == pytest.approx(1e-6) and found[2]["reward"] == "same" and found[1]["reward"] == "missing"
     assert same_arithmetic.differences(original, {1: original[1]})[2] == {key: "missing" for key in original[2]}
+    assert same_arithmetic.first_difference(found) == "step 1: reward" and found[2]["loss"] != "same"
+    # A field only the copy logs (a newer warmgen logs more than the one that trained the run) is not a difference.
+    older = {step: {key: value for key, value in row.items() if key != "grad_norms"} for step, row in original.items()}
+    found = same_arithmetic.differences(older, original)
+    assert found[1]["grad_norms"] == same_arithmetic.NOT_IN_ORIGINAL and same_arithmetic.first_difference(found) is None
 
 
 def test_a_folder_without_a_run_or_without_rows_that_far_is_refused(tmp_path, monkeypatch):

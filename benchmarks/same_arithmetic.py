@@ -26,20 +26,17 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.recording import write_record
-from warmgen.provenance import git_commit
+from warmgen.provenance import first_departure, git_commit, logged_numbers
 from warmgen.rundir import results_file, run_config_file
 from warmgen.runlog import read_training_log
-
-NOT_COMPARED = ("time/", "load_average")  # how long a step took, and how busy the machine was: differ on any machine
 
 
 def compared_rows(run_dir: Path, steps: int) -> dict[int, dict]:
     """step -> the logged numbers of a run's training rows up to `steps`, timings left out."""
-    rows = {}
-    for row in read_training_log(run_dir):
-        if "loss" in row and 0 < row["step"] <= steps:
-            rows[row["step"]] = {key: value for key, value in row.items() if not key.startswith(NOT_COMPARED)}
-    return rows
+    return logged_numbers(read_training_log(run_dir), steps)
+
+
+NOT_IN_ORIGINAL = "not in the original"
 
 
 def differences(original: dict[int, dict], again: dict[int, dict]) -> dict[int, dict]:
@@ -60,17 +57,6 @@ def differences(original: dict[int, dict], again: dict[int, dict]) -> dict[int, 
                 numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left[key], right[key]))
                 found[step][key] = right[key] - left[key] if numeric else f"{left[key]!r} then {right[key]!r}"
     return found
-
-
-NOT_IN_ORIGINAL = "not in the original"
-
-
-def first_difference(found: dict[int, dict]) -> str | None:
-    """Where the copy first departs from the original, in words ("step 150: grad_norm, loss"), or None."""
-    for step, fields in sorted(found.items()):
-        if step_differs := [key for key, value in fields.items() if value not in ("same", NOT_IN_ORIGINAL)]:
-            return f"step {step}: {', '.join(step_differs)}"
-    return None
 
 
 def read_commit(run: Path) -> str:
@@ -102,7 +88,7 @@ def main() -> None:
             sys.exit(f"training the copy failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
         again = compared_rows(Path(scratch), args.steps)
     found = differences(original, again)
-    departs = first_difference(found)
+    departs = first_departure(original, again)
     same = departs is None
     path = write_record("same-arithmetic", args.name or "-".join(run.resolve().parts[-2:]), {
         "run": str(run.resolve()), "run_git_commit": read_commit(run), "copy_git_commit": git_commit(), "threads": args.threads,

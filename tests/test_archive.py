@@ -110,6 +110,27 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
     assert "(its checkpoints" not in capsys.readouterr().out  # nothing left to start from it
     assert compare(spec, moved) == 0
     assert ": training" not in capsys.readouterr().out
+    # Had the imported SFT run been trained where the arithmetic differs, the rebuilt warm start's log would depart from
+    # its own: the warmup run would not branch from the run it is paired with. The pair is refused (or, allowed, listed),
+    # and no run starts from that rebuild.
+    log = moved / "sft" / "seed0" / "metrics.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps({**row, "loss": row["loss"] + 1e-7} if row.get("step") == 1 and "loss" in row else row) + "\n"
+                           for row in rows))
+    mixed = ("warmup seed 0 and sft seed 0 (one starts from sft seed 0's warm start trained again, whose log departs from that "
+             "run's at step 1: loss)")
+    assert compare(spec, moved) == 2
+    assert mixed in capsys.readouterr().err
+    for variant in ("warmup", "sft+same_time"):
+        shutil.rmtree(moved / variant / "seed0")
+    assert compare(spec, moved) == 2
+    err = capsys.readouterr().err
+    assert "its first 1 steps again for the warm starts departs from that run's log at step 1: loss" in err and "-warm-start in place" in err
+    assert not (moved / "warmup" / "seed0" / "config.yaml").exists()
+    allowed = tmp_path / "allowed.yaml"
+    allowed.write_text(SPEC + "allow_mixed_machines: true\n")
+    assert compare(allowed, moved) == 0
+    assert json.loads((moved / "summary.json").read_text())["mixed_machine_pairs"] == [mixed]
 
     # Refused, with nothing written: a run trained under another config, predictions of other examples, a run
     # still training where one would go, a file that is no archive.

@@ -72,6 +72,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# How long a step took and how busy the machine was: they differ between any two runs, not only between machines.
+NOT_COMPARED = ("time/", "load_average")
+
+
+def logged_numbers(log: list[dict], up_to: int) -> dict[int, dict]:
+    """step -> the numbers of a training log's rows up to `up_to`, timings left out: what two runs of one config on
+    machines that compute alike log to the last digit."""
+    return {row["step"]: {key: value for key, value in row.items() if not key.startswith(NOT_COMPARED)}
+            for row in log if "loss" in row and 0 < row["step"] <= up_to}
+
+
+def first_departure(original: dict[int, dict], again: dict[int, dict]) -> str | None:
+    """Where `again` first departs from `original` (each logged_numbers), as "step 150: grad_norm, loss"; None where
+    every field of every row the original logged is the same. A field only `again` logs (a newer warmgen) is not compared."""
+    for step in sorted(original):
+        row = again.get(step, {})
+        if differing := [key for key, value in original[step].items() if key not in row or not _same(value, row[key])]:
+            return f"step {step}: {', '.join(differing)}"
+    return None
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)  # NaN logged twice
+
+
 def now() -> str:
     """The time, as results and logs record it (UTC, ISO 8601)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

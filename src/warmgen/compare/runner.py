@@ -23,10 +23,12 @@ from .spec import (
     config_differences,
     load_spec,
     rebuild_changes,
+    rebuild_departure,
     rebuild_label,
     rebuilds,
     rebuilt,
     run_changes,
+    starts_from_rebuild,
     time_reference,
 )
 from .statistics import summarize, summarize_finished
@@ -56,6 +58,21 @@ def _waits_for(spec: dict, output: Path, variant: str, seed: int, changes: dict)
     if (reference := time_reference(spec, variant)) and not results_file(output / reference / f"seed{seed}").is_file():
         return f"the training time of {reference} seed {seed}"
     return None
+
+
+def _departed_warm_start(spec: dict, output: Path, variant: str, seed: int, changes: dict) -> str | None:
+    """Why a run may not start from its seed's warm start trained again here: that rebuild departs from the log of the
+    source run it stands in for, so the run would not branch from the run it is paired with (unless the spec allows
+    mixed machines); None when it may."""
+    if spec["allow_mixed_machines"] or not starts_from_rebuild(changes.get("warmup.sft_warm_start_from")):
+        return None
+    if not (departure := rebuild_departure(spec, output, seed)):
+        return None
+    source = spec["warm_start_from"]
+    return (f"{rebuild_label(spec, seed)} departs from that run's log at {departure}: this machine computes otherwise than the "
+            f"one that trained {source} seed {seed}, so {variant} seed {seed} would not branch from the run it is paired with; "
+            f"train {source} seed {seed} here too (put {output / source / f'seed{seed}'}-warm-start in place of its imported "
+            f"folder: it trains on to the end), or set allow_mixed_machines: true in the spec")
 
 
 def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> None:
@@ -103,6 +120,11 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
                     waiting.append(f"{variant} seed {seed} needs {need}")
                     continue
                 queue.remove((seed, variant))
+                if variant != REBUILD and (refused := _departed_warm_start(spec, output, variant, seed, planned[(seed, variant)])):
+                    if not running:
+                        raise ConfigError(refused)
+                    failed.append(refused)  # those running finish first
+                    continue
                 # Again: a time budget is known only once its reference has finished.
                 changes = planned[(seed, variant)] if variant == REBUILD else run_changes(spec, output, variant, seed)
                 running[(seed, variant)] = _start(spec, run_dir, changes, overrides, seed, env, _name(spec, variant, seed))

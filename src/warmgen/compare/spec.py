@@ -9,7 +9,9 @@ from ..checkpoint import STATE_NAME
 from ..config_files import differences, load_config, parse_overrides, read_yaml
 from ..errors import ConfigError
 from ..methods import learns_warmups
+from ..provenance import first_departure, logged_numbers
 from ..rundir import results_file, run_config_file, run_of, step_checkpoint
+from ..runlog import read_training_log
 from ..start import comparable
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",
@@ -172,14 +174,33 @@ def rebuilds(output: Path, planned: dict) -> dict[int, Path]:
     for (seed, variant), changes in planned.items():
         if not (start := changes.get("warmup.sft_warm_start_from")):
             continue
-        if (source := run_of(Path(start))).name.endswith(REBUILT) and not results_file(output / variant / f"seed{seed}").is_file():
-            folders[seed] = source
+        if starts_from_rebuild(start) and not results_file(output / variant / f"seed{seed}").is_file():
+            folders[seed] = run_of(Path(start))
     return folders
 
 
 def rebuilt(spec: dict, folder: Path) -> bool:
     """Whether the rebuild in `folder` has reached the last checkpoint a variant starts from."""
     return (step_checkpoint(folder, rebuild_steps(spec)) / STATE_NAME).is_file()
+
+
+def rebuild_departure(spec: dict, output: Path, seed: int) -> str | None:
+    """Where the seed's warm start trained again departs from the log of the finished source run it stands in for
+    ("step 150: grad_norm, loss"): this machine computed it otherwise, so the runs that start from it do not branch from
+    the run they are paired with. None where the logs agree, or where there is no finished rebuild."""
+    if not spec["warm_start_from"]:
+        return None
+    source = output / spec["warm_start_from"] / f"seed{seed}"
+    folder = source.with_name(source.name + REBUILT)
+    if not (results_file(source).is_file() and folder.is_dir() and rebuilt(spec, folder)):
+        return None
+    steps = rebuild_steps(spec)
+    return first_departure(logged_numbers(read_training_log(source), steps), logged_numbers(read_training_log(folder), steps))
+
+
+def starts_from_rebuild(warm_start: str | None) -> bool:
+    """Whether a run's warmup.sft_warm_start_from is a checkpoint of a warm start trained again (REBUILT)."""
+    return warm_start is not None and run_of(Path(warm_start)).name.endswith(REBUILT)
 
 
 # A rebuild's name in a comparison's queue of runs, where the others have a variant's.

@@ -17,7 +17,7 @@ from ..runlog import read_training_log
 from ..tasks import load_task
 from .archive import imports_of
 from .significance import paired_tests
-from .spec import restricted
+from .spec import rebuild_departure, restricted, starts_from_rebuild
 
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
@@ -96,6 +96,17 @@ def mixed_machines(runs: dict, variant: str, reference: str, seed: int) -> str |
     return f"{variant} seed {seed} ({', '.join(found[0])}) and {reference} seed {seed} ({', '.join(found[1])})"
 
 
+def across_a_rebuild(runs: dict, variant: str, reference: str, seed: int, departure: str | None, source: str) -> str | None:
+    """The pair, named, when one of its runs starts from the seed's warm start trained again here and the other does
+    not, and that rebuild's log departs from its source run's (`departure`, spec.rebuild_departure): they do not branch
+    from one run, whether or not they recorded fingerprints."""
+    sides = {starts_from_rebuild((runs[name][seed]["config"].get("warmup") or {}).get("sft_warm_start_from")) for name in (variant, reference)}
+    if departure is None or len(sides) == 1:
+        return None
+    return (f"{variant} seed {seed} and {reference} seed {seed} (one starts from {source} seed {seed}'s warm start trained "
+            f"again, whose log departs from that run's at {departure})")
+
+
 def best_at_warm_start(seeds: dict[int, dict]) -> list[int]:
     """The seeds at which a warmup run's best checkpoint is its SFT warm start: no warmup step improved dev, so its
     test scores are the warm start's (decoded with warmups), not the method's."""
@@ -129,13 +140,14 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     table = {variant: _table_row(seeds, stats[variant], options) for variant, seeds in runs.items()}
     baseline = spec["baseline"]
     first, ids = _paired_examples(runs, baseline)
+    departures = {seed: rebuild_departure(spec, output, seed) for seed in spec["seeds"]}
     mixed: list[str] = []
 
     def tests(variant: str, reference: str) -> dict | None:
         common = [seed for seed in runs[variant] if seed in runs[reference]]
         if not common:
             return None
-        mixed.extend(_machine_pairs(spec, runs, variant, reference, common))
+        mixed.extend(_machine_pairs(spec, runs, variant, reference, common, departures))
         found = {}
         for m in families:
             found.update(paired_tests(m, [stats[variant][m][s] for s in common], [stats[reference][m][s] for s in common],
@@ -214,9 +226,11 @@ def _paired_examples(runs: dict, baseline: str) -> tuple[dict[str, int], list[st
     return first, ids
 
 
-def _machine_pairs(spec: dict, runs: dict, variant: str, reference: str, seeds: list[int]) -> list[str]:
-    """The pairs of these seeds computed on machines whose arithmetic differs: refused unless the spec allows them."""
-    pairs = [pair for seed in seeds if (pair := mixed_machines(runs, variant, reference, seed))]
+def _machine_pairs(spec: dict, runs: dict, variant: str, reference: str, seeds: list[int], departures: dict) -> list[str]:
+    """The pairs of these seeds computed on machines whose arithmetic differs (by their fingerprints, or by a warm start
+    trained again here that departs from its source's log): refused unless the spec allows them."""
+    pairs = [pair for seed in seeds if (pair := mixed_machines(runs, variant, reference, seed)
+                                        or across_a_rebuild(runs, variant, reference, seed, departures.get(seed), spec["warm_start_from"]))]
     if pairs and not spec["allow_mixed_machines"]:
         raise ConfigError(f"{pairs[0]}: their steps were computed on machines whose arithmetic differs, so their difference "
                           "is partly the machines'; train both on one machine, or set allow_mixed_machines: true in the spec "

@@ -123,6 +123,9 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
     assert mixed in capsys.readouterr().err
     for variant in ("warmup", "sft+same_time"):
         shutil.rmtree(moved / variant / "seed0")
+    assert compare(spec, moved, "--status") == 0
+    assert "warm starts (its checkpoints were not kept or not imported): done, but its log departs from sft seed 0's at " \
+           "step 1: loss: no run starts from it" in capsys.readouterr().out
     assert compare(spec, moved) == 2
     err = capsys.readouterr().err
     assert "its first 1 steps again for the warm starts departs from that run's log at step 1: loss" in err and "-warm-start in place" in err

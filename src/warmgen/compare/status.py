@@ -10,7 +10,7 @@ from ..config_files import load_config, parse_overrides, read_yaml
 from ..rundir import best_checkpoint, folder_holder, last_checkpoint, results_file, resumable, run_config_file
 from ..runlog import metrics_file
 from ..tasks import load_task
-from .spec import comparison_folder, config_differences, load_spec, rebuild_label, rebuilds, rebuilt, run_changes
+from .spec import comparison_folder, config_differences, load_spec, rebuild_departure, rebuild_label, rebuilds, rebuilt, run_changes
 
 
 def comparison_status(spec_path: str, output_dir: str | None = None, overrides: Sequence[str] = (), seeds: list[int] | None = None,
@@ -41,6 +41,9 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
             lines.append(f"  {variant} seed {seed}: {state}")
     for seed, folder in rebuilds(output, planned).items():
         state = "done" if rebuilt(spec, folder) else _unfinished(folder)
+        if departure := rebuild_departure(spec, output, seed):  # this machine computes otherwise than the source's
+            state += (f", but its log departs from {spec['warm_start_from']} seed {seed}'s at {departure}: "
+                      + ("runs start from it (allow_mixed_machines)" if spec["allow_mixed_machines"] else "no run starts from it"))
         lines.append(f"  {rebuild_label(spec, seed)} (its checkpoints were not kept or not imported): {state}")
     return "\n".join(lines)
 

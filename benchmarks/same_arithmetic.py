@@ -11,7 +11,7 @@ training-log row up to there, field by field (timings left out), with the run's 
 
 Writes benchmarks/results/same-arithmetic/<name>-<date>.json: the rows of both runs, each field
 `same` (equal to the last digit) or its difference, the first step and fields where the copy departs
-(`first_difference`; a field only a newer warmgen logs is not compared), and the warmgen code that
+(`first_difference`; only fields both logged are compared), and the warmgen code that
 trained the copy (its commit may differ from the run's: then a difference may be the code's).
 """
 
@@ -41,7 +41,7 @@ NOT_IN_ORIGINAL = "not in the original"
 
 def differences(original: dict[int, dict], again: dict[int, dict]) -> dict[int, dict]:
     """step -> field -> "same" or the difference again - original; a field the original logged and the copy did not is
-    "missing", one only the copy logged "not in the original" (a newer warmgen logs more: not compared)."""
+    "missing", one only the copy logged "not in the original" (a warmgen may log more than another)."""
     found = {}
     for step in sorted(original.keys() | again.keys()):
         left, right = original.get(step, {}), again.get(step, {})

@@ -85,10 +85,13 @@ def logged_numbers(log: list[dict], up_to: int) -> dict[int, dict]:
 
 def first_departure(original: dict[int, dict], again: dict[int, dict]) -> str | None:
     """Where `again` first departs from `original` (each logged_numbers), as "step 150: grad_norm, loss"; None where
-    every field of every row the original logged is the same. A field only `again` logs (a newer warmgen) is not compared."""
+    every row the original logged is there again with the same numbers. Only fields both logged are compared: one warmgen
+    may log more than another, which says nothing of the arithmetic."""
     for step in sorted(original):
-        row = again.get(step, {})
-        if differing := [key for key, value in original[step].items() if key not in row or not _same(value, row[key])]:
+        if step not in again:
+            return f"step {step}: not logged again"
+        row = again[step]
+        if differing := [key for key, value in original[step].items() if key in row and not _same(value, row[key])]:
             return f"step {step}: {', '.join(differing)}"
     return None
 

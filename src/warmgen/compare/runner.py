@@ -24,6 +24,7 @@ from .spec import (
     load_spec,
     rebuild_changes,
     rebuild_departure,
+    rebuild_folder,
     rebuild_label,
     rebuilds,
     rebuilt,
@@ -71,7 +72,7 @@ def _departed_warm_start(spec: dict, output: Path, variant: str, seed: int, chan
     source = spec["warm_start_from"]
     return (f"{rebuild_label(spec, seed)} departs from that run's log at {departure}: this machine computes otherwise than the "
             f"one that trained {source} seed {seed}, so {variant} seed {seed} would not branch from the run it is paired with; "
-            f"train {source} seed {seed} here too (put {output / source / f'seed{seed}'}-warm-start in place of its imported "
+            f"train {source} seed {seed} here too (put {rebuild_folder(spec, output, seed)} in place of its imported "
             f"folder: it trains on to the end), or set allow_mixed_machines: true in the spec")
 
 

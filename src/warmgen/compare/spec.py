@@ -152,8 +152,13 @@ def warm_start_folder(spec: dict, output: Path, seed: int, steps: int) -> Path:
     asked for it), the folder beside it where its first steps are trained again (rebuild_changes)."""
     source = output / spec["warm_start_from"] / f"seed{seed}"
     if results_file(source).is_file() and not step_checkpoint(source, steps).is_dir():
-        return source.with_name(source.name + REBUILT)
+        return rebuild_folder(spec, output, seed)
     return source
+
+
+def rebuild_folder(spec: dict, output: Path, seed: int) -> Path:
+    """Where the seed's warm start is trained again: beside its source run, <source>/seed<N>-warm-start."""
+    return output / spec["warm_start_from"] / f"seed{seed}{REBUILT}"
 
 
 def rebuild_changes(spec: dict, output: Path, seed: int) -> dict:
@@ -190,8 +195,7 @@ def rebuild_departure(spec: dict, output: Path, seed: int) -> str | None:
     the run they are paired with. None where the logs agree, or where there is no finished rebuild."""
     if not spec["warm_start_from"]:
         return None
-    source = output / spec["warm_start_from"] / f"seed{seed}"
-    folder = source.with_name(source.name + REBUILT)
+    source, folder = output / spec["warm_start_from"] / f"seed{seed}", rebuild_folder(spec, output, seed)
     if not (results_file(source).is_file() and folder.is_dir() and rebuilt(spec, folder)):
         return None
     steps = rebuild_steps(spec)

@@ -100,8 +100,10 @@ def across_a_rebuild(runs: dict, variant: str, reference: str, seed: int, depart
     """The pair, named, when one of its runs starts from the seed's warm start trained again here and the other does
     not, and that rebuild's log departs from its source run's (`departure`, spec.rebuild_departure): they do not branch
     from one run, whether or not they recorded fingerprints."""
+    if departure is None:
+        return None
     sides = {starts_from_rebuild((runs[name][seed]["config"].get("warmup") or {}).get("sft_warm_start_from")) for name in (variant, reference)}
-    if departure is None or len(sides) == 1:
+    if len(sides) == 1:
         return None
     return (f"{variant} seed {seed} and {reference} seed {seed} (one starts from {source} seed {seed}'s warm start trained "
             f"again, whose log departs from that run's at {departure})")

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -352,6 +353,28 @@ def test_draft_from_trains_y_after_the_drafters_greedy_answer_and_decodes_after_
     (best / "drafter" / "model.safetensors").unlink()  # the carried drafter is checked as every other file
     with pytest.raises(RunFolderError, match="drafter/model.safetensors: missing"):
         load_checkpoint(best)
+
+
+def test_the_api_decodes_and_saves_a_drafted_run_with_the_drafter_its_checkpoint_carries(tmp_path):
+    """WarmupTrainer after train(): evaluate, generate and save_model use the drafter the best checkpoint carries, so
+    they work as `warmgen eval` does once the drafter's run is moved; args keep the path the caller gave."""
+    from warmgen import WarmupTrainer, generate, load_run
+
+    files, sft = _sft_run(tmp_path)
+    config = WarmupConfig(output_dir=str(tmp_path / "drafted"), model={"name": "t5-tiny", "vocab_size": 300},
+                          data={"train_file": files[1], "dev_file": files[3]},
+                          train={"max_steps": 2, "batch_size": 4, "eval_every": 1},
+                          warmup={"draft_from": str(sft), "max_warmup_length": 3, "sft_warm_start_steps": 0})
+    trainer = WarmupTrainer(args=config)
+    trainer.train()
+    chrf, answers = trainer.evaluate("dev")["chrf"], generate(trainer.model, trainer.tokenizer, ["one 0", "two 1"])
+    shutil.move(sft, tmp_path / "elsewhere")
+    assert trainer.evaluate("dev")["chrf"] == chrf
+    assert generate(trainer.model, trainer.tokenizer, ["one 0", "two 1"]) == answers
+    trainer.save_model()
+    model, tokenizer, saved = load_run(tmp_path / "drafted" / "final")
+    assert generate(model, tokenizer, ["one 0", "two 1"]) == answers
+    assert trainer.args.warmup.draft_from == str(sft) and Path(saved.warmup.draft_from).parent == tmp_path / "drafted" / "final"
 
 
 def test_draft_from_a_lora_sft_run_of_a_pretrained_model(tmp_path):

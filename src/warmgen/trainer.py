@@ -80,6 +80,7 @@ class WarmupTrainer:
         self.compute_metrics = compute_metrics  # (predictions, references) -> {name: value}, at every evaluation
         self.callbacks = list(callbacks or [])  # transformers' TrainerCallbacks: on_log, on_evaluate, on_save
         self.results: dict | None = None
+        self._decoding = self.args  # after train(): args with the drafter the best checkpoint carries
 
     def train(self, resume_from_checkpoint: bool | str | os.PathLike = False, overwrite: str | None = None) -> TrainOutput | None:
         """Train; return transformers' TrainOutput (global_step, training_loss, metrics), with `model` then the best
@@ -101,8 +102,11 @@ class WarmupTrainer:
                              compute_metrics=self.compute_metrics, callbacks=self.callbacks)
         if self.results is None:
             return None
-        self.model, self.tokenizer, _, _ = load_checkpoint(Path(self.results["checkpoint"]), self.args.model)
-        self.model.warmgen_config = self.args  # generate() then decodes as this run does
+        self.model, self.tokenizer, _, saved = load_checkpoint(Path(self.results["checkpoint"]), self.args.model)
+        # Decoded with the drafter the checkpoint carries (warmup.draft_from): the one args names may move or go.
+        self._decoding = copy.deepcopy(self.args)
+        self._decoding.warmup.draft_from = saved.warmup.draft_from
+        self.model.warmgen_config = self._decoding  # generate() then decodes as this run does
         losses = [row["loss"] for row in self.state.log_history if "loss" in row]
         metrics = {"train_runtime": self.results["train_seconds"], "epoch": self.results["epochs"],
                    **{f"{'eval' if split == 'dev' else split}_{key}": value for split, scores in self.results["splits"].items()
@@ -128,7 +132,7 @@ class WarmupTrainer:
         if self.model is None or self.results is None:
             raise ConfigError("WarmupTrainer.save_model: train first (trainer.train())")
         save_checkpoint(Path(output_dir or Path(self.args.output_dir) / "final"), self.model, self.tokenizer, self.args, None,
-                        drafter=drafter_of(self.args))
+                        drafter=drafter_of(self._decoding))
 
     def evaluate(self, dataset="dev") -> dict:
         """Scores of the trained model on a split ("dev", "test") or on a dataset (rows or a file path)."""
@@ -146,8 +150,8 @@ class WarmupTrainer:
             else:
                 given["test"] = dataset
         task = load_task(args, given, self.compute_metrics)
-        layout = make_layout(self.model, self.tokenizer, self.tokenizer.convert_tokens_to_ids(SEP), self.args)
-        scores, _ = evaluate(self.model, layout, task, split, self.args, use_warmup=decodes_with_warmup(self.args))
+        layout = make_layout(self.model, self.tokenizer, self.tokenizer.convert_tokens_to_ids(SEP), self._decoding)
+        scores, _ = evaluate(self.model, layout, task, split, self._decoding, use_warmup=decodes_with_warmup(self._decoding))
         return scores
 
 

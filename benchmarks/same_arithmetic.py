@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.recording import write_record
-from warmgen.provenance import first_departure, git_commit, logged_numbers
+from warmgen.provenance import first_departure, git_commit, logged_numbers, same_logged
 from warmgen.rundir import results_file, run_config_file
 from warmgen.runlog import read_training_log
 
@@ -51,7 +51,7 @@ def differences(original: dict[int, dict], again: dict[int, dict]) -> dict[int, 
                 found[step][key] = NOT_IN_ORIGINAL
             elif key not in right:
                 found[step][key] = "missing"
-            elif left[key] == right[key]:
+            elif same_logged(left[key], right[key]):
                 found[step][key] = "same"
             else:
                 numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left[key], right[key]))

@@ -42,6 +42,10 @@ def test_a_run_trained_again_here_logs_the_same_numbers_and_a_changed_log_is_fou
     found = same_arithmetic.differences(older, original)
     assert found[1]["grad_norms"] == same_arithmetic.NOT_IN_ORIGINAL and first_departure(older, original) is None
     assert first_departure(original, older) is None and first_departure(original, {1: original[1]}) == "step 2: not logged again"
+    # A NaN logged on both sides is the same number to both (NaN != NaN in Python).
+    diverged = {step: {**row, "loss": float("nan")} for step, row in original.items()}
+    assert same_arithmetic.differences(diverged, diverged)[2]["loss"] == "same" and first_departure(diverged, diverged) is None
+    assert first_departure(original, diverged) == "step 1: loss"
 
 
 def test_a_folder_without_a_run_or_without_rows_that_far_is_refused(tmp_path, monkeypatch):

@@ -91,13 +91,14 @@ def first_departure(original: dict[int, dict], again: dict[int, dict]) -> str | 
         if step not in again:
             return f"step {step}: not logged again"
         row = again[step]
-        if differing := [key for key, value in original[step].items() if key in row and not _same(value, row[key])]:
+        if differing := [key for key, value in original[step].items() if key in row and not same_logged(value, row[key])]:
             return f"step {step}: {', '.join(differing)}"
     return None
 
 
-def _same(a, b) -> bool:
-    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)  # NaN logged twice
+def same_logged(a, b) -> bool:
+    """Whether two logged values are the same, a NaN logged on both sides included (NaN != NaN in Python)."""
+    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
 
 
 def now() -> str:

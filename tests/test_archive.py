@@ -117,8 +117,7 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     log.write_text("".join(json.dumps({**row, "loss": row["loss"] + 1e-7} if row.get("step") == 1 and "loss" in row else row) + "\n"
                            for row in rows))
-    mixed = ("warmup seed 0 and sft seed 0 (one starts from sft seed 0's warm start trained again, whose log departs from that "
-             "run's at step 1: loss)")
+    mixed = "warmup seed 0 and sft seed 0 (their logs should share sft seed 0's first 1 steps and depart at step 1: loss)"
     assert compare(spec, moved) == 2
     assert mixed in capsys.readouterr().err
     for variant in ("warmup", "sft+same_time"):
@@ -134,6 +133,12 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
     allowed.write_text(SPEC + "allow_mixed_machines: true\n")
     assert compare(allowed, moved) == 0
     assert json.loads((moved / "summary.json").read_text())["mixed_machine_pairs"] == [mixed]
+    # Found from the runs' logs alone: summarised from their archive where no rebuild folder is, the pair is listed too.
+    elsewhere = tmp_path / "elsewhere"
+    assert compare(allowed, moved, "--export", str(tmp_path / "mixed.json.gz")) == 0
+    assert compare(allowed, elsewhere, "--import", str(tmp_path / "mixed.json.gz")) == 0 and compare(allowed, elsewhere) == 0
+    assert not (elsewhere / "sft" / "seed0-warm-start").exists()
+    assert json.loads((elsewhere / "summary.json").read_text())["mixed_machine_pairs"] == [mixed]
 
     # Refused, with nothing written: a run trained under another config, predictions of other examples, a run
     # still training where one would go, a file that is no archive.

@@ -492,4 +492,13 @@ def test_runs_computed_on_machines_that_differ_are_not_paired_unless_the_spec_al
     assert "warmup seed 0 (0123456789abcdef) and sft seed 0" in capsys.readouterr().err
     spec.write_text(spec.read_text() + "allow_mixed_machines: true\n")
     assert main(["compare", str(spec), "--output_dir", str(out), "--partial"]) == 0
-    assert json.loads((out / "summary.json").read_text())["mixed_machine_pairs"][0].startswith("warmup seed 0 (0123456789abcdef)")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mixed_machine_pairs"][0].startswith("warmup seed 0 (0123456789abcdef)")
+    # Said beside the verdict, in the report and in the tables the README quotes, and listed whole in the report.
+    assert summary["mixed_machine_seeds"] == {"warmup vs sft": [0]}
+    report = (out / "report.md").read_text()
+    assert report.count("(machines mixed at seed 0)") == len(summary["versus_baseline"]["warmup"])
+    assert "| " + summary["mixed_machine_pairs"][0] + " |" in report
+    from benchmarks.summary_table import _verdict
+    found = summary["versus_baseline"]["warmup"]
+    assert _verdict(found[next(iter(found))], next(iter(found)), summary, "warmup").endswith("; machines mixed at seed 0")

@@ -116,18 +116,22 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                [[v] + ([", ".join(map(str, per_variant[v]))] if uneven else []) + [_cell(row, k) for k in quality + list(COST)]
                 for v, row in table.items()])]
     header = ["metric", "variant", "reference", "difference", "verdict", "seeds", "seed-level 95% CI", "p", "example-level 95% CI", "p"]
-    stuck = summary.get("best_at_warm_start", {})
-    tables.append((f"Versus {summary['spec']['baseline']}: paired on the seeds both have; the verdict follows the seed-level test "
+    stuck, mixed, baseline = summary.get("best_at_warm_start", {}), summary.get("mixed_machine_seeds", {}), summary["spec"]["baseline"]
+    tables.append((f"Versus {baseline}: paired on the seeds both have; the verdict follows the seed-level test "
                    f"(example level: bootstrap over test examples, {summary['spec']['bootstrap']} resamples, seeds fixed)",
-                   ["variant", *header], [[v, *_test_row(k, r, stuck.get(v), len(per_variant[v]))]
+                   ["variant", *header], [[v, *_test_row(k, r, stuck.get(v), len(per_variant[v]), mixed.get(f"{v} vs {baseline}"))]
                                           for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]))
+    if summary.get("mixed_machine_pairs"):
+        tables.append(("Pairs computed on machines whose arithmetic differs (allowed by the spec's allow_mixed_machines): "
+                       "their differences are partly the machines'", ["pair"], [[pair] for pair in summary["mixed_machine_pairs"]]))
     if stuck:
         tables.append(("Not the method's score: the best checkpoint is the SFT warm start (no warmup step improved dev), so "
                        "the test scores are the warm start's, decoded with warmups", ["variant", "seeds", "best step"],
                        [[v, ", ".join(map(str, seeds)), _cell(table[v], "best_step")] for v, seeds in stuck.items()]))
     if summary["contrasts"]:
         tables.append(("Contrasts (same tests)", ["variant vs reference", *header],
-                       [[pair, *_test_row(k, r)] for pair, keys in summary["contrasts"].items() for k, r in keys.items()]))
+                       [[pair, *_test_row(k, r, mixed=mixed.get(pair))] for pair, keys in summary["contrasts"].items()
+                        for k, r in keys.items()]))
     rows = [[v, f"{a['mean_warmup_words']:.2f}", "-" if a["warmup_words_in_target"] is None else f"{a['warmup_words_in_target']:.2f}",
              "-" if a["warmup_words_in_source"] is None else f"{a['warmup_words_in_source']:.2f}", f"{a['warmup_target_coverage']:.2f}",
              "-" if "sft_output_target_coverage" not in a else f"{a['sft_output_target_coverage']:.2f}",
@@ -162,12 +166,15 @@ def _cell(row: dict, key: str) -> str:
     return f"{row[key]['mean']:.4g} ± {row[key]['std']:.2g}"
 
 
-def _test_row(key: str, r: dict, stuck: list[int] | None = None, seeds: int = 0) -> list[str]:
-    """A test's row; `stuck`: the seeds whose best checkpoint is the warm start (the verdict is then not the method's)."""
+def _test_row(key: str, r: dict, stuck: list[int] | None = None, seeds: int = 0, mixed: list[int] | None = None) -> list[str]:
+    """A test's row; `stuck`: the seeds whose best checkpoint is the warm start (the verdict is then not the method's);
+    `mixed`: the seeds whose pair was computed on machines whose arithmetic differs."""
     seed, example = r.get("seed_level"), r.get("example_level", r)  # a summary from before seed-level tests: example level only
     found = verdict(r, key) if "per_seed_diff" in r else "-"
     if stuck:
         found += f" (best = warm start at {len(stuck)}/{seeds} seeds)"
+    if mixed:
+        found += f" (machines mixed at seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))})"
     return [key, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}",
             found, sign_counts(r, key) if "per_seed_diff" in r else "-",
             f"[{seed['ci_low']:+.4g}, {seed['ci_high']:+.4g}]" if seed else "-", f"{seed['p_value']:.3g}" if seed else "-",

@@ -12,12 +12,13 @@ from .. import metrics
 from ..config_files import load_config, read_yaml
 from ..errors import ConfigError
 from ..evaluate import read_predictions, task_references
+from ..provenance import first_departure, logged_numbers
 from ..rundir import eval_folder, results_file, run_config_file
 from ..runlog import read_training_log
 from ..tasks import load_task
 from .archive import imports_of
 from .significance import paired_tests
-from .spec import rebuild_departure, restricted, starts_from_rebuild
+from .spec import restricted
 
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
@@ -96,17 +97,29 @@ def mixed_machines(runs: dict, variant: str, reference: str, seed: int) -> str |
     return f"{variant} seed {seed} ({', '.join(found[0])}) and {reference} seed {seed} ({', '.join(found[1])})"
 
 
-def across_a_rebuild(runs: dict, variant: str, reference: str, seed: int, departure: str | None, source: str) -> str | None:
-    """The pair, named, when one of its runs starts from the seed's warm start trained again here and the other does
-    not, and that rebuild's log departs from its source run's (`departure`, spec.rebuild_departure): they do not branch
-    from one run, whether or not they recorded fingerprints."""
-    if departure is None:
+def branch_departure(runs: dict, variant: str, reference: str, seed: int, source: str) -> str | None:
+    """The pair, named, when both runs should share their first steps (each is the warm start's `source` run or starts
+    from one of its checkpoints, whose log rows it carries) and their logs depart before the earlier branch: those steps
+    were computed otherwise (a warm start trained again on another machine), fingerprints recorded or not. Read from
+    the logs alone, so a summary made from runs archives finds it too."""
+    pair = {name: runs[name][seed] for name in (variant, reference)}
+    branches = {name: _warm_start_step(run) for name, run in pair.items()}
+    if all(step is None for step in branches.values()) or any(step is None and name != source for name, step in branches.items()):
         return None
-    sides = {starts_from_rebuild((runs[name][seed]["config"].get("warmup") or {}).get("sft_warm_start_from")) for name in (variant, reference)}
-    if len(sides) == 1:
+    steps = min(step for step in branches.values() if step is not None)
+    first, second = sorted(pair, key=lambda name: name != source)  # the source run's log is the original where it is one
+    original, again = (logged_numbers(pair[name]["log"], steps) for name in (first, second))
+    if not (original and again):  # an older warmgen did not carry the warm start's rows: nothing to compare
         return None
-    return (f"{variant} seed {seed} and {reference} seed {seed} (one starts from {source} seed {seed}'s warm start trained "
-            f"again, whose log departs from that run's at {departure})")
+    if (departure := first_departure(original, again)) is None:
+        return None
+    return (f"{variant} seed {seed} and {reference} seed {seed} (their logs should share {source} seed {seed}'s first "
+            f"{steps} steps and depart at {departure})")
+
+
+def _warm_start_step(run: dict) -> int | None:
+    warmup = run["config"].get("warmup") or {}
+    return warmup.get("sft_warm_start_steps") if warmup.get("sft_warm_start_from") else None
 
 
 def best_at_warm_start(seeds: dict[int, dict]) -> list[int]:
@@ -114,8 +127,7 @@ def best_at_warm_start(seeds: dict[int, dict]) -> list[int]:
     test scores are the warm start's (decoded with warmups), not the method's."""
     found = []
     for seed, run in seeds.items():
-        warmup = run["config"].get("warmup") or {}
-        start = warmup.get("sft_warm_start_steps") if warmup.get("sft_warm_start_from") else None
+        start = _warm_start_step(run)
         if start is not None and run["config"].get("method") == "warmup" and run["results"].get("best_step") == start:
             found.append(seed)
     return found
@@ -142,14 +154,14 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     table = {variant: _table_row(seeds, stats[variant], options) for variant, seeds in runs.items()}
     baseline = spec["baseline"]
     first, ids = _paired_examples(runs, baseline)
-    departures = {seed: rebuild_departure(spec, output, seed) for seed in spec["seeds"]}
-    mixed: list[str] = []
+    mixed: dict[str, dict[int, str]] = {}  # "variant vs reference" -> seed -> the pair, named
 
     def tests(variant: str, reference: str) -> dict | None:
         common = [seed for seed in runs[variant] if seed in runs[reference]]
         if not common:
             return None
-        mixed.extend(_machine_pairs(spec, runs, variant, reference, common, departures))
+        if pairs := _machine_pairs(spec, runs, variant, reference, common):
+            mixed[f"{variant} vs {reference}"] = pairs
         found = {}
         for m in families:
             found.update(paired_tests(m, [stats[variant][m][s] for s in common], [stats[reference][m][s] for s in common],
@@ -168,7 +180,8 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
                "test_examples": len(ids), "seeds": {v: list(seeds) for v, seeds in runs.items()}, "table": table,
                "versus_baseline": versus, "contrasts": contrasts,
                "best_at_warm_start": {variant: stuck for variant, seeds in runs.items() if (stuck := best_at_warm_start(seeds))},
-               "mixed_machine_pairs": sorted(set(mixed)), "imports": imports_of(output),
+               "mixed_machine_pairs": sorted({pair for pairs in mixed.values() for pair in pairs.values()}),
+               "mixed_machine_seeds": {tested: list(pairs) for tested, pairs in mixed.items()}, "imports": imports_of(output),
                "runs_without_fingerprint": [f"{v} seed {seed}" for v, seeds in runs.items() for seed, r in seeds.items()
                                             if not r["results"].get("arithmetic_fingerprints")],
                "warmup_analysis": analysis, "examples": _examples(runs, baseline, first, min(5, len(ids))),
@@ -228,13 +241,13 @@ def _paired_examples(runs: dict, baseline: str) -> tuple[dict[str, int], list[st
     return first, ids
 
 
-def _machine_pairs(spec: dict, runs: dict, variant: str, reference: str, seeds: list[int], departures: dict) -> list[str]:
-    """The pairs of these seeds computed on machines whose arithmetic differs (by their fingerprints, or by a warm start
-    trained again here that departs from its source's log): refused unless the spec allows them."""
-    pairs = [pair for seed in seeds if (pair := mixed_machines(runs, variant, reference, seed)
-                                        or across_a_rebuild(runs, variant, reference, seed, departures.get(seed), spec["warm_start_from"]))]
+def _machine_pairs(spec: dict, runs: dict, variant: str, reference: str, seeds: list[int]) -> dict[int, str]:
+    """seed -> the pair, named, at the seeds whose runs were computed on machines whose arithmetic differs (by their
+    fingerprints, or by logs that depart where they should share a warm start's steps): refused unless the spec allows them."""
+    pairs = {seed: pair for seed in seeds if (pair := mixed_machines(runs, variant, reference, seed)
+                                              or branch_departure(runs, variant, reference, seed, spec["warm_start_from"]))}
     if pairs and not spec["allow_mixed_machines"]:
-        raise ConfigError(f"{pairs[0]}: their steps were computed on machines whose arithmetic differs, so their difference "
+        raise ConfigError(f"{next(iter(pairs.values()))}: their steps were computed on machines whose arithmetic differs, so their difference "
                           "is partly the machines'; train both on one machine, or set allow_mixed_machines: true in the spec "
                           "(the summary then lists the pair)")
     return pairs

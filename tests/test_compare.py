@@ -477,6 +477,30 @@ def test_a_warmup_run_whose_best_checkpoint_is_its_warm_start_is_flagged():
     assert "(best = warm start at 2/3 seeds)" in _test_row("exact_match", result, [0, 2], 3)[4]
 
 
+def test_runs_that_should_share_a_warm_starts_steps_are_checked_against_each_others_logs():
+    """branch_departure: the SFT run and the runs started from its checkpoint (or its first steps trained again) carry
+    the same first steps; where their logs depart there, the pair is named. Runs from elsewhere are not compared."""
+    from warmgen.compare.statistics import branch_departure
+
+    def run(losses, start=None, steps=2):
+        warmup = {"sft_warm_start_from": start, "sft_warm_start_steps": steps} if start else {}
+        return {"config": {"warmup": warmup}, "log": [{"step": step, "loss": loss} for step, loss in enumerate(losses, start=1)]}
+
+    runs = {"sft": {0: run([3.0, 2.0, 1.0])},
+            "warmup": {0: run([3.0, 2.0, 5.0], "cmp/sft/seed0/checkpoints/step-2")},
+            "rebuilt": {0: run([3.0, 2.5, 5.0], "cmp/sft/seed0-warm-start/checkpoints/step-2")},
+            "elsewhere": {0: run([9.0, 9.0, 9.0], "other/base/seed0/checkpoints/step-2")},
+            "older": {0: {**run([], "cmp/sft/seed0-warm-start/checkpoints/step-2"), "log": [{"step": 3, "loss": 5.0}]}},
+            "scratch": {0: run([7.0, 7.0, 7.0])}}
+    assert branch_departure(runs, "warmup", "sft", 0, "sft") is None  # the same first 2 steps; step 3 is its own
+    assert branch_departure(runs, "rebuilt", "sft", 0, "sft") == ("rebuilt seed 0 and sft seed 0 (their logs should share "
+                                                                 "sft seed 0's first 2 steps and depart at step 2: loss)")
+    assert branch_departure(runs, "rebuilt", "warmup", 0, "sft") is not None  # two branches of first steps that differ
+    for other in ("elsewhere", "older", "scratch"):  # another source, no rows carried (an older warmgen), no warm start
+        assert branch_departure(runs, other, "sft", 0, "sft") is None and branch_departure(runs, other, "warmup", 0, "sft") is None
+    assert branch_departure(runs, "rebuilt", "sft", 0, None) is None  # a spec without warm_start_from
+
+
 def test_runs_computed_on_machines_that_differ_are_not_paired_unless_the_spec_allows_it(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text("seeds: [0]\nbootstrap: 20\nvariants:\n  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2}\n")

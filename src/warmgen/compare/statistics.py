@@ -13,12 +13,12 @@ from ..config_files import load_config, read_yaml
 from ..errors import ConfigError
 from ..evaluate import read_predictions, task_references
 from ..provenance import first_departure, logged_numbers
-from ..rundir import eval_folder, results_file, run_config_file
+from ..rundir import eval_folder, results_file, run_config_file, run_of
 from ..runlog import read_training_log
 from ..tasks import load_task
 from .archive import imports_of
 from .significance import paired_tests
-from .spec import restricted
+from .spec import REBUILT, restricted
 
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
         "inference_load_average")
@@ -97,13 +97,13 @@ def mixed_machines(runs: dict, variant: str, reference: str, seed: int) -> str |
     return f"{variant} seed {seed} ({', '.join(found[0])}) and {reference} seed {seed} ({', '.join(found[1])})"
 
 
-def branch_departure(runs: dict, variant: str, reference: str, seed: int, source: str) -> str | None:
+def branch_departure(runs: dict, variant: str, reference: str, seed: int, source: str | None) -> str | None:
     """The pair, named, when both runs should share their first steps (each is the warm start's `source` run or starts
     from one of its checkpoints, whose log rows it carries) and their logs depart before the earlier branch: those steps
     were computed otherwise (a warm start trained again on another machine), fingerprints recorded or not. Read from
     the logs alone, so a summary made from runs archives finds it too."""
     pair = {name: runs[name][seed] for name in (variant, reference)}
-    branches = {name: _warm_start_step(run) for name, run in pair.items()}
+    branches = {name: _warm_start_step(run) if _starts_from(run, source, seed) else None for name, run in pair.items()}
     if all(step is None for step in branches.values()) or any(step is None and name != source for name, step in branches.items()):
         return None
     steps = min(step for step in branches.values() if step is not None)
@@ -115,6 +115,13 @@ def branch_departure(runs: dict, variant: str, reference: str, seed: int, source
         return None
     return (f"{variant} seed {seed} and {reference} seed {seed} (their logs should share {source} seed {seed}'s first "
             f"{steps} steps and depart at {departure})")
+
+
+def _starts_from(run: dict, source: str | None, seed: int) -> bool:
+    """Whether the run starts from a checkpoint of the seed's `source` run (or of its first steps trained again)."""
+    start = (run["config"].get("warmup") or {}).get("sft_warm_start_from")
+    folder = run_of(Path(start)) if start else None
+    return folder is not None and folder.parent.name == source and folder.name in (f"seed{seed}", f"seed{seed}{REBUILT}")
 
 
 def _warm_start_step(run: dict) -> int | None:

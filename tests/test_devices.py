@@ -422,6 +422,19 @@ def test_compare_drafts_with_the_named_variants_run_of_the_same_seed(tmp_path):
     (tmp_path / "sft" / "seed2").mkdir(parents=True)
     (tmp_path / "sft" / "seed2" / "results.json").write_text("{}")
     assert _waits_for(spec, tmp_path, "draft", 2, changes) is None
+    # Only the drafter's place inside the comparison folder counts: its runs imported elsewhere are the same config.
+    import yaml
+
+    from warmgen.compare.spec import config_differences
+    from warmgen.config_files import load_config
+
+    spec.update(overrides={})
+    run = tmp_path / "draft" / "seed2"
+    run.mkdir(parents=True)
+    for drafter, differs in (("../runs/elsewhere/sft/seed2", False), ("../runs/elsewhere/other/seed2", True)):
+        saved = load_config(None, [("warmup.draft_from", drafter), ("seed", 2)]).to_dict()
+        (run / "config.yaml").write_text(yaml.safe_dump(saved))
+        assert bool(config_differences(run, spec, changes, [], 2)) == differs, drafter
 
 
 @pytest.mark.parametrize("objective", ["marginal", "best_of_k"])

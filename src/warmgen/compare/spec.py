@@ -220,7 +220,8 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
 
     Where the run is kept (output_dir, config_dir) may differ, and so may the comparison folder's spelling in the
     warm-start checkpoint's path (relative or absolute, or the folder moved): only its place inside the folder
-    counts, the source run's and its rebuilt first steps' (warm_start_folder) being the same. A field the saved
+    counts, the source run's and its rebuilt first steps' (warm_start_folder) being the same; so for a drafter that is
+    a variant's run of this seed (warmup.draft_from). A field the saved
     config lacks (written by an older warmgen) is not compared. A run not started yet has no differences.
     """
     saved_path = run_config_file(run_dir)
@@ -234,6 +235,8 @@ def config_differences(run_dir: Path, spec: dict, changes: dict, overrides: list
         if warmup.get("sft_warm_start_from"):
             variant, run, *checkpoint = Path(warmup["sft_warm_start_from"]).parts[-WARM_START_DEPTH:]
             warmup["sft_warm_start_from"] = str(Path(variant, run.removesuffix(REBUILT), *checkpoint))
+        if warmup.get("draft_from") and Path(warmup["draft_from"]).parts[-2:] in [(name, f"seed{seed}") for name in spec["variants"]]:
+            warmup["draft_from"] = str(Path(*Path(warmup["draft_from"]).parts[-2:]))  # a variant's run of this seed drafts
     return differences(saved, wanted)
 
 

@@ -122,6 +122,12 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert {"entropy", "warmup/gain_positive_ratio", "warmup/target_overlap"} <= set(ends)
     assert "empty_warmup/wer" in summary["table"]["warmup"] and "empty_warmup/wer" not in summary["table"]["sft"]
     assert "Do warmups help?" in (out / "report.md").read_text()
+    # Why? Each warmup variant's findings from these numbers (tests/test_diagnostics.py checks each rule).
+    assert summary["warmup_analysis"]["warmup"]["distinct_warmups"] == pytest.approx(np.mean(
+        [len({p["warmup"] for p in map(json.loads, (out / "warmup" / f"seed{seed}" / "eval" / "test" / "predictions.jsonl").read_text()
+                                                   .splitlines())}) / 6 for seed in (0, 1)]))
+    assert set(summary["diagnosis"]) == {"variants", "self_draft"} and list(summary["diagnosis"]["variants"]) == ["warmup"]
+    assert all(finding["says"] in (out / "report.md").read_text() for finding in summary["diagnosis"]["variants"]["warmup"])
     for name in ("report.md", "report.html", "training.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
     assert "Versus sft" in (out / "report.md").read_text() and "Contrasts" in (out / "report.md").read_text()

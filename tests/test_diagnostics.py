@@ -5,6 +5,7 @@ import json
 from test_reliability import config
 
 from warmgen import diagnostics
+from warmgen.compare import diagnosis
 from warmgen.train import train
 
 
@@ -42,3 +43,56 @@ def test_collapse_and_steps_without_an_advantage_are_said_from_the_logged_rows()
     rloo = {"method": "warmup", "warmup": {"objective": "rloo", "answer_loss_weight": None}}
     assert "nothing was learnt" not in diagnostics.no_advantage(row, rloo)  # rloo's answer term still trains
     assert "stopped writing warmups" in diagnostics.collapsed(row) and diagnostics.collapsed({"warmup/empty_ratio": 0.5}) is None
+
+
+def _summary(analysis: dict, row: dict, overrides: dict | None = None, per_seed_diff=(0.05, 0.04, 0.06), stuck=(), draft=None) -> dict:
+    """A comparison summary with one warmup variant "w" against sft (WER, lower is better), as statistics.summarize writes it."""
+    tested = {"wer": {"per_seed_diff": list(per_seed_diff), "seed_level": {"ci_low": min(per_seed_diff), "ci_high": max(per_seed_diff)}}}
+    variants = {"sft": {"method": "sft"}, "w": overrides or {}}
+    versus = {"w": tested}
+    if draft is not None:
+        variants["draft"] = {"warmup.draft_from": "sft"}
+        versus["draft"] = {"wer": {"per_seed_diff": list(draft), "seed_level": {"ci_low": min(draft), "ci_high": max(draft)}}}
+    return {"primary_metric": "wer", "greater_is_better": False, "seeds": {"sft": [0, 1, 2], "w": [0, 1, 2]},
+            "spec": {"baseline": "sft", "overrides": {}, "variants": variants}, "best_at_warm_start": {"w": list(stuck)} if stuck else {},
+            "versus_baseline": versus, "table": {"w": row},
+            "warmup_analysis": {"w": {"mean_warmup_words": 8.0, "distinct_warmups": 0.9, "most_frequent_warmup_words": [["K", 9]],
+                                      "training_end": {}, **analysis}}}
+
+
+def _found(summary: dict) -> dict[str, str | None]:
+    return {f["finding"]: f["try"] for f in diagnosis.diagnose(summary)["variants"]["w"]}
+
+
+def test_the_diagnosis_says_each_finding_at_its_threshold_and_offers_only_devices_not_yet_used():
+    wer = lambda own, empty: {"wer": {"mean": own}, "empty_warmup/wer": {"mean": empty}}  # noqa: E731
+    assert _found(_summary({}, wer(0.5, 0.5 * (1 + diagnosis.IGNORES) + 1e-3))) == {}  # between the thresholds: nothing said
+    # Relied on (worse after an empty warmup) yet no better than SFT: the self-draft bound is what to try.
+    relies = _found(_summary({}, wer(0.5, 0.5 * (1 + diagnosis.RELIES) + 1e-3)))
+    assert list(relies) == ["relies_without_gain"] and "warmup.draft_from" in relies["relies_without_gain"]
+    better = _summary({}, wer(0.5, 0.9), per_seed_diff=(-0.05, -0.04, -0.06))
+    assert list(_found(better)) == ["relies"]  # better than SFT, and relying on its warmups: nothing to fix
+    hurt = _found(_summary({}, wer(0.5, 0.3), overrides={"warmup.entropy_coef": 0.1}))
+    assert list(hurt) == ["warmups_hurt"] and "entropy_coef" not in hurt["warmups_hurt"] and "warmup.kl_coef" in hurt["warmups_hurt"]
+    assert list(_found(_summary({}, wer(0.5, 0.5)))) == ["ignored"]
+    # What the warmups became: empty, cut off, one cue whatever the input; no gain over no warmup; never trained.
+    assert list(_found(_summary({"mean_warmup_words": diagnosis.EMPTY_WORDS - 0.01}, {}))) == ["empty"]
+    cut = _summary({"training_end": {"completions/clipped_ratio": diagnosis.CUT_OFF_SHARE}}, {})
+    assert _found(cut) == {"cut_off": "warmup.cut_off mask, a longer warmup.max_warmup_length"}
+    cut["spec"]["variants"]["w"] = {"warmup.cut_off": "mask"}
+    assert _found(cut) == {"cut_off": "a longer warmup.max_warmup_length"}
+    assert "cut_off" not in _found(_summary({"training_end": {"completions/clipped_ratio": diagnosis.CUT_OFF_SHARE - 0.01}}, {}))
+    assert list(_found(_summary({"distinct_warmups": diagnosis.ONE_CUE_SHARE - 0.01}, {}))) == ["one_cue"]
+    assert _found(_summary({"training_end": {"warmup/gain": 0.0}}, {}, overrides={"warmup.reward": "gain"})) == \
+           {"no_gain": "warmup.posterior_warmups"}
+    assert list(_found(_summary({}, {}, stuck=[0, 2]))) == ["not_trained"]
+    assert diagnosis.diagnose(_summary({}, {}))["self_draft"] is None
+
+
+def test_the_self_draft_bound_says_whether_any_warmup_can_help():
+    level = diagnosis.diagnose(_summary({}, {}, draft=(-0.01, 0.02, 0.0)))["self_draft"]
+    assert level.startswith("draft, given sft's own answer as its warmup, is level with sft") and "unlikely" in level
+    assert "refining a draft helps" in diagnosis.diagnose(_summary({}, {}, draft=(-0.01, -0.02, -0.03)))["self_draft"]
+    # A variant relying on its warmups without beating SFT is pointed at the bound the comparison has.
+    relies = _summary({}, {"wer": {"mean": 0.5}, "empty_warmup/wer": {"mean": 0.9}}, draft=(0.01, 0.02, 0.03))
+    assert _found(relies) == {"relies_without_gain": "self_draft below"}

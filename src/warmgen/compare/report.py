@@ -145,6 +145,12 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                        "(gain: log P(y | c, x) - log P(y | x), the reward over no warmup; entropy per warmup token); the test "
                        "table's empty_warmup/* columns score the same models after an empty warmup",
                        ["variant", *keys], [[v, *(f"{end[k]:.3g}" if k in end else "-" for k in keys)] for v, end in ends.items()]))
+    if diagnosis := summary.get("diagnosis"):
+        rows = [[v, f["finding"], f["says"], f["try"] or ""] for v, found in diagnosis["variants"].items() for f in found]
+        rows += [["(all)", "self_draft", diagnosis["self_draft"], ""]] if diagnosis["self_draft"] else []
+        tables.append(("Why? What the numbers above say of each warmup variant, and the devices that act on it (rules of "
+                       "thumb: compare/diagnosis.py; the verdicts stay the seed-level test's)",
+                       ["variant", "finding", "evidence", "what to try"], rows))
     rows = [[e["source"], e["target"]] + [f"{o['warmup']!r} → {o['prediction']}" if o["warmup"] is not None else o["prediction"]
                                           for o in e["outputs"].values()] for e in summary["examples"]]
     tables.append(("Examples (the baseline's first seed)", ["input", "reference"] + list(summary["table"]), rows))

@@ -17,6 +17,7 @@ from ..rundir import eval_folder, results_file, run_config_file, run_of
 from ..runlog import read_training_log
 from ..tasks import load_task
 from .archive import imports_of
+from .diagnosis import diagnose
 from .significance import paired_tests
 from .spec import REBUILT, restricted
 
@@ -57,6 +58,12 @@ def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None)
     if sft_predictions:
         result["sft_output_target_coverage"] = target_coverage([p["prediction"] for p in sft_predictions])
     return result
+
+
+def distinct_warmups(seeds: dict[int, dict]) -> float:
+    """Distinct greedy test warmups per test input, the mean over seeds: near 1 a draft of each input's own, near 0 one
+    cue whatever the input."""
+    return float(np.mean([len({p["warmup"] for p in run["predictions"]}) / len(run["predictions"]) for run in seeds.values()]))
 
 
 # The warmup step's diagnostics (warmup_stats.py) that say whether warmups help and what they became.
@@ -180,7 +187,7 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     sft_baseline = base.method == "sft" or spec["variants"][baseline].get("method") == "sft"
     sft_predictions = runs[baseline][first[baseline]]["predictions"] if sft_baseline else None
     analysis = {v: {**warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions),
-                    "training_end": training_diagnostics(seeds)}
+                    "distinct_warmups": distinct_warmups(seeds), "training_end": training_diagnostics(seeds)}
                 for v, seeds in runs.items() if seeds[first[v]]["predictions"][0]["warmup"] is not None}
     results = [r["results"] for seeds in runs.values() for r in seeds.values()]
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,
@@ -198,6 +205,7 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
                # The code and libraries the runs were trained with, which a summary made later from another checkout does not show.
                "trained_at_commits": sorted({str(r.get("git_commit")) for r in results}),
                "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r.get("versions"), sort_keys=True) for r in results})]}
+    summary["diagnosis"] = diagnose(summary)
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary, runs
 

@@ -87,6 +87,16 @@ def test_the_diagnosis_says_each_finding_at_its_threshold_and_offers_only_device
            {"no_gain": "warmup.posterior_warmups"}
     assert list(_found(_summary({}, {}, stuck=[0, 2]))) == ["not_trained"]
     assert diagnosis.diagnose(_summary({}, {}))["self_draft"] is None
+    # Warmups set by design (a fixed warmup, pause tokens) are not diagnosed; a drafter's are only for reliance.
+    from warmgen.compare.statistics import warmup_kind
+
+    kinds = [warmup_kind(c) for c in ({"method": "pause"}, {"warmup": {"fixed_warmup": "0 0"}}, {"warmup": {"draft_from": "x"}}, {})]
+    assert kinds == ["pause", "fixed", "drafted", "learnt"]
+    for kind in ("fixed", "pause"):
+        assert diagnosis.diagnose(_summary({"warmups": kind, "distinct_warmups": 0.0}, {}))["variants"] == {}
+    drafted = _summary({"warmups": "drafted", "distinct_warmups": 0.0, "mean_warmup_words": 0.0},
+                       {"wer": {"mean": 0.5}, "empty_warmup/wer": {"mean": 0.9}})
+    assert list(_found(drafted)) == ["relies"]
 
 
 def test_the_self_draft_bound_says_whether_any_warmup_can_help():

@@ -22,11 +22,13 @@ ANTI_COLLAPSE = {"warmup.entropy_coef": "warmup.entropy_coef", "warmup.kl_coef":
 
 def diagnose(summary: dict) -> dict:
     """{"variants": variant -> its findings [{"finding", "says", "try"}], "self_draft": what the self-draft bound says
-    or None} for every variant that writes warmups."""
+    or None} for every variant whose warmups are learnt or drafted (not a fixed warmup or pause tokens)."""
     primary, spec = summary["primary_metric"], summary["spec"]
     bound = _self_draft(summary, primary, spec["baseline"])
     found = {}
     for variant, analysis in summary["warmup_analysis"].items():
+        if analysis.get("warmups", "learnt") in ("fixed", "pause"):  # warmups set by design: nothing of theirs to diagnose
+            continue
         tested = (summary["versus_baseline"].get(variant) or {}).get(primary)
         context = {"primary": primary, "up": summary["greater_is_better"], "baseline": spec["baseline"], "bound": bound,
                    "overrides": {**spec["overrides"], **spec["variants"][variant]}, "seeds": len(summary["seeds"][variant]),
@@ -38,7 +40,7 @@ def diagnose(summary: dict) -> dict:
 def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> list[dict]:
     end, primary, baseline, overrides = analysis.get("training_end") or {}, context["primary"], context["baseline"], context["overrides"]
     said = verdict(tested, primary) if tested and tested.get("seed_level") else None  # no verdict at one seed
-    drafts = bool(overrides.get("warmup.draft_from"))  # its warmups are a drafter's answers, not learnt
+    drafts = analysis.get("warmups") == "drafted" or bool(overrides.get("warmup.draft_from"))  # a drafter's answers, not learnt
     untried = ", ".join(name for key, name in ANTI_COLLAPSE.items() if not overrides.get(key)) or None
     findings = []
 

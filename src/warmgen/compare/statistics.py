@@ -60,6 +60,15 @@ def warmup_analysis(predictions: list[dict], sft_predictions: list[dict] | None)
     return result
 
 
+def warmup_kind(config: dict) -> str:
+    """Where a variant's warmups come from (its run's config): "learnt", "drafted" (warmup.draft_from), "fixed"
+    (warmup.fixed_warmup) or "pause" (pause tokens)."""
+    warmup = config.get("warmup") or {}
+    if config.get("method") == "pause":
+        return "pause"
+    return "fixed" if warmup.get("fixed_warmup") is not None else "drafted" if warmup.get("draft_from") else "learnt"
+
+
 def distinct_warmups(seeds: dict[int, dict]) -> float:
     """Distinct greedy test warmups per test input, the mean over seeds: near 1 a draft of each input's own, near 0 one
     cue whatever the input."""
@@ -187,7 +196,8 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     sft_baseline = base.method == "sft" or spec["variants"][baseline].get("method") == "sft"
     sft_predictions = runs[baseline][first[baseline]]["predictions"] if sft_baseline else None
     analysis = {v: {**warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions),
-                    "distinct_warmups": distinct_warmups(seeds), "training_end": training_diagnostics(seeds)}
+                    "warmups": warmup_kind(seeds[first[v]]["config"]), "distinct_warmups": distinct_warmups(seeds),
+                    "training_end": training_diagnostics(seeds)}
                 for v, seeds in runs.items() if seeds[first[v]]["predictions"][0]["warmup"] is not None}
     results = [r["results"] for seeds in runs.values() for r in seeds.values()]
     summary = {"spec": spec, "task": task.name, "primary_metric": task.primary_metric, "greater_is_better": task.greater_is_better,

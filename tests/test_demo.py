@@ -18,7 +18,9 @@ TINY = parse_overrides(["--model.name", "bart-tiny", "--data.max_train_examples"
 def test_demo_trains_both_then_shows_the_finished_demo_again(tmp_path, capsys):
     summary = run_demo(str(tmp_path), TINY)
     out = capsys.readouterr().out
-    assert "test WER" in out and "First 5 test words" in out
+    assert "test WER" in out and "First 5 test words" in out and "configs/compare/g2p-devices.yaml" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("sft ", "warmup "))}
+    assert rows["sft"][-1] == "-" and float(rows["warmup"][-1]) == pytest.approx(summary["results"]["warmup"]["test"]["empty_warmup/wer"], abs=5e-4)
     assert set(summary["results"]) == {"sft", "warmup"} and (tmp_path / "demo.json").is_file()
     assert summary["machine"]["torch_threads"] >= 1 and len(summary["machine"]["load_average_1_5_15"]) == 3
     log = (tmp_path / "sft" / "metrics.jsonl").read_text()

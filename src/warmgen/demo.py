@@ -65,11 +65,14 @@ def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dic
         assert found is not None  # one process: it has the results
         results[method] = found
 
-    print(f"\n{'method':<8} {'test WER':>9} {'test PER':>9} {'train s':>8} {'s/epoch':>8} {'warmup len':>10}")
+    # WER after an empty warmup: does the warmup model use its warmups at all?
+    print(f"\n{'method':<8} {'test WER':>9} {'test PER':>9} {'train s':>8} {'s/epoch':>8} {'warmup len':>10} {'WER, no warmup':>14}")
     for name, r in results.items():
         test = r["splits"]["test"]
         warmup_length = f"{test['warmup/mean_length']:.1f}" if "warmup/mean_length" in test else "-"
-        print(f"{name:<8} {test['wer']:>9.3f} {test['per']:>9.3f} {r['train_seconds']:>8.0f} {r['seconds_per_epoch']:>8.1f} {warmup_length:>10}")
+        without = f"{test['empty_warmup/wer']:.3f}" if "empty_warmup/wer" in test else "-"
+        print(f"{name:<8} {test['wer']:>9.3f} {test['per']:>9.3f} {r['train_seconds']:>8.0f} {r['seconds_per_epoch']:>8.1f} "
+              f"{warmup_length:>10} {without:>14}")
 
     predictions = {}
     for method in configs:
@@ -89,4 +92,6 @@ def run_demo(output_dir: str, overrides=(), overwrite: str | None = None) -> dic
                "examples": predictions}
     (output / "demo.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print(f"\ntotal {summary['total_seconds'] / 60:.1f} min; details in {output}/ (demo.json, */metrics.jsonl, */samples.jsonl)")
+    print("One seed says little: warmgen compare configs/compare/g2p-devices.yaml trains these and the devices against "
+          "collapse at 3 seeds, tests them across seeds and says why warmups did or did not help (report.md, Why?)")
     return summary

@@ -128,6 +128,11 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
                                                    .splitlines())}) / 6 for seed in (0, 1)]))
     assert set(summary["diagnosis"]) == {"variants", "self_draft"} and list(summary["diagnosis"]["variants"]) == ["warmup"]
     assert all(finding["says"] in (out / "report.md").read_text() for finding in summary["diagnosis"]["variants"]["warmup"])
+    # The terminal gets the decision: the primary metric's difference, its verdict, the findings' names.
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[compare] warmup vs sft: ")]
+    tested, findings = summary["versus_baseline"]["warmup"][summary["primary_metric"]], summary["diagnosis"]["variants"]["warmup"]
+    assert len(printed) == 1 and f"{tested['diff']:+.4g}" in printed[0] and sign_counts(tested, summary["primary_metric"]) in printed[0]
+    assert printed[0].endswith(f"; why: {', '.join(f['finding'] for f in findings)}" if findings else ")")
     for name in ("report.md", "report.html", "training.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
     assert "Versus sft" in (out / "report.md").read_text() and "Contrasts" in (out / "report.md").read_text()

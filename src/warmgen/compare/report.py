@@ -157,6 +157,23 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return tables
 
 
+def headline(summary: dict) -> list[str]:
+    """A line per variant for the terminal: its difference from the baseline on the primary metric, the verdict, and
+    the diagnosis's findings (report.md says them whole)."""
+    primary, baseline, lines = summary["primary_metric"], summary["spec"]["baseline"], []
+    findings = (summary.get("diagnosis") or {}).get("variants", {})
+    for variant, tests in summary["versus_baseline"].items():
+        if not (r := tests.get(primary)):
+            continue
+        low, high = interval(r)
+        said = f"{verdict(r, primary)} ({sign_counts(r, primary)})" if "per_seed_diff" in r else verdict(r, primary)
+        why = ", ".join(f["finding"] for f in findings.get(variant, []))
+        lines.append(f"{variant} vs {baseline}: {primary} {r['diff']:+.4g} [{low:+.4g}, {high:+.4g}], {said}" + (f"; why: {why}" if why else ""))
+    if self_draft := (summary.get("diagnosis") or {}).get("self_draft"):
+        lines.append(f"self-draft bound: {self_draft}")
+    return lines
+
+
 def interval(result: dict) -> tuple[float, float]:
     """A difference's 95% interval: seed level, or example level where there is one seed (or a summary from before)."""
     found = result.get("seed_level") or result.get("example_level") or result

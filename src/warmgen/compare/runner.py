@@ -16,7 +16,7 @@ import yaml
 from ..config_files import parse_overrides
 from ..errors import ConfigError
 from ..rundir import console_log_file, hold_folder, results_file, resumable, run_config_file
-from .report import make_plots, write_reports
+from .report import headline, make_plots, write_reports
 from .spec import (
     REBUILD,
     comparison_folder,
@@ -216,6 +216,7 @@ def run_comparison(spec_path: str, output_dir: str | None = None, overrides: Seq
     finally:
         lock.close()
     print(f"[compare] wrote {report / 'report.md'}, {report / 'report.html'} and {report / 'summary.json'}")
+    print("".join(f"[compare] {line}\n" for line in headline(summary)), end="", flush=True)
     return summary
 
 
@@ -234,4 +235,5 @@ def report_finished(spec_path: str, output_dir: str | None = None, seeds: list[i
     write_reports(summary, make_plots(runs, summary["versus_baseline"], summary["primary_metric"], output), output)
     print(f"[compare] wrote {output / 'report.md'}, {output / 'report.html'} and {output / 'summary.json'} from the finished runs: "
           + "; ".join(f"{variant} at seed(s) {', '.join(map(str, seeds))}" for variant, seeds in summary["seeds"].items()))
+    print("".join(f"[compare] {line}\n" for line in headline(summary)), end="", flush=True)
     return summary

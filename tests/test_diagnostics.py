@@ -85,6 +85,8 @@ def test_the_diagnosis_says_each_finding_at_its_threshold_and_offers_only_device
     assert list(_found(_summary({"distinct_warmups": diagnosis.ONE_CUE_SHARE - 0.01}, {}))) == ["one_cue"]
     assert _found(_summary({"training_end": {"warmup/gain": 0.0}}, {}, overrides={"warmup.reward": "gain"})) == \
            {"no_gain": "warmup.posterior_warmups"}
+    assert _found(_summary({"training_end": {"warmup/gain": 0.0}}, {}, overrides={"warmup.reward": "logp"})) == \
+           {"no_gain": "warmup.reward gain, warmup.posterior_warmups"}  # set, but to the default: not tried
     assert list(_found(_summary({}, {}, stuck=[0, 2]))) == ["not_trained"]
     assert diagnosis.diagnose(_summary({}, {}))["self_draft"] is None
     # Warmups set by design (a fixed warmup, pause tokens) are not diagnosed; a drafter's are only for reliance.

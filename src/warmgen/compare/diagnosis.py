@@ -15,9 +15,15 @@ ONE_CUE_SHARE = 0.2  # distinct greedy warmups per test input below which the wa
 RELIES = 0.1  # relative change of the primary metric after an empty warmup above which the model relies on its warmups
 IGNORES = 0.01  # ... below which it does not use them
 
-# The devices against collapse (docs/method.md): the config field, and the value that turns it on.
+# The devices against collapse (docs/method.md): the config field, and how it is said where it is not yet used.
 ANTI_COLLAPSE = {"warmup.entropy_coef": "warmup.entropy_coef", "warmup.kl_coef": "warmup.kl_coef",
                  "warmup.reward": "warmup.reward gain", "warmup.posterior_warmups": "warmup.posterior_warmups"}
+
+
+def _untried(overrides: dict, keys=tuple(ANTI_COLLAPSE)) -> str | None:
+    """The devices of `keys` the variant's spec overrides (not its base config) do not turn on, as one phrase."""
+    used = {key for key in keys if (overrides.get(key) == "gain" if key == "warmup.reward" else overrides.get(key))}
+    return ", ".join(ANTI_COLLAPSE[key] for key in keys if key not in used) or None
 
 
 def diagnose(summary: dict) -> dict:
@@ -41,7 +47,7 @@ def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> 
     end, primary, baseline, overrides = analysis.get("training_end") or {}, context["primary"], context["baseline"], context["overrides"]
     said = verdict(tested, primary) if tested and tested.get("seed_level") else None  # no verdict at one seed
     drafts = analysis.get("warmups") == "drafted" or bool(overrides.get("warmup.draft_from"))  # a drafter's answers, not learnt
-    untried = ", ".join(name for key, name in ANTI_COLLAPSE.items() if not overrides.get(key)) or None
+    untried = _untried(overrides)
     findings = []
 
     def add(finding: str, says: str, tries: str | None = None) -> None:
@@ -80,8 +86,7 @@ def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> 
             add("ignored", f"{scores}: the model does not use its warmups; they cost decoding time and carry nothing", untried)
     if (gain := end.get("warmup/gain")) is not None and gain <= 0 and not drafts:
         add("no_gain", f"at the end of training its warmups made the answer no likelier than no warmup (gain {gain:.3g} nats)",
-            ", ".join(name for key, name in ANTI_COLLAPSE.items() if key in ("warmup.reward", "warmup.posterior_warmups")
-                      and not overrides.get(key)) or None)
+            _untried(overrides, ("warmup.reward", "warmup.posterior_warmups")))
     return findings
 
 

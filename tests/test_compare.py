@@ -131,7 +131,10 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     # The terminal gets the decision: the primary metric's difference, its verdict, the findings' names.
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[compare] warmup vs sft: ")]
     tested, findings = summary["versus_baseline"]["warmup"][summary["primary_metric"]], summary["diagnosis"]["variants"]["warmup"]
-    assert len(printed) == 1 and f"{tested['diff']:+.4g}" in printed[0] and sign_counts(tested, summary["primary_metric"]) in printed[0]
+    shown = float(printed[0].split(f"{summary['primary_metric']} ")[1].split()[0])
+    widest = max(abs(tested["diff"]), abs(tested["seed_level"]["ci_low"]), abs(tested["seed_level"]["ci_high"]))
+    assert len(printed) == 1 and shown == pytest.approx(tested["diff"], abs=0.005 * widest)  # three significant digits
+    assert sign_counts(tested, summary["primary_metric"]) in printed[0]
     assert printed[0].endswith(f"; why: {', '.join(f['finding'] for f in findings)}" if findings else ")")
     for name in ("report.md", "report.html", "training.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import numpy as np
@@ -166,9 +167,12 @@ def headline(summary: dict) -> list[str]:
         if not (r := tests.get(primary)):
             continue
         low, high = interval(r)
+        scale = max(abs(low), abs(high), abs(r["diff"]))
+        d = max(0, 2 - math.floor(math.log10(scale))) if scale > 0 else 3  # three significant digits on the widest
         said = f"{verdict(r, primary)} ({sign_counts(r, primary)})" if "per_seed_diff" in r else verdict(r, primary)
         why = ", ".join(f["finding"] for f in findings.get(variant, []))
-        lines.append(f"{variant} vs {baseline}: {primary} {r['diff']:+.4g} [{low:+.4g}, {high:+.4g}], {said}" + (f"; why: {why}" if why else ""))
+        lines.append(f"{variant} vs {baseline}: {primary} {r['diff']:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}], {said}"
+                     + (f"; why: {why}" if why else ""))
     if self_draft := (summary.get("diagnosis") or {}).get("self_draft"):
         lines.append(f"self-draft bound: {self_draft}")
     return lines

@@ -505,11 +505,13 @@ def test_runs_that_should_share_a_warm_starts_steps_are_checked_against_each_oth
             "rebuilt": {0: run([3.0, 2.5, 5.0], "cmp/sft/seed0-warm-start/checkpoints/step-2")},
             "elsewhere": {0: run([9.0, 9.0, 9.0], "other/base/seed0/checkpoints/step-2")},
             "older": {0: {**run([], "cmp/sft/seed0-warm-start/checkpoints/step-2"), "log": [{"step": 3, "loss": 5.0}]}},
+            "sparse": {0: {**run([], "cmp/sft/seed0/checkpoints/step-2"), "log": [{"step": 2, "loss": 2.0}, {"step": 3, "loss": 5.0}]}},
             "scratch": {0: run([7.0, 7.0, 7.0])}}
     assert branch_departure(runs, "warmup", "sft", 0, "sft") is None  # the same first 2 steps; step 3 is its own
     assert branch_departure(runs, "rebuilt", "sft", 0, "sft") == ("rebuilt seed 0 and sft seed 0 (their logs should share "
                                                                  "sft seed 0's first 2 steps and depart at step 2: loss)")
     assert branch_departure(runs, "rebuilt", "warmup", 0, "sft") is not None  # two branches of first steps that differ
+    assert branch_departure(runs, "sparse", "sft", 0, "sft") is None  # only the rows both carry are compared
     for other in ("elsewhere", "older", "scratch"):  # another source, no rows carried (an older warmgen), no warm start
         assert branch_departure(runs, other, "sft", 0, "sft") is None and branch_departure(runs, other, "warmup", 0, "sft") is None
     assert branch_departure(runs, "rebuilt", "sft", 0, None) is None  # a spec without warm_start_from

@@ -125,7 +125,8 @@ def branch_departure(runs: dict, variant: str, reference: str, seed: int, source
     steps = min(step for step in branches.values() if step is not None)
     first, second = sorted(pair, key=lambda name: name != source)  # the source run's log is the original where it is one
     original, again = (logged_numbers(pair[name]["log"], steps) for name in (first, second))
-    if not (original and again):  # an older warmgen did not carry the warm start's rows: nothing to compare
+    original = {step: row for step, row in original.items() if step in again}  # rows only one carries say nothing
+    if not original:  # an older warmgen did not carry the warm start's rows: nothing to compare
         return None
     if (departure := first_departure(original, again)) is None:
         return None

@@ -200,6 +200,8 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     status = capsys.readouterr().out
     assert "warmup seed 0: trained under another spec (warmup.num_warmups: 2 there, 3 now); delete it" in status
     assert "sft seed 2: pending" in status  # the edited spec was refused before anything trained
+    # Not started, it is estimated from the seeds its variant finished; the time left is added up.
+    assert "sft seed 2: pending (about " in status and ", as its finished seeds)" in status and "  left: about " in status
     assert main(["compare", str(edited), "--output_dir", str(out), "--status", "--seeds", "2", *TINY]) == 0
     status = capsys.readouterr().out
     assert "sft seed 2: pending" in status and "seed 0" not in status and "seed 1" not in status
@@ -207,25 +209,31 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
 
 
 def test_status_gives_a_training_runs_step_and_the_time_its_remaining_steps_take(tmp_path):
-    from warmgen.compare.status import PACE_ROWS, _progress
+    from warmgen.compare.status import PACE_ROWS, _progress, own_training_seconds
     from warmgen.runlog import metrics_file
 
     run = tmp_path / "run"
     run.mkdir()
-    assert _progress(run) == "step 0 of ?"  # nothing logged yet
+    assert _progress(run) == ("step 0 of ?", None)  # nothing logged yet
     rows = [{"step": 0, "event": "start", "total_steps": 1000}]
     rows += [{"step": 100 * i, "time/step": 0.5 if i < 5 else 3.0} for i in range(1, 9)]  # SFT steps, then slower warmup steps
     metrics_file(run).write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 9')  # its last line half-written
     # The pace of the last PACE_ROWS logged steps: 4 at 3 s and one at 0.5 s; 200 steps left.
-    expected = 200 * (4 * 3.0 + 0.5) / PACE_ROWS / 60
-    assert PACE_ROWS == 5 and _progress(run) == f"step 800 of 1000, about {expected:.0f} min of steps left"
+    expected = 200 * (4 * 3.0 + 0.5) / PACE_ROWS
+    assert PACE_ROWS == 5 and _progress(run) == (f"step 800 of 1000, about {expected / 60:.0f} min of steps left", expected)
+    # Where the comparison stops it part way (a rebuilt warm start): 100 steps left.
+    assert _progress(run, stop_after=900) == (f"step 800 of 900, about {expected / 120:.0f} min of steps left", expected / 2)
     # With a time budget that ends it first: 600 s used at step 700 (an evaluation), 100 steps since at the pace.
     (run / "config.yaml").write_text("train:\n  max_train_seconds: 1000\n")
     metrics_file(run).write_text("".join(json.dumps(r) + "\n" for r in rows[:-1] + [{"step": 700, "train_seconds": 600.0}, rows[-1]]))
     left = 1000 - 600 - 100 * (4 * 3.0 + 0.5) / PACE_ROWS
-    assert _progress(run) == f"step 800 of 1000, about {left / 60:.0f} min left of its time budget"
+    assert _progress(run) == (f"step 800 of 1000, about {left / 60:.0f} min left of its time budget", left)
     (run / "config.yaml").write_text("train:\n  max_train_seconds: 100000\n")  # a budget the steps end first
-    assert _progress(run) == f"step 800 of 1000, about {expected:.0f} min of steps left"
+    assert _progress(run)[1] == expected
+    # A finished run's own training time leaves out the SFT warm start's, which its log carries.
+    (run / "results.json").write_text(json.dumps({"train_seconds": 900.0}))
+    (run / "config.yaml").write_text("warmup:\n  sft_warm_start_from: sft/seed0/checkpoints/step-700\n  sft_warm_start_steps: 700\n")
+    assert own_training_seconds(run) == 300.0 and own_training_seconds(tmp_path) is None
 
 
 def test_wall_clock_budget_gives_every_variant_the_baseline_training_time(tmp_path):

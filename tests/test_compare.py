@@ -423,7 +423,8 @@ def test_variants_trains_those_with_what_they_need_and_the_source_keeps_every_va
     assert [name for name in whole["variants"] if (out / name / "seed0" / "results.json").is_file()] == ["sft", "marginal", "pause"]
     capsys.readouterr()
     assert main(["compare", str(spec), "--output_dir", str(tmp_path / "new"), "--status", "--variants", "late"]) == 0
-    assert capsys.readouterr().out.splitlines()[1:] == ["  sft seed 0: pending", "  late seed 0: pending"]
+    assert capsys.readouterr().out.splitlines()[1:] == ["  sft seed 0: pending", "  late seed 0: pending",
+                                                        "  left: 2 run(s), with nothing yet to estimate their time from"]
 
 
 def test_same_time_as_gives_a_variant_its_references_training_time(tmp_path, monkeypatch):
@@ -497,6 +498,23 @@ def test_a_warmup_run_whose_best_checkpoint_is_its_warm_start_is_flagged():
     assert best_at_warm_start({0: run("sft", 30), 1: run("warmup", 30, warm_start=False)}) == []
     result = paired_tests("exact_match", [np.ones((4, 1))] * 3, [np.zeros((4, 1))] * 3, samples=20)["exact_match"]
     assert "(best = warm start at 2/3 seeds)" in _test_row("exact_match", result, [0, 2], 3)[4]
+
+
+def test_command_line_overrides_plan_the_comparison_as_they_train_its_runs(tmp_path):
+    """`warmgen compare SPEC --warmup.sft_warm_start_steps 3`: the SFT variant keeps step 3 and the warmup variants
+    start from it (the override is applied after the variants' own, as to their runs)."""
+    from warmgen.compare.spec import run_changes, variant_config
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text("warm_start_from: sft\noverrides: {warmup.sft_warm_start_steps: 75}\nvariants:\n  sft: {method: sft}\n"
+                         "  warmup: {method: warmup, warmup.num_warmups: 2}\n")
+    assert load_spec(spec_path)["kept_checkpoints"] == [75]
+    spec = load_spec(spec_path, overrides=["--warmup.sft_warm_start_steps", "3", "--warmup.num_warmups=4"])
+    assert spec["kept_checkpoints"] == [3] and spec["command_line"] == {"warmup.sft_warm_start_steps": 3, "warmup.num_warmups": 4}
+    assert run_changes(spec, tmp_path, "warmup", 0)["warmup.sft_warm_start_from"].endswith("step-3")
+    assert variant_config(spec, "warmup").warmup.num_warmups == 4  # after the variant's own, as on its run's command line
+    with pytest.raises(ConfigError, match="overrides look like --section.key value"):
+        load_spec(spec_path, overrides=["warmup.num_warmups", "4"])
 
 
 def test_runs_that_should_share_a_warm_starts_steps_are_checked_against_each_others_logs():

@@ -105,6 +105,7 @@ def test_the_self_draft_bound_says_whether_any_warmup_can_help():
     level = diagnosis.diagnose(_summary({}, {}, draft=(-0.01, 0.02, 0.0)))["self_draft"]
     assert level.startswith("draft, given sft's own answer as its warmup, is level with sft") and "unlikely" in level
     assert "refining a draft helps" in diagnosis.diagnose(_summary({}, {}, draft=(-0.01, -0.02, -0.03)))["self_draft"]
+    assert diagnosis.diagnose(_summary({}, {}, draft=(0.0, 0.0, 0.0)))["self_draft"].endswith("at every seed: it says nothing yet")
     # A variant relying on its warmups without beating SFT is pointed at the bound the comparison has.
     relies = _summary({}, {"wer": {"mean": 0.5}, "empty_warmup/wer": {"mean": 0.9}}, draft=(0.01, 0.02, 0.03))
     assert _found(relies) == {"relies_without_gain": "self_draft below"}

@@ -220,8 +220,9 @@ def test_the_own_task_guide_runs_as_written_at_tiny_size(tmp_path, monkeypatch):
     page = (ROOT / "docs" / "own-task.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", page, re.S)
     assert len(blocks) == 2
-    code = "\n".join(blocks).replace('"epochs": 30', '"max_steps": 2').replace('"bart-mini"', '"bart-tiny"')
-    assert code.count('"max_steps": 2') == 1 and code.count('"bart-tiny"') == 1  # the guide still says what is replaced
+    code = ("\n".join(blocks).replace('"epochs": 30', '"max_steps": 2').replace('"bart-mini"', '"bart-tiny"')
+            .replace('"sft_warm_start_steps": 75', '"sft_warm_start_steps": 1'))
+    assert code.count('"max_steps": 2') == code.count('"bart-tiny"') == code.count('"sft_warm_start_steps": 1') == 1  # still there
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "docs/own-task.md", "exec"), namespace)

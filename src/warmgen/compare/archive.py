@@ -115,7 +115,7 @@ def import_runs(spec_path: str, archives: list[str], output_dir: str | None = No
     per run saying what became of it. Every run is checked (its config against the spec, its predictions against
     the task's test examples, its place in the folder free) before any is written."""
     path = Path(spec_path)
-    spec = load_spec(path, seeds, variants)
+    spec = load_spec(path, seeds, variants, overrides)
     output = comparison_folder(path, spec, output_dir)
     examples = load_task(load_config(spec.get("base"), list(spec["overrides"].items()) + parse_overrides(list(overrides)))).split("test")
     lock = hold_folder(output, "warmgen compare --import")  # nothing trains or imports here meanwhile

@@ -99,6 +99,8 @@ def _self_draft(summary: dict, primary: str, baseline: str) -> tuple[str, str] |
         if not tested:
             return None
         said = verdict(tested, primary) if tested.get("seed_level") else None
+        if said is not None and not any(tested["per_seed_diff"]):  # the same score at every seed (e.g. nothing learnt yet)
+            return variant, f"{variant}, given {baseline}'s own answer as its warmup, scored as {baseline} at every seed: it says nothing yet"
         if said == "better":
             return variant, (f"{variant}, given {baseline}'s own answer as its warmup, is better than {baseline}: refining a "
                              "draft helps on this task, so a learnt warmup can; the variants' findings say what keeps theirs from it")

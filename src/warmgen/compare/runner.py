@@ -13,7 +13,6 @@ from pathlib import Path
 
 import yaml
 
-from ..config_files import parse_overrides
 from ..errors import ConfigError
 from ..rundir import console_log_file, hold_folder, results_file, resumable, run_config_file
 from .report import headline, make_plots, write_reports
@@ -201,8 +200,7 @@ def run_comparison(spec_path: str, output_dir: str | None = None, overrides: Seq
     """Train what is left of a comparison, then write its summary, report and plots (into `report_dir`, by default
     the comparison folder); the summary. `seeds`, `variants`: these instead of the spec's (load_spec)."""
     path = Path(spec_path)
-    spec = load_spec(path, seeds, variants)
-    parse_overrides(list(overrides))  # validate the form early
+    spec = load_spec(path, seeds, variants, overrides)
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: at least one run must train at a time")
     output = comparison_folder(path, spec, output_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..checkpoint import STATE_NAME
@@ -20,10 +21,12 @@ SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir",
 BUDGETS = ("epochs", "wall_clock")
 
 
-def load_spec(path: Path, seeds: list[int] | None = None, variants: list[str] | None = None) -> dict:
+def load_spec(path: Path, seeds: list[int] | None = None, variants: list[str] | None = None, overrides: Sequence[str] = ()) -> dict:
     """The spec at `path`, checked, with its defaults; `seeds` (e.g. `warmgen compare --seeds 1 2`) replaces its seeds,
     and `variants` (`--variants`) keeps those variants with what they need (select_variants), so a comparison can
-    train and summarise some runs now and the rest later."""
+    train and summarise some runs now and the rest later. `overrides` (`--section.key value ...`) apply to every
+    variant after its own, as they do to its runs: kept as `command_line`, so the plan (e.g. the warm start's step)
+    is the runs'."""
     spec = read_yaml(path) or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a comparison spec is a mapping (base, seeds, variants, ...), not {type(spec).__name__}")
@@ -41,6 +44,7 @@ def load_spec(path: Path, seeds: list[int] | None = None, variants: list[str] | 
     spec.setdefault("baseline", "sft" if "sft" in spec["variants"] else next(iter(spec["variants"])))
     spec.setdefault("bootstrap", 1000)
     spec.setdefault("overrides", {})
+    spec["command_line"] = dict(parse_overrides(list(overrides)))
     spec.setdefault("contrasts", [])
     spec.setdefault("budget", "epochs")
     if not isinstance(spec.setdefault("allow_mixed_machines", False), bool):
@@ -106,7 +110,7 @@ def restricted(spec: dict, names: list[str]) -> dict:
 def variant_config(spec: dict, variant: str, changes: dict | None = None):
     """A variant's config as the spec gives it (`changes`: its overrides, when they differ from the spec's)."""
     changes = spec["variants"][variant] if changes is None else changes
-    return load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items()))
+    return load_config(spec.get("base"), list(spec["overrides"].items()) + list(changes.items()) + list(spec["command_line"].items()))
 
 
 def warm_start_steps(spec: dict, variant: str) -> int:

@@ -20,6 +20,7 @@ from .spec import (
     rebuilds,
     rebuilt,
     run_changes,
+    variant_config,
 )
 
 
@@ -27,7 +28,7 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
                       variants: list[str] | None = None) -> str:
     """Where a (possibly running) comparison stands: every variant x seed as done, training, stopped or pending."""
     path = Path(spec_path)
-    spec = load_spec(path, seeds, variants)
+    spec = load_spec(path, seeds, variants, overrides)
     output = comparison_folder(path, spec, output_dir)
     holder = folder_holder(output)
     primary = load_task(load_config(spec.get("base"), list(spec["overrides"].items()) + parse_overrides(list(overrides)))).primary_metric
@@ -50,7 +51,7 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
                     state += " (no weights here: imported, or nothing trained)"
             else:
                 changes = planned[(seed, variant)]
-                state, seconds = _unfinished(run_dir, changes.get("train.stop_after_step", spec["overrides"].get("train.stop_after_step")))
+                state, seconds = _unfinished(run_dir, variant_config(spec, variant, changes).train.stop_after_step or None)
                 if seconds is None and finished:  # not started: as long as the seeds it has finished
                     seconds = sum(finished) / len(finished)
                     state += f" (about {seconds / 60:.0f} min, as its finished seeds)"
@@ -65,9 +66,11 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
             state += (f", but its log departs from {spec['warm_start_from']} seed {seed}'s at {departure}: "
                       + ("runs start from it (allow_mixed_machines)" if spec["allow_mixed_machines"] else "no run starts from it"))
         lines.append(f"  {rebuild_label(spec, seed)} (its checkpoints were not kept or not imported): {state}")
-    if left or unknown:
+    if left:
         lines.append(f"  left: about {left / 3600:.1f} h of training in one process (--jobs N: about 1/N of it where the cores "
                      "allow)" + (f", and {unknown} run(s) with nothing yet to estimate from" if unknown else ""))
+    elif unknown:
+        lines.append(f"  left: {unknown} run(s), with nothing yet to estimate their time from")
     return "\n".join(lines)
 
 

@@ -74,7 +74,7 @@ def test_the_diagnosis_says_each_finding_at_its_threshold_and_offers_only_device
     assert list(_found(better)) == ["relies"]  # better than SFT, and relying on its warmups: nothing to fix
     hurt = _found(_summary({}, wer(0.5, 0.3), overrides={"warmup.entropy_coef": 0.1}))
     assert list(hurt) == ["warmups_hurt"] and "entropy_coef" not in hurt["warmups_hurt"] and "warmup.kl_coef" in hurt["warmups_hurt"]
-    assert list(_found(_summary({}, wer(0.5, 0.5)))) == ["ignored"]
+    assert list(_found(_summary({}, wer(0.5, 0.5)))) == ["ignored"] and _found(_summary({}, wer(0.0, 0.0))) == {}
     # What the warmups became: empty, cut off, one cue whatever the input; no gain over no warmup; never trained.
     assert list(_found(_summary({"mean_warmup_words": diagnosis.EMPTY_WORDS - 0.01}, {}))) == ["empty"]
     cut = _summary({"training_end": {"completions/clipped_ratio": diagnosis.CUT_OFF_SHARE}}, {})

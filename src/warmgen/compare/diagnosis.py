@@ -82,7 +82,7 @@ def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> 
                                                             "any warmup can help on this task")
         elif change > RELIES:
             add("relies", f"{scores}: the model relies on its warmups")
-        elif change < IGNORES:
+        elif change < IGNORES and (own or empty):  # both 0: nothing learnt yet, nothing to tell
             add("ignored", f"{scores}: the model does not use its warmups; they cost decoding time and carry nothing", untried)
     if (gain := end.get("warmup/gain")) is not None and gain <= 0 and not drafts:
         add("no_gain", f"at the end of training its warmups made the answer no likelier than no warmup (gain {gain:.3g} nats)",

@@ -75,6 +75,10 @@ def test_the_diagnosis_says_each_finding_at_its_threshold_and_offers_only_device
     hurt = _found(_summary({}, wer(0.5, 0.3), overrides={"warmup.entropy_coef": 0.1}))
     assert list(hurt) == ["warmups_hurt"] and "entropy_coef" not in hurt["warmups_hurt"] and "warmup.kl_coef" in hurt["warmups_hurt"]
     assert list(_found(_summary({}, wer(0.5, 0.5)))) == ["ignored"] and _found(_summary({}, wer(0.0, 0.0))) == {}
+    # The runs' own settings where the summary keeps them: a device set in the base config is not offered again.
+    settings = diagnosis.device_settings({"warmup": {"entropy_coef": 0.1, "kl_coef": 0.0, "reward": "logp", "num_warmups": 4}})
+    assert settings == {"warmup.entropy_coef": 0.1, "warmup.kl_coef": 0.0, "warmup.reward": "logp"}
+    assert "entropy_coef" not in _found(_summary({"settings": settings}, wer(0.5, 0.5)))["ignored"]
     # What the warmups became: empty, cut off, one cue whatever the input; no gain over no warmup; never trained.
     assert list(_found(_summary({"mean_warmup_words": diagnosis.EMPTY_WORDS - 0.01}, {}))) == ["empty"]
     cut = _summary({"training_end": {"completions/clipped_ratio": diagnosis.CUT_OFF_SHARE}}, {})

@@ -20,8 +20,15 @@ ANTI_COLLAPSE = {"warmup.entropy_coef": "warmup.entropy_coef", "warmup.kl_coef":
                  "warmup.reward": "warmup.reward gain", "warmup.posterior_warmups": "warmup.posterior_warmups"}
 
 
+def device_settings(config: dict) -> dict:
+    """The settings the findings weigh ("warmup.<field>" -> value) from a run's config (a dict, as config.yaml holds it)."""
+    warmup = config.get("warmup") or {}
+    return {f"warmup.{key}": warmup[key] for key in ("entropy_coef", "kl_coef", "reward", "posterior_warmups", "cut_off")
+            if key in warmup}
+
+
 def _untried(overrides: dict, keys=tuple(ANTI_COLLAPSE)) -> str | None:
-    """The devices of `keys` the variant's spec overrides (not its base config) do not turn on, as one phrase."""
+    """The devices of `keys` the variant's settings do not turn on, as one phrase."""
     used = {key for key in keys if (overrides.get(key) == "gain" if key == "warmup.reward" else overrides.get(key))}
     return ", ".join(ANTI_COLLAPSE[key] for key in keys if key not in used) or None
 
@@ -37,7 +44,9 @@ def diagnose(summary: dict) -> dict:
             continue
         tested = (summary["versus_baseline"].get(variant) or {}).get(primary)
         context = {"primary": primary, "up": summary["greater_is_better"], "baseline": spec["baseline"], "bound": bound,
-                   "overrides": {**spec["overrides"], **spec["variants"][variant]}, "seeds": len(summary["seeds"][variant]),
+                   # Its runs' settings (base config included); a summary written before they were kept: the spec's overrides.
+                   "overrides": analysis.get("settings") or {**spec["overrides"], **spec["variants"][variant]},
+                   "seeds": len(summary["seeds"][variant]),
                    "stuck": summary["best_at_warm_start"].get(variant, [])}
         found[variant] = _findings(analysis, summary["table"][variant], tested, context)
     return {"variants": found, "self_draft": bound and bound[1]}

@@ -17,7 +17,7 @@ from ..rundir import eval_folder, results_file, run_config_file, run_of
 from ..runlog import read_training_log
 from ..tasks import load_task
 from .archive import imports_of
-from .diagnosis import diagnose
+from .diagnosis import device_settings, diagnose
 from .significance import paired_tests
 from .spec import REBUILT, restricted
 
@@ -197,7 +197,8 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
     sft_baseline = base.method == "sft" or spec["variants"][baseline].get("method") == "sft"
     sft_predictions = runs[baseline][first[baseline]]["predictions"] if sft_baseline else None
     analysis = {v: {**warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions),
-                    "warmups": warmup_kind(seeds[first[v]]["config"]), "distinct_warmups": distinct_warmups(seeds),
+                    "warmups": warmup_kind(seeds[first[v]]["config"]), "settings": device_settings(seeds[first[v]]["config"]),
+                    "distinct_warmups": distinct_warmups(seeds),
                     "training_end": training_diagnostics(seeds)}
                 for v, seeds in runs.items() if seeds[first[v]]["predictions"][0]["warmup"] is not None}
     results = [r["results"] for seeds in runs.values() for r in seeds.values()]

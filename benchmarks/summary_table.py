@@ -125,14 +125,16 @@ def _p_value(found: dict) -> str:
 def _verdict(found: dict, key: str, summary: dict, variant: str) -> str:
     """better / worse / level on the seed-level test, with the seeds' signs; "–" for a record without per-seed differences.
     A variant whose best checkpoint is its SFT warm start is said to be so: its scores are not the method's; so are the
-    seeds whose pair mixes machines (their difference is partly the machines')."""
+    seeds whose pair mixes machines (their difference is partly the machines'), and the diagnosis's findings."""
     if "per_seed_diff" not in found:
         return "–"
     stuck = summary.get("best_at_warm_start", {}).get(variant)
     mixed = summary.get("mixed_machine_seeds", {}).get(f"{variant} vs {summary['spec']['baseline']}")
+    why = [finding["finding"] for finding in summary.get("diagnosis", {}).get("variants", {}).get(variant, [])]
     return (f"{verdict(found, key)} ({sign_counts(found, key)})"
             + (f"; best checkpoint = the SFT warm start at {len(stuck)} seed(s): not the method's score" if stuck else "")
-            + (f"; machines mixed at seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))}" if mixed else ""))
+            + (f"; machines mixed at seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))}" if mixed else "")
+            + (f"; why: {', '.join(why)}" if why else ""))
 
 
 def _difference(found: dict | None, d: int, key: str, summary: dict, variant: str) -> str:

@@ -567,4 +567,6 @@ def test_runs_computed_on_machines_that_differ_are_not_paired_unless_the_spec_al
     assert "| " + summary["mixed_machine_pairs"][0] + " |" in report
     from benchmarks.summary_table import _verdict
     found = summary["versus_baseline"]["warmup"]
-    assert _verdict(found[next(iter(found))], next(iter(found)), summary, "warmup").endswith("; machines mixed at seed 0")
+    why = ", ".join(finding["finding"] for finding in summary["diagnosis"]["variants"]["warmup"])
+    assert _verdict(found[next(iter(found))], next(iter(found)), summary, "warmup").endswith(
+        "; machines mixed at seed 0" + (f"; why: {why}" if why else ""))

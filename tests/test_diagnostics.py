@@ -79,6 +79,10 @@ def test_the_diagnosis_says_each_finding_at_its_threshold_and_offers_only_device
     settings = diagnosis.device_settings({"warmup": {"entropy_coef": 0.1, "kl_coef": 0.0, "reward": "logp", "num_warmups": 4}})
     assert settings == {"warmup.entropy_coef": 0.1, "warmup.kl_coef": 0.0, "warmup.reward": "logp"}
     assert "entropy_coef" not in _found(_summary({"settings": settings}, wer(0.5, 0.5)))["ignored"]
+    latro = diagnosis.device_settings({"warmup": {"objective": "latro"}})  # LaTRO's KL by default
+    assert latro == {"warmup.kl_coef": 0.05} and "kl_coef" not in _found(_summary({"settings": latro}, wer(0.5, 0.5)))["ignored"]
+    # Empty warmups: nothing to rely on or gain from, so only that is said.
+    assert list(_found(_summary({"mean_warmup_words": 0.0, "training_end": {"warmup/gain": 0.0}}, wer(1.0, 1.0)))) == ["empty"]
     # What the warmups became: empty, cut off, one cue whatever the input; no gain over no warmup; never trained.
     assert list(_found(_summary({"mean_warmup_words": diagnosis.EMPTY_WORDS - 0.01}, {}))) == ["empty"]
     cut = _summary({"training_end": {"completions/clipped_ratio": diagnosis.CUT_OFF_SHARE}}, {})

@@ -7,6 +7,8 @@ thumb from the records in docs/results.md, not tests: the verdicts stay the seed
 
 from __future__ import annotations
 
+from ..config import WarmupOptions
+from ..warmup import kl_coefficient
 from .significance import verdict
 
 EMPTY_WORDS = 0.5  # mean words of a test warmup below which the warmups are empty
@@ -21,10 +23,12 @@ ANTI_COLLAPSE = {"warmup.entropy_coef": "warmup.entropy_coef", "warmup.kl_coef":
 
 
 def device_settings(config: dict) -> dict:
-    """The settings the findings weigh ("warmup.<field>" -> value) from a run's config (a dict, as config.yaml holds it)."""
+    """The settings the findings weigh ("warmup.<field>" -> value) from a run's config (a dict, as config.yaml holds it);
+    the KL as the objective applies it (LaTRO's by default)."""
     warmup = config.get("warmup") or {}
-    return {f"warmup.{key}": warmup[key] for key in ("entropy_coef", "kl_coef", "reward", "posterior_warmups", "cut_off")
-            if key in warmup}
+    settings = {f"warmup.{key}": warmup[key] for key in ("entropy_coef", "reward", "posterior_warmups", "cut_off") if key in warmup}
+    options = WarmupOptions(objective=warmup.get("objective", WarmupOptions.objective), kl_coef=warmup.get("kl_coef"))
+    return {**settings, "warmup.kl_coef": kl_coefficient(options)}
 
 
 def _untried(overrides: dict, keys=tuple(ANTI_COLLAPSE)) -> str | None:
@@ -66,7 +70,8 @@ def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> 
         add("not_trained", f"its best checkpoint is the SFT warm start at {len(context['stuck'])}/{context['seeds']} seeds: no "
                            "warmup step improved dev, so its scores there are the warm start's",
             "the warnings in its training log (cut off, no advantage); an SFT warm start that writes <sep> (model.sep_init)")
-    if analysis["mean_warmup_words"] < EMPTY_WORDS and not drafts:
+    empty_warmups = analysis["mean_warmup_words"] < EMPTY_WORDS and not drafts
+    if empty_warmups:
         add("empty", f"its test warmups are empty (mean {analysis['mean_warmup_words']:.2f} words): it decodes as if trained "
                      "without them (collapse)", ", ".join(filter(None, [untried, "warmup.min_warmup_length"])))
     if (clipped := end.get("completions/clipped_ratio")) is not None and clipped >= CUT_OFF_SHARE and not drafts:
@@ -79,6 +84,8 @@ def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> 
         add("one_cue", f"its greedy test warmups are alike whatever the input ({distinct:.0%} distinct; most frequent words "
                        f"{common}): a cue, not a draft of this input's answer", untried)
     own, empty = _mean(row, primary), _mean(row, f"empty_warmup/{primary}")
+    if empty_warmups:  # no warmup to rely on or gain from: what follows would only say so again
+        return findings
     if own is not None and empty is not None:
         change = abs(empty - own) / max(abs(own), 1e-9)
         scores = f"test {primary} {empty:.4g} after an empty warmup, {own:.4g} after its own"

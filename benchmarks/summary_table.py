@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.recording import CHECKOUT, RESULTS, find_record, record_order
-from warmgen.compare.report import summary_seeds
-from warmgen.compare.significance import sign_counts, verdict
+from warmgen.compare.report import metric_decimals, summary_seeds, verdict_text
 
 SUITE = RESULTS / "suite"
 
@@ -64,7 +63,7 @@ def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: 
         spec, primary = summary["spec"], summary["primary_metric"]
         metric = f"{primary} {'↑' if summary['greater_is_better'] else '↓'}"
         baseline = summary["table"][spec["baseline"]][primary]
-        decimals = 3 if abs(baseline["mean"]) < 1 else 2  # error rates and accuracies vs chrF/ROUGE points
+        decimals = metric_decimals([baseline["mean"]])
 
         def value(cell: dict, seeds: list[int]) -> str:
             mean, std = cell["mean"], cell["std"]
@@ -82,7 +81,7 @@ def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: 
             rows.append(
                 f"| {task} | {seeds_cell} | {summary['test_examples']} | {metric} | {variant} vs {spec['baseline']} "
                 f"| {value(summary['table'][variant][primary], seeds)} | {value(baseline, seeds)} "
-                f"| {_interval(found, decimals)} | {_p_value(found)} | {_verdict(found, primary, summary, variant)} "
+                f"| {_interval(found, decimals)} | {_p_value(found)} | {verdict_text(summary, found, primary, variant)} "
                 f"| [{path.name}]({links}/{path.name}) |")
     return "\n".join(rows)
 
@@ -92,12 +91,6 @@ def paired_seeds(summary: dict, variant: str) -> list[int]:
     in a complete record, and in one written before warmgen recorded each variant's seeds)."""
     seeds = summary_seeds(summary)
     return [seed for seed in seeds[variant] if seed in seeds[summary["spec"]["baseline"]]]
-
-
-def _decimals(values: list[float]) -> int:
-    """Error rates and accuracies get 3 decimals, chrF/ROUGE points and lengths 2, seconds and tokens none."""
-    largest = max((abs(v) for v in values), default=0.0)
-    return 3 if largest < 1 else 2 if largest < 100 else 0
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -122,27 +115,12 @@ def _p_value(found: dict) -> str:
     return f"{_test(found)[0]['p_value']:.3f}"
 
 
-def _verdict(found: dict, key: str, summary: dict, variant: str) -> str:
-    """better / worse / level on the seed-level test, with the seeds' signs; "–" for a record without per-seed differences.
-    A variant whose best checkpoint is its SFT warm start is said to be so: its scores are not the method's; so are the
-    seeds whose pair mixes machines (their difference is partly the machines'), and the diagnosis's findings."""
-    if "per_seed_diff" not in found:
-        return "–"
-    stuck = summary.get("best_at_warm_start", {}).get(variant)
-    mixed = summary.get("mixed_machine_seeds", {}).get(f"{variant} vs {summary['spec']['baseline']}")
-    why = [finding["finding"] for finding in summary.get("diagnosis", {}).get("variants", {}).get(variant, [])]
-    return (f"{verdict(found, key)} ({sign_counts(found, key)})"
-            + (f"; best checkpoint = the SFT warm start at {len(stuck)} seed(s): not the method's score" if stuck else "")
-            + (f"; machines mixed at seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))}" if mixed else "")
-            + (f"; why: {', '.join(why)}" if why else ""))
-
-
 def _difference(found: dict | None, d: int, key: str, summary: dict, variant: str) -> str:
     """A difference with its CI, p and verdict, to `d` decimals ("" when the record has none)."""
     if found is None:
         return ""
     return f"{_interval(found, d)}, p = {_p_value(found)}" + ("" if "per_seed_diff" not in found else
-                                                              f"; {_verdict(found, key, summary, variant)}")
+                                                              f"; {verdict_text(summary, found, key, variant)}")
 
 
 def _load(record_name: str, names: list[str]) -> tuple[dict, dict[str, int]]:
@@ -155,7 +133,7 @@ def _load(record_name: str, names: list[str]) -> tuple[dict, dict[str, int]]:
         if not any(name in row for row in rows.values()):
             known = sorted({key for row in rows.values() for key in row})
             raise SystemExit(f"{record_name}: no column {name!r} in its table; it has {', '.join(known)}")
-    return summary, {name: _decimals([row[name]["mean"] for row in rows.values() if name in row]) for name in names}
+    return summary, {name: metric_decimals([row[name]["mean"] for row in rows.values() if name in row]) for name in names}
 
 
 def variant_table(record_name: str, columns: list[str], versus: list[str] = ()) -> str:

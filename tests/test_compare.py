@@ -15,6 +15,7 @@ from scipy import stats as scipy_stats
 
 from warmgen.cli import main
 from warmgen.compare import load_spec, paired_tests
+from warmgen.compare.report import metric_decimals, verdict_text
 from warmgen.compare.significance import sign_counts, verdict
 from warmgen.config import ConfigError
 from warmgen.rundir import step_checkpoint
@@ -132,10 +133,11 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[compare] warmup vs sft: ")]
     tested, findings = summary["versus_baseline"]["warmup"][summary["primary_metric"]], summary["diagnosis"]["variants"]["warmup"]
     shown = float(printed[0].split(f"{summary['primary_metric']} ")[1].split()[0])
-    widest = max(abs(tested["diff"]), abs(tested["seed_level"]["ci_low"]), abs(tested["seed_level"]["ci_high"]))
-    assert len(printed) == 1 and shown == pytest.approx(tested["diff"], abs=0.005 * widest)  # three significant digits
+    decimals = metric_decimals([tested["variant"], tested["baseline"]])  # as the results tables show the metric
+    assert len(printed) == 1 and shown == pytest.approx(tested["diff"], abs=0.5 * 10 ** -decimals)
     assert sign_counts(tested, summary["primary_metric"]) in printed[0]
     assert printed[0].endswith(f"; why: {', '.join(f['finding'] for f in findings)}" if findings else ")")
+    assert printed[0].endswith(verdict_text(summary, tested, summary["primary_metric"], "warmup"))
     for name in ("report.md", "report.html", "training.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
     assert "Versus sft" in (out / "report.md").read_text() and "Contrasts" in (out / "report.md").read_text()
@@ -560,13 +562,12 @@ def test_runs_computed_on_machines_that_differ_are_not_paired_unless_the_spec_al
     assert main(["compare", str(spec), "--output_dir", str(out), "--partial"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mixed_machine_pairs"][0].startswith("warmup seed 0 (0123456789abcdef)")
-    # Said beside the verdict, in the report and in the tables the README quotes, and listed whole in the report.
+    # Said beside the verdict, in the report and in the tables the README quotes (and the printed line), and listed whole in the report.
     assert summary["mixed_machine_seeds"] == {"warmup vs sft": [0]}
     report = (out / "report.md").read_text()
     assert report.count("(machines mixed at seed 0)") == len(summary["versus_baseline"]["warmup"])
     assert "| " + summary["mixed_machine_pairs"][0] + " |" in report
-    from benchmarks.summary_table import _verdict
     found = summary["versus_baseline"]["warmup"]
     why = ", ".join(finding["finding"] for finding in summary["diagnosis"]["variants"]["warmup"])
-    assert _verdict(found[next(iter(found))], next(iter(found)), summary, "warmup").endswith(
+    assert verdict_text(summary, found[next(iter(found))], next(iter(found)), "warmup").endswith(
         "; machines mixed at seed 0" + (f"; why: {why}" if why else ""))

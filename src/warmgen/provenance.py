@@ -96,6 +96,14 @@ def first_departure(original: dict[int, dict], again: dict[int, dict]) -> str | 
     return None
 
 
+def log_departure(original: list[dict], again: list[dict], up_to: int) -> str | None:
+    """Where the training log `again` departs from `original` on the steps up to `up_to` that both carry (a run
+    started from a checkpoint carries its first steps' rows; an older warmgen carried none): first_departure's answer,
+    None where they agree or share no row."""
+    first, second = logged_numbers(original, up_to), logged_numbers(again, up_to)
+    return first_departure({step: row for step, row in first.items() if step in second}, second)
+
+
 def same_logged(a, b) -> bool:
     """Whether two logged values are the same, a NaN logged on both sides included (NaN != NaN in Python)."""
     return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import numpy as np
@@ -159,23 +158,41 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
 
 
 def headline(summary: dict) -> list[str]:
-    """A line per variant for the terminal: its difference from the baseline on the primary metric, the verdict, and
-    the diagnosis's findings (report.md says them whole)."""
+    """A line per variant for the terminal: its difference from the baseline on the primary metric, the verdict as the
+    results tables give it (with the diagnosis's findings; report.md says them whole)."""
     primary, baseline, lines = summary["primary_metric"], summary["spec"]["baseline"], []
-    findings = (summary.get("diagnosis") or {}).get("variants", {})
     for variant, tests in summary["versus_baseline"].items():
         if not (r := tests.get(primary)):
             continue
         low, high = interval(r)
-        scale = max(abs(low), abs(high), abs(r["diff"]))
-        d = max(0, 2 - math.floor(math.log10(scale))) if scale > 0 else 3  # three significant digits on the widest
-        said = f"{verdict(r, primary)} ({sign_counts(r, primary)})" if "per_seed_diff" in r else verdict(r, primary)
-        why = ", ".join(f["finding"] for f in findings.get(variant, []))
-        lines.append(f"{variant} vs {baseline}: {primary} {r['diff']:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}], {said}"
-                     + (f"; why: {why}" if why else ""))
+        d = metric_decimals([r["variant"], r["baseline"]])
+        said = verdict_text(summary, r, primary, variant) if "per_seed_diff" in r else verdict(r, primary)
+        lines.append(f"{variant} vs {baseline}: {primary} {r['diff']:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}], {said}")
     if self_draft := (summary.get("diagnosis") or {}).get("self_draft"):
         lines.append(f"self-draft bound: {self_draft}")
     return lines
+
+
+def verdict_text(summary: dict, found: dict, key: str, variant: str) -> str:
+    """better / worse / level on the seed-level test, with the seeds' signs; "–" for a record without per-seed differences.
+    A variant whose best checkpoint is its SFT warm start is said to be so: its scores are not the method's; so are the
+    seeds whose pair mixes machines (their difference is partly the machines'), and the diagnosis's findings."""
+    if "per_seed_diff" not in found:
+        return "–"
+    stuck = summary.get("best_at_warm_start", {}).get(variant)
+    mixed = summary.get("mixed_machine_seeds", {}).get(f"{variant} vs {summary['spec']['baseline']}")
+    why = [finding["finding"] for finding in (summary.get("diagnosis") or {}).get("variants", {}).get(variant, [])]
+    return (f"{verdict(found, key)} ({sign_counts(found, key)})"
+            + (f"; best checkpoint = the SFT warm start at {len(stuck)} seed(s): not the method's score" if stuck else "")
+            + (f"; machines mixed at seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))}" if mixed else "")
+            + (f"; why: {', '.join(why)}" if why else ""))
+
+
+def metric_decimals(values: list[float]) -> int:
+    """Decimals to show a metric with, from its scale: error rates and accuracies 3, chrF/ROUGE points and lengths 2,
+    seconds and tokens none."""
+    largest = max((abs(v) for v in values), default=0.0)
+    return 3 if largest < 1 else 2 if largest < 100 else 0
 
 
 def interval(result: dict) -> tuple[float, float]:

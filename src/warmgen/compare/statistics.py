@@ -12,7 +12,7 @@ from .. import metrics
 from ..config_files import load_config, read_yaml
 from ..errors import ConfigError
 from ..evaluate import read_predictions, task_references
-from ..provenance import first_departure, logged_numbers
+from ..provenance import log_departure
 from ..rundir import eval_folder, results_file, run_config_file, run_of
 from ..runlog import read_training_log
 from ..tasks import load_task
@@ -124,11 +124,7 @@ def branch_departure(runs: dict, variant: str, reference: str, seed: int, source
         return None
     steps = min(step for step in branches.values() if step is not None)
     first, second = sorted(pair, key=lambda name: name != source)  # the source run's log is the original where it is one
-    original, again = (logged_numbers(pair[name]["log"], steps) for name in (first, second))
-    original = {step: row for step, row in original.items() if step in again}  # rows only one carries say nothing
-    if not original:  # an older warmgen did not carry the warm start's rows: nothing to compare
-        return None
-    if (departure := first_departure(original, again)) is None:
+    if (departure := log_departure(pair[first]["log"], pair[second]["log"], steps)) is None:
         return None
     return (f"{variant} seed {seed} and {reference} seed {seed} (their logs should share {source} seed {seed}'s first "
             f"{steps} steps and depart at {departure})")

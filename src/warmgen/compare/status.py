@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config_files import load_config, parse_overrides, read_yaml
 from ..rundir import best_checkpoint, folder_holder, last_checkpoint, results_file, resumable, run_config_file
-from ..runlog import metrics_file
+from ..runlog import metrics_file, read_training_log
 from ..tasks import load_task
 from .spec import (
     comparison_folder,
@@ -83,7 +83,7 @@ def own_training_seconds(run_dir: Path) -> float | None:
     warmup = (read_yaml(run_config_file(run_dir)) or {}).get("warmup") or {}
     if warmup.get("sft_warm_start_from"):
         start = warmup.get("sft_warm_start_steps")
-        total -= next((row["train_seconds"] for row in _rows(run_dir) if row.get("step") == start and "train_seconds" in row), 0.0)
+        total -= next((row["train_seconds"] for row in read_training_log(run_dir) if row.get("step") == start and "train_seconds" in row), 0.0)
     return total
 
 

@@ -133,7 +133,7 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[compare] warmup vs sft: ")]
     tested, findings = summary["versus_baseline"]["warmup"][summary["primary_metric"]], summary["diagnosis"]["variants"]["warmup"]
     shown = float(printed[0].split(f"{summary['primary_metric']} ")[1].split()[0])
-    decimals = metric_decimals([tested["variant"], tested["baseline"]])  # as the results tables show the metric
+    decimals = metric_decimals([tested["baseline"]])  # as the results tables show the metric
     assert len(printed) == 1 and shown == pytest.approx(tested["diff"], abs=0.5 * 10 ** -decimals)
     assert sign_counts(tested, summary["primary_metric"]) in printed[0]
     assert printed[0].endswith(f"; why: {', '.join(f['finding'] for f in findings)}" if findings else ")")
@@ -155,6 +155,11 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     results = json.loads((out / "sft" / "seed0" / "results.json").read_text())
     del results["splits"]["test"]["inference_load_average"]
     (out / "sft" / "seed0" / "results.json").write_text(json.dumps(results))
+    # Seed 1 evaluated before a metric was added (as wer_any was): every seed is scored from its predictions.
+    per_before = json.loads((out / "summary.json").read_text())["table"]["sft"]["per"]
+    results = json.loads((out / "sft" / "seed1" / "results.json").read_text())
+    del results["splits"]["test"]["per"]
+    (out / "sft" / "seed1" / "results.json").write_text(json.dumps(results))
     # Saved as `random` by a warmgen whose default that was: the same as `auto` for SFT. Likewise
     # merge_repeats false, the default before `auto`, which merges only where merging is exact.
     saved = out / "sft" / "seed0" / "config.yaml"
@@ -168,6 +173,7 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"]["sft"]["train_load_average"] is None and summary["table"]["warmup"]["train_load_average"]
     assert summary["table"]["sft"]["inference_load_average"] is None and "inference_load_average" in (out / "report.md").read_text()
+    assert summary["table"]["sft"]["per"]["per_seed"] == pytest.approx(per_before["per_seed"])
 
     # --seeds: these seeds instead of the spec's, in their order; all finished here, so only the summary is made, of seed 1.
     capsys.readouterr()

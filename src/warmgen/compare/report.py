@@ -165,7 +165,7 @@ def headline(summary: dict) -> list[str]:
         if not (r := tests.get(primary)):
             continue
         low, high = interval(r)
-        d = metric_decimals([r["variant"], r["baseline"]])
+        d = metric_decimals([r["baseline"]])  # as the results tables give the baseline
         said = verdict_text(summary, r, primary, variant) if "per_seed_diff" in r else verdict(r, primary)
         lines.append(f"{variant} vs {baseline}: {primary} {r['diff']:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}], {said}")
     if self_draft := (summary.get("diagnosis") or {}).get("self_draft"):

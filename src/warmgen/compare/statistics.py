@@ -237,7 +237,10 @@ def _read_runs(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None) 
 def _table_row(seeds: dict[int, dict], stats: dict[str, dict[int, np.ndarray]], options: dict) -> dict:
     """A variant's test metrics and costs over its seeds, and each seed's best step."""
     tests = [r["results"]["splits"]["test"] for r in seeds.values()]
-    keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k != "num_examples" and k not in COST]
+    # Scores every seed's evaluation reported; one some seeds lack (evaluated before warmgen had it) is scored from
+    # every seed's predictions below, or left out where it cannot be.
+    keys = [k for k, v in tests[0].items() if isinstance(v, (int, float)) and k != "num_examples" and k not in COST
+            and all(k in t for t in tests)]
     row: dict[str, dict | None] = {k: _over_seeds(seeds, [t[k] for t in tests]) for k in keys}
     for k in COST:
         values = [_cost(k, t, r) for t, r in zip(tests, seeds.values())]

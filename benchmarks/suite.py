@@ -22,8 +22,7 @@ from benchmarks.recording import CHECKOUT as ROOT
 from benchmarks.recording import find_record, portable, write_record
 from warmgen.compare import load_spec, run_comparison
 from warmgen.compare.archive import archive_content, import_runs, write_archive
-from warmgen.compare.report import interval
-from warmgen.compare.significance import sign_counts, verdict
+from warmgen.compare.report import headline, metric_decimals
 from warmgen.compare.statistics import summarize_finished
 
 TASKS = {  # task: comparison spec
@@ -91,10 +90,10 @@ def main() -> None:
                                                 "summary": summary})
         archive = keep_runs(path, ROOT / TASKS[task], folder, summary["spec"]["seeds"])
         primary = summary["primary_metric"]
-        for variant, row in summary["table"].items():
-            versus = summary["versus_baseline"].get(variant, {}).get(primary)
-            delta = "" if versus is None else f"{versus['diff']:+.4g} {interval(versus)} {verdict(versus, primary)} ({sign_counts(versus, primary)})"
-            lines.append(f"{task:<8} {variant:<42} {primary} {row[primary]['mean']:.4g} ± {row[primary]['std']:.2g}  {delta}")
+        d = metric_decimals([summary["table"][summary["spec"]["baseline"]][primary]["mean"]])
+        lines += [f"{task:<8} {variant:<42} {primary} {row[primary]['mean']:.{d}f} ± {row[primary]['std']:.{d}f}"
+                  for variant, row in summary["table"].items()]
+        lines += [f"{task:<8} {line}" for line in headline(summary)]  # the differences and verdicts, as compare prints them
         print(f"wrote {path} and {archive.name}", flush=True)
     print("\n".join(lines))
 

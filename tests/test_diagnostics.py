@@ -86,9 +86,11 @@ def test_the_diagnosis_says_each_finding_at_its_threshold_and_offers_only_device
     # What the warmups became: empty, cut off, one cue whatever the input; no gain over no warmup; never trained.
     assert list(_found(_summary({"mean_warmup_words": diagnosis.EMPTY_WORDS - 0.01}, {}))) == ["empty"]
     cut = _summary({"training_end": {"completions/clipped_ratio": diagnosis.CUT_OFF_SHARE}}, {})
-    assert _found(cut) == {"cut_off": "warmup.cut_off mask, a longer warmup.max_warmup_length"}
-    cut["spec"]["variants"]["w"] = {"warmup.cut_off": "mask"}
+    # Not the overlong mask: with nearly every warmup cut it would leave nearly all out of the loss.
     assert _found(cut) == {"cut_off": "a longer warmup.max_warmup_length"}
+    cut["spec"]["variants"]["w"] = {"warmup.cut_off": "mask"}
+    assert _found(cut) == {"cut_off": "a longer warmup.max_warmup_length, warmup.cut_off penalty (the default)"}
+    assert "learns from almost none" in diagnosis.diagnose(cut)["variants"]["w"][0]["says"]
     assert "cut_off" not in _found(_summary({"training_end": {"completions/clipped_ratio": diagnosis.CUT_OFF_SHARE - 0.01}}, {}))
     assert list(_found(_summary({"distinct_warmups": diagnosis.ONE_CUE_SHARE - 0.01}, {}))) == ["one_cue"]
     assert _found(_summary({"training_end": {"warmup/gain": 0.0}}, {}, overrides={"warmup.reward": "gain"})) == \

@@ -75,9 +75,12 @@ def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> 
         add("empty", f"its test warmups are empty (mean {analysis['mean_warmup_words']:.2f} words): it decodes as if trained "
                      "without them (collapse)", ", ".join(filter(None, [untried, "warmup.min_warmup_length"])))
     if (clipped := end.get("completions/clipped_ratio")) is not None and clipped >= CUT_OFF_SHARE and not drafts:
+        # Not warmup.cut_off mask: at this share it would leave nearly every warmup out of the loss (nothing to learn from).
+        masked = overrides.get("warmup.cut_off") == "mask"
         add("cut_off", f"{clipped:.0%} of the warmups sampled at the end of training ran to warmup.max_warmup_length "
-                       "without <sep>: they are cut, and their length says nothing",
-            ("" if overrides.get("warmup.cut_off") == "mask" else "warmup.cut_off mask, ") + "a longer warmup.max_warmup_length")
+                       "without <sep>: they are cut, and their length says nothing"
+                       + ("; warmup.cut_off mask leaves them out of the loss, so it learns from almost none" if masked else ""),
+            "a longer warmup.max_warmup_length" + (", warmup.cut_off penalty (the default)" if masked else ""))
     distinct = analysis.get("distinct_warmups")
     if distinct is not None and distinct < ONE_CUE_SHARE and analysis["mean_warmup_words"] >= EMPTY_WORDS and not drafts:
         common = ", ".join(f"{word!r}" for word, _ in analysis["most_frequent_warmup_words"][:3])

@@ -79,12 +79,6 @@ def _refuse_link(path: Path) -> None:
                              "remove the link")
 
 
-def _remove(path: Path) -> None:
-    _refuse_link(path)
-    if path.exists():
-        shutil.rmtree(path)
-
-
 def save_checkpoint(folder: Path, model, tokenizer, config: WarmupConfig, state: TrainState | None, weights: dict | None = None,
                     drafter: Path | None = None) -> None:
     """Write to a temporary folder, then swap it in: a crash never leaves a half-written checkpoint,

@@ -100,7 +100,7 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
     running: dict = {}
     failed: list = []
 
-    def stop(signum, frame):
+    def stop(signum, _frame):
         sys.exit(128 + signum)  # unwinds to the cleanup below, unlike the default SIGTERM action
 
     in_main_thread = threading.current_thread() is threading.main_thread()

@@ -85,12 +85,12 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
     for name in ("results.json", "config.yaml", "metrics.jsonl", "eval/test/predictions.jsonl", "eval/test/results.json"):
         assert (moved / "warmup" / "seed0" / name).read_bytes() == (tmp_path / "gone" / "warmup" / "seed0" / name).read_bytes()
     assert compare(spec, moved, "--import", str(whole)) == 0
-    assert capsys.readouterr().out.count("already finished here, kept") == 3
+    assert capsys.readouterr().out.count(f"already finished here, kept (not the copy in {whole})") == 3
     # Archives that hold the same runs: the first named gives them, a later one only what the first lacks.
     assert compare(spec, tmp_path / "gathered", "--import", str(kept), str(whole)) == 0
     printed = capsys.readouterr().out
     assert f"sft seed 0: imported from {kept}" in printed and f"sft+same_time seed 0: imported from {whole}" in printed
-    assert printed.count("already finished here, kept") == 2
+    assert printed.count(f"{kept} gives it, kept (not the copy in {whole})") == 2
     # A warmup run to train again here starts from a checkpoint the imported SFT run came without: compare trains SFT's
     # first step again beside it (on the whole run's schedule), to the same weights, and the warmup run from there to
     # the same predictions. The imported SFT run stays as it was.

@@ -121,7 +121,8 @@ def import_runs(spec_path: str, archives: list[str], output_dir: str | None = No
     lock = hold_folder(output, "warmgen compare --import")  # nothing trains or imports here meanwhile
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=output))
     try:
-        lines, staged = [], []
+        lines: list[str] = []
+        staged: list[tuple[Path, str, int]] = []  # (archive, variant, seed)
         for archive in map(Path, archives):
             for variant, archived in read_archive(archive).items():
                 for seed_name, run in archived.items():
@@ -129,8 +130,10 @@ def import_runs(spec_path: str, archives: list[str], output_dir: str | None = No
                     run_dir = output / variant / f"seed{seed}"
                     if variant not in spec["variants"] or seed not in spec["seeds"]:
                         lines.append(f"{name}: not in this comparison's variants and seeds, left out")
-                    elif results_file(run_dir).is_file() or (staging / variant / f"seed{seed}").is_dir():
-                        lines.append(f"{name}: already finished here, kept")
+                    elif results_file(run_dir).is_file():
+                        lines.append(f"{name}: already finished here, kept (not the copy in {archive})")
+                    elif (given := next((a for a, v, s in staged if (v, s) == (variant, seed)), None)) is not None:
+                        lines.append(f"{name}: {given} gives it, kept (not the copy in {archive})")
                     elif any((run_dir / part).exists() for part in RUN_FILES):
                         raise ConfigError(f"--import {archive}: {run_dir} holds a run that has not finished; delete it to import "
                                           f"the finished {name}, or let it train")

@@ -16,7 +16,7 @@ from scipy import stats as scipy_stats
 from warmgen.cli import main
 from warmgen.compare import load_spec, paired_tests
 from warmgen.compare.report import metric_decimals, verdict_text
-from warmgen.compare.significance import sign_counts, verdict
+from warmgen.compare.significance import add_holm, holm, sign_counts, verdict
 from warmgen.config import ConfigError
 from warmgen.rundir import step_checkpoint
 
@@ -71,6 +71,41 @@ def test_the_seed_level_test_is_the_t_test_across_seeds_when_the_test_set_adds_n
     assert sign_counts(worse, "exact_match") == "worse at 3/3 seeds"
     one = paired_tests("exact_match", seeds([0.6]), seeds([0.5]), samples=50)["exact_match"]
     assert one["seed_level"] is None and verdict(one, "exact_match") == "one seed"
+
+
+def test_holms_adjusted_p_values_are_the_smallest_levels_at_which_the_step_down_procedure_rejects():
+    """Brute force: run Holm's procedure (reject the i-th smallest p while p_(i) <= alpha / (m - i + 1)) at many levels;
+    each hypothesis's adjusted p is the smallest level that rejects it."""
+    rng = np.random.default_rng(0)
+    levels = np.linspace(0, 1, 2001)
+    for _ in range(50):
+        p = list(np.round(rng.uniform(0, 0.2, size=rng.integers(1, 7)), 3))
+
+        def rejected(alpha: float) -> set[int]:
+            found = set()
+            for rank, index in enumerate(sorted(range(len(p)), key=lambda i: p[i])):
+                if p[index] > alpha / (len(p) - rank):
+                    break
+                found.add(index)
+            return found
+
+        for index, adjusted in enumerate(holm(p)):
+            smallest = next((alpha for alpha in levels if index in rejected(alpha)), 1.0)
+            assert adjusted == pytest.approx(smallest, abs=1e-3), (p, index)
+    # A family: each comparison's seed-level p corrected over the comparisons with that metric; the verdict says where
+    # the correction undoes a call, and a comparison alone is its own family.
+    seeds = lambda scores: [np.full((50, 1), s) for s in scores]  # noqa: E731
+    family = {name: paired_tests("exact_match", seeds(scores), seeds([0.5, 0.5, 0.5]), samples=50)
+              for name, scores in {"a": [0.40, 0.41, 0.42], "b": [0.47, 0.50, 0.45], "c": [0.52, 0.55, 0.506]}.items()}
+    add_holm(family)
+    found = {name: tests["exact_match"]["seed_level"] for name, tests in family.items()}
+    assert [found[n]["p_holm"] for n in "abc"] == pytest.approx(holm([found[n]["p_value"] for n in "abc"]))
+    assert {level["holm_family"] for level in found.values()} == {3}
+    summary = {"spec": {"baseline": "sft"}}
+    barely = {**family["a"]["exact_match"], "seed_level": {**found["a"], "p_holm": 0.06}}
+    assert verdict_text(summary, barely, "exact_match", "a") == \
+        "worse (worse at 3/3 seeds); level after Holm's correction over 3 comparisons"
+    assert verdict_text(summary, family["a"]["exact_match"], "exact_match", "a") == "worse (worse at 3/3 seeds)"
 
 
 def spec_file(tmp_path):
@@ -138,6 +173,9 @@ def test_compare_reports_and_resumes(tmp_path, capsys):
     assert sign_counts(tested, summary["primary_metric"]) in printed[0]
     assert printed[0].endswith(f"; why: {', '.join(f['finding'] for f in findings)}" if findings else ")")
     assert printed[0].endswith(verdict_text(summary, tested, summary["primary_metric"], "warmup"))
+    # One variant against the baseline: a family of one, which Holm's correction leaves as it is.
+    assert tested["seed_level"]["p_holm"] == tested["seed_level"]["p_value"] and tested["seed_level"]["holm_family"] == 1
+    assert "p (Holm)" in (out / "report.md").read_text()
     for name in ("report.md", "report.html", "training.png", "dev.png", "delta.png"):
         assert (out / name).is_file(), name
     assert "Versus sft" in (out / "report.md").read_text() and "Contrasts" in (out / "report.md").read_text()

@@ -115,10 +115,12 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                ["variant"] + (["seeds"] if uneven else []) + quality + list(COST),
                [[v] + ([", ".join(map(str, per_variant[v]))] if uneven else []) + [_cell(row, k) for k in quality + list(COST)]
                 for v, row in table.items()])]
-    header = ["metric", "variant", "reference", "difference", "verdict", "seeds", "seed-level 95% CI", "p", "example-level 95% CI", "p"]
+    header = ["metric", "variant", "reference", "difference", "verdict", "seeds", "seed-level 95% CI", "p", "p (Holm)",
+              "example-level 95% CI", "p"]
     stuck, mixed, baseline = summary.get("best_at_warm_start", {}), summary.get("mixed_machine_seeds", {}), summary["spec"]["baseline"]
-    tables.append((f"Versus {baseline}: paired on the seeds both have; the verdict follows the seed-level test "
-                   f"(example level: bootstrap over test examples, {summary['spec']['bootstrap']} resamples, seeds fixed)",
+    tables.append((f"Versus {baseline}: paired on the seeds both have; the verdict follows the seed-level test; p (Holm): its "
+                   f"p after Holm's correction over the variants tested on that metric (example level: bootstrap over test "
+                   f"examples, {summary['spec']['bootstrap']} resamples, seeds fixed)",
                    ["variant", *header], [[v, *_test_row(k, r, stuck.get(v), len(per_variant[v]), mixed.get(f"{v} vs {baseline}"))]
                                           for v, keys in summary["versus_baseline"].items() for k, r in keys.items()]))
     if summary.get("mixed_machine_pairs"):
@@ -129,7 +131,7 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                        "the test scores are the warm start's, decoded with warmups", ["variant", "seeds", "best step"],
                        [[v, ", ".join(map(str, seeds)), _cell(table[v], "best_step")] for v, seeds in stuck.items()]))
     if summary["contrasts"]:
-        tables.append(("Contrasts (same tests)", ["variant vs reference", *header],
+        tables.append(("Contrasts (same tests; p (Holm) over the contrasts)", ["variant vs reference", *header],
                        [[pair, *_test_row(k, r, mixed=mixed.get(pair))] for pair, keys in summary["contrasts"].items()
                         for k, r in keys.items()]))
     rows = [[v, f"{a['mean_warmup_words']:.2f}", "-" if a["warmup_words_in_target"] is None else f"{a['warmup_words_in_target']:.2f}",
@@ -182,7 +184,10 @@ def verdict_text(summary: dict, found: dict, key: str, variant: str) -> str:
     stuck = summary.get("best_at_warm_start", {}).get(variant)
     mixed = summary.get("mixed_machine_seeds", {}).get(f"{variant} vs {summary['spec']['baseline']}")
     why = [finding["finding"] for finding in (summary.get("diagnosis") or {}).get("variants", {}).get(variant, [])]
-    return (f"{verdict(found, key)} ({sign_counts(found, key)})"
+    said, level = verdict(found, key), found.get("seed_level") or {}
+    undone = said in ("better", "worse") and level.get("p_holm", 0.0) >= 0.05
+    return (f"{said} ({sign_counts(found, key)})"
+            + (f"; level after Holm's correction over {level['holm_family']} comparisons" if undone else "")
             + (f"; best checkpoint = the SFT warm start at {len(stuck)} seed(s): not the method's score" if stuck else "")
             + (f"; machines mixed at seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))}" if mixed else "")
             + (f"; why: {', '.join(why)}" if why else ""))
@@ -222,6 +227,7 @@ def _test_row(key: str, r: dict, stuck: list[int] | None = None, seeds: int = 0,
     return [key, f"{r['variant']:.4g}", f"{r['baseline']:.4g}", f"{r['diff']:+.4g}",
             found, sign_counts(r, key) if "per_seed_diff" in r else "-",
             f"[{seed['ci_low']:+.4g}, {seed['ci_high']:+.4g}]" if seed else "-", f"{seed['p_value']:.3g}" if seed else "-",
+            f"{seed['p_holm']:.3g}" if seed and "p_holm" in seed else "-",
             f"[{example['ci_low']:+.4g}, {example['ci_high']:+.4g}]", f"{example['p_value']:.3g}"]
 
 

@@ -15,7 +15,10 @@ Two sources of chance separate a variant's score from its reference's: which see
   sure of itself (it can never draw a mean outside the 3 observed ones). None with one seed.
 
 A difference is called only where `seed_level`'s 95% interval excludes 0; the sign counts ("worse at
-3/3 seeds") are shown beside it either way.
+3/3 seeds") are shown beside it either way. Each comparison is tested alone; a spec with many variants
+will call some at p just under 0.05 by chance, so `seed_level.p_holm` is its p-value after Holm's
+correction over the comparison's family (every variant against the baseline on that metric; the
+contrasts are a family of their own), and the verdict says where that correction undoes the call.
 """
 
 from __future__ import annotations
@@ -75,6 +78,26 @@ def seed_level(per_seed_diff: np.ndarray, example_se: float) -> dict | None:
     half = float(scipy_stats.t.ppf(0.975, df)) * se
     return {"ci_low": diff - half, "ci_high": diff + half, "p_value": float(2 * scipy_stats.t.sf(abs(diff) / se, df)),
             "se": se, "df": df}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the smallest family-wise level at which each hypothesis
+    is rejected (Holm 1979). The i-th smallest p is multiplied by m - i + 1, made non-decreasing, capped at 1."""
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, index in enumerate(sorted(range(len(p_values)), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def add_holm(family: dict[str, dict[str, dict]]) -> None:
+    """Set `seed_level.p_holm` in every test of `family` (comparison -> metric key -> paired_tests' result), each
+    metric key corrected over the comparisons that have a seed-level test of it."""
+    keys = dict.fromkeys(key for tests in family.values() for key in tests)
+    for key in keys:
+        levels = [tests[key]["seed_level"] for tests in family.values() if (tests.get(key) or {}).get("seed_level")]
+        for level, adjusted in zip(levels, holm([level["p_value"] for level in levels])):
+            level["p_holm"], level["holm_family"] = adjusted, len(levels)
 
 
 def verdict(result: dict, key: str) -> str:

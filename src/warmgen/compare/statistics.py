@@ -18,7 +18,7 @@ from ..runlog import read_training_log
 from ..tasks import load_task
 from .archive import imports_of
 from .diagnosis import device_settings, diagnose
-from .significance import paired_tests
+from .significance import add_holm, paired_tests
 from .spec import REBUILT, restricted
 
 COST = ("epochs", "train_seconds", "seconds_per_epoch", "peak_rss_mb", "generated_tokens", "inference_seconds", "train_load_average",
@@ -190,6 +190,8 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
 
     versus = {variant: found for variant in runs if variant != baseline and (found := tests(variant, baseline))}
     contrasts = {f"{a} vs {b}": found for a, b in spec["contrasts"] if (found := tests(a, b))}
+    add_holm(versus)
+    add_holm(contrasts)
     sft_baseline = base.method == "sft" or spec["variants"][baseline].get("method") == "sft"
     sft_predictions = runs[baseline][first[baseline]]["predictions"] if sft_baseline else None
     analysis = {v: {**warmup_analysis([p for r in seeds.values() for p in r["predictions"]], sft_predictions),

@@ -211,7 +211,8 @@ def summarize(spec: dict, output: Path, seeds_of: dict[str, list[int]] | None = 
                "warmup_analysis": analysis, "examples": _examples(runs, baseline, first, min(5, len(ids))),
                "tests": "on the seeds both sides have, paired by seed and by test example: seed_level (per-seed differences' "
                         "variance over seeds plus the test set's, t interval), example_level (paired bootstrap over test examples, "
-                        "the seeds' models fixed); significance.py",
+                        "the seeds' models fixed); seed_level.p_holm: its p after Holm's correction over the variants tested "
+                        "against the baseline on that metric (the contrasts apart); significance.py",
                # The code and libraries the runs were trained with, which a summary made later from another checkout does not show.
                "trained_at_commits": sorted({str(r.get("git_commit")) for r in results}),
                "trained_with_versions": [json.loads(v) for v in sorted({json.dumps(r.get("versions"), sort_keys=True) for r in results})]}

@@ -21,7 +21,8 @@ def cut_off(row: dict) -> str | None:
         return None
     return (f"{share:.0%} of the warmups sampled over the last logged steps ran to warmup.max_warmup_length without "
             "<sep> and were cut off: the warmups then barely differ in reward and the method learns little from them "
-            "(a random <sep> row is rarely predicted: model.sep_init, an SFT warm start, a longer warmup.max_warmup_length)")
+            "(a random <sep> row is rarely predicted: model.sep_init, set on an SFT warm start's run too, whose <sep> row a run "
+            "started from its checkpoint keeps; a longer warmup.max_warmup_length)")
 
 
 def no_advantage(row: dict, config: dict) -> str | None:

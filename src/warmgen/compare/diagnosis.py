@@ -69,7 +69,8 @@ def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> 
     if context["stuck"]:
         add("not_trained", f"its best checkpoint is the SFT warm start at {len(context['stuck'])}/{context['seeds']} seeds: no "
                            "warmup step improved dev, so its scores there are the warm start's",
-            "the warnings in its training log (cut off, no advantage); an SFT warm start that writes <sep> (model.sep_init)")
+            "the warnings in its training log (cut off, no advantage); warmups that end: a <sep> row the model predicts "
+            "(model.sep_init, on the SFT warm start's run too: a run started from its checkpoint keeps its row)")
     empty_warmups = analysis["mean_warmup_words"] < EMPTY_WORDS and not drafts
     if empty_warmups:
         add("empty", f"its test warmups are empty (mean {analysis['mean_warmup_words']:.2f} words): it decodes as if trained "

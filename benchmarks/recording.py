@@ -60,12 +60,17 @@ def portable(value):
 
 
 def machine() -> dict:
-    """Where the benchmark ran: times compare only between machines alike and equally quiet."""
+    """Where the benchmark ran: times compare only between machines alike and equally quiet; scores only between
+    machines whose arithmetic fingerprints agree."""
     import torch
 
+    from warmgen.provenance import arithmetic_fingerprint
+
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average_1_5_15": os.getloadavg(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(), "load_average_1_5_15": os.getloadavg(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "arithmetic_fingerprint": arithmetic_fingerprint("cuda" if torch.cuda.is_available() else "cpu")}
 
 
 def command_line() -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats as scipy_stats
 
 from warmgen.cli import main
@@ -18,6 +19,7 @@ from warmgen.compare import load_spec, paired_tests
 from warmgen.compare.report import metric_decimals, verdict_text
 from warmgen.compare.significance import add_holm, holm, sign_counts, verdict
 from warmgen.config import ConfigError
+from warmgen.provenance import arithmetic_fingerprint
 from warmgen.rundir import step_checkpoint
 
 
@@ -587,6 +589,34 @@ def test_runs_that_should_share_a_warm_starts_steps_are_checked_against_each_oth
     for other in ("elsewhere", "older", "scratch"):  # another source, no rows carried (an older warmgen), no warm start
         assert branch_departure(runs, other, "sft", 0, "sft") is None and branch_departure(runs, other, "warmup", 0, "sft") is None
     assert branch_departure(runs, "rebuilt", "sft", 0, None) is None  # a spec without warm_start_from
+
+
+def test_a_comparison_moved_to_a_machine_that_computes_otherwise_refuses_to_train_before_it_starts(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seeds: [0]\nbootstrap: 20\nvariants:\n  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2}\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(spec), "--output_dir", str(out), "--variants", "sft", *TINY]) == 0
+    log = out / "sft" / "seed0" / "metrics.jsonl"
+    here = arithmetic_fingerprint()
+    assert here in log.read_text()
+    log.write_text(log.read_text().replace(here, "0123456789abcdef"))  # as if trained on another machine
+    capsys.readouterr()
+    assert main(["compare", str(spec), "--output_dir", str(out), *TINY]) == 2
+    error = capsys.readouterr().err
+    assert f"{log}: sft seed 0 was computed where the arithmetic fingerprint is 0123456789abcdef, and this machine's is {here}" in error
+    assert not (out / "warmup").exists()  # nothing trained
+    assert main(["compare", str(spec), "--output_dir", str(out), "--status", *TINY]) == 0
+    assert "training here is refused: " + str(log) in capsys.readouterr().out
+    spec.write_text(spec.read_text() + "allow_mixed_machines: true\n")
+    assert main(["compare", str(spec), "--output_dir", str(out), *TINY]) == 0
+    assert (out / "warmup" / "seed0" / "results.json").is_file()
+
+
+def test_the_fingerprint_at_another_thread_count_leaves_this_processs_threads_as_they_were():
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    assert arithmetic_fingerprint(threads=other) == arithmetic_fingerprint(threads=other)
+    assert torch.get_num_threads() == before
 
 
 def test_runs_computed_on_machines_that_differ_are_not_paired_unless_the_spec_allows_it(tmp_path, capsys):

@@ -30,11 +30,19 @@ def git_commit() -> str | None:
         return None
 
 
-def arithmetic_fingerprint(device: str | torch.device = "cpu") -> str:
+def arithmetic_fingerprint(device: str | torch.device = "cpu", threads: int | None = None) -> str:
     """A hash of a fixed small computation through the kernels training uses (embedding, matmul, layer norm, softmax
     attention, GELU, cross-entropy, and their backward) at this process's thread count: two machines with the same
     fingerprint computed it to the last bit, as training computes a run's steps (benchmarks/same_arithmetic.py
-    checks a run itself). Runs trained where it differs are not paired (compare/significance.py)."""
+    checks a run itself). Runs trained where it differs are not paired (compare/significance.py). `threads`: computed at
+    that thread count instead (the one a training process would take), this process's left as it was."""
+    if threads is not None and threads != torch.get_num_threads():
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return arithmetic_fingerprint(device)
+        finally:
+            torch.set_num_threads(before)
     generator = torch.Generator().manual_seed(0)  # not the global generators: training's random draws stay as they were
     tensor = lambda *shape: torch.randn(*shape, generator=generator).to(device)  # noqa: E731
     embedding, w_in, w_out = tensor(64, 48), tensor(48, 96), tensor(96, 48)
@@ -57,7 +65,9 @@ def arithmetic_fingerprint(device: str | torch.device = "cpu") -> str:
 def machine(device: str | torch.device = "cpu") -> dict:
     """Where a run trained: the processor, its cores, torch's threads, the accelerator, library versions, and the
     arithmetic fingerprint that says whether two machines compute a run alike."""
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    # The kernels' instruction set (AVX2, AVX512...) tells why two machines sold under one name compute otherwise.
+    return {"cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "accelerator": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else None,
             "platform": platform.platform(), "versions": library_versions(), "arithmetic_fingerprint": arithmetic_fingerprint(device)}
 
@@ -119,11 +129,16 @@ def segment(device: str | torch.device = "cpu") -> dict:
     return {"time": now(), "machine": machine(device)}
 
 
+def recorded_fingerprints(log: list[dict]) -> set[str]:
+    """Every arithmetic fingerprint a run's training log records (its starts, resumes and its SFT warm start's)."""
+    return {row["machine"]["arithmetic_fingerprint"] for row in log if "machine" in row}
+
+
 def run_provenance(log: list[dict]) -> dict:
     """results.json's account of where a run trained, from its training log's start, resume and warm-start rows: the
     last machine, every arithmetic fingerprint its steps were computed with (its SFT warm start's too), its times."""
     segments = [row for row in log if "machine" in row]
     own = [row for row in segments if row.get("event") in ("start", "resume")]
     return {"machine": own[-1]["machine"] if own else None,
-            "arithmetic_fingerprints": sorted({row["machine"]["arithmetic_fingerprint"] for row in segments}),
+            "arithmetic_fingerprints": sorted(recorded_fingerprints(log)),
             "started_at": own[0]["time"] if own else None, "finished_at": now()}

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 import yaml
 
 from ..errors import ConfigError
@@ -19,6 +20,7 @@ from .report import headline, make_plots, write_reports
 from .spec import (
     REBUILD,
     comparison_folder,
+    computed_elsewhere,
     config_differences,
     load_spec,
     rebuild_changes,
@@ -96,6 +98,8 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
     env = same_code_environment()
     if jobs > 1 and "OMP_NUM_THREADS" not in env:  # as torchrun does: runs sharing the CPU would otherwise each take every core
         env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    if not spec["allow_mixed_machines"] and (elsewhere := computed_elsewhere(run_dir_of, training_threads(env))):
+        raise ConfigError(elsewhere)
     queue: list = list(planned)
     running: dict = {}
     failed: list = []
@@ -185,6 +189,13 @@ def _wait(running: dict, rescan: bool) -> None:
         if rescan and time.monotonic() >= deadline:
             return
         time.sleep(0.1)
+
+
+def training_threads(env: dict[str, str]) -> int:
+    """The threads a training process started with `env` computes with: OMP_NUM_THREADS where it says, else torch's
+    default here (this process's, started without it)."""
+    value = env.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else torch.get_num_threads()
 
 
 def same_code_environment() -> dict[str, str]:

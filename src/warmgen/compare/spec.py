@@ -6,13 +6,15 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from ..checkpoint import STATE_NAME
 from ..config_files import differences, load_config, parse_overrides, read_yaml
 from ..errors import ConfigError
 from ..methods import learns_warmups
-from ..provenance import first_departure, logged_numbers
+from ..provenance import arithmetic_fingerprint, first_departure, logged_numbers, recorded_fingerprints
 from ..rundir import results_file, run_config_file, run_of, step_checkpoint
-from ..runlog import read_training_log
+from ..runlog import metrics_file, read_training_log
 from ..start import comparable
 
 SPEC_KEYS = {"base", "seeds", "variants", "baseline", "bootstrap", "output_dir", "overrides", "contrasts", "budget", "warm_start_from",
@@ -206,6 +208,26 @@ def rebuild_departure(spec: dict, output: Path, seed: int) -> str | None:
         return None
     steps = rebuild_steps(spec)
     return first_departure(logged_numbers(read_training_log(source), steps), logged_numbers(read_training_log(folder), steps))
+
+
+def computed_elsewhere(run_dirs: dict[tuple[int, str], Path], threads: int) -> str | None:
+    """Why runs left to train here would not pair with the runs of their seed already trained (in part or whole)
+    somewhere whose arithmetic fingerprint differs from this machine's at `threads` threads, naming the first such run;
+    None where every recorded fingerprint is this machine's. Asked before training starts, so a comparison moved to
+    another machine says so at once rather than in its summary, hours of training later. `run_dirs`: (seed, name) ->
+    run folder, the runs' and the warm starts' trained again."""
+    left = {seed for (seed, name), folder in run_dirs.items() if name != REBUILD and not results_file(folder).is_file()}
+    if not left:
+        return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where a training process computes (distributed.Processes)
+    here = arithmetic_fingerprint(device, threads)
+    for (seed, name), folder in run_dirs.items():
+        if seed in left and folder.is_dir() and (others := recorded_fingerprints(read_training_log(folder)) - {here}):
+            return (f"{metrics_file(folder)}: {name} seed {seed} was computed where the arithmetic fingerprint is "
+                    f"{', '.join(sorted(others))}, and this machine's is {here} at {threads} thread(s): the runs of seed {seed} "
+                    f"trained here would not pair with it; train the comparison again in another --output_dir here, go on "
+                    f"where it was trained, or set allow_mixed_machines: true in the spec")
+    return None
 
 
 def starts_from_rebuild(warm_start: str | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,8 +11,11 @@ from ..config_files import load_config, parse_overrides, read_yaml
 from ..rundir import best_checkpoint, folder_holder, last_checkpoint, results_file, resumable, run_config_file
 from ..runlog import metrics_file, read_training_log
 from ..tasks import load_task
+from .runner import training_threads
 from .spec import (
+    REBUILD,
     comparison_folder,
+    computed_elsewhere,
     config_differences,
     load_spec,
     rebuild_departure,
@@ -60,12 +64,17 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
                     state += f" (at most {seconds / 60:.0f} min, its time budget)"
                 left, unknown = left + (seconds or 0.0), unknown + (seconds is None)
             lines.append(f"  {variant} seed {seed}: {state}")
-    for seed, folder in rebuilds(output, planned).items():
+    folders = rebuilds(output, planned)
+    for seed, folder in folders.items():
         state = "done" if rebuilt(spec, folder) else _unfinished(folder, rebuild_steps(spec))[0]
         if departure := rebuild_departure(spec, output, seed):  # this machine computes otherwise than the source's
             state += (f", but its log departs from {spec['warm_start_from']} seed {seed}'s at {departure}: "
                       + ("runs start from it (allow_mixed_machines)" if spec["allow_mixed_machines"] else "no run starts from it"))
         lines.append(f"  {rebuild_label(spec, seed)} (its checkpoints were not kept or not imported): {state}")
+    run_dirs = {**{(seed, REBUILD): folder for seed, folder in folders.items()},
+                **{(seed, variant): output / variant / f"seed{seed}" for seed, variant in planned}}
+    if not spec["allow_mixed_machines"] and (elsewhere := computed_elsewhere(run_dirs, training_threads(dict(os.environ)))):
+        lines.append(f"  training here is refused: {elsewhere}")
     if left:
         lines.append(f"  left: about {left / 3600:.1f} h of training in one process (--jobs N: about 1/N of it where the cores "
                      "allow)" + (f", and {unknown} run(s) with nothing yet to estimate from" if unknown else ""))

@@ -593,9 +593,9 @@ def test_runs_that_should_share_a_warm_starts_steps_are_checked_against_each_oth
 
 def test_a_comparison_moved_to_a_machine_that_computes_otherwise_refuses_to_train_before_it_starts(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
-    spec.write_text("seeds: [0]\nbootstrap: 20\nvariants:\n  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2}\n")
+    spec.write_text("seeds: [0, 1]\nbootstrap: 20\nvariants:\n  sft: {method: sft}\n  warmup: {method: warmup, warmup.num_warmups: 2}\n")
     out = tmp_path / "cmp"
-    assert main(["compare", str(spec), "--output_dir", str(out), "--variants", "sft", *TINY]) == 0
+    assert main(["compare", str(spec), "--output_dir", str(out), "--variants", "sft", "--seeds", "0", *TINY]) == 0
     log = out / "sft" / "seed0" / "metrics.jsonl"
     here = arithmetic_fingerprint()
     assert here in log.read_text()
@@ -603,10 +603,13 @@ def test_a_comparison_moved_to_a_machine_that_computes_otherwise_refuses_to_trai
     capsys.readouterr()
     assert main(["compare", str(spec), "--output_dir", str(out), *TINY]) == 2
     error = capsys.readouterr().err
-    assert f"{log}: sft seed 0 was computed where the arithmetic fingerprint is 0123456789abcdef, and this machine's is {here}" in error
-    assert not (out / "warmup").exists()  # nothing trained
+    assert (f"{log}: sft seed 0 was computed where the arithmetic fingerprint is 0123456789abcdef, and this machine's is {here} "
+            "at 1 thread(s): the runs left at seed(s) 0 trained here would not pair") in error
+    assert "--seeds 1 trains the seeds that have none" in error
+    assert not (out / "warmup").exists() and not (out / "sft" / "seed1").exists()  # nothing trained
     assert main(["compare", str(spec), "--output_dir", str(out), "--status", *TINY]) == 0
     assert "training here is refused: " + str(log) in capsys.readouterr().out
+    assert main(["compare", str(spec), "--output_dir", str(out), "--seeds", "1", *TINY]) == 0  # a seed with none computed elsewhere
     spec.write_text(spec.read_text() + "allow_mixed_machines: true\n")
     assert main(["compare", str(spec), "--output_dir", str(out), *TINY]) == 0
     assert (out / "warmup" / "seed0" / "results.json").is_file()

@@ -98,7 +98,7 @@ def run_all(spec: dict, output: Path, overrides: list[str], jobs: int = 1) -> No
     env = same_code_environment()
     if jobs > 1 and "OMP_NUM_THREADS" not in env:  # as torchrun does: runs sharing the CPU would otherwise each take every core
         env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // jobs))
-    if not spec["allow_mixed_machines"] and (elsewhere := computed_elsewhere(run_dir_of, training_threads(env))):
+    if not spec["allow_mixed_machines"] and (elsewhere := computed_elsewhere(spec, run_dir_of, training_threads(env))):
         raise ConfigError(elsewhere)
     queue: list = list(planned)
     running: dict = {}

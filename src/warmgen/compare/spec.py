@@ -210,24 +210,30 @@ def rebuild_departure(spec: dict, output: Path, seed: int) -> str | None:
     return first_departure(logged_numbers(read_training_log(source), steps), logged_numbers(read_training_log(folder), steps))
 
 
-def computed_elsewhere(run_dirs: dict[tuple[int, str], Path], threads: int) -> str | None:
+def computed_elsewhere(spec: dict, run_dirs: dict[tuple[int, str], Path], threads: int) -> str | None:
     """Why runs left to train here would not pair with the runs of their seed already trained (in part or whole)
-    somewhere whose arithmetic fingerprint differs from this machine's at `threads` threads, naming the first such run;
-    None where every recorded fingerprint is this machine's. Asked before training starts, so a comparison moved to
-    another machine says so at once rather than in its summary, hours of training later. `run_dirs`: (seed, name) ->
-    run folder, the runs' and the warm starts' trained again."""
+    somewhere whose arithmetic fingerprint differs from this machine's at `threads` threads, naming the first such run
+    and the seeds left that can train here; None where every recorded fingerprint is this machine's. Asked before
+    training starts, so a comparison moved to another machine says so at once rather than in its summary, hours of
+    training later. `run_dirs`: (seed, name) -> run folder, the runs' and the warm starts' trained again."""
     left = {seed for (seed, name), folder in run_dirs.items() if name != REBUILD and not results_file(folder).is_file()}
     if not left:
         return None
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where a training process computes (distributed.Processes)
     here = arithmetic_fingerprint(device, threads)
+    found = {}  # seed -> its first run computed elsewhere: (its name, its folder, the fingerprints it was computed with)
     for (seed, name), folder in run_dirs.items():
-        if seed in left and folder.is_dir() and (others := recorded_fingerprints(read_training_log(folder)) - {here}):
-            return (f"{metrics_file(folder)}: {name} seed {seed} was computed where the arithmetic fingerprint is "
-                    f"{', '.join(sorted(others))}, and this machine's is {here} at {threads} thread(s): the runs of seed {seed} "
-                    f"trained here would not pair with it; train the comparison again in another --output_dir here, go on "
-                    f"where it was trained, or set allow_mixed_machines: true in the spec")
-    return None
+        if seed in left and seed not in found and folder.is_dir() and (elsewhere := recorded_fingerprints(read_training_log(folder)) - {here}):
+            found[seed] = (rebuild_label(spec, seed) if name == REBUILD else f"{name} seed {seed}", folder, sorted(elsewhere))
+    if not found:
+        return None
+    name, folder, others = next(iter(found.values()))
+    clean = sorted(left - set(found))
+    return (f"{metrics_file(folder)}: {name} was computed where the arithmetic fingerprint is {', '.join(others)}, and this "
+            f"machine's is {here} at {threads} thread(s): the runs left at seed(s) {', '.join(map(str, sorted(found)))} trained "
+            f"here would not pair with the runs trained there; "
+            + (f"--seeds {' '.join(map(str, clean))} trains the seeds that have none, " if clean else "")
+            + "train the comparison again in another --output_dir, go on where it was trained, or set allow_mixed_machines: true in the spec")
 
 
 def starts_from_rebuild(warm_start: str | None) -> bool:

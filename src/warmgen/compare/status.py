@@ -73,7 +73,7 @@ def comparison_status(spec_path: str, output_dir: str | None = None, overrides: 
         lines.append(f"  {rebuild_label(spec, seed)} (its checkpoints were not kept or not imported): {state}")
     run_dirs = {**{(seed, REBUILD): folder for seed, folder in folders.items()},
                 **{(seed, variant): output / variant / f"seed{seed}" for seed, variant in planned}}
-    if not spec["allow_mixed_machines"] and (elsewhere := computed_elsewhere(run_dirs, training_threads(dict(os.environ)))):
+    if not spec["allow_mixed_machines"] and (elsewhere := computed_elsewhere(spec, run_dirs, training_threads(dict(os.environ)))):
         lines.append(f"  training here is refused: {elsewhere}")
     if left:
         lines.append(f"  left: about {left / 3600:.1f} h of training in one process (--jobs N: about 1/N of it where the cores "

@@ -12,6 +12,7 @@ from test_compare import TINY
 from warmgen.cli import main
 from warmgen.compare.archive import read_archive
 from warmgen.errors import DataError
+from warmgen.provenance import arithmetic_fingerprint
 from warmgen.rundir import step_checkpoint
 
 # A shared SFT warm start and a variant given the warmup run's time: what an import checks against depends on both.
@@ -86,6 +87,19 @@ def test_exported_runs_imported_elsewhere_give_the_same_summary(tmp_path, capsys
         assert (moved / "warmup" / "seed0" / name).read_bytes() == (tmp_path / "gone" / "warmup" / "seed0" / name).read_bytes()
     assert compare(spec, moved, "--import", str(whole)) == 0
     assert capsys.readouterr().out.count(f"already finished here, kept (not the copy in {whole})") == 3
+
+    # Runs computed on a machine that computes otherwise, imported where the others are left to train: said at once.
+    def computed_elsewhere(content):
+        for variant in ("warmup", "sft+same_time"):
+            content["runs"].pop(variant)
+        sft = content["runs"]["sft"]["0"]
+        sft["metrics"] = sft["metrics"].replace(arithmetic_fingerprint(), "feedfacefeedface")
+
+    foreign = rewrite(whole, tmp_path / "foreign.json.gz", computed_elsewhere)
+    assert compare(spec, tmp_path / "foreign", "--import", str(foreign)) == 0
+    assert "training the runs left here would be refused: " in capsys.readouterr().out
+    assert compare(spec, tmp_path / "foreign") == 2
+    assert "sft seed 0 was computed where the arithmetic fingerprint is feedfacefeedface" in capsys.readouterr().err
     # Archives that hold the same runs: the first named gives them, a later one only what the first lacks.
     assert compare(spec, tmp_path / "gathered", "--import", str(kept), str(whole)) == 0
     printed = capsys.readouterr().out

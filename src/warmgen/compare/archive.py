@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import tempfile
 import zlib
@@ -27,7 +28,7 @@ from ..provenance import now
 from ..rundir import RUN_FILES, eval_folder, hold_folder, results_file, run_config_file
 from ..runlog import metrics_file
 from ..tasks import load_task
-from .spec import comparison_folder, config_differences, load_spec, run_changes, time_reference
+from .spec import comparison_folder, computed_elsewhere, config_differences, load_spec, run_changes, time_reference, training_threads
 
 FORMAT = "warmgen-runs/1"
 IMPORTS = "imports.jsonl"  # in the comparison folder: one line per --import that brought runs in
@@ -152,6 +153,9 @@ def import_runs(spec_path: str, archives: list[str], output_dir: str | None = No
             (output / variant).mkdir(parents=True, exist_ok=True)
             (staging / variant / f"seed{seed}").replace(output / variant / f"seed{seed}")
             lines.append(f"{variant} seed {seed}: imported from {archive}")
+        run_dirs = {(seed, variant): output / variant / f"seed{seed}" for variant in spec["variants"] for seed in spec["seeds"]}
+        if staged and not spec["allow_mixed_machines"] and (elsewhere := computed_elsewhere(spec, run_dirs, training_threads(dict(os.environ)))):
+            lines.append(f"training the runs left here would be refused: {elsewhere}")
         if staged:  # the summary lists every import that brought runs in (imports_of)
             with open(output / IMPORTS, "a", encoding="utf-8") as log:
                 log.write(json.dumps({"time": now(), "archives": sorted({Path(a).name for a, _, _ in staged}),

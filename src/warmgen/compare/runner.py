@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import yaml
 
 from ..errors import ConfigError
@@ -32,6 +31,7 @@ from .spec import (
     run_changes,
     starts_from_rebuild,
     time_reference,
+    training_threads,
 )
 from .statistics import summarize, summarize_finished
 
@@ -189,13 +189,6 @@ def _wait(running: dict, rescan: bool) -> None:
         if rescan and time.monotonic() >= deadline:
             return
         time.sleep(0.1)
-
-
-def training_threads(env: dict[str, str]) -> int:
-    """The threads a training process started with `env` computes with: OMP_NUM_THREADS where it says, else torch's
-    default here (this process's, started without it)."""
-    value = env.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else torch.get_num_threads()
 
 
 def same_code_environment() -> dict[str, str]:

@@ -210,6 +210,13 @@ def rebuild_departure(spec: dict, output: Path, seed: int) -> str | None:
     return first_departure(logged_numbers(read_training_log(source), steps), logged_numbers(read_training_log(folder), steps))
 
 
+def training_threads(env: dict[str, str]) -> int:
+    """The threads a training process started with `env` computes with: OMP_NUM_THREADS where it says, else torch's
+    default here (this process's, started without it)."""
+    value = env.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else torch.get_num_threads()
+
+
 def computed_elsewhere(spec: dict, run_dirs: dict[tuple[int, str], Path], threads: int) -> str | None:
     """Why runs left to train here would not pair with the runs of their seed already trained (in part or whole)
     somewhere whose arithmetic fingerprint differs from this machine's at `threads` threads, naming the first such run

@@ -11,7 +11,6 @@ from ..config_files import load_config, parse_overrides, read_yaml
 from ..rundir import best_checkpoint, folder_holder, last_checkpoint, results_file, resumable, run_config_file
 from ..runlog import metrics_file, read_training_log
 from ..tasks import load_task
-from .runner import training_threads
 from .spec import (
     REBUILD,
     comparison_folder,
@@ -24,6 +23,7 @@ from .spec import (
     rebuilds,
     rebuilt,
     run_changes,
+    training_threads,
     variant_config,
 )
 

@@ -31,7 +31,7 @@ def test_the_kit_measures_throughput_then_runs_the_g2p_recipe_comparison(tmp_pat
     recipe = yaml.safe_load((ROOT / "configs" / "compare" / "g2p-full.yaml").read_text())
     assert g2p["results"]["complete"] and g2p["results"]["stopped"] is None
     assert set(g2p["results"]["summary"]["table"]) == set(recipe["variants"])  # every variant of the recipe, one seed
-    assert g2p["settings"]["jobs"] == len(recipe["variants"]) and g2p["settings"]["spec"]["overrides"]["train.mixed_precision"] == "no"
+    assert g2p["settings"]["jobs"] == 4 and g2p["settings"]["spec"]["overrides"]["train.mixed_precision"] == "no"
     progress = g2p["results"]["progress"]
     assert set(progress) == {f"{variant} seed 0" for variant in recipe["variants"]} and all(run["finished"] for run in progress.values())
     assert progress["sft seed 0"]["step"] == progress["sft seed 0"]["total_steps"] and progress["sft seed 0"]["dev"]["dev/wer"] >= 0

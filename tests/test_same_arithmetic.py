@@ -29,6 +29,22 @@ def test_a_run_trained_again_here_logs_the_same_numbers_and_a_changed_log_is_fou
     assert "loss" in found["again"]["2"] and "reward" in found["again"]["2"] and "time/step" not in found["again"]["2"]
     assert found["steps"] == 2 and found["threads"] == 1 and found["run_git_commit"] == found["copy_git_commit"]
 
+    # Against a run of the same config trained whole elsewhere: every logged row and the test scores, no training.
+    twin = tmp_path / "twin"
+    assert main(["train", *TINY, "--method", "warmup", "--output_dir", str(twin), "--train.max_steps", "3",
+                 "--train.log_every", "1"]) == 0
+    against = check(monkeypatch, tmp_path, run, "--against", str(twin))
+    assert against["same"] is True and against["steps"] == 3 and sorted(against["differences"]) == ["1", "2", "3"]
+    assert against["test"]["run"] == against["test"]["against"] and "wer" in against["test"]["run"]
+    assert against["fingerprints"]["run"] == against["fingerprints"]["against"] != []
+    results = json.loads((twin / "results.json").read_text())
+    results["splits"]["test"]["wer"] += 0.002  # the same log, other test scores
+    (twin / "results.json").write_text(json.dumps(results))
+    assert check(monkeypatch, tmp_path, run, "--against", str(twin))["same"] is False
+    del results["splits"]["test"]["wer"]  # a score only one run has is not compared
+    (twin / "results.json").write_text(json.dumps(results))
+    assert check(monkeypatch, tmp_path, run, "--against", str(twin))["same"] is True
+
     original = {int(step): row for step, row in found["original"].items()}
     changed = {step: {**row, "loss": row["loss"] + 1e-6} if step == 2 else row for step, row in original.items()}
     changed[1] = {key: value for key, value in changed[1].items() if key != "reward"}
@@ -58,3 +74,9 @@ def test_a_folder_without_a_run_or_without_rows_that_far_is_refused(tmp_path, mo
         with pytest.raises(SystemExit) as stop:
             same_arithmetic.main()
         assert message in str(stop.value.code)
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--output_dir", str(run), "--train.max_steps", "1", "--train.log_every", "1"]) == 0
+    monkeypatch.setattr("sys.argv", ["same_arithmetic", str(run), "--against", str(tmp_path / "elsewhere")])
+    with pytest.raises(SystemExit) as stop:
+        same_arithmetic.main()
+    assert "elsewhere/metrics.jsonl: no such file (--against names a run folder)" in str(stop.value.code)

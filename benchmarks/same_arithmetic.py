@@ -68,7 +68,7 @@ def read_commit(run: Path) -> str:
     return json.loads(results.read_text(encoding="utf-8")).get("git_commit", "") if results.is_file() else ""
 
 
-def test_scores(run: Path) -> dict:
+def scores_on_test(run: Path) -> dict:
     """A finished run's test scores (results.json), timings left out; {} for a run without them."""
     results = results_file(run)
     test = json.loads(results.read_text(encoding="utf-8")).get("splits", {}).get("test", {}) if results.is_file() else {}
@@ -104,7 +104,7 @@ def main() -> None:
         again, copy = compared_rows(other, steps), {"against": str(other.resolve()), "against_git_commit": read_commit(other),
                                                     "fingerprints": {"run": sorted(recorded_fingerprints(read_training_log(run))),
                                                                      "against": sorted(recorded_fingerprints(read_training_log(other)))},
-                                                    "test": {"run": test_scores(run), "against": test_scores(other)}}
+                                                    "test": {"run": scores_on_test(run), "against": scores_on_test(other)}}
     else:
         again, copy = train_copy(run, steps, args.threads), {"copy_git_commit": git_commit(), "threads": args.threads}
     found = differences(original, again)

@@ -286,16 +286,15 @@ def main(argv=None) -> None:
             record(out, part, args, {}, {"not_run": f"{left + RECORD_SECONDS:.0f} s left of --minutes {args.minutes}"})
         else:
             spec_path, spec = device_spec(source, out, args.tiny, args.seeds)
-            jobs = args.jobs
             folder = Path(args.work) / source.stem
             packed = out / f"{source.stem}-runs.tar.gz"
-            stopped = compare_for(spec_path, folder, jobs, left, packed.name)
+            stopped = compare_for(spec_path, folder, args.jobs, left, packed.name)
             pack_runs(folder, packed)
             try:
                 export_finished(spec_path, folder, out / f"{source.stem}.runs.json.gz")
             except ConfigError:  # no run finished: nothing to export
                 pass
-            record(out, part, args, {"spec": spec, "jobs": jobs, "seconds_given": round(left)},
+            record(out, part, args, {"spec": spec, "jobs": args.jobs, "seconds_given": round(left)},
                    {"complete": stopped is None, "stopped": stopped, "summary": finished_so_far(spec_path, folder),
                     "progress": progress(folder)})
     if "xsum" in args.parts:

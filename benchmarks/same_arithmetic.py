@@ -93,18 +93,20 @@ def main() -> None:
     run = Path(args.run)
     if not run_config_file(run).is_file():
         sys.exit(f"{run_config_file(run)}: no such file (a run folder holds its config.yaml)")
-    steps = args.steps or (max((row.get("step", 0) for row in read_training_log(run)), default=0) if args.against else 5)
-    original = compared_rows(run, steps)
+    log = read_training_log(run)
+    steps = args.steps or (max((row.get("step", 0) for row in log), default=0) if args.against else 5)
+    original = logged_numbers(log, steps)
     if not original:
         sys.exit(f"{run}/metrics.jsonl: no training row up to step {steps} (raise --steps to the run's train.log_every)")
     if args.against:
         other = Path(args.against)
         if not metrics_file(other).is_file():
             sys.exit(f"{metrics_file(other)}: no such file (--against names a run folder)")
-        again, copy = compared_rows(other, steps), {"against": str(other.resolve()), "against_git_commit": read_commit(other),
-                                                    "fingerprints": {"run": sorted(recorded_fingerprints(read_training_log(run))),
-                                                                     "against": sorted(recorded_fingerprints(read_training_log(other)))},
-                                                    "test": {"run": scores_on_test(run), "against": scores_on_test(other)}}
+        other_log = read_training_log(other)
+        again = logged_numbers(other_log, steps)
+        copy = {"against": str(other.resolve()), "against_git_commit": read_commit(other),
+                "fingerprints": {"run": sorted(recorded_fingerprints(log)), "against": sorted(recorded_fingerprints(other_log))},
+                "test": {"run": scores_on_test(run), "against": scores_on_test(other)}}
     else:
         again, copy = train_copy(run, steps, args.threads), {"copy_git_commit": git_commit(), "threads": args.threads}
     found = differences(original, again)

@@ -33,12 +33,6 @@ from warmgen.provenance import first_departure, git_commit, logged_numbers, reco
 from warmgen.rundir import results_file, run_config_file
 from warmgen.runlog import metrics_file, read_training_log
 
-
-def compared_rows(run_dir: Path, steps: int) -> dict[int, dict]:
-    """step -> the logged numbers of a run's training rows up to `steps`, timings left out."""
-    return logged_numbers(read_training_log(run_dir), steps)
-
-
 NOT_IN_ORIGINAL = "not in the original"
 
 
@@ -129,7 +123,7 @@ def train_copy(run: Path, steps: int, threads: int) -> dict[int, dict]:
         done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"training the copy failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        return compared_rows(Path(scratch), steps)
+        return logged_numbers(read_training_log(Path(scratch)), steps)
 
 
 if __name__ == "__main__":

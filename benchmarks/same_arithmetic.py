@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from benchmarks.recording import write_record
 from warmgen.provenance import first_departure, git_commit, logged_numbers, recorded_fingerprints, same_logged
@@ -39,7 +40,7 @@ NOT_IN_ORIGINAL = "not in the original"
 def differences(original: dict[int, dict], again: dict[int, dict]) -> dict[int, dict]:
     """step -> field -> "same" or the difference again - original; a field the original logged and the copy did not is
     "missing", one only the copy logged "not in the original" (a warmgen may log more than another)."""
-    found = {}
+    found: dict[int, dict] = {}
     for step in sorted(original.keys() | again.keys()):
         left, right = original.get(step, {}), again.get(step, {})
         found[step] = {}
@@ -98,7 +99,7 @@ def main() -> None:
             sys.exit(f"{metrics_file(other)}: no such file (--against names a run folder)")
         other_log = read_training_log(other)
         again = logged_numbers(other_log, steps)
-        copy = {"against": str(other.resolve()), "against_git_commit": read_commit(other),
+        copy: dict[str, Any] = {"against": str(other.resolve()), "against_git_commit": read_commit(other),
                 "fingerprints": {"run": sorted(recorded_fingerprints(log)), "against": sorted(recorded_fingerprints(other_log))},
                 "test": {"run": scores_on_test(run), "against": scores_on_test(other)}}
     else:

@@ -39,6 +39,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -51,7 +52,7 @@ from benchmarks.suite import export_finished, finished_so_far  # noqa: E402
 from warmgen.batching import tokenize  # noqa: E402
 from warmgen.compare import run_comparison  # noqa: E402
 from warmgen.compare.runner import same_code_environment  # noqa: E402
-from warmgen.config import WarmupConfig  # noqa: E402
+from warmgen.config import DataConfig, ModelConfig, TrainConfig, WarmupConfig, WarmupOptions  # noqa: E402
 from warmgen.config_files import load_config  # noqa: E402
 from warmgen.errors import ConfigError  # noqa: E402
 from warmgen.layout import make_layout  # noqa: E402
@@ -62,7 +63,7 @@ from warmgen.tasks import load_task  # noqa: E402
 from warmgen.train import train  # noqa: E402
 from warmgen.warmup import warmup_step  # noqa: E402
 
-SIZES = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "ks": [2, 4, 8], "batch": 64, "steps": 12},
+SIZES: dict[str, dict[str, Any]] = {"full": {"models": ["t5-10m", "llama-10m", "t5-100m", "llama-100m"], "ks": [2, 4, 8], "batch": 64, "steps": 12},
          "tiny": {"models": ["t5-tiny", "llama-tiny"], "ks": [2], "batch": 4, "steps": 2}}
 G2P_SPEC = ROOT / "configs" / "compare" / "g2p-full.yaml"  # the compare part's default
 PRECISION_RUN = {"full": {"train.max_steps": 300, "warmup.sft_warm_start_steps": 100, "train.eval_every": 300, "data.max_dev_examples": 100},
@@ -87,9 +88,9 @@ def throughput(size: dict, examples, save_rows) -> list[dict]:
     rows = []
     for name in size["models"]:
         for method, k in [("sft", 0)] + [("warmup", k) for k in size["ks"]]:
-            config = WarmupConfig(method=method, model={"name": name},
-                                  warmup={"num_warmups": max(k, 1), "max_warmup_length": 8},
-                                  train={"mixed_precision": "bf16" if device.type == "cuda" else "no"})
+            config = WarmupConfig(method=method, model=ModelConfig(name=name),
+                                  warmup=WarmupOptions(num_warmups=max(k, 1), max_warmup_length=8),
+                                  train=TrainConfig(mixed_precision="bf16" if device.type == "cuda" else "no"))
             torch.manual_seed(0)
             model, tokenizer, sep_id = load_model(config.model, [e.source for e in examples], [e.target for e in examples],
                                                   learns_warmups=method == "warmup", task="g2p")
@@ -138,13 +139,15 @@ def throughput(size: dict, examples, save_rows) -> list[dict]:
 def precision(work: Path, tiny: bool, save_rows) -> list[dict]:
     """The G2P recipe's first steps (PRECISION_RUN) trained by `warmgen train`'s loop under each train.mixed_precision,
     from the same seed; the rows so far are saved (`save_rows`) after each run."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for mixed in ("no", "bf16", "fp16"):
+        run_dir = work / "precision" / mixed
         overrides = {**(TINY_G2P if tiny else {}), **PRECISION_RUN["tiny" if tiny else "full"], "method": "warmup",
-                     "train.mixed_precision": mixed, "output_dir": str(work / "precision" / mixed)}
-        run_dir = Path(overrides["output_dir"])
+                     "train.mixed_precision": mixed, "output_dir": str(run_dir)}
         try:
             results = train(load_config(ROOT / "configs" / "g2p-full.yaml", list(overrides.items())), overwrite="delete")
+            if results is None:
+                raise RuntimeError("training stopped part way (train.stop_after_step) and left no results")
         except Exception as error:  # recorded, and the kit goes on: a lent GPU's minutes are not spent twice
             rows.append({"mixed_precision": mixed, "error": f"{type(error).__name__}: {error}"})
             print(f"[gpu_evidence] precision {mixed} failed: {rows[-1]['error']}", flush=True)
@@ -271,7 +274,7 @@ def main(argv=None) -> None:
     size = SIZES["tiny" if args.tiny else "full"]
 
     if "throughput" in args.parts:
-        examples = load_task(WarmupConfig(data={"task": "g2p"})).split("train")[: size["batch"] * (size["steps"] + 1)]
+        examples = load_task(WarmupConfig(data=DataConfig(task="g2p"))).split("train")[: size["batch"] * (size["steps"] + 1)]
         settings = {k: size[k] for k in ("models", "ks", "batch", "steps")}
         throughput(size, examples, lambda rows: record(out, "throughput", args, settings, rows))
     if "precision" in args.parts:

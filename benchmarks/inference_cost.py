@@ -24,25 +24,28 @@ from benchmarks.recording import write_record
 from warmgen.checkpoint import load_checkpoint
 from warmgen.evaluate import evaluate
 from warmgen.layout import make_layout
+from warmgen.rundir import results_file
 from warmgen.tasks import load_task
 
 
 def load_run(run_dir: Path):
-    results = json.loads((run_dir / "results.json").read_text())
+    if not results_file(run_dir).is_file():
+        raise SystemExit(f"{results_file(run_dir)}: not found; give the folder of a finished run (warmgen train's --output_dir)")
+    results = json.loads(results_file(run_dir).read_text())
     model, tokenizer, sep_id, config = load_checkpoint(Path(results["checkpoint"]))
     model.eval()
     return {"config": config, "model": model, "layout": make_layout(model, tokenizer, sep_id, config),
             "task": load_task(config), "use_warmup": config.method == "warmup"}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sft", required=True, help="run directory of an SFT run")
     parser.add_argument("--warmup", nargs="+", required=True, help="run directories of warmup runs")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     runs = {name: load_run(Path(name)) for name in [args.sft, *args.warmup]}
-    seconds = {name: [] for name in runs}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
     scores = {}
     for _ in range(args.repeats):
         for name, run in runs.items():

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.recording import CHECKOUT, envelope, new_record_path, save
 
@@ -89,7 +90,7 @@ def cut_prompts(data: Path, model: str, prompt_tokens: int) -> tuple[Path, float
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     for row in rows:
-        row["input"] = tokenizer.decode(tokenizer(row["input"], add_special_tokens=False)["input_ids"][:prompt_tokens]).strip()
+        row["input"] = str(tokenizer.decode(tokenizer(row["input"], add_special_tokens=False)["input_ids"][:prompt_tokens])).strip()
     lengths = [len(tokenizer(row["input"], add_special_tokens=False)["input_ids"]) for row in rows]
     path = data.with_name(f"prompts-{Path(model).name}-{prompt_tokens}.jsonl")
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -138,10 +139,10 @@ def run_trl(args) -> dict[str, list[float]]:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
     dataset = datasets.Dataset.from_list([{"prompt": PROMPT.format(source=r["input"]), "target": r["target"]} for r in rows])
-    holder = {}
+    holder: dict[str, Any] = {}  # the trainer, which the reward function needs and is built after it
 
     @torch.no_grad()
-    def target_logprob(prompts, completions, target, **kwargs) -> list[float]:
+    def target_logprob(prompts, completions, target, **kwargs) -> list[float | None]:  # TRL's reward type
         """log P(target | prompt, completion) under the current policy, warmgen's reward: one batched,
         right-padded forward pass over every completion of the step."""
         policy = holder["trainer"].model
@@ -179,21 +180,22 @@ def run_trl(args) -> dict[str, list[float]]:
             for phase in PHASES:
                 self.times[phase].append(spent[phase])
 
-    config_class, trainer_class = (RLOOConfig, RLOOTrainer) if args.trainer == "trl-rloo" else (GRPOConfig, GRPOTrainer)
     peft = None
     if args.lora:
         from peft import LoraConfig
 
         peft = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear")
     timer = StepTimes()
-    trainer = trainer_class(model=model, reward_funcs=target_logprob, args=config_class(**trl_settings(args, torch.cuda.is_available())),
-                            train_dataset=dataset,
-                            processing_class=tokenizer, callbacks=[timer], peft_config=peft)
+    settings = trl_settings(args, torch.cuda.is_available())
+    inputs: dict[str, Any] = dict(model=model, reward_funcs=target_logprob, train_dataset=dataset, processing_class=tokenizer,
+                                  callbacks=[timer], peft_config=peft)
+    trainer: RLOOTrainer | GRPOTrainer = (RLOOTrainer(args=RLOOConfig(**settings), **inputs) if args.trainer == "trl-rloo"
+                                          else GRPOTrainer(args=GRPOConfig(**settings), **inputs))
     holder["trainer"] = trainer
     # The phases: generation; the reward pass; the loss's forward and backward.
-    trainer._generate = timed("sampling", trainer._generate)
-    trainer._calculate_rewards = timed("scoring", trainer._calculate_rewards)
-    trainer.compute_loss = timed("backward", trainer.compute_loss)
+    trainer._generate = timed("sampling", trainer._generate)  # type: ignore[method-assign]
+    trainer._calculate_rewards = timed("scoring", trainer._calculate_rewards)  # type: ignore[method-assign]
+    trainer.compute_loss = timed("backward", trainer.compute_loss)  # type: ignore[method-assign]
     trainer.accelerator.backward = timed("backward", trainer.accelerator.backward)
     trainer.train()
     return timer.times

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def newest_suite_records(folder: Path = SUITE) -> dict[str, tuple[Path, dict]]:
     return {task: (path, record) for task, (_, path, record) in sorted(newest.items())}
 
 
-def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: list[str] = (), exclude: list[str] = ()) -> str:
+def table(folder: Path = SUITE, links: str = "benchmarks/results/suite", tasks: Sequence[str] = (), exclude: Sequence[str] = ()) -> str:
     rows = ["| task | seeds | test examples | metric | comparison | variant's score | baseline's score | difference [95% CI] | p "
             "| verdict | record |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, (path, record) in newest_suite_records(folder).items():
@@ -136,7 +137,7 @@ def _load(record_name: str, names: list[str]) -> tuple[dict, dict[str, int]]:
     return summary, {name: metric_decimals([row[name]["mean"] for row in rows.values() if name in row]) for name in names}
 
 
-def variant_table(record_name: str, columns: list[str], versus: list[str] = ()) -> str:
+def variant_table(record_name: str, columns: list[str], versus: Sequence[str] = ()) -> str:
     """One record's variants: `columns` as mean ± std over seeds, and the difference from the baseline for `versus`."""
     summary, decimals = _load(record_name, [*columns, *versus])
     spec, rows = summary["spec"], summary["table"]

@@ -33,7 +33,7 @@ def run_curves(run_dir: Path, metrics: list[str], steps: list[int], evaluations:
     if missing:
         raise SystemExit(f"{run_dir / 'metrics.jsonl'}: no training log line at step(s) {missing}; "
                          f"it logs every {min(logged)} steps up to {max(logged)}")
-    by_epoch = {}
+    by_epoch: dict[str, list[float]] = {}
     for row in logged.values():  # a logged step belongs to the epoch it ends in (epoch 0.1-1.0 is the first)
         by_epoch.setdefault(str(math.ceil(round(row["epoch"], 6))), []).append(row["time/step"])
     curves = {"median_seconds_per_step": statistics.median(row["time/step"] for row in logged.values()),

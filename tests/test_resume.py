@@ -83,6 +83,35 @@ def learning_rates(run_dir):
     return [r["learning_rate"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
+@pytest.mark.parametrize("warmup_steps, total_steps", [(0, 7), (3, 10), (4, 4), (400, 4695), (1, 2)])
+def test_the_linear_schedule_is_transformers_to_the_last_bit_and_resumes_from_its_state(warmup_steps, total_steps):
+    """training_run.linear_schedule gives transformers' get_linear_schedule_with_warmup's learning rates exactly (runs
+    trained before it replaced that function train on the same numbers), and loads a state that function saved."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from warmgen.training_run import linear_schedule
+
+    def rates(make, states=None, steps=total_steps + 2):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+        scheduler = make(optimizer, warmup_steps, total_steps)
+        if states is not None:  # as a resume loads them
+            optimizer.load_state_dict(states[0])
+            scheduler.load_state_dict(states[1])
+        found = []
+        for _ in range(steps):
+            found.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return found, (optimizer.state_dict(), scheduler.state_dict())
+
+    theirs, _ = rates(get_linear_schedule_with_warmup)
+    ours, _ = rates(linear_schedule)
+    assert ours == theirs and ours[-1] == 0.0
+    # A checkpoint's scheduler state saved by transformers' function, loaded half way: the same rates from there.
+    half, half_states = rates(get_linear_schedule_with_warmup, steps=total_steps // 2)
+    assert rates(linear_schedule, half_states, steps=total_steps + 2 - len(half))[0] == theirs[len(half):]
+
+
 def test_lr_decay_by_time_reaches_zero_at_the_budget_also_across_a_resume(tmp_path, monkeypatch):
     """10 s steps, a 25 s budget: the rate is capped at the time left, 1 - 10/25 after step 1 and 1 - 20/25 after step 2."""
     monkeypatch.setattr(warmgen.train, "time", ticking_clock(10))

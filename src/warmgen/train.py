@@ -15,8 +15,8 @@ import resource
 import time
 from pathlib import Path
 
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import set_seed
 
 from . import diagnostics, provenance
 from .batching import epoch_order

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from . import diagnostics, provenance
 from .batching import tokenize
@@ -178,7 +177,7 @@ def prepare(config: WarmupConfig, procs: Processes, run_dir: Path, task: Task, m
     steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     check_warm_start(config, total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
+    scheduler = linear_schedule(optimizer, min(t.lr_warmup_steps, total_steps), total_steps)
     parameters = count_parameters(model)  # before ZeRO-3 partitions the weights
     procs.prepare_optimizer(model, optimizer, scheduler, t)  # DeepSpeed ZeRO when the accelerate config asks for it
     check_reference(config, procs.sharded)
@@ -220,3 +219,16 @@ def open_logs(run: Run, resume: bool, warm_start_log: list[dict]) -> None:
         run.logs.warn(run.state.step, "from_scratch", diagnostics.from_scratch(run.config))
     elif run.state.step < run.total_steps:  # a finished run shown again trains nothing: its log stays as it was
         run.log({"step": run.state.step, "event": "resume", **started})
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' get_linear_schedule_with_warmup, the same arithmetic to the last bit: the learning rate rises
+    linearly for `warmup_steps`, then falls linearly to 0 at `total_steps`. Not imported from transformers.optimization,
+    which imports peft through transformers.trainer_utils: seconds at the start of every run."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return float(step) / float(max(1, warmup_steps))
+        return max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -29,9 +29,10 @@ from warmgen.tasks import load_task
 
 
 def load_run(run_dir: Path):
-    if not results_file(run_dir).is_file():
-        raise SystemExit(f"{results_file(run_dir)}: not found; give the folder of a finished run (warmgen train's --output_dir)")
-    results = json.loads(results_file(run_dir).read_text())
+    path = results_file(run_dir)
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found; give the folder of a finished run (warmgen train's --output_dir)")
+    results = json.loads(path.read_text())
     model, tokenizer, sep_id, config = load_checkpoint(Path(results["checkpoint"]))
     model.eval()
     return {"config": config, "model": model, "layout": make_layout(model, tokenizer, sep_id, config),
